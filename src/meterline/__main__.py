@@ -1,0 +1,3 @@
+from meterline.cli.app import main
+
+main()

@@ -1,0 +1,171 @@
+"""`meterline` entry point: global options and the command tree."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from meterline import __version__
+from meterline.cli.context import (
+    EXIT_OK,
+    Settings,
+    env_default,
+    fail,
+    handles_errors,
+    print_json,
+    settings,
+)
+from meterline.domain.timestamps import format_us, from_datetime
+from meterline.ingest.readers import FORMATS, Item, read_file
+from meterline.ingest.service import IngestOptions, IngestReport
+from meterline.store.database import DEFAULT_URL, safe_url
+from meterline.store.event_log import retract as retract_event
+from meterline.wiring import ingestor_for
+
+app = typer.Typer(
+    name="meterline",
+    help="Usage-based metering and invoicing whose numbers can be proved.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db: str = typer.Option(
+        None, "--db", help=f"Store URL (env METERLINE_DB, default {DEFAULT_URL})."
+    ),
+    now: str = typer.Option(
+        None, "--now", help="Pin the receiving clock (RFC 3339; env METERLINE_NOW)."
+    ),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(f"meterline {__version__}")
+        raise typer.Exit(EXIT_OK)
+    ctx.obj = Settings(
+        db=db or env_default("METERLINE_DB") or DEFAULT_URL,
+        now=now or env_default("METERLINE_NOW"),
+    )
+
+
+@app.command()
+@handles_errors
+def init(ctx: typer.Context) -> None:
+    """Create the store, or upgrade it to the current schema."""
+    s = settings(ctx)
+    store = s.store(initialised=False)
+    revision = store.upgrade()
+    typer.echo(f"store ready at {safe_url(s.db)} (schema {revision})")
+
+
+def _print_report(report: IngestReport) -> None:
+    typer.echo(
+        f"accepted {report.accepted:,}  duplicates {report.duplicates:,}  "
+        f"rejected {report.rejected:,}"
+    )
+    if report.rejects:
+        table = Table("index", "line", "code", "message", title="rejected (quarantined)")
+        for r in report.rejects[:20]:
+            table.add_row(str(r.index), str(r.line or ""), r.code, r.message)
+        Console().print(table)
+        if len(report.rejects) > 20:
+            typer.echo(f"... and {len(report.rejects) - 20:,} more (see --json)")
+
+
+@app.command()
+@handles_errors
+def ingest(
+    ctx: typer.Context,
+    files: list[str] = typer.Argument(..., help="NDJSON, JSON array or CSV files; - for stdin."),
+    source: str = typer.Option("default", "--source", help="Source for events that name none."),
+    backfill: bool = typer.Option(
+        False, "--backfill", help="Accept events older than the age bound (recorded as backfill)."
+    ),
+    fmt: str = typer.Option("auto", "--format", help="auto | ndjson | json | csv"),
+    batch_size: int = typer.Option(20_000, "--batch-size", min=1, max=1_000_000),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Ingest usage events. Bad events are rejected with a code and quarantined."""
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}")
+    s = settings(ctx)
+    store = s.store()
+    ingestor = ingestor_for(store, s.clock())
+    options = IngestOptions(source=source, backfill=backfill, origin="cli", batch_size=batch_size)
+
+    def items() -> Iterator[Item]:
+        for path in files:
+            yield from read_file(path, fmt)
+
+    show_progress = sys.stderr.isatty() and not as_json
+    if show_progress:
+        with Progress(
+            TextColumn("[bold]ingesting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("events"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("ingest", total=None)
+            report = ingestor.ingest(items(), options, lambda n: bar.advance(task, n))
+    else:
+        report = ingestor.ingest(items(), options)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _print_report(report)
+
+
+@app.command()
+@handles_errors
+def retract(
+    ctx: typer.Context,
+    event_id: str = typer.Argument(..., help="The event_id to retract."),
+    source: str = typer.Option("default", "--source", help="The event's source."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept with the retraction)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Retract an event: it stays in the store but no longer counts from now on."""
+    s = settings(ctx)
+    store = s.store()
+    now_us = from_datetime(s.clock().now())
+    with store.write() as conn:
+        r = retract_event(conn, source, event_id, reason, now_us)
+    if as_json:
+        print_json(
+            {
+                "source": r.source,
+                "event_id": r.event_id,
+                "seq": r.seq,
+                "event_seq": r.event_seq,
+                "reason": r.reason,
+                "retracted_at": format_us(r.retracted_at),
+                "already_retracted": r.already,
+            }
+        )
+    elif r.already:
+        typer.echo(f"event ({source}, {event_id}) was already retracted at seq {r.seq}: {r.reason}")
+    else:
+        typer.echo(f"retracted ({source}, {event_id}) at seq {r.seq}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # the last line of defence: never a traceback
+        sys.stderr.write(f"meterline: internal error: {type(exc).__name__}: {exc}\n")
+        sys.exit(70)

@@ -1,0 +1,83 @@
+"""What every command needs: the store URL, the clock, and error handling."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import msgspec
+import typer
+
+from meterline.domain.clock import Clock, FixedClock, SystemClock
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.timestamps import InvalidTimestamp, parse_rfc3339, to_datetime
+from meterline.store.database import DEFAULT_URL, Store, open_store
+
+EXIT_OK = 0
+EXIT_DISCREPANCY = 1
+EXIT_BAD_INPUT = 2
+
+
+@dataclass
+class Settings:
+    db: str = DEFAULT_URL
+    now: str | None = None
+
+    def clock(self) -> Clock:
+        if self.now is None:
+            return SystemClock()
+        try:
+            return FixedClock(to_datetime(parse_rfc3339(self.now)))
+        except InvalidTimestamp as exc:
+            raise MeterlineError(ErrorCode.INVALID_ARGUMENT, f"--now: {exc}") from None
+
+    def store(self, *, initialised: bool = True) -> Store:
+        store = open_store(self.db)
+        if initialised:
+            store.require_initialised()
+        return store
+
+
+def settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """One clear line on stderr, never a traceback."""
+    sys.stderr.write(f"meterline: {message}\n")
+    raise typer.Exit(code)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except MeterlineError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; committed batches are kept, re-run to resume", 130)
+        except BrokenPipeError:
+            raise typer.Exit(EXIT_OK) from None
+
+    return wrapper
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
+    sys.stdout.flush()
+
+
+def env_default(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None

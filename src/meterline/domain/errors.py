@@ -1,0 +1,50 @@
+"""Stable error codes.
+
+Codes are part of the public contract (DESIGN §3, §12): scripts match on them,
+so a code is never renamed. Messages are for people and may change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    # ingestion (DESIGN §3)
+    INVALID_JSON = "INVALID_JSON"
+    MISSING_FIELD = "MISSING_FIELD"
+    INVALID_FIELD = "INVALID_FIELD"
+    INVALID_EVENT_TIME = "INVALID_EVENT_TIME"
+    EVENT_IN_FUTURE = "EVENT_IN_FUTURE"
+    EVENT_TOO_OLD = "EVENT_TOO_OLD"
+    EVENT_ID_CONFLICT = "EVENT_ID_CONFLICT"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    INVALID_PROPERTY = "INVALID_PROPERTY"
+    EVENT_NOT_FOUND = "EVENT_NOT_FOUND"
+    # input files
+    INVALID_INPUT = "INVALID_INPUT"
+    # catalog and pricing (DESIGN §5)
+    INVALID_CATALOG = "INVALID_CATALOG"
+    PRICE_VERSION_IMMUTABLE = "PRICE_VERSION_IMMUTABLE"
+    NO_PRICE_FOR_DATE = "NO_PRICE_FOR_DATE"
+    RETROACTIVE_VERSION_REQUIRED = "RETROACTIVE_VERSION_REQUIRED"
+    UNKNOWN_METER = "UNKNOWN_METER"
+    # store
+    STORE_NOT_INITIALISED = "STORE_NOT_INITIALISED"
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    # usage
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+
+
+class MeterlineError(Exception):
+    """An expected failure with a stable code: shown as one line, never a traceback."""
+
+    def __init__(self, code: ErrorCode, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"

@@ -1,0 +1,1 @@
+"""Ingestion: input formats in, validated batches into the event log."""

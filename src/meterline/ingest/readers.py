@@ -1,0 +1,135 @@
+"""Input formats: NDJSON, a JSON array (or one object), and CSV.
+
+Readers yield `Item`s lazily so a large file never has to fit in memory twice.
+Each item keeps its raw bytes: a rejected event is quarantined exactly as sent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.events import decode_json, encode_json
+
+FORMATS = ("auto", "ndjson", "json", "csv")
+_NO_OBJECT: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One input record. `obj` is set when the reader already decoded it."""
+
+    raw: bytes
+    line: int
+    obj: Any = _NO_OBJECT
+
+    @property
+    def decoded(self) -> bool:
+        return self.obj is not _NO_OBJECT
+
+
+def detect_format(path: str, head: bytes) -> str:
+    lower = path.lower()
+    if lower.endswith(".csv"):
+        return "csv"
+    if lower.endswith((".ndjson", ".jsonl")):
+        return "ndjson"
+    return "json" if head.lstrip()[:1] == b"[" else "ndjson"
+
+
+def _open(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise MeterlineError(
+            ErrorCode.INVALID_INPUT, f"cannot read {path}: {exc.strerror}"
+        ) from None
+
+
+def read_ndjson(stream: BinaryIO) -> Iterator[Item]:
+    for number, line in enumerate(stream, start=1):
+        line = line.strip()
+        if line:
+            yield Item(line, number)
+
+
+def read_json(stream: BinaryIO, name: str) -> Iterator[Item]:
+    data = stream.read()
+    try:
+        value = decode_json(data)
+    except msgspec.DecodeError as exc:
+        raise MeterlineError(ErrorCode.INVALID_JSON, f"{name} is not valid JSON: {exc}") from None
+    values = value if isinstance(value, list) else [value]
+    for obj in values:
+        yield Item(encode_json(obj), 0, obj)
+
+
+def read_csv(stream: BinaryIO, name: str) -> Iterator[Item]:
+    """Columns: the event fields, plus `properties` (a JSON object) and/or
+    `properties.NAME` columns. Cells are strings; an empty cell is absent."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    reader = csv.DictReader(text)
+    if reader.fieldnames is None:
+        return
+    for row in reader:
+        obj: dict[str, Any] = {}
+        props: dict[str, Any] = {}
+        bad_props: str | None = None
+        for column, cell in row.items():
+            if column is None or cell is None or cell == "":
+                continue
+            if column == "properties":
+                try:
+                    props_value = decode_json(cell)
+                except msgspec.DecodeError:
+                    bad_props = cell
+                    continue
+                if isinstance(props_value, dict):
+                    props.update(props_value)
+                else:
+                    obj["properties"] = props_value  # invalid; validation says so
+            elif column.startswith("properties."):
+                props[column[len("properties.") :]] = cell
+            else:
+                obj[column] = cell
+        if bad_props is not None:
+            obj["properties"] = bad_props  # a string: rejected as INVALID_FIELD
+        elif props and "properties" not in obj:
+            obj["properties"] = props
+        yield Item(encode_json(obj), reader.line_num, obj)
+
+
+def read_file(path: str, fmt: str = "auto") -> Iterator[Item]:
+    stream = _open(path)
+    try:
+        if fmt == "auto":
+            head = stream.peek(64) if hasattr(stream, "peek") else b""
+            fmt = detect_format(path, head)
+        if fmt == "ndjson":
+            yield from read_ndjson(stream)
+        elif fmt == "json":
+            yield from read_json(stream, path)
+        elif fmt == "csv":
+            yield from read_csv(stream, path)
+        else:
+            raise MeterlineError(ErrorCode.INVALID_ARGUMENT, f"unknown format {fmt!r}")
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def file_size(path: str) -> int | None:
+    try:
+        return Path(path).stat().st_size if path != "-" else None
+    except OSError:
+        return None

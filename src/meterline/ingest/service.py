@@ -1,0 +1,194 @@
+"""Batch ingestion: validate, fold in-batch duplicates, append atomically.
+
+Input is cut into batches; each batch is one transaction. A crash loses at most
+the batch in flight, and re-sending it stores nothing twice, because every
+event is deduplicated on (source, event_id) against the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from meterline.domain.clock import Clock
+from meterline.domain.errors import ErrorCode
+from meterline.domain.events import (
+    DEFAULT_SOURCE,
+    Event,
+    Limits,
+    Rejection,
+    validate_bytes,
+    validate_object,
+)
+from meterline.domain.timestamps import from_datetime
+from meterline.ingest.readers import Item
+from meterline.store.database import Store
+from meterline.store.event_log import AppendResult, BatchHeader, Candidate, Reject, append_batch
+from meterline.store.partitions import Partitions, month_of
+
+DEFAULT_BATCH_SIZE = 20_000
+
+# Called inside each batch's transaction with what was appended: the hook for
+# indexes that must stay in step with the log (window aggregates, watermarks).
+AppendHook = Callable[[Connection, BatchHeader, AppendResult], None]
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    source: str = DEFAULT_SOURCE
+    backfill: bool = False
+    origin: str = "api"
+    limits: Limits = field(default_factory=Limits)
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+
+@dataclass(frozen=True)
+class RejectInfo:
+    index: int
+    code: str
+    message: str
+    line: int = 0
+
+
+@dataclass
+class IngestReport:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejects: list[RejectInfo] = field(default_factory=list)
+    batches: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "rejects": [
+                {"index": r.index, "code": r.code, "message": r.message}
+                | ({"line": r.line} if r.line else {})
+                for r in self.rejects
+            ],
+        }
+
+
+@dataclass
+class PreparedBatch:
+    candidates: list[Candidate]
+    rejects: list[Reject]
+    duplicates: int
+
+
+def prepare(items: list[tuple[int, Item]], now_us: int, options: IngestOptions) -> PreparedBatch:
+    """Validate a batch and fold repeated keys inside it (first occurrence wins)."""
+    candidates: list[Candidate] = []
+    rejects: list[Reject] = []
+    duplicates = 0
+    seen: dict[tuple[str, str], str] = {}
+    limits, source, backfill = options.limits, options.source, options.backfill
+    for index, item in items:
+        outcome: Event | Rejection
+        if item.decoded:
+            if len(item.raw) > limits.max_event_bytes:
+                outcome = Rejection(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"event is {len(item.raw)} bytes; the limit is {limits.max_event_bytes}",
+                )
+            else:
+                outcome = validate_object(
+                    item.obj, now_us=now_us, default_source=source, limits=limits, backfill=backfill
+                )
+        else:
+            outcome = validate_bytes(
+                item.raw, now_us=now_us, default_source=source, limits=limits, backfill=backfill
+            )
+        if isinstance(outcome, Rejection):
+            rejects.append(Reject(index, None, outcome.code, outcome.message, item.raw))
+            continue
+        key = (outcome.source, outcome.event_id)
+        prior = seen.get(key)
+        if prior is None:
+            seen[key] = outcome.content_hash
+            candidates.append(Candidate(index, outcome, item.raw))
+        elif prior == outcome.content_hash:
+            duplicates += 1
+        else:
+            rejects.append(
+                Reject(
+                    index,
+                    outcome.source,
+                    ErrorCode.EVENT_ID_CONFLICT,
+                    f"event ({outcome.source}, {outcome.event_id}) appears earlier in this batch "
+                    "with different content; the first is kept",
+                    item.raw,
+                )
+            )
+    return PreparedBatch(candidates, rejects, duplicates)
+
+
+def _batches(items: Iterable[Item], size: int) -> Iterator[list[tuple[int, Item]]]:
+    it = enumerate(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class Ingestor:
+    """Ingests into one store. Keeps per-store caches (PostgreSQL partitions)."""
+
+    def __init__(self, store: Store, clock: Clock, hooks: list[AppendHook] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.hooks = list(hooks or [])
+        self._partitions = Partitions()
+
+    def ingest(
+        self,
+        items: Iterable[Item],
+        options: IngestOptions,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        report = IngestReport()
+        for chunk in _batches(items, options.batch_size):
+            now_us = from_datetime(self.clock.now())
+            batch = prepare(chunk, now_us, options)
+            if self.store.is_postgres and batch.candidates:
+                months = {month_of(c.event.event_time) for c in batch.candidates}
+                self._partitions.ensure(self.store.engine, months)
+            header = BatchHeader(now_us, options.origin, options.source, options.backfill)
+            with self.store.write() as conn:
+                result = append_batch(
+                    conn, header, batch.candidates, batch.rejects, batch.duplicates
+                )
+                for hook in self.hooks:
+                    hook(conn, header, result)
+            self._account(report, chunk, batch, result)
+            if progress is not None:
+                progress(len(chunk))
+        return report
+
+    @staticmethod
+    def _account(
+        report: IngestReport,
+        chunk: list[tuple[int, Item]],
+        batch: PreparedBatch,
+        result: AppendResult,
+    ) -> None:
+        lines = {index: item.line for index, item in chunk}
+        rejects = sorted([*batch.rejects, *result.conflicts], key=lambda r: r.position)
+        report.batches += 1
+        report.accepted += len(result.accepted)
+        report.duplicates += result.duplicates
+        report.rejected += len(rejects)
+        report.rejects.extend(
+            RejectInfo(r.position, str(r.code), r.message, lines.get(r.position, 0))
+            for r in rejects
+        )
+        if result.accepted:
+            if report.first_seq is None:
+                report.first_seq = result.accepted[0][0]
+            report.last_seq = result.accepted[-1][0]

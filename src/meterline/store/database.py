@@ -1,0 +1,156 @@
+"""Opening a store: URL handling, connection setup, migrations, transactions."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from meterline.domain.errors import ErrorCode, MeterlineError
+
+DEFAULT_URL = "sqlite:///meterline.db"
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def engine_url(url: str) -> str:
+    """Accept the plain URLs users type and pick our drivers (psycopg 3)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+@dataclass
+class Store:
+    """A handle on one database. Cheap to create; holds the engine's pool."""
+
+    url: str
+    engine: Engine
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def upgrade(self) -> str:
+        """Create or upgrade the schema to the newest migration; returns its revision."""
+        cfg = _alembic_config()
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return self.head_revision()
+
+    def head_revision(self) -> str:
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        assert head is not None
+        return head
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def require_initialised(self) -> None:
+        if self.current_revision() != self.head_revision():
+            raise MeterlineError(
+                ErrorCode.STORE_NOT_INITIALISED,
+                f"the store at {safe_url(self.url)} is not initialised or is out of date; "
+                "run `meterline init`",
+            )
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite it takes the write lock up front
+        (BEGIN IMMEDIATE) so a transaction never fails half-way on a lock upgrade."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(meterline_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<invalid url>"
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy's "begin" event decide how transactions start.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        # WAL: readers never block the writer. synchronous=NORMAL is durable
+        # against process crashes (the crash test kills -9 mid-ingest); set
+        # METERLINE_SQLITE_SYNC=FULL to survive power loss too.
+        cur.execute("PRAGMA journal_mode=WAL")
+        import os
+
+        cur.execute(f"PRAGMA synchronous={os.environ.get('METERLINE_SQLITE_SYNC', 'NORMAL')}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("meterline_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def open_store(url: str = DEFAULT_URL) -> Store:
+    try:
+        full = engine_url(url)
+        parsed = sa.make_url(full)
+    except Exception:
+        raise MeterlineError(ErrorCode.INVALID_ARGUMENT, f"invalid database URL {url!r}") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise MeterlineError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///FILE or postgresql://...",
+        )
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            full, poolclass=sa.pool.NullPool if parsed.database in (None, "", ":memory:") else None
+        )
+        _sqlite_setup(engine)
+    else:
+        engine = sa.create_engine(full, pool_pre_ping=True)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        raise MeterlineError(
+            ErrorCode.STORE_UNAVAILABLE,
+            f"cannot open {safe_url(url)}: {str(exc.orig).strip().splitlines()[0]}",
+        ) from None
+    return Store(url=url, engine=engine)
