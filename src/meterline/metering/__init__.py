@@ -1,0 +1,103 @@
+"""The pure metering domain: meters, event-time windows, exact values, mergeable
+aggregates and watermarks (DESIGN §4). No I/O, no wall clock, no float.
+
+The store/ingest layer groups a batch by (meter, customer, dimensions, window),
+builds a partial state per group with ``aggregate`` (or ``add``), and merges it
+into the stored state with ``merge``; ``period_total`` answers a billing period.
+"""
+
+from meterline.metering.aggregation import (
+    Aggregation,
+    CorruptState,
+    LatestEntry,
+    State,
+    Value,
+    add,
+    aggregate,
+    empty,
+    from_json,
+    kind_of,
+    merge,
+    merge_all,
+    period_total,
+    result,
+    to_json,
+)
+from meterline.metering.meter import (
+    DEFAULT_ALLOWED_LATENESS,
+    DEFAULT_ALLOWED_LATENESS_US,
+    DEFAULT_WINDOW,
+    DEFAULT_WINDOW_US,
+    WINDOW_SIZES,
+    Meter,
+    format_duration,
+    parse_meters,
+)
+from meterline.metering.values import (
+    Dimensions,
+    decode_dimensions,
+    dimensions,
+    dimensions_dict,
+    encode_dimensions,
+    identity_of,
+    number_of,
+    value_of,
+)
+from meterline.metering.watermark import (
+    DEFAULT_IDLE_TIMEOUT_US,
+    Lateness,
+    LatenessStatus,
+    SourceState,
+    advance,
+    classify_lateness,
+    global_watermark,
+    is_final,
+)
+from meterline.metering.windows import Window, is_aligned, window_of, window_start, windows_between
+
+__all__ = [
+    "DEFAULT_ALLOWED_LATENESS",
+    "DEFAULT_ALLOWED_LATENESS_US",
+    "DEFAULT_IDLE_TIMEOUT_US",
+    "DEFAULT_WINDOW",
+    "DEFAULT_WINDOW_US",
+    "WINDOW_SIZES",
+    "Aggregation",
+    "CorruptState",
+    "Dimensions",
+    "Lateness",
+    "LatenessStatus",
+    "LatestEntry",
+    "Meter",
+    "SourceState",
+    "State",
+    "Value",
+    "Window",
+    "add",
+    "advance",
+    "aggregate",
+    "classify_lateness",
+    "decode_dimensions",
+    "dimensions",
+    "dimensions_dict",
+    "empty",
+    "encode_dimensions",
+    "format_duration",
+    "from_json",
+    "global_watermark",
+    "identity_of",
+    "is_aligned",
+    "is_final",
+    "kind_of",
+    "merge",
+    "merge_all",
+    "number_of",
+    "parse_meters",
+    "period_total",
+    "result",
+    "to_json",
+    "value_of",
+    "window_of",
+    "window_start",
+    "windows_between",
+]
