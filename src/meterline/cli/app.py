@@ -161,6 +161,22 @@ def retract(
         typer.echo(f"retracted ({source}, {event_id}) at seq {r.seq}")
 
 
+@app.command()
+@handles_errors
+def demo(
+    out: str = typer.Option("demo-out", "--out", help="Where the demo writes its files."),
+    events: int = typer.Option(1_000_000, "--events", min=1000, help="Events to generate."),
+    customers: int = typer.Option(300, "--customers", min=1, help="Customers to generate."),
+) -> None:
+    """Run a realistic synthetic month end to end on a fresh SQLite store."""
+    from pathlib import Path
+
+    from meterline.demo.run import run_demo
+    from meterline.demo.workload import Workload
+
+    run_demo(Path(out), Workload(customers=customers, events=events), Console())
+
+
 def main() -> None:
     try:
         app()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -33,8 +33,36 @@ MAX_ID_LENGTH = 256
 # upstream, and accepting it would let one event blow up every aggregate.
 MAX_DECIMAL_EXPONENT = 60
 
-_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def _canonical_number(literal: str) -> Decimal:
+    """float_hook: every non-integer JSON number becomes its canonical Decimal
+    while decoding, so 1200.0 and 1.2e3 are stored (and hashed) as 1200."""
+    value = Decimal(literal)
+    if abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
+        raise ValueError("number out of range")
+    return Decimal(fmt(value))
+
+
+_decoder = msgspec.json.Decoder(float_hook=_canonical_number)
 _encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+class _WellFormed(msgspec.Struct):
+    """The shape of a valid event, checked in C. Anything that does not fit
+    takes the slow path, which finds the precise error code."""
+
+    event_id: _Id
+    customer_id: _Id
+    event_type: _Id
+    event_time: str
+    source: _Id | None = None
+    properties: dict[str, Any] | None = None
+
+
+_fast_decoder = msgspec.json.Decoder(_WellFormed, float_hook=_canonical_number)
 
 
 @dataclass(frozen=True)
@@ -83,7 +111,7 @@ class _Invalid(Exception):
 
 
 def decode_json(data: bytes | str) -> Any:
-    """Decode JSON with every non-integer number as an exact Decimal."""
+    """Decode JSON with every non-integer number as an exact, canonical Decimal."""
     return _decoder.decode(data)
 
 
@@ -178,6 +206,20 @@ def _validate(obj: Any, default_source: str, now_us: int, limits: Limits, backfi
         )
     elif _needs_canonicalising(props):
         props = _canonical_value(props, "properties")
+    return _finish(source, event_id, customer_id, event_type, event_time, props, now_us, limits, backfill)
+
+
+def _finish(
+    source: str,
+    event_id: str,
+    customer_id: str,
+    event_type: str,
+    event_time: int,
+    props: dict[str, Any],
+    now_us: int,
+    limits: Limits,
+    backfill: bool,
+) -> Event:
     if event_time > now_us + limits.max_future_us:
         raise _Invalid(
             ErrorCode.EVENT_IN_FUTURE,
@@ -243,7 +285,36 @@ def validate_bytes(
             f"event is {len(raw)} bytes; the limit is {limits.max_event_bytes}",
         )
     try:
+        fast = _fast_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return _validate_slowly(raw, default_source, now_us, limits, backfill)
+    try:
+        try:
+            event_time = parse_rfc3339(fast.event_time)
+        except InvalidTimestamp as exc:
+            raise _Invalid(ErrorCode.INVALID_EVENT_TIME, str(exc)) from None
+        return _finish(
+            fast.source or default_source,
+            fast.event_id,
+            fast.customer_id,
+            fast.event_type,
+            event_time,
+            fast.properties or {},
+            now_us,
+            limits,
+            backfill,
+        )
+    except _Invalid as exc:
+        return Rejection(exc.code, exc.message)
+
+
+def _validate_slowly(
+    raw: bytes, default_source: str, now_us: int, limits: Limits, backfill: bool
+) -> Event | Rejection:
+    try:
         obj = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:  # raised by _canonical_number
+        return Rejection(ErrorCode.INVALID_FIELD, f"properties: {exc}")
     except msgspec.DecodeError as exc:
         return Rejection(ErrorCode.INVALID_JSON, f"malformed JSON: {exc}")
     try:

@@ -1,0 +1,1 @@
+"""The demo: a realistic synthetic month run end to end on SQLite."""
