@@ -88,7 +88,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Store]:
+def store(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Store]:
     """A fresh, migrated, empty store on each backend."""
     if backend == "sqlite":
         path = tmp_path_factory.mktemp("db") / "meterline.db"
@@ -123,3 +125,4 @@ def reset(store: Store) -> None:
                 if n != "event_keys":
                     conn.execute(text(f"DELETE FROM {n}"))
         conn.execute(text("UPDATE knowledge SET seq = 0 WHERE id = 1"))
+        conn.execute(text("INSERT INTO global_watermark (id, watermark) VALUES (1, NULL)"))

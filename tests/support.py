@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import msgspec
 from collections.abc import Iterable
 from typing import Any
+
+import msgspec
 
 from meterline.domain.clock import Clock
 from meterline.ingest.readers import Item

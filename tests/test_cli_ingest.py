@@ -33,12 +33,29 @@ def one_line_error(proc: subprocess.CompletedProcess[bytes]) -> str:
 @pytest.fixture
 def events_file(tmp_path: Path) -> Path:
     lines = [
-        {"event_id": "e1", "customer_id": "acme", "event_type": "api_call", "event_time": "2024-02-01T10:00:00Z"},
-        {"event_id": "e2", "customer_id": "acme", "event_type": "api_call", "event_time": "2024-02-01T11:00:00Z", "source": "gw"},
+        {
+            "event_id": "e1",
+            "customer_id": "acme",
+            "event_type": "api_call",
+            "event_time": "2024-02-01T10:00:00Z",
+        },
+        {
+            "event_id": "e2",
+            "customer_id": "acme",
+            "event_type": "api_call",
+            "event_time": "2024-02-01T11:00:00Z",
+            "source": "gw",
+        },
     ]
     path = tmp_path / "events.ndjson"
     path.write_text(
-        json.dumps(lines[0]) + "\n" + "{broken\n" + json.dumps(lines[1]) + "\n" + json.dumps(lines[0]) + "\n"
+        json.dumps(lines[0])
+        + "\n"
+        + "{broken\n"
+        + json.dumps(lines[1])
+        + "\n"
+        + json.dumps(lines[0])
+        + "\n"
     )
     return path
 
@@ -51,7 +68,9 @@ def test_ingest_json_summary_shape(store: Store, events_file: Path) -> None:
         "accepted": 2,
         "duplicates": 1,
         "rejected": 1,
-        "rejects": [{"index": 1, "code": "INVALID_JSON", "message": out["rejects"][0]["message"], "line": 2}],
+        "rejects": [
+            {"index": 1, "code": "INVALID_JSON", "message": out["rejects"][0]["message"], "line": 2}
+        ],
     }
 
 

@@ -47,13 +47,25 @@ def _count(store: Store) -> int:
 
 def _cli(store: Store, path: Path) -> list[str]:
     return [
-        sys.executable, "-m", "meterline", "--db", store.url, "--now", "2024-02-10T00:00:00Z",
-        "ingest", str(path), "--batch-size", "2000", "--json",
+        sys.executable,
+        "-m",
+        "meterline",
+        "--db",
+        store.url,
+        "--now",
+        "2024-02-10T00:00:00Z",
+        "ingest",
+        str(path),
+        "--batch-size",
+        "2000",
+        "--json",
     ]
 
 
 @pytest.mark.slow
-def test_sigkill_mid_file_then_reingest_stores_each_event_once(store: Store, tmp_path: Path) -> None:
+def test_sigkill_mid_file_then_reingest_stores_each_event_once(
+    store: Store, tmp_path: Path
+) -> None:
     path = tmp_path / "big.ndjson"
     _write_file(path)
     proc = subprocess.Popen(_cli(store, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

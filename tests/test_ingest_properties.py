@@ -6,11 +6,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.conftest import reset
+from tests.support import event, ingest, stored
 
 from meterline.domain.clock import FixedClock
 from meterline.store.database import Store
-from tests.conftest import reset
-from tests.support import event, ingest, stored
 
 PROPERTY_SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -18,13 +18,17 @@ PROPERTY_SETTINGS = settings(
 
 event_st = st.builds(
     lambda i, c, h, n, src: event(
-        f"e{i}", customer=f"c{c}", time=f"2024-02-0{1 + h % 9}T{h % 24:02d}:00:00Z",
-        props={"n": n}, source=src,
+        f"e{i}",
+        customer=f"c{c}",
+        time=f"2024-02-0{1 + h % 9}T{h % 24:02d}:00:00Z",
+        props={"n": n},
+        source=src,
     ),
     i=st.integers(0, 10_000),
     c=st.integers(0, 3),
     h=st.integers(0, 200),
-    n=st.integers(-5, 10**12) | st.decimals(places=3, allow_nan=False, allow_infinity=False, min_value=-1000, max_value=1000),
+    n=st.integers(-5, 10**12)
+    | st.decimals(places=3, allow_nan=False, allow_infinity=False, min_value=-1000, max_value=1000),
     src=st.sampled_from([None, "gw", "batch"]),
 )
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from sqlalchemy import text
+from tests.support import event, ingest, stored
 
 from meterline.domain.clock import FixedClock
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -15,7 +16,6 @@ from meterline.store import sequence
 from meterline.store.database import Store
 from meterline.store.event_log import iter_events, retract
 from meterline.wiring import ingestor_for
-from tests.support import event, ingest, stored
 
 NOW_US = 1707523200000000  # 2024-02-10T00:00:00Z
 
@@ -54,7 +54,9 @@ def test_key_is_source_and_event_id(store: Store, clock: FixedClock) -> None:
 
 def test_conflict_within_one_batch_keeps_the_first(store: Store, clock: FixedClock) -> None:
     report = ingest(
-        store, clock, [event("e1", props={"v": 1}), event("e1", props={"v": 2}), event("e1", props={"v": 1})]
+        store,
+        clock,
+        [event("e1", props={"v": 1}), event("e1", props={"v": 2}), event("e1", props={"v": 1})],
     )
     assert (report.accepted, report.duplicates, report.rejected) == (1, 1, 1)
     assert report.rejects[0].index == 1
@@ -64,9 +66,14 @@ def test_bad_lines_are_quarantined_with_raw_input(store: Store, clock: FixedCloc
     bad = '{"event_id": "x", "customer_id": "acme"'
     report = ingest(store, clock, [event("e1"), bad, event("e2", time="2024-02-01T10:00:00")])
     assert (report.accepted, report.rejected) == (1, 2)
-    assert [(r.index, r.code) for r in report.rejects] == [(1, "INVALID_JSON"), (2, "INVALID_EVENT_TIME")]
+    assert [(r.index, r.code) for r in report.rejects] == [
+        (1, "INVALID_JSON"),
+        (2, "INVALID_EVENT_TIME"),
+    ]
     with store.read() as conn:
-        rows = conn.execute(text("SELECT position, code, raw FROM quarantine ORDER BY position")).all()
+        rows = conn.execute(
+            text("SELECT position, code, raw FROM quarantine ORDER BY position")
+        ).all()
     assert [(r[0], r[1]) for r in rows] == [(1, "INVALID_JSON"), (2, "INVALID_EVENT_TIME")]
     assert bytes(rows[0][2]) == bad.encode()
 
@@ -130,7 +137,9 @@ def test_as_known_at_k(store: Store, clock: FixedClock) -> None:
 
 def test_events_across_months_and_years(store: Store, clock: FixedClock) -> None:
     times = ["2023-12-31T23:59:59.999999Z", "2024-01-01T00:00:00Z", "2024-02-09T23:59:59Z"]
-    report = ingest(store, clock, [event(f"e{i}", time=t) for i, t in enumerate(times)], backfill=True)
+    report = ingest(
+        store, clock, [event(f"e{i}", time=t) for i, t in enumerate(times)], backfill=True
+    )
     assert report.accepted == 3
 
 
@@ -167,7 +176,9 @@ def test_input_formats(store: Store, clock: FixedClock, tmp_path, fmt: str) -> N
         assert props == ['{"tokens":5}', '{"tokens":7}']
 
 
-def test_csv_with_bad_properties_json_is_rejected(store: Store, clock: FixedClock, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_csv_with_bad_properties_json_is_rejected(
+    store: Store, clock: FixedClock, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "bad.csv"
     path.write_text(
         "event_id,customer_id,event_type,event_time,properties\ne1,acme,t,2024-02-01T10:00:00Z,{oops\n"

@@ -10,10 +10,10 @@ import threading
 
 import pytest
 from sqlalchemy import text
+from tests.support import event, ingest, stored
 
 from meterline.domain.clock import FixedClock
 from meterline.store.database import Store, open_store
-from tests.support import event, ingest, stored
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])

@@ -23,8 +23,8 @@ from meterline.cli.context import (
 from meterline.domain.timestamps import format_us, from_datetime
 from meterline.ingest.readers import FORMATS, Item, read_file
 from meterline.ingest.service import IngestOptions, IngestReport
+from meterline.services.retraction import retract_event
 from meterline.store.database import DEFAULT_URL, safe_url
-from meterline.store.event_log import retract as retract_event
 from meterline.wiring import ingestor_for
 
 app = typer.Typer(
@@ -141,8 +141,7 @@ def retract(
     s = settings(ctx)
     store = s.store()
     now_us = from_datetime(s.clock().now())
-    with store.write() as conn:
-        r = retract_event(conn, source, event_id, reason, now_us)
+    r = retract_event(store, source, event_id, reason, now_us)
     if as_json:
         print_json(
             {
@@ -159,6 +158,108 @@ def retract(
         typer.echo(f"event ({source}, {event_id}) was already retracted at seq {r.seq}: {r.reason}")
     else:
         typer.echo(f"retracted ({source}, {event_id}) at seq {r.seq}")
+
+
+catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("apply")
+@handles_errors
+def catalog_apply(
+    ctx: typer.Context,
+    file: str = typer.Argument(..., help="Catalog file (YAML or JSON)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Apply a catalog. Idempotent; existing versions are never changed."""
+    from meterline.services.catalog import apply_catalog, load_file
+
+    s = settings(ctx)
+    store = s.store()
+    report = apply_catalog(store, load_file(file), from_datetime(s.clock().now()))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    for item in report.added:
+        typer.echo(f"added     {item}")
+    for item in report.unchanged:
+        typer.echo(f"unchanged {item}")
+    if report.windows_built:
+        typer.echo(f"indexed {report.windows_built:,} windows from events already stored")
+    if not report.added and not report.unchanged:
+        typer.echo("nothing to apply")
+
+
+def _instant(name: str, value: str) -> int:
+    from meterline.domain.timestamps import InvalidTimestamp, parse_rfc3339
+
+    try:
+        return parse_rfc3339(value)
+    except InvalidTimestamp as exc:
+        fail(f"{name}: {exc}")
+
+
+@app.command()
+@handles_errors
+def usage(
+    ctx: typer.Context,
+    customer: str = typer.Option(..., "--customer", help="Customer id."),
+    meter: str = typer.Option(..., "--meter", help="Meter code."),
+    from_: str = typer.Option(..., "--from", help="Start (RFC 3339, inclusive)."),
+    to: str = typer.Option(..., "--to", help="End (RFC 3339, exclusive)."),
+    window: str = typer.Option(None, "--window", help="Roll windows up: 1m, 1h or 1d."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Usage per event-time window with finality and version, and the range total."""
+    from meterline.domain.timestamps import parse_duration
+    from meterline.services.usage import query_usage
+
+    s = settings(ctx)
+    store = s.store()
+    try:
+        window_us = parse_duration(window) if window else None
+    except ValueError as exc:
+        fail(f"--window: {exc}")
+    with store.read() as conn:
+        out = query_usage(
+            conn,
+            customer=customer,
+            meter_code=meter,
+            from_us=_instant("--from", from_),
+            to_us=_instant("--to", to),
+            now_us=from_datetime(s.clock().now()),
+            window_us=window_us,
+        )
+    if as_json:
+        print_json(out)
+        return
+    table = Table(
+        "window start",
+        "end",
+        "dimensions",
+        "value",
+        "final",
+        "version",
+        title=f"{out['meter']} ({out['aggregation']}) for {customer}",
+    )
+    for w in out["windows"]:
+        dims = ", ".join(f"{k}={v}" for k, v in w["dimensions"].items()) or "-"
+        table.add_row(
+            w["start"],
+            w["end"],
+            dims,
+            str(w["value"]),
+            "yes" if w["final"] else "no",
+            str(w["version"]),
+        )
+    Console().print(table)
+    for g in out["groups"]:
+        dims = ", ".join(f"{k}={v}" for k, v in g["dimensions"].items())
+        if dims:
+            typer.echo(f"  {dims}: {g['total']}")
+    typer.echo(
+        f"total {out['from']} .. {out['to']}: {out['total']}  (watermark {out['watermark']})"
+    )
 
 
 @app.command()

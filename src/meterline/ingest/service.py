@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from typing import Any
-
-from sqlalchemy.engine import Connection
 
 from meterline.domain.clock import Clock
 from meterline.domain.errors import ErrorCode
@@ -29,12 +28,13 @@ from meterline.ingest.readers import Item
 from meterline.store.database import Store
 from meterline.store.event_log import AppendResult, BatchHeader, Candidate, Reject, append_batch
 from meterline.store.partitions import Partitions, month_of
+from meterline.store.window_index import WindowIndex, check_properties
 
 DEFAULT_BATCH_SIZE = 20_000
 
-# Called inside each batch's transaction with what was appended: the hook for
-# indexes that must stay in step with the log (window aggregates, watermarks).
-AppendHook = Callable[[Connection, BatchHeader, AppendResult], None]
+# A check beyond the event rules, given the catalog in force (metered
+# properties): returns a rejection or None.
+EventCheck = Callable[[Event], Rejection | None]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,12 @@ class PreparedBatch:
     duplicates: int
 
 
-def prepare(items: list[tuple[int, Item]], now_us: int, options: IngestOptions) -> PreparedBatch:
+def prepare(
+    items: list[tuple[int, Item]],
+    now_us: int,
+    options: IngestOptions,
+    check: EventCheck | None = None,
+) -> PreparedBatch:
     """Validate a batch and fold repeated keys inside it (first occurrence wins)."""
     candidates: list[Candidate] = []
     rejects: list[Reject] = []
@@ -107,6 +112,8 @@ def prepare(items: list[tuple[int, Item]], now_us: int, options: IngestOptions) 
             outcome = validate_bytes(
                 item.raw, now_us=now_us, default_source=source, limits=limits, backfill=backfill
             )
+        if check is not None and isinstance(outcome, Event):
+            outcome = check(outcome) or outcome
         if isinstance(outcome, Rejection):
             rejects.append(Reject(index, None, outcome.code, outcome.message, item.raw))
             continue
@@ -138,12 +145,12 @@ def _batches(items: Iterable[Item], size: int) -> Iterator[list[tuple[int, Item]
 
 
 class Ingestor:
-    """Ingests into one store. Keeps per-store caches (PostgreSQL partitions)."""
+    """Ingests into one store. Keeps per-store caches (PostgreSQL partitions, meters)."""
 
-    def __init__(self, store: Store, clock: Clock, hooks: list[AppendHook] | None = None) -> None:
+    def __init__(self, store: Store, clock: Clock, index: WindowIndex | None = None) -> None:
         self.store = store
         self.clock = clock
-        self.hooks = list(hooks or [])
+        self.index = index
         self._partitions = Partitions()
 
     def ingest(
@@ -155,7 +162,13 @@ class Ingestor:
         report = IngestReport()
         for chunk in _batches(items, options.batch_size):
             now_us = from_datetime(self.clock.now())
-            batch = prepare(chunk, now_us, options)
+            check: EventCheck | None = None
+            if self.index is not None:
+                catalog = self.index.catalog
+                with self.store.read() as conn:
+                    catalog.refresh(conn)
+                check = partial(check_properties, catalog) if catalog.by_type else None
+            batch = prepare(chunk, now_us, options, check)
             if self.store.is_postgres and batch.candidates:
                 months = {month_of(c.event.event_time) for c in batch.candidates}
                 self._partitions.ensure(self.store.engine, months)
@@ -164,8 +177,8 @@ class Ingestor:
                 result = append_batch(
                     conn, header, batch.candidates, batch.rejects, batch.duplicates
                 )
-                for hook in self.hooks:
-                    hook(conn, header, result)
+                if self.index is not None:
+                    self.index(conn, header, result)
             self._account(report, chunk, batch, result)
             if progress is not None:
                 progress(len(chunk))

@@ -98,3 +98,105 @@ quarantine = Table(
     Column("raw", LargeBinary, nullable=False),
     Column("received_at", BigInteger, nullable=False),
 )
+
+meters = Table(
+    "meters",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("event_type", String(256), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+
+# The window index: one mergeable aggregate state per (meter, customer,
+# dimension group, window). An index for speed and live usage; the event log
+# stays the truth and reconciliation recomputes these from it.
+windows = Table(
+    "windows",
+    metadata,
+    Column("meter_code", String(64), primary_key=True),
+    Column("customer_id", String(256), primary_key=True),
+    Column("dimensions", Text, primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("window_end", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("event_count", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+source_watermarks = Table(
+    "source_watermarks",
+    metadata,
+    Column("source", String(256), primary_key=True),
+    Column("watermark", BigInteger, nullable=False),
+    Column("last_received", BigInteger, nullable=False),
+)
+
+global_watermark = Table(
+    "global_watermark",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("watermark", BigInteger),
+)
+
+late_arrivals = Table(
+    "late_arrivals",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("source", String(256), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("meter_code", String(64), nullable=False),
+    Column("customer_id", String(256), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("window_end", BigInteger, nullable=False),
+    Column("late_by_us", BigInteger, nullable=False),
+    Column("watermark", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+)
+
+# A customer's event-time range whose billing must be re-derived: late events,
+# backfills, retractions, retroactive prices, or an operator's request.
+rerate_marks = Table(
+    "rerate_marks",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("seq", BigInteger, nullable=False),
+    Column("customer_id", String(256), nullable=False),
+    Column("from_us", BigInteger, nullable=False),
+    Column("to_us", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+price_books = Table(
+    "price_books",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("currency", String(3), nullable=False),
+    Column("rounding", String(16), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+
+price_versions = Table(
+    "price_versions",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("book_code", String(64), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("effective_from", BigInteger, nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)

@@ -1,0 +1,420 @@
+"""The window index, kept in step with the event log inside each transaction.
+
+Per batch: events are grouped by (meter, customer, dimension group, window),
+folded into partial states, and merged into the stored states. Because merge
+is associative and commutative, the stored state never depends on arrival
+order or batch split; reconciliation proves it by recomputing from raw events.
+
+The same transaction records late arrivals, advances the watermarks and marks
+customer time ranges for re-rating, so the index and the log cannot diverge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.events import Event, Rejection, decode_json
+from meterline.metering import (
+    Aggregation,
+    Meter,
+    SourceState,
+    aggregate,
+    dimensions,
+    encode_dimensions,
+    from_json,
+    is_final,
+    merge,
+    to_json,
+    value_of,
+    window_start,
+)
+from meterline.metering import advance as advance_sources
+from meterline.metering import global_watermark as compute_global
+from meterline.metering.watermark import DEFAULT_IDLE_TIMEOUT_US
+from meterline.store.event_log import AppendResult, BatchHeader, Retraction
+from meterline.store.meter_catalog import MeterCatalog
+
+WindowKey = tuple[str, str, str, int]  # meter code, customer, dimensions, window start
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    state: Any
+    event_count: int
+    last_seq: int
+
+
+def check_properties(catalog: MeterCatalog, event: Event) -> Rejection | None:
+    """INVALID_PROPERTY at ingestion: a metered event must carry what its meters read."""
+    meters = catalog.by_type.get(event.event_type)
+    if not meters:
+        return None
+    props = decode_json(event.properties)
+    for m in meters:
+        try:
+            value_of(m, props)
+        except MeterlineError as exc:
+            return Rejection(ErrorCode.INVALID_PROPERTY, exc.message)
+    return None
+
+
+def _needs_properties(meters: list[Meter]) -> bool:
+    return any(m.aggregation != Aggregation.COUNT or m.group_by for m in meters)
+
+
+def fold(
+    catalog_by_type: Mapping[str, list[Meter]], events: Iterable[tuple[int, Event]]
+) -> dict[WindowKey, WindowRow]:
+    """Aggregate events into window states (skipping events a meter cannot read)."""
+    entries: dict[WindowKey, list[tuple[int, str, Any]]] = {}
+    last: dict[WindowKey, int] = {}
+    kinds: dict[WindowKey, Aggregation] = {}
+    for seq, ev in events:
+        meters = catalog_by_type.get(ev.event_type)
+        if not meters:
+            continue
+        props = decode_json(ev.properties) if _needs_properties(meters) else {}
+        for m in meters:
+            try:
+                value = value_of(m, props)
+                dims = encode_dimensions(dimensions(m, props))
+            except MeterlineError:
+                continue  # reported by reconciliation (meter added after the event)
+            key = (m.code, ev.customer_id, dims, window_start(ev.event_time, m.window_us))
+            bucket = entries.get(key)
+            if bucket is None:
+                entries[key] = bucket = []
+                kinds[key] = m.aggregation
+            bucket.append((ev.event_time, ev.event_id, value))
+            if seq > last.get(key, 0):
+                last[key] = seq
+    return {
+        key: WindowRow(aggregate(kinds[key], bucket), len(bucket), last[key])
+        for key, bucket in entries.items()
+    }
+
+
+def _load_rows(conn: Connection, keys: list[WindowKey]) -> dict[WindowKey, tuple[str, int, int]]:
+    """Stored (state, event_count, version) for the given keys."""
+    if not keys:
+        return {}
+    by_series: dict[tuple[str, str], list[int]] = {}
+    for meter, customer, _, start in keys:
+        by_series.setdefault((meter, customer), []).append(start)
+    wanted = set(keys)
+    found: dict[WindowKey, tuple[str, int, int]] = {}
+    for (meter, customer), starts in by_series.items():
+        rows = conn.execute(
+            text(
+                "SELECT dimensions, window_start, state, event_count, version FROM windows "
+                "WHERE meter_code = :m AND customer_id = :c AND window_start BETWEEN :lo AND :hi"
+            ),
+            {"m": meter, "c": customer, "lo": min(starts), "hi": max(starts)},
+        )
+        for dims, start, state, count, version in rows:
+            key = (meter, customer, str(dims), int(start))
+            if key in wanted:
+                found[key] = (str(state), int(count), int(version))
+    return found
+
+
+def write_rows(
+    conn: Connection,
+    rows: Mapping[WindowKey, WindowRow],
+    window_sizes: Mapping[str, int],
+    now_us: int,
+    *,
+    replace: bool = False,
+) -> None:
+    """Merge partial states into the stored ones (or replace them: recomputation)."""
+    existing = _load_rows(conn, list(rows))
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for key, row in rows.items():
+        meter, customer, dims, start = key
+        params = {"m": meter, "c": customer, "d": dims, "s": start, "q": row.last_seq, "t": now_us}
+        prior = existing.get(key)
+        if prior is None:
+            inserts.append(
+                params
+                | {"e": start + window_sizes[meter], "st": to_json(row.state), "n": row.event_count}
+            )
+            continue
+        if replace:
+            state, count = row.state, row.event_count
+        else:
+            state = merge(from_json(prior[0]), row.state)
+            count = prior[1] + row.event_count
+        updates.append(params | {"st": to_json(state), "n": count})
+    if inserts:
+        conn.execute(
+            text(
+                "INSERT INTO windows (meter_code, customer_id, dimensions, window_start, window_end, "
+                "state, event_count, version, last_seq, updated_at) "
+                "VALUES (:m, :c, :d, :s, :e, :st, :n, 1, :q, :t)"
+            ),
+            inserts,
+        )
+    if updates:
+        conn.execute(
+            text(
+                "UPDATE windows SET state = :st, event_count = :n, version = version + 1, "
+                "last_seq = CASE WHEN last_seq > :q THEN last_seq ELSE :q END, updated_at = :t "
+                "WHERE meter_code = :m AND customer_id = :c AND dimensions = :d AND window_start = :s"
+            ),
+            updates,
+        )
+
+
+def load_sources(conn: Connection) -> dict[str, SourceState]:
+    rows = conn.execute(text("SELECT source, watermark, last_received FROM source_watermarks"))
+    return {str(r[0]): SourceState(int(r[1]), int(r[2])) for r in rows}
+
+
+def stored_global(conn: Connection) -> int | None:
+    value = conn.execute(text("SELECT watermark FROM global_watermark WHERE id = 1")).scalar_one()
+    return None if value is None else int(value)
+
+
+def current_watermark(
+    conn: Connection, now_us: int, idle_timeout_us: int = DEFAULT_IDLE_TIMEOUT_US
+) -> int | None:
+    return compute_global(load_sources(conn), now_us, idle_timeout_us, previous=stored_global(conn))
+
+
+def add_mark(
+    conn: Connection,
+    seq: int,
+    customer: str,
+    lo: int,
+    hi: int,
+    kind: str,
+    reason: str,
+    events: int,
+    now_us: int,
+) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO rerate_marks (seq, customer_id, from_us, to_us, kind, reason, events, created_at) "
+            "VALUES (:q, :c, :lo, :hi, :k, :r, :n, :t)"
+        ),
+        {
+            "q": seq,
+            "c": customer,
+            "lo": lo,
+            "hi": hi,
+            "k": kind,
+            "r": reason,
+            "n": events,
+            "t": now_us,
+        },
+    )
+
+
+class WindowIndex:
+    """The ingest hook (an `AppendHook`) plus the other index maintenance paths."""
+
+    def __init__(
+        self, catalog: MeterCatalog, idle_timeout_us: int = DEFAULT_IDLE_TIMEOUT_US
+    ) -> None:
+        self.catalog = catalog
+        self.idle_timeout_us = idle_timeout_us
+
+    def __call__(self, conn: Connection, header: BatchHeader, result: AppendResult) -> None:
+        if not result.accepted:
+            return
+        self.catalog.refresh(conn)
+        now = header.received_at
+        sources = load_sources(conn)
+        previous = stored_global(conn)
+        before = compute_global(sources, now, self.idle_timeout_us, previous=previous)
+        by_type = self.catalog.by_type
+        rows = fold(by_type, result.accepted)
+        sizes = {code: m.window_us for code, m in self.catalog.by_code.items()}
+        write_rows(conn, rows, sizes, now)
+        self._record_lateness(conn, header, result, before)
+        if not header.backfill:
+            after_sources = advance_sources(
+                sources, ((ev.source, ev.event_time) for _, ev in result.accepted), now
+            )
+            self._save_sources(conn, sources, after_sources)
+            after = compute_global(after_sources, now, self.idle_timeout_us, previous=previous)
+            if after != previous:
+                conn.execute(
+                    text("UPDATE global_watermark SET watermark = :w WHERE id = 1"), {"w": after}
+                )
+
+    def _record_lateness(
+        self, conn: Connection, header: BatchHeader, result: AppendResult, watermark: int | None
+    ) -> None:
+        late: list[dict[str, Any]] = []
+        ranges: dict[str, list[int]] = {}
+        by_type = self.catalog.by_type
+        for seq, ev in result.accepted:
+            meters = by_type.get(ev.event_type)
+            if not meters:
+                continue
+            is_late = False
+            for m in meters:
+                start = window_start(ev.event_time, m.window_us)
+                end = start + m.window_us
+                if not header.backfill and is_final(end, m.allowed_lateness_us, watermark):
+                    assert watermark is not None
+                    is_late = True
+                    late.append(
+                        {
+                            "q": seq,
+                            "s": ev.source,
+                            "e": ev.event_id,
+                            "m": m.code,
+                            "c": ev.customer_id,
+                            "ws": start,
+                            "we": end,
+                            "by": watermark - (end + m.allowed_lateness_us),
+                            "w": watermark,
+                            "t": header.received_at,
+                        }
+                    )
+            if is_late or header.backfill:
+                r = ranges.get(ev.customer_id)
+                if r is None:
+                    ranges[ev.customer_id] = [ev.event_time, ev.event_time + 1, 1, seq]
+                else:
+                    r[0] = min(r[0], ev.event_time)
+                    r[1] = max(r[1], ev.event_time + 1)
+                    r[2] += 1
+                    r[3] = max(r[3], seq)
+        if late:
+            conn.execute(
+                text(
+                    "INSERT INTO late_arrivals (event_seq, source, event_id, meter_code, customer_id, "
+                    "window_start, window_end, late_by_us, watermark, received_at) "
+                    "VALUES (:q, :s, :e, :m, :c, :ws, :we, :by, :w, :t)"
+                ),
+                late,
+            )
+        kind = "backfill" if header.backfill else "late"
+        for customer, (lo, hi, n, seq) in sorted(ranges.items()):
+            reason = (
+                f"{n} events backfilled"
+                if header.backfill
+                else f"{n} events arrived after their windows were final"
+            )
+            add_mark(conn, seq, customer, lo, hi, kind, reason, n, header.received_at)
+
+    @staticmethod
+    def _save_sources(
+        conn: Connection, before: Mapping[str, SourceState], after: Mapping[str, SourceState]
+    ) -> None:
+        for source, st in after.items():
+            old = before.get(source)
+            if old == st:
+                continue
+            params = {"s": source, "w": st.watermark_us, "r": st.last_received_us}
+            if old is None:
+                conn.execute(
+                    text(
+                        "INSERT INTO source_watermarks (source, watermark, last_received) VALUES (:s, :w, :r)"
+                    ),
+                    params,
+                )
+            else:
+                conn.execute(
+                    text(
+                        "UPDATE source_watermarks SET watermark = :w, last_received = :r WHERE source = :s"
+                    ),
+                    params,
+                )
+
+    def on_retract(self, conn: Connection, retraction: Retraction, now_us: int) -> None:
+        """Recompute the retracted event's windows from the log, and mark its period."""
+        if retraction.already:
+            return
+        self.catalog.refresh(conn)
+        row = conn.execute(
+            text(
+                "SELECT customer_id, event_type, event_time, properties FROM events WHERE seq = :q"
+            ),
+            {"q": retraction.event_seq},
+        ).one()
+        customer, event_type, event_time, properties = (
+            str(row[0]),
+            str(row[1]),
+            int(row[2]),
+            str(row[3]),
+        )
+        meters = self.catalog.by_type.get(event_type, [])
+        props = decode_json(properties)
+        for m in meters:
+            try:
+                dims = encode_dimensions(dimensions(m, props))
+                value_of(m, props)
+            except MeterlineError:
+                continue
+            start = window_start(event_time, m.window_us)
+            fresh = recompute(conn, m, customer, start, start + m.window_us)
+            key = (m.code, customer, dims, start)
+            row_state = fresh.get(key) or WindowRow(aggregate(m.aggregation, []), 0, retraction.seq)
+            write_rows(
+                conn,
+                {key: WindowRow(row_state.state, row_state.event_count, retraction.seq)},
+                {m.code: m.window_us},
+                now_us,
+                replace=True,
+            )
+        if meters:
+            add_mark(
+                conn,
+                retraction.seq,
+                customer,
+                event_time,
+                event_time + 1,
+                "retraction",
+                f"event ({retraction.source}, {retraction.event_id}) retracted: {retraction.reason}",
+                1,
+                now_us,
+            )
+
+
+def recompute(
+    conn: Connection,
+    meter: Meter,
+    customer: str | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    as_of: int | None = None,
+) -> dict[WindowKey, WindowRow]:
+    """Window states recomputed from the raw log (not retracted as known at `as_of`)."""
+    clauses = ["e.event_type = :type"]
+    params: dict[str, Any] = {"type": meter.event_type}
+    if customer is not None:
+        clauses.append("e.customer_id = :customer")
+        params["customer"] = customer
+    if start is not None:
+        clauses.append("e.event_time >= :start")
+        params["start"] = start
+    if end is not None:
+        clauses.append("e.event_time < :end")
+        params["end"] = end
+    known = "" if as_of is None else " AND r.seq <= :k"
+    if as_of is not None:
+        clauses.append("e.seq <= :k")
+        params["k"] = as_of
+    sql = (
+        "SELECT e.seq, e.source, e.event_id, e.customer_id, e.event_type, e.event_time, e.properties, "
+        "e.content_hash FROM events e WHERE "
+        + " AND ".join(clauses)
+        + " AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
+        "AND r.event_id = e.event_id" + known + ")"
+    )
+    events = (
+        (int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7]))
+        for r in conn.execute(text(sql), params)
+    )
+    return fold({meter.event_type: [meter]}, events)
