@@ -369,6 +369,10 @@ def _decimal(raw: object, path: str) -> Decimal:
         _fail(path, f"expected a number, got {_kind(raw)}")
     if isinstance(raw, int):
         return Decimal(raw)
+    if isinstance(raw, Decimal):  # JSON catalogs: decoded exactly, never via float
+        if not raw.is_finite():
+            _fail(path, f"{raw} is not a finite number")
+        return raw
     if isinstance(raw, float):
         _fail(
             path,

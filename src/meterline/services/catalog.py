@@ -20,9 +20,11 @@ from meterline.domain.canonical import dumps
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.metering import Meter, parse_meters
+from meterline.pricing.catalog import parse_price_books
 from meterline.store import sequence
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters, stored_definitions
+from meterline.store.price_catalog import apply_price_book
 from meterline.store.window_index import recompute, write_rows
 
 _TOP_LEVEL = {"meters", "price_books", "customers"}
@@ -144,7 +146,5 @@ def apply_catalog(store: Store, doc: dict[str, Any], now_us: int) -> ApplyReport
 def _apply_price_books(
     conn: Connection, raw: Any, meters: dict[str, Meter], now_us: int, report: ApplyReport
 ) -> None:
-    if raw:
-        raise MeterlineError(
-            ErrorCode.INVALID_CATALOG, "price_books: not supported by this build yet"
-        )
+    for spec in parse_price_books(raw, frozenset(meters)):
+        apply_price_book(conn, spec, now_us, report.added, report.unchanged)
