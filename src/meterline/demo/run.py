@@ -29,7 +29,9 @@ def run_demo(out: Path, workload: Workload, console: Console) -> IngestReport:
     events_path = out / "events-2024-01.ndjson"
 
     t0 = time.perf_counter()
-    with console.status(f"generating {workload.events:,} events for {workload.customers} customers"):
+    with console.status(
+        f"generating {workload.events:,} events for {workload.customers} customers"
+    ):
         lines = write(workload, events_path)
     console.print(f"generated {lines:,} lines in {time.perf_counter() - t0:.1f}s -> {events_path}")
 
@@ -39,12 +41,18 @@ def run_demo(out: Path, workload: Workload, console: Console) -> IngestReport:
     ingestor = ingestor_for(store, clock)
     t1 = time.perf_counter()
     with Progress(
-        TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("[bold]ingesting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as bar:
         task = bar.add_task("ingest", total=lines)
         report = ingestor.ingest(
-            read_file(str(events_path)), IngestOptions(origin="demo"), lambda n: bar.advance(task, n)
+            read_file(str(events_path)),
+            IngestOptions(origin="demo"),
+            lambda n: bar.advance(task, n),
         )
     elapsed = time.perf_counter() - t1
     console.print(
@@ -53,7 +61,9 @@ def run_demo(out: Path, workload: Workload, console: Console) -> IngestReport:
     )
     with store.read() as conn:
         per_type = conn.execute(
-            text("SELECT event_type, COUNT(*), COUNT(DISTINCT customer_id) FROM events GROUP BY event_type ORDER BY event_type")
+            text(
+                "SELECT event_type, COUNT(*), COUNT(DISTINCT customer_id) FROM events GROUP BY event_type ORDER BY event_type"
+            )
         ).all()
     for event_type, n, customers in per_type:
         console.print(f"  {event_type:<10} {n:>10,} events from {customers} customers")

@@ -50,7 +50,10 @@ def generate(w: Workload) -> Iterator[bytes]:
     weights = _weights(rng, len(customers))
     picks = rng.choices(range(len(customers)), weights=weights, k=w.events)
     # Event times sorted: telemetry mostly arrives in order.
-    offsets = sorted(rng.randrange(span // US_PER_SECOND) * US_PER_SECOND + rng.randrange(1000) * 1000 for _ in range(w.events))
+    offsets = sorted(
+        rng.randrange(span // US_PER_SECOND) * US_PER_SECOND + rng.randrange(1000) * 1000
+        for _ in range(w.events)
+    )
     delayed: list[tuple[int, bytes]] = []
     resend: list[bytes] = []
     malformed_at = set(rng.sample(range(w.events), min(w.malformed, w.events)))
@@ -59,19 +62,34 @@ def generate(w: Workload) -> Iterator[bytes]:
         kind = rng.random()
         customer = customers[pick]
         if kind < 0.70:
-            event = {"event_id": f"evt_{i:08d}", "customer_id": customer, "event_type": "api_call",
-                     "event_time": format_us(t), "properties": {"region": REGIONS[pick % 3]},
-                     "source": "gateway"}
+            event = {
+                "event_id": f"evt_{i:08d}",
+                "customer_id": customer,
+                "event_type": "api_call",
+                "event_time": format_us(t),
+                "properties": {"region": REGIONS[pick % 3]},
+                "source": "gateway",
+            }
         elif kind < 0.95:
             tokens = int(rng.lognormvariate(6.5, 1.0))
-            event = {"event_id": f"llm_{i:08d}", "customer_id": customer, "event_type": "llm_call",
-                     "event_time": format_us(t), "properties": {"tokens": tokens, "model": MODELS[rng.randrange(3)]},
-                     "source": "inference"}
+            event = {
+                "event_id": f"llm_{i:08d}",
+                "customer_id": customer,
+                "event_type": "llm_call",
+                "event_time": format_us(t),
+                "properties": {"tokens": tokens, "model": MODELS[rng.randrange(3)]},
+                "source": "inference",
+            }
         else:
             gb = f"{rng.uniform(0.1, 50):.3f}"
-            event = {"event_id": f"sto_{i:08d}", "customer_id": customer, "event_type": "storage",
-                     "event_time": format_us(t), "properties": {"gb_hours": msgspec.Raw(gb.encode())},
-                     "source": "storage-agent"}
+            event = {
+                "event_id": f"sto_{i:08d}",
+                "customer_id": customer,
+                "event_type": "storage",
+                "event_time": format_us(t),
+                "properties": {"gb_hours": msgspec.Raw(gb.encode())},
+                "source": "storage-agent",
+            }
         line = enc.encode(event)
         if i in malformed_at:
             yield line[: len(line) // 2]  # a truncated write from a crashing producer

@@ -16,12 +16,14 @@ import yaml
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing.customers import parse_customers
 from meterline.domain.canonical import dumps
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.metering import Meter, parse_meters
 from meterline.pricing.catalog import parse_price_books
 from meterline.store import sequence
+from meterline.store.customer_catalog import apply_customer
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters, stored_definitions
 from meterline.store.price_catalog import apply_price_book
@@ -140,7 +142,31 @@ def apply_catalog(store: Store, doc: dict[str, Any], now_us: int) -> ApplyReport
         _apply_meters(conn, new_meters, now_us, report)
         all_meters = {m.code: m for m in load_meters(conn)}
         _apply_price_books(conn, doc.get("price_books") or [], all_meters, now_us, report)
+        _apply_customers(conn, doc.get("customers"), now_us, report)
     return report
+
+
+def _apply_customers(conn: Connection, raw: Any, now_us: int, report: ApplyReport) -> None:
+    books = {
+        str(r[0]): str(r[1]) for r in conn.execute(text("SELECT code, currency FROM price_books"))
+    }
+    for i, customer in enumerate(parse_customers(raw)):
+        for j, sub in enumerate(customer.subscriptions):
+            path = f"customers[{i}].subscriptions[{j}].price_book"
+            if sub.price_book not in books:
+                raise MeterlineError(
+                    ErrorCode.INVALID_CATALOG, f"{path}: no price book {sub.price_book!r}"
+                )
+            if books[sub.price_book] != customer.currency.code:
+                raise MeterlineError(
+                    ErrorCode.INVALID_CATALOG,
+                    f"{path}: price book {sub.price_book} is in {books[sub.price_book]} but the "
+                    f"customer is billed in {customer.currency.code}",
+                )
+        if apply_customer(conn, customer, now_us):
+            report.added.append(f"customer {customer.id}")
+        else:
+            report.unchanged.append(f"customer {customer.id}")
 
 
 def _apply_price_books(

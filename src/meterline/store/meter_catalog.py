@@ -12,8 +12,13 @@ from meterline.domain.events import decode_json
 from meterline.metering import Meter, parse_meters
 
 
-def load_meters(conn: Connection) -> list[Meter]:
-    rows = conn.execute(text("SELECT definition FROM meters ORDER BY seq")).all()
+def load_meters(conn: Connection, known_at: int | None = None) -> list[Meter]:
+    if known_at is None:
+        rows = conn.execute(text("SELECT definition FROM meters ORDER BY seq")).all()
+    else:
+        rows = conn.execute(
+            text("SELECT definition FROM meters WHERE seq <= :k ORDER BY seq"), {"k": known_at}
+        ).all()
     return parse_meters([decode_json(r[0]) for r in rows])
 
 

@@ -200,3 +200,53 @@ price_versions = Table(
     Column("content_hash", String(64), nullable=False),
     Column("recorded_at", BigInteger, nullable=False),
 )
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("customer_id", String(256), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("number", String(32), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("customer_id", String(256), nullable=False),
+    Column("period_label", String(7), nullable=False),
+    Column("period_start", BigInteger, nullable=False),
+    Column("period_end", BigInteger, nullable=False),
+    Column("invoice_key", String(300), unique=True),
+    Column("corrects", String(32)),
+    Column("cutoff_seq", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("total", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("previous_hash", String(64), nullable=False),
+    Column("document_hash", String(64), nullable=False),
+    Column("forced", Boolean, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+)
+
+document_numbers = Table(
+    "document_numbers",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("last", BigInteger, nullable=False),
+)
+
+document_status = Table(
+    "document_status",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("number", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)

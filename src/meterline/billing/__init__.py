@@ -1,0 +1,1 @@
+"""Billing: customers, periods, invoice assembly and documents (pure domain)."""

@@ -1,0 +1,104 @@
+"""Documents: invoices, credit notes and debit notes (DESIGN §7, §8).
+
+A document has a *body* (everything computed from the store as known at its
+cutoff) and an *envelope* (number, status, issue time, chain). The body's
+`content_hash` is what verification reproduces; the envelope's
+`document_hash` links each issued document to the previous one, so editing,
+removing or reordering issued documents breaks the chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from meterline.domain.canonical import content_hash
+from meterline.domain.decimals import fmt
+from meterline.domain.money import Currency, money_str
+
+
+class Kind(StrEnum):
+    INVOICE = "invoice"
+    CREDIT_NOTE = "credit_note"
+    DEBIT_NOTE = "debit_note"
+
+    @property
+    def prefix(self) -> str:
+        return {"invoice": "INV", "credit_note": "CN", "debit_note": "DN"}[self.value]
+
+
+class Status(StrEnum):
+    DRAFT = "draft"
+    ISSUED = "issued"
+    PAID = "paid"
+    VOID = "void"
+
+
+GENESIS = "0" * 64
+
+
+def number_text(kind: Kind, n: int) -> str:
+    return f"{kind.prefix}-{n:06d}"
+
+
+def money(amount: Decimal, currency: Currency) -> str:
+    return money_str(amount, currency)
+
+
+def quantity(value: Decimal) -> str:
+    return fmt(value)
+
+
+def body_hash(body: dict[str, Any]) -> str:
+    return content_hash(body)
+
+
+def chain_hash(envelope: dict[str, Any]) -> str:
+    """Hash of the envelope fields that must never change after issue."""
+    return content_hash(
+        {
+            k: envelope[k]
+            for k in ("number", "kind", "content_hash", "previous_hash", "issued_at", "forced")
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Issued:
+    """What the store keeps for an issued document."""
+
+    number: str
+    kind: Kind
+    body: dict[str, Any]
+    content_hash: str
+    previous_hash: str
+    document_hash: str
+    issued_at: str
+    forced: bool
+    status: Status = Status.ISSUED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape (DESIGN §12): body plus envelope."""
+        return {
+            "number": self.number,
+            "kind": str(self.kind),
+            "status": str(self.status),
+            **self.body,
+            "forced": self.forced,
+            "issued_at": self.issued_at,
+            "content_hash": self.content_hash,
+            "previous_hash": self.previous_hash,
+            "document_hash": self.document_hash,
+        }
+
+
+def draft_dict(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "number": None,
+        "kind": body["kind"],
+        "status": str(Status.DRAFT),
+        **body,
+        "content_hash": body_hash(body),
+    }

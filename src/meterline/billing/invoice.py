@@ -1,0 +1,215 @@
+"""Assembling an invoice body from rated charges (DESIGN §6, §7).
+
+Lines: one per charge and dimension group, then flat fees, then the minimum
+spend true-up, per subscription. Each line is rounded once by rating;
+subtotal = sum of rounded lines; tax = round(subtotal x rate); credits are
+applied oldest grant first; total = subtotal + tax - credits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from meterline.billing.customers import CreditGrant, Customer, Subscription
+from meterline.billing.document import Kind, money, quantity
+from meterline.billing.periods import Period
+from meterline.billing.usage import ADDITIVE, GroupUsage
+from meterline.domain.decimals import exact_sum
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.money import Rounding, round_money
+from meterline.domain.timestamps import format_us
+from meterline.metering import decode_dimensions, dimensions_dict
+from meterline.pricing.charges import Charge, Flat, Package, PerUnit
+from meterline.pricing.pricebook import PriceBook, Segment
+from meterline.pricing.rating import (
+    RatedCharge,
+    SegmentUsage,
+    rate_additive,
+    rate_flat,
+    rate_minimum_spend,
+    rate_non_additive,
+)
+
+
+@dataclass(frozen=True)
+class SubscriptionUsage:
+    subscription: Subscription
+    book: PriceBook
+    span: tuple[int, int]
+    segments: tuple[Segment, ...]
+    usage: dict[tuple[str, str], GroupUsage]
+
+
+def _charges(segments: Sequence[Segment]) -> list[Charge]:
+    """Charges in effect in any segment, in first-seen order (the line order)."""
+    seen: dict[str, Charge] = {}
+    for seg in segments:
+        for charge in seg.version.charges:
+            seen.setdefault(charge.code, charge)
+    return list(seen.values())
+
+
+def _dims_text(dims: dict[str, str | None]) -> str:
+    return ", ".join(f"{k}={'(none)' if v is None else v}" for k, v in dims.items())
+
+
+def _line(
+    rated: RatedCharge,
+    book: PriceBook,
+    description: str,
+    dims: dict[str, str | None],
+    unit_price: Decimal | None,
+    provenance: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "charge": rated.charge,
+        "description": description,
+        "price_book": book.code,
+        "model": str(rated.model),
+        "meter": rated.meter,
+        "dimensions": dims,
+        "quantity": None if rated.quantity is None else quantity(rated.quantity),
+        "unit_price": None if unit_price is None else quantity(unit_price),
+        "amount": money(rated.amount, book.currency),
+        "formula": rated.explanation.formula,
+        "explanation": rated.explanation.to_dict(),
+        "usage": provenance,
+    }
+
+
+def _unit_price(charge: Charge, segments: Sequence[Segment]) -> Decimal | None:
+    """A single unit price to print, only where one exists (per unit, package)."""
+    prices = set()
+    for seg in segments:
+        c = seg.version.charge(charge.code)
+        if isinstance(c, PerUnit):
+            prices.add(c.unit_price)
+        elif isinstance(c, Package):
+            prices.add(c.package_price)
+        elif c is not None:
+            return None
+    return prices.pop() if len(prices) == 1 else None
+
+
+def subscription_lines(su: SubscriptionUsage, period: Period) -> list[dict[str, Any]]:
+    book, segments = su.book, su.segments
+    lines: list[dict[str, Any]] = []
+    usage_amounts: list[Decimal] = []
+    flat: list[dict[str, Any]] = []
+    for charge in _charges(segments):
+        if isinstance(charge, Flat):
+            rated = rate_flat(book, charge.code, period.start, period.end, segments)
+            flat.append(_line(rated, book, f"{charge.code} (flat fee)", {}, None, None))
+            continue
+        groups = sorted(
+            (g for (m, _), g in su.usage.items() if m == charge.meter), key=lambda g: g.dims
+        )
+        for g in groups:
+            if g.meter.aggregation in ADDITIVE:
+                rated = rate_additive(
+                    book,
+                    charge.code,
+                    [
+                        SegmentUsage(s, q)
+                        for s, q in zip(segments, g.segment_quantities(), strict=True)
+                    ],
+                )
+            else:
+                rated = rate_non_additive(book, charge.code, segments, g.period_quantity())
+            usage_amounts.append(rated.amount)
+            dims = dimensions_dict(g.meter, decode_dimensions(g.dims))
+            description = f"{charge.code}: {g.meter.code}" + (
+                f" ({_dims_text(dims)})" if dims else ""
+            )
+            lines.append(
+                _line(rated, book, description, dims, _unit_price(charge, segments), g.provenance())
+            )
+    lines.extend(flat)
+    minimum = rate_minimum_spend(book, segments, usage_amounts)
+    if minimum is not None:
+        lines.append(_line(minimum, book, "minimum spend true-up", {}, None, None))
+    return lines
+
+
+def apply_credits(
+    grants: Sequence[CreditGrant], spent: dict[str, Decimal], due: Decimal, period: Period
+) -> list[tuple[str, Decimal]]:
+    """Oldest grant first, never more than is due or than a grant has left."""
+    applied: list[tuple[str, Decimal]] = []
+    for g in grants:
+        if due <= 0:
+            break
+        if not g.usable_for(period.start):
+            continue
+        left = g.amount - spent.get(g.id, Decimal(0))
+        take = min(left, due)
+        if take > 0:
+            applied.append((g.id, take))
+            due -= take
+    return applied
+
+
+def assemble(
+    customer: Customer,
+    period: Period,
+    subs: Sequence[SubscriptionUsage],
+    cutoff: int,
+    credits_spent: dict[str, Decimal],
+) -> dict[str, Any]:
+    """The invoice body: deterministic given the store as known at `cutoff`."""
+    currency = customer.currency
+    for su in subs:
+        if su.book.currency != currency:
+            raise MeterlineError(
+                ErrorCode.INVALID_CATALOG,
+                f"customer {customer.id} is billed in {currency.code} but price book "
+                f"{su.book.code} is in {su.book.currency.code}",
+            )
+    rounding = subs[-1].book.rounding if subs else Rounding.HALF_UP
+    lines: list[dict[str, Any]] = []
+    for su in subs:
+        lines.extend(subscription_lines(su, period))
+    for i, line in enumerate(lines, start=1):
+        line["line"] = i
+    subtotal = exact_sum([Decimal(line["amount"]) for line in lines])
+    tax = round_money(subtotal * customer.tax_rate, currency, rounding)
+    credits = apply_credits(customer.credits, credits_spent, subtotal + tax, period)
+    credited = exact_sum([amount for _, amount in credits])
+    versions = sorted(
+        {
+            (
+                su.book.code,
+                seg.version.label,
+                format_us(seg.version.effective_from),
+                seg.version.content_hash,
+            )
+            for su in subs
+            for seg in su.segments
+        }
+    )
+    return {
+        "kind": str(Kind.INVOICE),
+        "customer_id": customer.id,
+        "customer_name": customer.name,
+        "currency": currency.code,
+        "timezone": customer.timezone,
+        "period": period.to_dict(),
+        "subscriptions": [su.subscription.to_dict() for su in subs],
+        "lines": lines,
+        "subtotal": money(subtotal, currency),
+        "tax_rate": quantity(customer.tax_rate),
+        "tax": money(tax, currency),
+        "credits": [{"grant": g, "amount": money(a, currency)} for g, a in credits],
+        "credits_applied": money(credited, currency),
+        "total": money(subtotal + tax - credited, currency),
+        "corrects": None,
+        "reasons": [],
+        "cutoff_seq": cutoff,
+        "price_versions": [
+            {"price_book": b, "version": v, "effective_from": e, "content_hash": h}
+            for b, v, e, h in versions
+        ],
+    }

@@ -1,0 +1,1 @@
+"""Renderings of documents: JSON (canonical), text and PDF."""

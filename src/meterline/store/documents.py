@@ -1,0 +1,202 @@
+"""Issued documents: append-only, numbered without gaps, chained by hash.
+
+Numbers come from a per-kind counter row updated in the issuing transaction,
+which also holds the knowledge-sequence lock: a rolled-back issue gives its
+number back, so numbering has no gaps and no duplicates under concurrency.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from meterline.billing.document import GENESIS, Issued, Kind, Status, chain_hash, number_text
+from meterline.billing.periods import Period
+from meterline.domain.canonical import dumps
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.events import decode_json
+from meterline.domain.timestamps import format_us, parse_rfc3339
+from meterline.store import sequence
+
+_COLUMNS = "seq, number, kind, body, content_hash, previous_hash, document_hash, issued_at, forced"
+
+
+def _issued(row: Any, status: Status) -> Issued:
+    return Issued(
+        number=str(row[1]),
+        kind=Kind(str(row[2])),
+        body=decode_json(row[3]),
+        content_hash=str(row[4]),
+        previous_hash=str(row[5]),
+        document_hash=str(row[6]),
+        issued_at=format_us(int(row[7])),
+        forced=bool(row[8]),
+        status=status,
+    )
+
+
+def status_of(conn: Connection, number: str, known_at: int | None = None) -> Status:
+    params: dict[str, Any] = {"n": number}
+    known = ""
+    if known_at is not None:
+        known, params["k"] = " AND seq <= :k", known_at
+    row = conn.execute(
+        text(
+            f"SELECT status FROM document_status WHERE number = :n{known} ORDER BY seq DESC LIMIT 1"
+        ),
+        params,
+    ).first()
+    return Status.ISSUED if row is None else Status(str(row[0]))
+
+
+def get(conn: Connection, number: str) -> Issued:
+    row = conn.execute(
+        text(f"SELECT {_COLUMNS} FROM documents WHERE number = :n"), {"n": number}
+    ).first()
+    if row is None:
+        raise MeterlineError(ErrorCode.DOCUMENT_NOT_FOUND, f"no issued document {number!r}")
+    return _issued(row, status_of(conn, number))
+
+
+def list_documents(conn: Connection, customer: str | None = None) -> list[Issued]:
+    where, params = ("WHERE customer_id = :c", {"c": customer}) if customer else ("", {})
+    rows = conn.execute(
+        text(f"SELECT {_COLUMNS} FROM documents {where} ORDER BY seq"), params
+    ).all()
+    statuses = {
+        str(r[0]): Status(str(r[1]))
+        for r in conn.execute(
+            text(
+                "SELECT s.number, s.status FROM document_status s WHERE s.seq = "
+                "(SELECT MAX(s2.seq) FROM document_status s2 WHERE s2.number = s.number)"
+            )
+        )
+    }
+    return [_issued(r, statuses.get(str(r[1]), Status.ISSUED)) for r in rows]
+
+
+def invoice_for(conn: Connection, customer: str, label: str) -> str | None:
+    row = conn.execute(
+        text("SELECT number FROM documents WHERE invoice_key = :k"), {"k": f"{customer}|{label}"}
+    ).first()
+    return None if row is None else str(row[0])
+
+
+def credits_spent(conn: Connection, customer: str, known_at: int) -> dict[str, Decimal]:
+    """Credit used per grant by issued, non-void documents as known at K."""
+    spent: dict[str, Decimal] = {}
+    rows = conn.execute(
+        text(
+            "SELECT number, body FROM documents WHERE customer_id = :c AND seq <= :k ORDER BY seq"
+        ),
+        {"c": customer, "k": known_at},
+    ).all()
+    for number, body in rows:
+        if status_of(conn, str(number), known_at) == Status.VOID:
+            continue
+        for c in decode_json(body).get("credits", []):
+            spent[c["grant"]] = spent.get(c["grant"], Decimal(0)) + Decimal(c["amount"])
+    return spent
+
+
+def last_hash(conn: Connection) -> str:
+    row = conn.execute(
+        text("SELECT document_hash FROM documents ORDER BY seq DESC LIMIT 1")
+    ).first()
+    return GENESIS if row is None else str(row[0])
+
+
+def append(
+    conn: Connection,
+    kind: Kind,
+    body: dict[str, Any],
+    body_digest: str,
+    period: Period,
+    now_us: int,
+    forced: bool,
+) -> Issued:
+    """Record a document. The caller holds the sequence lock (sequence.lock)."""
+    n = int(
+        conn.execute(
+            text("UPDATE document_numbers SET last = last + 1 WHERE kind = :k RETURNING last"),
+            {"k": str(kind)},
+        ).scalar_one()
+    )
+    number = number_text(kind, n)
+    envelope = {
+        "number": number,
+        "kind": str(kind),
+        "content_hash": body_digest,
+        "previous_hash": last_hash(conn),
+        "issued_at": format_us(now_us),
+        "forced": forced,
+    }
+    document_hash = chain_hash(envelope)
+    seq = sequence.take(conn)
+    conn.execute(
+        text(
+            "INSERT INTO documents (seq, number, kind, customer_id, period_label, period_start, "
+            "period_end, invoice_key, corrects, cutoff_seq, currency, total, body, content_hash, "
+            "previous_hash, document_hash, forced, issued_at) VALUES (:q, :n, :k, :c, :pl, :ps, "
+            ":pe, :ik, :co, :cut, :cur, :tot, :b, :h, :ph, :dh, :f, :t)"
+        ),
+        {
+            "q": seq,
+            "n": number,
+            "k": str(kind),
+            "c": body["customer_id"],
+            "pl": period.label,
+            "ps": period.start,
+            "pe": period.end,
+            "ik": f"{body['customer_id']}|{period.label}" if kind == Kind.INVOICE else None,
+            "co": body.get("corrects"),
+            "cut": body["cutoff_seq"],
+            "cur": body["currency"],
+            "tot": body["total"],
+            "b": dumps(body).decode(),
+            "h": body_digest,
+            "ph": envelope["previous_hash"],
+            "dh": document_hash,
+            "f": forced,
+            "t": now_us,
+        },
+    )
+    return Issued(
+        number,
+        kind,
+        body,
+        body_digest,
+        str(envelope["previous_hash"]),
+        document_hash,
+        str(envelope["issued_at"]),
+        forced,
+    )
+
+
+_TRANSITIONS = {Status.ISSUED: {Status.PAID, Status.VOID}}
+
+
+def set_status(conn: Connection, number: str, status: Status, reason: str, now_us: int) -> Status:
+    """Move a document's status (a fact of its own; the document never changes)."""
+    sequence.lock(conn)
+    current = get(conn, number).status
+    if status == current:
+        return current
+    if status not in _TRANSITIONS.get(current, set()):
+        raise MeterlineError(
+            ErrorCode.INVALID_STATUS_CHANGE, f"{number} is {current}; it cannot become {status}"
+        )
+    conn.execute(
+        text(
+            "INSERT INTO document_status (seq, number, status, reason, at) VALUES (:q, :n, :s, :r, :t)"
+        ),
+        {"q": sequence.take(conn), "n": number, "s": str(status), "r": reason, "t": now_us},
+    )
+    return status
+
+
+def instant(text_: str) -> int:
+    return parse_rfc3339(text_)
