@@ -126,3 +126,9 @@ def reset(store: Store) -> None:
                     conn.execute(text(f"DELETE FROM {n}"))
         conn.execute(text("UPDATE knowledge SET seq = 0 WHERE id = 1"))
         conn.execute(text("INSERT INTO global_watermark (id, watermark) VALUES (1, NULL)"))
+        conn.execute(
+            text(
+                "INSERT INTO document_numbers (kind, last) VALUES "
+                "('invoice', 0), ('credit_note', 0), ('debit_note', 0)"
+            )
+        )

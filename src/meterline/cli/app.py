@@ -160,6 +160,10 @@ def retract(
         typer.echo(f"retracted ({source}, {event_id}) at seq {r.seq}")
 
 
+from meterline.cli import invoices  # noqa: E402
+
+invoices.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
@@ -276,6 +280,33 @@ def demo(
     from meterline.demo.workload import Workload
 
     run_demo(Path(out), Workload(customers=customers, events=events), Console())
+
+
+@app.command()
+@handles_errors
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port to listen on."),
+    max_body_bytes: int = typer.Option(
+        10 * 1024 * 1024, "--max-body-bytes", min=1, help="Largest accepted request body."
+    ),
+) -> None:
+    """Run the HTTP API (keys from env METERLINE_API_KEYS="KEY:ingest,KEY2:admin")."""
+    import logging
+
+    import uvicorn
+
+    from meterline.api import create_app
+    from meterline.api.auth import KeyRing, check_bind
+
+    keys = KeyRing.from_env()
+    check_bind(host, keys)
+    s = settings(ctx)
+    application = create_app(s.db, s.clock(), keys, max_body_bytes=max_body_bytes)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("meterline").setLevel(logging.INFO)
+    uvicorn.run(application, host=host, port=port, log_level="info", server_header=False)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from meterline.billing.document import Status
-from meterline.cli.context import fail, handles_errors, print_json, settings
+from meterline.cli.context import EXIT_DISCREPANCY, fail, handles_errors, print_json, settings
 from meterline.domain.timestamps import from_datetime
 from meterline.render.text import render_text
 from meterline.services import invoicing
@@ -170,3 +170,108 @@ def void(
 ) -> None:
     """Void an issued document (its content stays; its status changes)."""
     _status(ctx, number, Status.VOID, reason)
+
+
+@handles_errors
+def explain(
+    ctx: typer.Context,
+    number: str = typer.Argument(..., help="Issued document number."),
+    line: int = typer.Option(None, "--line", help="Only this line."),
+    events: bool = typer.Option(False, "--events", help="List the line's source events (paged)."),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000),
+    offset: int = typer.Option(0, "--offset", min=0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Why a line costs what it does, down to its source events as known at the cutoff."""
+    from meterline.services.explain import explain as explain_doc
+
+    out = explain_doc(settings(ctx).store(), number, line, events, limit, offset)
+    if as_json:
+        print_json(out)
+        return
+    lines = [out["line"]] if "line" in out else out["lines"]
+    typer.echo(
+        f"{out['number']} {out['customer_id']} {out['period']['label']} (as known at seq {out['cutoff_seq']})"
+    )
+    for ln in lines:
+        typer.echo(f"\nline {ln['line']}: {ln['description']}  {ln['amount']} {out['currency']}")
+        typer.echo(f"  {ln['formula']}")
+        for v in ln["explanation"].get("versions", []):
+            typer.echo(f"  price {ln['price_book']} {v['version']} effective {v['effective_from']}")
+        for seg in ln["explanation"].get("segments", []):
+            for t in seg.get("tiers", []):
+                upto = t.get("up_to", "∞")
+                typer.echo(
+                    f"    tier {t['tier']} ({t['from']}, {upto}]: {t['units']} x {t['unit_price']} + {t['flat_fee']} = {t['amount']}"
+                )
+        if ln.get("usage"):
+            u = ln["usage"]
+            typer.echo(
+                f"  {u['event_count']:,} events, {u['windows']['count']} windows of {u['windows']['size']}, digest {u['events_digest']}"
+            )
+    if "events" in out:
+        p = out["page"]
+        typer.echo(
+            f"\nevents {p['offset'] + 1}..{p['offset'] + len(out['events'])} of {p['total']:,}:"
+        )
+        for e in out["events"]:
+            typer.echo(f"  {e['event_time']}  {e['source']}/{e['event_id']}  value={e['value']}")
+        typer.echo(
+            f"digest over all {p['total']:,} events {'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
+        )
+
+
+@handles_errors
+def verify(
+    ctx: typer.Context,
+    number: str = typer.Argument(None, help="One document (default: all)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recompute issued documents at their cutoff; exit 1 if any does not reproduce."""
+    from meterline.services.verification import verify as verify_docs
+
+    report = verify_docs(settings(ctx).store(), number)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for c in report.checks:
+            typer.echo(f"{'ok  ' if c['ok'] else 'FAIL'}  {c['name']}: {c['details']}")
+        typer.echo("verified: all documents reproduce" if report.ok else "verification FAILED")
+    if not report.ok:
+        raise typer.Exit(EXIT_DISCREPANCY)
+
+
+@handles_errors
+def rerate(
+    ctx: typer.Context,
+    customer: str = typer.Option(None, "--customer"),
+    period: str = typer.Option(None, "--period", help="YYYY-MM"),
+    reason: str = typer.Option(None, "--reason", help="Mark the period by hand, with this reason."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Re-rate issued periods as known now; issue credit/debit notes for differences."""
+    from meterline.services.corrections import rerate as rerate_periods
+
+    if reason and not (customer and period):
+        fail("--reason marks one period: give --customer and --period too")
+    s = settings(ctx)
+    result = rerate_periods(s.store(), from_datetime(s.clock().now()), customer, period, reason)
+    if as_json:
+        print_json([d.to_dict() for d in result.issued])
+        return
+    for d in result.issued:
+        typer.echo(
+            f"issued {d.number} ({d.kind}) correcting {d.body['corrects']}: {d.body['total']} {d.body['currency']}"
+        )
+        for why in d.body["reasons"]:
+            typer.echo(f"  - {why}")
+    typer.echo(
+        f"{len(result.issued)} corrections issued, {len(result.unchanged)} invoices unchanged"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rerate")(rerate)
+    app.add_typer(invoice_app, name="invoice")
+    app.command("explain")(explain)
+    app.command("verify")(verify)

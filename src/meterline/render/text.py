@@ -57,7 +57,14 @@ def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
         out.append("")
         out.append("how each line was computed:")
         for line in doc["lines"]:
-            out.append(f"  {line['line']}. {line['charge']}: {line['formula']}")
+            if "billed_amount" in line:
+                out.append(
+                    f"  {line['line']}. {line['charge']}: billed {line['billed_amount']} for "
+                    f"{line['billed_quantity']}, now {line['new_amount']} for {line['new_quantity']}"
+                )
+                out.append(f"     now: {line['formula']}")
+            else:
+                out.append(f"  {line['line']}. {line['charge']}: {line['formula']}")
             usage = line.get("usage")
             if usage:
                 w = usage["windows"]

@@ -17,6 +17,7 @@ from meterline.domain.money import Currency, Rounding
 from meterline.pricing.catalog import parse_version
 from meterline.pricing.pricebook import PriceBook, PriceBookSpec, VersionSpec
 from meterline.store import sequence
+from meterline.store.window_index import add_mark
 
 
 def load_price_book(conn: Connection, code: str, known_at: int | None = None) -> PriceBook:
@@ -47,6 +48,24 @@ class _AnyMeter(frozenset[str]):
 
 
 _any_meter = _AnyMeter()
+
+
+def invoiced_after(
+    conn: Connection, book: str, effective_from: int
+) -> list[tuple[str, str, int, int]]:
+    """Issued invoices billed with `book` whose period ends after `effective_from`."""
+    rows = conn.execute(
+        text(
+            "SELECT number, customer_id, period_start, period_end, body FROM documents "
+            "WHERE kind = 'invoice' AND period_end > :t ORDER BY seq"
+        ),
+        {"t": effective_from},
+    ).all()
+    out = []
+    for number, customer, start, end, body in rows:
+        if any(s["price_book"] == book for s in decode_json(body).get("subscriptions", [])):
+            out.append((str(number), str(customer), int(start), int(end)))
+    return out
 
 
 def price_book_codes(conn: Connection) -> list[str]:
@@ -101,7 +120,28 @@ def apply_price_book(
                 "different definition; versions never change: add a new version that supersedes "
                 f"it (supersedes: {version.label}, reason: ...)",
             )
+        invoiced = invoiced_after(conn, spec.code, version.effective_from)
+        if invoiced and not version.retroactive:
+            raise MeterlineError(
+                ErrorCode.RETROACTIVE_VERSION_REQUIRED,
+                f"price book {spec.code!r} version {version.label!r} takes effect "
+                f"{version.definition()['effective_from']}, inside periods already invoiced "
+                f"({', '.join(n for n, _, _, _ in invoiced[:5])}); mark it retroactive: true with a "
+                "reason to record it and correct those invoices by re-rating",
+            )
         seq = sequence.take(conn)
+        for _, customer, _, end in invoiced:
+            add_mark(
+                conn,
+                seq,
+                customer,
+                version.effective_from,
+                end,
+                "price",
+                f"price version {version.label} of {spec.code} recorded retroactively: {version.reason}",
+                0,
+                now_us,
+            )
         conn.execute(
             text(
                 "INSERT INTO price_versions (seq, book_code, label, effective_from, definition, "

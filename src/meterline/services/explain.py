@@ -1,0 +1,121 @@
+"""Drill-down from an invoice line to its source events (DESIGN §7).
+
+How a support engineer answers "I didn't make those calls": the line's events
+as known at the document's cutoff, paged, with a digest recomputed over all of
+them that must equal the digest printed on the invoice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from meterline.billing.customers import Subscription
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.events import decode_json
+from meterline.domain.timestamps import format_us, parse_rfc3339
+from meterline.metering import dimensions, dimensions_dict, encode_dimensions, value_of
+from meterline.services.invoicing import fetch_events
+from meterline.store import documents
+from meterline.store.database import Store
+from meterline.store.meter_catalog import load_meters
+
+
+def _line(doc: dict[str, Any], n: int) -> dict[str, Any]:
+    for line in doc["lines"]:
+        if line["line"] == n:
+            return dict(line)
+    raise MeterlineError(
+        ErrorCode.INVALID_ARGUMENT,
+        f"{doc.get('number')} has no line {n} (lines 1..{len(doc['lines'])})",
+    )
+
+
+def explain(
+    store: Store,
+    number: str,
+    line: int | None = None,
+    events: bool = False,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict[str, Any]:
+    with store.read() as conn:
+        doc = documents.get(conn, number).to_dict()
+        header = {
+            k: doc[k]
+            for k in (
+                "number",
+                "kind",
+                "customer_id",
+                "currency",
+                "period",
+                "cutoff_seq",
+                "corrects",
+            )
+        }
+        if line is None:
+            if events:
+                raise MeterlineError(ErrorCode.INVALID_ARGUMENT, "--events needs --line N")
+            return header | {"lines": doc["lines"]}
+        chosen = _line(doc, line)
+        out = header | {"line": chosen}
+        if not events:
+            return out
+        if not chosen.get("meter") or chosen.get("usage") is None:
+            raise MeterlineError(
+                ErrorCode.INVALID_ARGUMENT, f"line {line} is not metered: it has no source events"
+            )
+        k = int(doc["cutoff_seq"])
+        meter = {m.code: m for m in load_meters(conn, k)}[chosen["meter"]]
+        wanted = encode_dimensions(tuple(chosen["dimensions"].get(g) for g in meter.group_by))
+        period = doc["period"]
+        lo, hi = parse_rfc3339(period["start"]), parse_rfc3339(period["end"])
+        subs = [
+            Subscription(
+                s["price_book"],
+                parse_rfc3339(s["start"]),
+                None if s["end"] is None else parse_rfc3339(s["end"]),
+            )
+            for s in doc.get("subscriptions", [])
+            if s["price_book"] == chosen["price_book"]
+        ]
+        page: list[dict[str, Any]] = []
+        digest = hashlib.sha256()
+        keys: list[tuple[str, str]] = []
+        total = 0
+        for sub in subs:
+            span = sub.active(lo, hi)
+            if span is None:
+                continue
+            for ev in fetch_events(
+                conn, doc["customer_id"], [meter.event_type], span[0], span[1], k
+            ):
+                props = decode_json(ev.properties)
+                try:
+                    value = value_of(meter, props)
+                    dims = encode_dimensions(dimensions(meter, props))
+                except MeterlineError:
+                    continue
+                if dims != wanted:
+                    continue
+                keys.append((ev.source, ev.event_id))
+                if offset <= total < offset + limit:
+                    page.append(
+                        {
+                            "source": ev.source,
+                            "event_id": ev.event_id,
+                            "event_time": format_us(ev.event_time),
+                            "value": None if value is None else str(value),
+                            "properties": props,
+                            "dimensions": dimensions_dict(meter, dimensions(meter, props)),
+                        }
+                    )
+                total += 1
+        for source, event_id in sorted(keys):
+            digest.update(f"{source}\x1f{event_id}\n".encode())
+        return out | {
+            "events": page,
+            "page": {"offset": offset, "limit": limit, "total": total},
+            "digest": digest.hexdigest(),
+            "digest_matches": digest.hexdigest() == chosen["usage"]["events_digest"],
+        }
