@@ -1,0 +1,93 @@
+"""The HTTP API application factory.
+
+`create_app` builds a self-contained FastAPI app: no module-level state, so
+tests and benchmarks can run several against different stores in one process.
+The interactive docs pages are disabled because FastAPI loads their assets
+from a CDN; the OpenAPI document itself is served at /openapi.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from meterline import __version__
+from meterline.api import health, ingest_routes, metrics, openapi, quarantine_routes
+from meterline.api.auth import KeyRing
+from meterline.api.body import DEFAULT_MAX_BODY_BYTES
+from meterline.api.context import AppContext, StoreHandle
+from meterline.api.errors import install_error_handlers
+from meterline.api.metrics import Metrics
+from meterline.domain.clock import Clock
+from meterline.domain.events import Limits
+from meterline.store.database import safe_url
+
+log = logging.getLogger("meterline.api")
+
+DEFAULT_INGEST_CONCURRENCY = 4
+
+_DESCRIPTION = """\
+Usage ingestion for meterline. `/v1/events` takes native events (JSON object,
+array or NDJSON) and answers with a per-event summary; `/api/v1/events` is
+compatible with OpenMeter's CloudEvents ingest API. Errors use the envelope
+`{"error": {"code", "message", "details"}}` (as RFC 7807 problem details
+under `/api/`). Authenticate with `Authorization: Bearer KEY`.
+"""
+
+
+def create_app(
+    store_url: str,
+    clock: Clock,
+    api_keys: KeyRing | None = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    limits: Limits | None = None,
+    ingest_concurrency: int = DEFAULT_INGEST_CONCURRENCY,
+) -> FastAPI:
+    """An app serving the store at `store_url`.
+
+    With no `api_keys` every endpoint is open; only bind such an app to
+    loopback (`auth.check_bind` enforces that for `meterline serve`).
+    """
+    if max_body_bytes < 1 or ingest_concurrency < 1:
+        raise ValueError("max_body_bytes and ingest_concurrency must be positive")
+    keys = api_keys if api_keys is not None else KeyRing()
+    handle = StoreHandle(store_url, clock)
+    ctx = AppContext(
+        handle=handle,
+        keys=keys,
+        clock=clock,
+        limits=limits or Limits(),
+        max_body_bytes=max_body_bytes,
+        ingest_concurrency=ingest_concurrency,
+        metrics=Metrics(handle.readings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not keys:
+            log.warning("no API keys configured: every endpoint is open (loopback only)")
+        log.info("serving store %s", safe_url(store_url))
+        yield
+        ctx.handle.close()
+
+    app = FastAPI(
+        title="meterline",
+        version=__version__,
+        description=_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.meterline = ctx
+    install_error_handlers(app)
+    app.include_router(ingest_routes.router(ctx))
+    app.include_router(quarantine_routes.router(ctx))
+    app.include_router(health.router(ctx))
+    app.include_router(metrics.router(ctx.metrics))
+    openapi.install(app)
+    return app
