@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
+from time import perf_counter
 from typing import Any
 
 from meterline.domain.clock import Clock
@@ -144,6 +145,15 @@ def _batches(items: Iterable[Item], size: int) -> Iterator[list[tuple[int, Item]
         yield chunk
 
 
+@dataclass
+class IngestTimings:
+    """Seconds spent per phase, summed over every `ingest` call (for benchmarks)."""
+
+    validate: float = 0.0
+    write: float = 0.0
+    index: float = 0.0
+
+
 class Ingestor:
     """Ingests into one store. Keeps per-store caches (PostgreSQL partitions, meters)."""
 
@@ -151,6 +161,7 @@ class Ingestor:
         self.store = store
         self.clock = clock
         self.index = index
+        self.timings = IngestTimings()
         self._partitions = Partitions()
 
     def ingest(
@@ -168,7 +179,9 @@ class Ingestor:
                 with self.store.read() as conn:
                     catalog.refresh(conn)
                 check = partial(check_properties, catalog) if catalog.by_type else None
+            t0 = perf_counter()
             batch = prepare(chunk, now_us, options, check)
+            t1 = perf_counter()
             if self.store.is_postgres and batch.candidates:
                 months = {month_of(c.event.event_time) for c in batch.candidates}
                 self._partitions.ensure(self.store.engine, months)
@@ -177,8 +190,14 @@ class Ingestor:
                 result = append_batch(
                     conn, header, batch.candidates, batch.rejects, batch.duplicates
                 )
+                t2 = perf_counter()
                 if self.index is not None:
                     self.index(conn, header, result)
+                t3 = perf_counter()
+            timings = self.timings
+            timings.validate += t1 - t0
+            timings.write += t2 - t1 + perf_counter() - t3  # the commit is a write
+            timings.index += t3 - t2
             self._account(report, chunk, batch, result)
             if progress is not None:
                 progress(len(chunk))
