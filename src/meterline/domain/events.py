@@ -34,7 +34,6 @@ MAX_ID_LENGTH = 256
 MAX_DECIMAL_EXPONENT = 60
 
 
-
 def _canonical_number(literal: str) -> Decimal:
     """float_hook: every non-integer JSON number becomes its canonical Decimal
     while decoding, so 1200.0 and 1.2e3 are stored (and hashed) as 1200."""
@@ -206,7 +205,9 @@ def _validate(obj: Any, default_source: str, now_us: int, limits: Limits, backfi
         )
     elif _needs_canonicalising(props):
         props = _canonical_value(props, "properties")
-    return _finish(source, event_id, customer_id, event_type, event_time, props, now_us, limits, backfill)
+    return _finish(
+        source, event_id, customer_id, event_type, event_time, props, now_us, limits, backfill
+    )
 
 
 def _finish(
