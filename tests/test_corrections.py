@@ -82,7 +82,9 @@ def test_rerate_is_idempotent(store: Store) -> None:
     ingest(store, clock(LATER), calls(10, prefix="late"))
     assert len(rerate(store, LATER_US).issued) == 1
     second = rerate(store, LATER_US)
-    assert second.issued == [] and second.unchanged == ["INV-000001"]
+    assert second.issued == [] and second.unchanged == []  # nothing pending: not even recomputed
+    named = rerate(store, LATER_US, "acme", "2024-01")
+    assert named.issued == [] and named.unchanged == ["INV-000001"]
 
 
 def test_corrections_accumulate_against_what_was_billed(store: Store) -> None:

@@ -268,6 +268,36 @@ def _invoices(conn: Connection, customer: str | None, label: str | None) -> list
     return out
 
 
+_PENDING = text(
+    "SELECT 1 FROM rerate_marks WHERE customer_id = :c AND from_us < :hi AND to_us > :lo "
+    "AND seq > :k UNION ALL SELECT 1 FROM customers WHERE customer_id = :c AND seq > :k"
+)
+_BILLED_CUTOFF = text(
+    "SELECT MAX(cutoff_seq) FROM documents WHERE number = :n OR corrects = :n"
+)
+
+
+def _needs_rerate(conn: Connection, invoice: Issued) -> bool:
+    """Whether anything that can change `invoice` was recorded after it was last billed.
+
+    Late events, backfills, retractions and retroactive price versions leave a
+    re-rating mark; a catalog change to the customer is a new customer row. A
+    forced invoice was issued before its period closed, so on-time events may
+    still have arrived since: it is always recomputed.
+    """
+    if invoice.forced:
+        return True
+    body = invoice.body
+    k = int(conn.execute(_BILLED_CUTOFF, {"n": invoice.number}).scalar_one())
+    params = {
+        "c": body["customer_id"],
+        "lo": parse_rfc3339(body["period"]["start"]),
+        "hi": parse_rfc3339(body["period"]["end"]),
+        "k": k,
+    }
+    return conn.execute(_PENDING, params).first() is not None
+
+
 def rerate(
     store: Store,
     now_us: int,
@@ -278,7 +308,9 @@ def rerate(
     """Re-rate issued periods; safe to run on a schedule (idempotent)."""
     result = RerateResult()
     with store.read() as conn:
-        numbers = [d.number for d in _invoices(conn, customer, period)]
+        invoices = _invoices(conn, customer, period)
+        named = customer is not None and period is not None
+        numbers = [d.number for d in invoices if named or reason or _needs_rerate(conn, d)]
     if customer and period and not numbers:
         raise MeterlineError(
             ErrorCode.DOCUMENT_NOT_FOUND, f"no issued invoice for {customer} in {period}"
