@@ -160,9 +160,11 @@ def retract(
         typer.echo(f"retracted ({source}, {event_id}) at seq {r.seq}")
 
 
-from meterline.cli import invoices  # noqa: E402
+from meterline.cli import audit, invoices, ledger  # noqa: E402
 
 invoices.register(app)
+ledger.register(app)
+audit.register(app)
 
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
@@ -279,7 +281,9 @@ def demo(
     from meterline.demo.run import run_demo
     from meterline.demo.workload import Workload
 
-    run_demo(Path(out), Workload(customers=customers, events=events), Console())
+    outcome = run_demo(Path(out), Workload(customers=customers, events=events), Console())
+    if not outcome.verified or outcome.reconciled is False:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -31,6 +31,7 @@ class Workload:
     delayed_ratio: float = 0.03  # of events arriving out of order
     malformed: int = 12
     seed: int = 20240101
+    first_id: int = 0  # event ids are numbered from here (so two files never collide)
 
     def customer_ids(self) -> list[str]:
         return [f"cust_{i:04d}" for i in range(self.customers)]
@@ -63,7 +64,7 @@ def generate(w: Workload) -> Iterator[bytes]:
         customer = customers[pick]
         if kind < 0.70:
             event = {
-                "event_id": f"evt_{i:08d}",
+                "event_id": f"evt_{w.first_id + i:08d}",
                 "customer_id": customer,
                 "event_type": "api_call",
                 "event_time": format_us(t),
@@ -73,7 +74,7 @@ def generate(w: Workload) -> Iterator[bytes]:
         elif kind < 0.95:
             tokens = int(rng.lognormvariate(6.5, 1.0))
             event = {
-                "event_id": f"llm_{i:08d}",
+                "event_id": f"llm_{w.first_id + i:08d}",
                 "customer_id": customer,
                 "event_type": "llm_call",
                 "event_time": format_us(t),
@@ -83,7 +84,7 @@ def generate(w: Workload) -> Iterator[bytes]:
         else:
             gb = f"{rng.uniform(0.1, 50):.3f}"
             event = {
-                "event_id": f"sto_{i:08d}",
+                "event_id": f"sto_{w.first_id + i:08d}",
                 "customer_id": customer,
                 "event_type": "storage",
                 "event_time": format_us(t),

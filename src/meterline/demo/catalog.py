@@ -1,0 +1,211 @@
+"""The demo's catalog: three meters, three price books, and the workload's customers.
+
+Chosen to exercise what a real month does: a graduated book whose tiers change
+mid-month (v2 from the 15th, tier position carried across), a volume book in
+EUR, a JPY book with whole-yen rounding, flat platform fees, package pricing
+per model, a minimum spend, tax rates, prepaid credits, customers in three
+timezones, and one customer the catalog does not know (its usage stays
+unbilled, and reconciliation says so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meterline.demo.workload import Workload
+
+MONTH_START = "2024-01-01T00:00:00Z"
+MID_MONTH = "2024-01-15T00:00:00Z"
+
+METERS: list[dict[str, Any]] = [
+    {
+        "code": "api_calls",
+        "event_type": "api_call",
+        "aggregation": "count",
+        "window": "1h",
+        "allowed_lateness": "3h",
+    },
+    {
+        "code": "tokens",
+        "event_type": "llm_call",
+        "aggregation": "sum",
+        "property": "tokens",
+        "group_by": ["model"],
+        "window": "1h",
+        "allowed_lateness": "3h",
+    },
+    {
+        "code": "storage_gb_hours",
+        "event_type": "storage",
+        "aggregation": "sum",
+        "property": "gb_hours",
+        "window": "1h",
+        "allowed_lateness": "3h",
+    },
+]
+
+_STANDARD_API_V1: list[dict[str, Any]] = [
+    {"up_to": 1000, "unit_price": "0.02"},
+    {"up_to": 10000, "unit_price": "0.015"},
+    {"up_to": None, "unit_price": "0.01"},
+]
+_STANDARD_API_V2: list[dict[str, Any]] = [
+    {"up_to": 1000, "unit_price": "0.02"},
+    {"up_to": 10000, "unit_price": "0.014"},
+    {"up_to": None, "unit_price": "0.009"},
+]
+
+
+def _standard_charges(api_tiers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"code": "api", "meter": "api_calls", "model": "graduated", "tiers": api_tiers},
+        {"code": "platform", "model": "flat", "amount": "49.00"},
+        {
+            "code": "tokens",
+            "meter": "tokens",
+            "model": "package",
+            "package_size": 1000,
+            "package_price": "0.50",
+        },
+        {"code": "storage", "meter": "storage_gb_hours", "model": "per_unit", "unit_price": "0.02"},
+    ]
+
+
+def _japan_charges(api_unit_price: str) -> list[dict[str, Any]]:
+    return [
+        {"code": "api", "meter": "api_calls", "model": "per_unit", "unit_price": api_unit_price},
+        {"code": "platform", "model": "flat", "amount": "5000"},
+        {
+            "code": "tokens",
+            "meter": "tokens",
+            "model": "package",
+            "package_size": 1000,
+            "package_price": "60",
+        },
+    ]
+
+
+PRICE_BOOKS: list[dict[str, Any]] = [
+    {
+        "code": "standard",
+        "currency": "USD",
+        "rounding": "half_up",
+        "versions": [
+            {
+                "version": "v1",
+                "effective_from": MONTH_START,
+                "minimum_spend": "100.00",
+                "charges": _standard_charges(_STANDARD_API_V1),
+            },
+            {
+                "version": "v2",
+                "effective_from": MID_MONTH,
+                "minimum_spend": "100.00",
+                "charges": _standard_charges(_STANDARD_API_V2),
+            },
+        ],
+    },
+    {
+        "code": "growth-eur",
+        "currency": "EUR",
+        "rounding": "half_even",
+        "versions": [
+            {
+                "version": "v1",
+                "effective_from": MONTH_START,
+                "charges": [
+                    {
+                        "code": "api",
+                        "meter": "api_calls",
+                        "model": "volume",
+                        "tiers": [
+                            {"up_to": 10000, "unit_price": "0.012"},
+                            {"up_to": 100000, "unit_price": "0.010"},
+                            {"up_to": None, "unit_price": "0.008", "flat_fee": "25.00"},
+                        ],
+                    },
+                    {"code": "platform", "model": "flat", "amount": "39.00"},
+                    {
+                        "code": "tokens",
+                        "meter": "tokens",
+                        "model": "per_unit",
+                        "unit_price": "0.0004",
+                    },
+                ],
+            }
+        ],
+    },
+    {
+        "code": "japan",
+        "currency": "JPY",
+        "versions": [
+            {"version": "v1", "effective_from": MONTH_START, "charges": _japan_charges("2")}
+        ],
+    },
+]
+
+# Recorded after January was invoiced: the contract price was 1.5 JPY per call.
+JAPAN_FIX: dict[str, Any] = {
+    "price_books": [
+        {
+            **PRICE_BOOKS[2],
+            "versions": [
+                PRICE_BOOKS[2]["versions"][0],
+                {
+                    "version": "v1b",
+                    "effective_from": MONTH_START,
+                    "supersedes": "v1",
+                    "reason": "API unit price entered as 2 JPY; the signed contract says 1.5 JPY",
+                    "retroactive": True,
+                    "charges": _japan_charges("1.5"),
+                },
+            ],
+        }
+    ]
+}
+
+
+def customer(i: int, cid: str) -> dict[str, Any]:
+    """Every tenth customer is in Berlin (EUR), every tenth in Tokyo (JPY), the rest USD."""
+    sub = {"start": MONTH_START}
+    if i % 10 == 3:
+        return {
+            "id": cid,
+            "name": f"Kunde {i:04d} GmbH",
+            "currency": "EUR",
+            "timezone": "Europe/Berlin",
+            "tax_rate": "0.19",
+            "subscriptions": [{"price_book": "growth-eur", **sub}],
+        }
+    if i % 10 == 7:
+        return {
+            "id": cid,
+            "name": f"Kabushiki Kaisha {i:04d}",
+            "currency": "JPY",
+            "timezone": "Asia/Tokyo",
+            "tax_rate": "0.10",
+            "subscriptions": [{"price_book": "japan", **sub}],
+        }
+    out: dict[str, Any] = {
+        "id": cid,
+        "name": f"Customer {i:04d} Inc.",
+        "currency": "USD",
+        "timezone": "America/New_York" if i % 4 == 1 else "UTC",
+        "tax_rate": "0.0825" if i % 3 == 0 else "0",
+        "subscriptions": [{"price_book": "standard", **sub}],
+    }
+    if i % 5 == 0:
+        out["credits"] = [
+            {"id": f"promo-{cid}", "amount": "50.00", "granted_at": "2023-12-15T00:00:00Z"}
+        ]
+    return out
+
+
+def catalog(workload: Workload) -> dict[str, Any]:
+    """The whole catalog; the workload's last customer is deliberately left out."""
+    ids = workload.customer_ids()[:-1]
+    return {
+        "meters": METERS,
+        "price_books": PRICE_BOOKS,
+        "customers": [customer(i, cid) for i, cid in enumerate(ids)],
+    }
