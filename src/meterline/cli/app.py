@@ -166,6 +166,10 @@ invoices.register(app)
 ledger.register(app)
 audit.register(app)
 
+from meterline.cli import consume  # noqa: E402
+
+consume.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
