@@ -22,7 +22,7 @@ from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.metering import Meter, parse_meters
 from meterline.pricing.catalog import parse_price_books
-from meterline.store import sequence
+from meterline.store import audit, sequence
 from meterline.store.customer_catalog import apply_customer
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters, stored_definitions
@@ -143,6 +143,7 @@ def apply_catalog(store: Store, doc: dict[str, Any], now_us: int) -> ApplyReport
         all_meters = {m.code: m for m in load_meters(conn)}
         _apply_price_books(conn, doc.get("price_books") or [], all_meters, now_us, report)
         _apply_customers(conn, doc.get("customers"), now_us, report)
+        audit.catalog_apply(conn, report, now_us)
     return report
 
 

@@ -19,7 +19,8 @@ from meterline.domain.canonical import dumps
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.domain.timestamps import format_us, parse_rfc3339
-from meterline.store import sequence
+from meterline.ledger.postings import issue_entry, status_entry
+from meterline.store import audit, journal, sequence
 
 _COLUMNS = "seq, number, kind, body, content_hash, previous_hash, document_hash, issued_at, forced"
 
@@ -164,6 +165,23 @@ def append(
             "t": now_us,
         },
     )
+    # The ledger and the audit trail, in the issuing transaction (DESIGN §9).
+    journal.post(conn, seq, issue_entry(number, body), now_us)
+    audit.record(
+        conn,
+        "issue" if kind == Kind.INVOICE else "rerate",
+        {
+            "number": number,
+            "kind": str(kind),
+            "customer_id": body["customer_id"],
+            "period": period.label,
+            "total": body["total"],
+            "currency": body["currency"],
+            "corrects": body.get("corrects"),
+            "forced": forced,
+        },
+        now_us,
+    )
     return Issued(
         number,
         kind,
@@ -182,18 +200,30 @@ _TRANSITIONS = {Status.ISSUED: {Status.PAID, Status.VOID}}
 def set_status(conn: Connection, number: str, status: Status, reason: str, now_us: int) -> Status:
     """Move a document's status (a fact of its own; the document never changes)."""
     sequence.lock(conn)
-    current = get(conn, number).status
+    doc = get(conn, number)
+    current = doc.status
     if status == current:
         return current
     if status not in _TRANSITIONS.get(current, set()):
         raise MeterlineError(
             ErrorCode.INVALID_STATUS_CHANGE, f"{number} is {current}; it cannot become {status}"
         )
+    seq = sequence.take(conn)
     conn.execute(
         text(
             "INSERT INTO document_status (seq, number, status, reason, at) VALUES (:q, :n, :s, :r, :t)"
         ),
-        {"q": sequence.take(conn), "n": number, "s": str(status), "r": reason, "t": now_us},
+        {"q": seq, "n": number, "s": str(status), "r": reason, "t": now_us},
+    )
+    # Payment or reversal, and the audit row, in the same transaction.
+    entry = status_entry(number, str(status), doc.body)
+    if entry is not None:
+        journal.post(conn, seq, entry, now_us)
+    audit.record(
+        conn,
+        "pay" if status == Status.PAID else str(status),
+        {"number": number, "status": str(status), "reason": reason, "total": doc.body["total"]},
+        now_us,
     )
     return status
 

@@ -250,3 +250,45 @@ document_status = Table(
     Column("reason", Text, nullable=False),
     Column("at", BigInteger, nullable=False),
 )
+
+# The journal (DESIGN §9): one entry per money-moving fact, keyed by that
+# fact's seq (a document's seq for its issue, a status fact's seq for a
+# payment or void), written in the fact's own transaction. Append-only.
+journal_entries = Table(
+    "journal_entries",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("document", String(32), nullable=False),
+    Column("customer_id", String(256), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("memo", Text, nullable=False),
+    Column("posted_at", BigInteger, nullable=False),
+)
+
+# Amounts in integer minor units of the entry's currency (cents for USD):
+# exact, and summed by the database itself without ever passing through float.
+journal_lines = Table(
+    "journal_lines",
+    metadata,
+    Column("entry_seq", BigInteger, primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("account", String(300), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("debit_minor", BigInteger, nullable=False),
+    Column("credit_minor", BigInteger, nullable=False),
+)
+
+# Who did what, when: one row per state-changing command, in its transaction.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("seq", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("details", Text, nullable=False),
+)

@@ -1,0 +1,122 @@
+"""`ledger balances`, `ledger journal` and `reconcile` (DESIGN §9, §12)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from meterline.cli.context import EXIT_DISCREPANCY, handles_errors, print_json, settings
+from meterline.services import ledger
+from meterline.services.reconcile import ReconcileReport, reconcile
+
+ledger_app = typer.Typer(
+    help="The double-entry journal and account balances.", no_args_is_help=True
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@ledger_app.command("balances")
+@handles_errors
+def balances(
+    ctx: typer.Context,
+    customer: str = typer.Option(None, "--customer", help="Only this customer's documents."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Balance of every account, per currency (a projection of the journal)."""
+    rows = ledger.balances(settings(ctx).store(), customer)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("account", "type", "currency", "debit", "credit", "balance")
+    for r in rows:
+        table.add_row(r["account"], r["type"], r["currency"], r["debit"], r["credit"], r["balance"])
+    out.print(table)
+
+
+@ledger_app.command("journal")
+@handles_errors
+def journal(
+    ctx: typer.Context,
+    limit: int = typer.Option(None, "--limit", min=1, help="Only the newest N entries."),
+    customer: str = typer.Option(None, "--customer", help="Only this customer's entries."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Journal entries, oldest first."""
+    entries = ledger.journal(settings(ctx).store(), limit, customer)
+    if as_json:
+        print_json(entries)
+        return
+    table = Table("seq", "posted", "document", "account", "debit", "credit")
+    for e in entries:
+        for i, ln in enumerate(e["lines"]):
+            first = i == 0
+            table.add_row(
+                str(e["seq"]) if first else "",
+                e["posted_at"] if first else "",
+                f"{e['document']} {e['kind']}" if first else "",
+                ln["account"],
+                "" if ln["debit"].strip("0.") == "" else f"{ln['debit']} {e['currency']}",
+                "" if ln["credit"].strip("0.") == "" else f"{ln['credit']} {e['currency']}",
+            )
+        table.add_section()
+    out.print(table)
+
+
+def _run(store_settings: typer.Context, show_progress: bool) -> ReconcileReport:
+    store = settings(store_settings).store()
+    if not show_progress:
+        return reconcile(store)
+    with Progress(
+        TextColumn("[bold]reconciling {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return reconcile(store, progress)
+
+
+@handles_errors
+def reconcile_command(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Check that the books tie out; exit 1 on any discrepancy (warnings do not fail)."""
+    report = _run(ctx, sys.stderr.isatty() and not as_json)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        table = Table("check", "result", "details", title=f"reconcile at seq {report.cutoff_seq}")
+        for c in report.checks:
+            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.details)
+        out.print(table)
+        if report.warnings:
+            warn = Table("warning", "count", "details", title="unbilled usage (warnings)")
+            for w in report.warnings:
+                warn.add_row(w.name, str(w.count), w.details)
+            out.print(warn)
+        out.print("[green]the books tie out[/]" if report.ok else "[red]reconciliation FAILED[/]")
+    if not report.ok:
+        raise typer.Exit(EXIT_DISCREPANCY)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ledger_app, name="ledger")
+    app.command("reconcile")(reconcile_command)

@@ -1,0 +1,886 @@
+"""`reconcile`: the books tie out, and any break is found (DESIGN §9).
+
+Each check recomputes one kind of stored fact from the facts it derives from
+and names every record that differs (lists are capped, counts are not):
+
+    ingestion_counts     ingest_batches vs stored events and quarantine
+    window_aggregates    the window index vs a recomputation from raw events
+    documents_reproduce  every issued document recomputed at its cutoff
+    document_arithmetic  lines -> subtotal -> tax -> total, and row vs body
+    ledger_balanced      every journal entry: debits == credits, one currency
+    ledger_postings      every entry == the posting rule applied to its fact
+    ledger_receivable    receivable per customer == its open documents
+    ledger_revenue       revenue per charge, tax, credit and cash vs documents
+    hash_chain           the document chain and gapless numbering
+
+Unbilled usage is reported as warnings: the books can tie out while usage
+waits. Work is streamed or grouped in SQL: events are never all in memory;
+windows are recomputed one (meter, customer) series at a time, in day-sized
+chunks for large series. The whole run reads one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+
+from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash, chain_hash
+from meterline.billing.periods import months_overlapping
+from meterline.domain.decimals import exact_sum
+from meterline.domain.errors import MeterlineError
+from meterline.domain.money import Currency, Rounding, round_money
+from meterline.domain.timestamps import format_us
+from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
+from meterline.ledger.postings import Entry, issue_entry, revenue_by_charge, status_entry
+from meterline.metering import Meter, aggregate, to_json, window_start
+from meterline.store import documents, journal
+from meterline.store.customer_catalog import load_customers
+from meterline.store.database import Store
+from meterline.store.meter_catalog import load_meters
+from meterline.store.window_index import WindowKey, WindowRow, recompute
+
+Progress = Callable[[str, int, int], None]
+
+# How many records a check's details name before it only counts.
+MAX_LISTED = 20
+# A (meter, customer) series with more events is recomputed in day-sized chunks.
+CHUNK_EVENTS = 200_000
+DAY_US = 86_400_000_000
+
+ZERO = Decimal(0)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    details: str
+    count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "details": self.details, "count": self.count}
+
+
+@dataclass
+class UnbilledWarning:
+    name: str
+    count: int
+    details: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "count": self.count, "details": self.details}
+
+
+@dataclass
+class ReconcileReport:
+    checks: list[Check] = field(default_factory=list)
+    warnings: list[UnbilledWarning] = field(default_factory=list)
+    cutoff_seq: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checks": [c.to_json() for c in self.checks],
+            "warnings": [w.to_json() for w in self.warnings],
+            "cutoff_seq": self.cutoff_seq,
+        }
+
+
+def listing(items: list[str], cap: int = MAX_LISTED) -> str:
+    """Name the first `cap` records and count the rest."""
+    shown = "; ".join(items[:cap])
+    return shown + (f"; ... and {len(items) - cap} more" if len(items) > cap else "")
+
+
+def _result(name: str, problems: list[str], fine: str) -> Check:
+    if not problems:
+        return Check(name, True, fine, 0)
+    return Check(name, False, f"{len(problems)} problem(s): {listing(problems)}", len(problems))
+
+
+@contextlib.contextmanager
+def _snapshot(store: Store) -> Iterator[Connection]:
+    """One consistent view for the whole run (a repeatable-read snapshot on PostgreSQL;
+    SQLite's WAL read transaction is one already)."""
+    with store.engine.connect() as conn:
+        if store.is_postgres:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+def reconcile(store: Store, progress: Progress | None = None) -> ReconcileReport:
+    """Run every check of DESIGN §9 against one snapshot of the store."""
+    report = ReconcileReport()
+    tick: Progress = progress or (lambda _stage, _done, _total: None)
+    with _snapshot(store) as conn:
+        report.cutoff_seq = int(
+            conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one()
+        )
+        tick("ingestion", 0, 1)
+        report.checks.append(check_ingestion(conn))
+        tick("ingestion", 1, 1)
+        usage = _usage_summary(conn)
+        meters = load_meters(conn)
+        report.checks.append(check_windows(conn, meters, usage, tick))
+        docs = _load_documents(conn, tick)
+        report.checks.append(_result("documents_reproduce", docs.reproduce, docs.reproduce_ok()))
+        report.checks.append(
+            _result(
+                "document_arithmetic",
+                docs.arithmetic,
+                f"{len(docs.summaries)} documents: lines, subtotal, tax, credits and total agree",
+            )
+        )
+        report.checks.extend(check_ledger(conn, docs, tick))
+        report.checks.append(
+            _result(
+                "hash_chain",
+                docs.chain,
+                f"{len(docs.summaries)} documents chained from genesis; numbers gapless per kind",
+            )
+        )
+        tick("warnings", 0, 1)
+        report.warnings.extend(unbilled_usage(conn, meters, usage, docs))
+        tick("warnings", 1, 1)
+    return report
+
+
+# 1. Ingestion ----------------------------------------------------------------
+
+
+def check_ingestion(conn: Connection) -> Check:
+    problems: list[str] = []
+    rows = conn.execute(
+        text(
+            "SELECT b.id, b.accepted, b.rejected, b.duplicates, b.first_seq, b.last_seq, "
+            "COALESCE(e.n, 0), e.lo, e.hi, COALESCE(q.n, 0) FROM ingest_batches b "
+            "LEFT JOIN (SELECT batch_id, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM events "
+            "GROUP BY batch_id) e ON e.batch_id = b.id "
+            "LEFT JOIN (SELECT batch_id, COUNT(*) AS n FROM quarantine GROUP BY batch_id) q "
+            "ON q.batch_id = b.id ORDER BY b.id"
+        )
+    )
+    batches = accepted = rejected = duplicates = 0
+    for bid, acc, rej, dup, first, last, stored, lo, hi, quarantined in rows:
+        batches += 1
+        accepted, rejected, duplicates = accepted + acc, rejected + rej, duplicates + dup
+        if int(acc) != int(stored):
+            problems.append(f"batch {bid}: {acc} accepted but {stored} events stored")
+        if int(rej) != int(quarantined):
+            problems.append(f"batch {bid}: {rej} rejected but {quarantined} quarantined")
+        if int(dup) < 0:
+            problems.append(f"batch {bid}: negative duplicate count {dup}")
+        if int(stored) and (first is None or int(lo) < int(first) or int(hi) > int(last)):
+            problems.append(
+                f"batch {bid}: stored seqs {lo}..{hi} outside the batch's {first}..{last}"
+            )
+    for table in ("events", "quarantine"):
+        for bid, n in conn.execute(
+            text(
+                f"SELECT t.batch_id, COUNT(*) FROM {table} t WHERE NOT EXISTS "
+                "(SELECT 1 FROM ingest_batches b WHERE b.id = t.batch_id) GROUP BY t.batch_id"
+            )
+        ):
+            problems.append(f"{n} {table} rows belong to no ingest batch (batch id {bid})")
+    if conn.dialect.name == "postgresql":
+        # There the idempotency keys live in their own table; each stored event has one.
+        keys, events = conn.execute(
+            text("SELECT (SELECT COUNT(*) FROM event_keys), (SELECT COUNT(*) FROM events)")
+        ).one()
+        if int(keys) != int(events):
+            missing = conn.execute(
+                text(
+                    "SELECT k.source, k.event_id, k.seq FROM event_keys k WHERE NOT EXISTS "
+                    "(SELECT 1 FROM events e WHERE e.seq = k.seq) ORDER BY k.seq LIMIT :n"
+                ),
+                {"n": MAX_LISTED},
+            ).all()
+            named = ", ".join(f"({s}, {e}) seq {q}" for s, e, q in missing)
+            problems.append(
+                f"{keys} idempotency keys but {events} stored events"
+                + (f"; keys without an event: {named}" if named else "")
+            )
+    dangling = conn.execute(
+        text(
+            "SELECT r.source, r.event_id FROM retractions r WHERE NOT EXISTS "
+            "(SELECT 1 FROM events e WHERE e.seq = r.event_seq) ORDER BY r.seq"
+        )
+    ).all()
+    problems.extend(f"retraction of ({s}, {e}) points at no stored event" for s, e in dangling)
+    return _result(
+        "ingestion_counts",
+        problems,
+        f"{batches} batches: {accepted} accepted = events stored, {rejected} rejected = "
+        f"quarantined, {duplicates} duplicates",
+    )
+
+
+# 2. Window aggregates --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    customer: str
+    event_type: str
+    events: int  # live (not retracted)
+    stored: int  # including retracted
+    first: int
+    last: int
+
+
+def _usage_summary(conn: Connection) -> list[Series]:
+    """Events per (customer, event type): one grouped scan, retractions subtracted."""
+    retracted = {
+        (str(c), str(t)): int(n)
+        for c, t, n in conn.execute(
+            text(
+                "SELECT e.customer_id, e.event_type, COUNT(*) FROM retractions r "
+                "JOIN events e ON e.seq = r.event_seq GROUP BY e.customer_id, e.event_type"
+            )
+        )
+    }
+    rows = conn.execute(
+        text(
+            "SELECT customer_id, event_type, COUNT(*), MIN(event_time), MAX(event_time) "
+            "FROM events GROUP BY customer_id, event_type ORDER BY customer_id, event_type"
+        )
+    )
+    return [
+        Series(str(c), str(t), int(n) - retracted.get((str(c), str(t)), 0), int(n), int(a), int(b))
+        for c, t, n, a, b in rows
+    ]
+
+
+def _chunks(meter: Meter, s: Series) -> list[tuple[int | None, int | None]]:
+    if s.stored <= CHUNK_EVENTS:
+        return [(None, None)]
+    size = meter.window_us * max(1, DAY_US // meter.window_us)
+    lo = window_start(s.first, size)
+    out: list[tuple[int | None, int | None]] = []
+    while lo <= s.last:
+        out.append((lo, lo + size))
+        lo += size
+    return out
+
+
+def _stored_windows(
+    conn: Connection, meter: str, customer: str, lo: int | None, hi: int | None
+) -> dict[WindowKey, tuple[str, int]]:
+    sql = (
+        "SELECT dimensions, window_start, state, event_count FROM windows "
+        "WHERE meter_code = :m AND customer_id = :c"
+    )
+    params: dict[str, Any] = {"m": meter, "c": customer}
+    if lo is not None and hi is not None:
+        sql += " AND window_start >= :lo AND window_start < :hi"
+        params |= {"lo": lo, "hi": hi}
+    return {
+        (meter, customer, str(d), int(s)): (str(st), int(n))
+        for d, s, st, n in conn.execute(text(sql), params)
+    }
+
+
+def _key_text(key: WindowKey) -> str:
+    meter, customer, dims, start = key
+    return f"window {meter}/{customer}/{dims}/{format_us(start)}"
+
+
+def _compare_windows(
+    fresh: dict[WindowKey, WindowRow],
+    stored: dict[WindowKey, tuple[str, int]],
+    empty_state: str,
+    problems: list[str],
+) -> int:
+    for key, row in fresh.items():
+        got = stored.get(key)
+        want = (to_json(row.state), row.event_count)
+        if got is None:
+            problems.append(f"{_key_text(key)}: missing (recomputed {want[1]} events {want[0]})")
+        elif got != want:
+            problems.append(
+                f"{_key_text(key)}: stored {got[1]} events {got[0]}, "
+                f"recomputed {want[1]} events {want[0]}"
+            )
+    for key, (state, count) in stored.items():
+        if key not in fresh and (count != 0 or state != empty_state):
+            problems.append(f"{_key_text(key)}: stored {count} events {state}, but none found")
+    return len(fresh)
+
+
+def check_windows(
+    conn: Connection, meters: list[Meter], usage: list[Series], tick: Progress
+) -> Check:
+    problems: list[str] = []
+    by_type: dict[str, list[Series]] = {}
+    for s in usage:
+        by_type.setdefault(s.event_type, []).append(s)
+    work = [(m, s) for m in meters for s in by_type.get(m.event_type, [])]
+    checked = 0
+    seen: set[tuple[str, str]] = set()
+    for i, (m, s) in enumerate(work):
+        tick("windows", i, len(work))
+        seen.add((m.code, s.customer))
+        empty = to_json(aggregate(m.aggregation, []))
+        chunks = _chunks(m, s)
+        for lo, hi in chunks:
+            fresh = recompute(conn, m, s.customer, lo, hi)
+            stored = _stored_windows(conn, m.code, s.customer, lo, hi)
+            checked += _compare_windows(fresh, stored, empty, problems)
+        if chunks[0][0] is not None:
+            outside = conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM windows WHERE meter_code = :m AND customer_id = :c "
+                    "AND event_count > 0 AND (window_start < :lo OR window_start >= :hi)"
+                ),
+                {"m": m.code, "c": s.customer, "lo": chunks[0][0], "hi": chunks[-1][1]},
+            ).scalar_one()
+            if int(outside):
+                problems.append(
+                    f"{outside} windows of {m.code}/{s.customer} lie outside the customer's events"
+                )
+    tick("windows", len(work), len(work))
+    known = {m.code for m in meters}
+    for code, customer, n, events in conn.execute(
+        text(
+            "SELECT meter_code, customer_id, COUNT(*), SUM(event_count) FROM windows "
+            "GROUP BY meter_code, customer_id ORDER BY meter_code, customer_id"
+        )
+    ):
+        if (str(code), str(customer)) in seen or int(events or 0) == 0:
+            continue
+        why = "an unknown meter" if str(code) not in known else "no stored events"
+        problems.append(f"{n} windows of {code}/{customer} count {events} events but have {why}")
+    return _result(
+        "window_aggregates",
+        problems,
+        f"{checked} windows of {len(work)} meter/customer series recomputed from raw events",
+    )
+
+
+# 3, 4, 6. Documents: reproduction, arithmetic, chain ---------------------------
+
+
+@dataclass(frozen=True)
+class DocSummary:
+    """What the ledger checks need of a document (bodies are not all kept)."""
+
+    seq: int
+    number: str
+    kind: Kind
+    customer_id: str
+    currency: str
+    total: Decimal
+    tax: Decimal
+    credits_applied: Decimal
+    revenue: dict[str, Decimal]
+    issue: Entry | None
+
+
+@dataclass
+class Documents:
+    summaries: list[DocSummary] = field(default_factory=list)
+    status: dict[str, Status] = field(default_factory=dict)
+    status_facts: list[tuple[int, str, str, int]] = field(default_factory=list)
+    reproduce: list[str] = field(default_factory=list)
+    arithmetic: list[str] = field(default_factory=list)
+    chain: list[str] = field(default_factory=list)
+    rerate_candidates: list[str] = field(default_factory=list)
+
+    def reproduce_ok(self) -> str:
+        return f"{len(self.summaries)} documents reproduce their content hash at their cutoff"
+
+
+def _load_documents(conn: Connection, tick: Progress) -> Documents:
+    from meterline.services.verification import recompute as recompute_body
+
+    out = Documents()
+    for seq, number, status, at in conn.execute(
+        text("SELECT seq, number, status, at FROM document_status ORDER BY seq")
+    ):
+        out.status[str(number)] = Status(str(status))
+        out.status_facts.append((int(seq), str(number), str(status), int(at)))
+    rows = conn.execute(
+        text(
+            "SELECT seq, number, kind, customer_id, currency, total, corrects, cutoff_seq "
+            "FROM documents ORDER BY seq"
+        )
+    ).all()
+    previous = GENESIS
+    counters: dict[str, int] = {}
+    for i, (seq, number, kind, customer, currency, total, corrects, cutoff) in enumerate(rows):
+        tick("documents", i, len(rows))
+        doc = documents.get(conn, str(number))
+        body = doc.body
+        # 3. reproduction (services/verification.py's recomputation).
+        if body_hash(body) != doc.content_hash:
+            out.reproduce.append(f"{number}: stored body does not match its content hash")
+        else:
+            try:
+                again = body_hash(recompute_body(conn, doc))
+                if again != doc.content_hash:
+                    out.reproduce.append(
+                        f"{number}: recomputed at cutoff seq {body.get('cutoff_seq')} the content "
+                        f"hash is {again[:12]}..., not {doc.content_hash[:12]}..."
+                    )
+            except MeterlineError as exc:
+                out.reproduce.append(f"{number}: cannot recompute: {exc}")
+        # 4. arithmetic, and the indexed columns against the body.
+        columns = {
+            "kind": kind,
+            "customer_id": customer,
+            "currency": currency,
+            "total": total,
+            "corrects": corrects,
+            "cutoff_seq": cutoff,
+        }
+        for name, value in columns.items():
+            if body.get(name) != value:
+                out.arithmetic.append(
+                    f"{number}: column {name} is {value!r} but the document says {body.get(name)!r}"
+                )
+        out.arithmetic.extend(arithmetic(str(number), body))
+        # 6. chain and numbering.
+        envelope = {
+            "number": doc.number,
+            "kind": str(doc.kind),
+            "content_hash": doc.content_hash,
+            "previous_hash": doc.previous_hash,
+            "issued_at": doc.issued_at,
+            "forced": doc.forced,
+        }
+        if doc.previous_hash != previous:
+            out.chain.append(f"{number}: previous_hash does not link to the document before it")
+        if chain_hash(envelope) != doc.document_hash:
+            out.chain.append(f"{number}: document_hash does not match its envelope")
+        previous = doc.document_hash
+        prefix, _, n = str(number).partition("-")
+        counters[prefix] = counters.get(prefix, 0) + 1
+        if not n.isdigit() or int(n) != counters[prefix]:
+            out.chain.append(f"{number}: expected {prefix}-{counters[prefix]:06d} (gap or reorder)")
+        out.summaries.append(_summary(int(seq), doc, out.arithmetic))
+        if doc.kind == Kind.INVOICE and out.status.get(doc.number) != Status.VOID:
+            out.rerate_candidates.append(doc.number)
+    tick("documents", len(rows), len(rows))
+    for kind, last in conn.execute(text("SELECT kind, last FROM document_numbers")):
+        issued = counters.get(Kind(str(kind)).prefix, 0)
+        if int(last) != issued:
+            out.chain.append(f"{kind} counter is at {last} but {issued} documents exist")
+    return out
+
+
+def _summary(seq: int, doc: Issued, problems: list[str]) -> DocSummary:
+    body = doc.body
+    entry: Entry | None = None
+    revenue: dict[str, Decimal] = {}
+    try:
+        revenue = revenue_by_charge(body)
+        entry = issue_entry(doc.number, body)
+    except (ValueError, KeyError, ArithmeticError) as exc:
+        problems.append(f"{doc.number}: no balanced posting can be made: {exc}")
+    return DocSummary(
+        seq,
+        doc.number,
+        doc.kind,
+        str(body.get("customer_id")),
+        str(body.get("currency")),
+        _dec(body.get("total")),
+        _dec(body.get("tax")),
+        _dec(body.get("credits_applied")),
+        revenue,
+        entry,
+    )
+
+
+def _dec(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else ZERO
+    except ArithmeticError:
+        return ZERO
+
+
+def arithmetic(number: str, body: dict[str, Any]) -> list[str]:
+    """Lines -> subtotal -> tax -> total, each on the currency's minor unit."""
+    out: list[str] = []
+    try:
+        currency = Currency(str(body["currency"]))
+        money = {k: Decimal(body[k]) for k in ("subtotal", "tax", "credits_applied", "total")}
+        lines = [Decimal(line["amount"]) for line in body["lines"]]
+        credits = [Decimal(c["amount"]) for c in body.get("credits", [])]
+    except (KeyError, TypeError, ArithmeticError, MeterlineError) as exc:
+        return [f"{number}: malformed amounts ({exc})"]
+    for name, value in [*money.items(), *((f"line {i}", a) for i, a in enumerate(lines, 1))]:
+        if value != value.quantize(currency.quantum):
+            out.append(f"{number}: {name} {value} is not on the {currency.code} minor unit")
+    if exact_sum(lines) != money["subtotal"]:
+        out.append(f"{number}: lines sum to {exact_sum(lines)} but subtotal is {money['subtotal']}")
+    if exact_sum(credits) != money["credits_applied"]:
+        out.append(
+            f"{number}: credits sum to {exact_sum(credits)} but credits_applied is "
+            f"{money['credits_applied']}"
+        )
+    expected_total = money["subtotal"] + money["tax"] - money["credits_applied"]
+    if expected_total != money["total"]:
+        out.append(
+            f"{number}: subtotal + tax - credits = {expected_total} but total is {money['total']}"
+        )
+    kind = body.get("kind")
+    if kind == Kind.INVOICE:
+        rate = _dec(body.get("tax_rate"))
+        allowed = {round_money(money["subtotal"] * rate, currency, r) for r in Rounding}
+        if money["tax"] not in allowed:
+            out.append(
+                f"{number}: tax is {money['tax']} but {money['subtotal']} x {rate} rounds to "
+                f"{min(allowed)}"
+            )
+        if (
+            money["credits_applied"] < 0
+            or money["credits_applied"] > money["subtotal"] + money["tax"]
+        ):
+            out.append(f"{number}: credits_applied {money['credits_applied']} exceeds what is due")
+    elif kind == Kind.DEBIT_NOTE and money["total"] <= 0:
+        out.append(f"{number}: a debit note with total {money['total']}")
+    elif kind == Kind.CREDIT_NOTE and money["total"] > 0:
+        out.append(f"{number}: a credit note with total {money['total']}")
+    return out
+
+
+# 5. Ledger --------------------------------------------------------------------
+
+
+def _line_set(entry: Entry) -> list[tuple[str, Decimal, Decimal]]:
+    return sorted((ln.account, ln.debit, ln.credit) for ln in entry.lines)
+
+
+def _entry_text(e: Entry) -> str:
+    return ", ".join(
+        f"{'Dr' if ln.debit else 'Cr'} {ln.account} {ln.debit or ln.credit}" for ln in e.lines
+    )
+
+
+def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Check]:
+    tick("ledger", 0, 4)
+    # Balanced: in SQL, over integer minor units.
+    unbalanced = [
+        f"entry {seq} ({doc}): debits {d} != credits {c} (minor units)"
+        for seq, doc, d, c in conn.execute(
+            text(
+                "SELECT e.seq, e.document, COALESCE(SUM(l.debit_minor), 0), "
+                "COALESCE(SUM(l.credit_minor), 0) FROM journal_entries e "
+                "LEFT JOIN journal_lines l ON l.entry_seq = e.seq GROUP BY e.seq, e.document "
+                "HAVING COALESCE(SUM(l.debit_minor), 0) <> COALESCE(SUM(l.credit_minor), 0) "
+                "ORDER BY e.seq"
+            )
+        )
+    ]
+    unbalanced += [
+        f"entry {seq} line {n}: {problem}"
+        for seq, n, problem in conn.execute(
+            text(
+                "SELECT l.entry_seq, l.line_no, CASE WHEN e.seq IS NULL THEN 'belongs to no entry' "
+                "WHEN l.currency <> e.currency THEN 'in ' || l.currency || ', entry in ' || e.currency "
+                "ELSE 'must be one positive debit or one positive credit' END "
+                "FROM journal_lines l LEFT JOIN journal_entries e ON e.seq = l.entry_seq "
+                "WHERE e.seq IS NULL OR l.currency <> e.currency OR l.debit_minor < 0 "
+                "OR l.credit_minor < 0 OR (l.debit_minor > 0) = (l.credit_minor > 0) "
+                "ORDER BY l.entry_seq, l.line_no"
+            )
+        )
+    ]
+    accounts = [str(r[0]) for r in conn.execute(text("SELECT DISTINCT account FROM journal_lines"))]
+    for account in sorted(accounts):
+        try:
+            account_type(account)
+        except ValueError:
+            unbalanced.append(f"account {account!r} is not in the chart of accounts")
+    entries_n = int(conn.execute(text("SELECT COUNT(*) FROM journal_entries")).scalar_one())
+    checks = [
+        _result(
+            "ledger_balanced",
+            unbalanced,
+            f"{entries_n} journal entries, each balanced in its own currency",
+        )
+    ]
+    tick("ledger", 1, 4)
+    # Postings: each fact's entry is exactly its posting rule's.
+    expected: dict[int, Entry | None] = {d.seq: d.issue for d in docs.summaries}
+    by_number = {d.number: d for d in docs.summaries}
+    bodies: dict[str, dict[str, Any]] = {}
+    for seq, number, status, _ in docs.status_facts:
+        if number not in by_number:
+            continue
+        if number not in bodies:
+            bodies[number] = documents.get(conn, number).body
+        try:
+            expected[seq] = status_entry(number, status, bodies[number])
+        except (ValueError, KeyError, ArithmeticError):
+            expected[seq] = None
+    posting_problems: list[str] = []
+    stored_seqs: set[int] = set()
+    for stored in journal.entries(conn):
+        stored_seqs.add(stored.seq)
+        want = expected.get(stored.seq)
+        got = stored.entry
+        if stored.seq not in expected:
+            posting_problems.append(f"entry {stored.seq} ({got.document}) has no business fact")
+        elif want is None:
+            posting_problems.append(
+                f"entry {stored.seq} ({got.document}) posted for a fact that moves no money"
+            )
+        elif (got.kind, got.document, got.customer_id, got.currency) != (
+            want.kind,
+            want.document,
+            want.customer_id,
+            want.currency,
+        ) or _line_set(got) != _line_set(want):
+            posting_problems.append(
+                f"entry {stored.seq} ({got.kind} {got.document}): posted [{_entry_text(got)}], "
+                f"the rule gives [{_entry_text(want)}]"
+            )
+    for seq, want in sorted(expected.items()):
+        if want is not None and seq not in stored_seqs:
+            posting_problems.append(f"{want.document}: {want.kind} at seq {seq} was never posted")
+    checks.append(
+        _result(
+            "ledger_postings",
+            posting_problems,
+            f"{len(stored_seqs)} entries match the posting rules of their documents and payments",
+        )
+    )
+    tick("ledger", 2, 4)
+    balances = _balances(conn)
+    # Receivable per customer == its open documents (issued, not paid, not void).
+    open_docs: dict[tuple[str, str], Decimal] = {}
+    for d in docs.summaries:
+        if docs.status.get(d.number, Status.ISSUED) == Status.ISSUED:
+            key = (f"receivable:{d.customer_id}", d.currency)
+            open_docs[key] = open_docs.get(key, ZERO) + d.total
+    receivable = {k: v for k, v in balances.items() if account_class(k[0]) == "receivable"}
+    checks.append(
+        _compare_balances(
+            "ledger_receivable",
+            receivable,
+            open_docs,
+            "open documents",
+            f"receivable of {len(receivable)} customer account(s) equals their open documents",
+        )
+    )
+    tick("ledger", 3, 4)
+    # Revenue per charge, tax, credit used and cash against the documents.
+    owed: dict[tuple[str, str], Decimal] = {}
+
+    def add(account: str, currency: str, amount: Decimal) -> None:
+        owed[(account, currency)] = owed.get((account, currency), ZERO) + amount
+
+    for d in docs.summaries:
+        status = docs.status.get(d.number, Status.ISSUED)
+        if status == Status.VOID:
+            continue
+        for charge, amount in d.revenue.items():
+            add(f"revenue:{charge}", d.currency, -amount)
+        add(TAX_PAYABLE, d.currency, -d.tax)
+        add(f"customer_credit:{d.customer_id}", d.currency, d.credits_applied)
+        if status == Status.PAID:
+            add(CASH, d.currency, d.total)
+    others = {k: v for k, v in balances.items() if account_class(k[0]) != "receivable"}
+    checks.append(
+        _compare_balances(
+            "ledger_revenue",
+            others,
+            owed,
+            "documents (non-void lines, tax, credits; paid totals)",
+            "revenue per charge equals issued lines net of corrections; tax payable, credit "
+            "used and cash equal the documents",
+        )
+    )
+    tick("ledger", 4, 4)
+    return checks
+
+
+def _balances(conn: Connection) -> dict[tuple[str, str], Decimal]:
+    """Signed balance (debit positive) per account and currency, summed in SQL."""
+    out = {}
+    for account, currency, debit, credit in journal.balances(conn):
+        cur = Currency(currency)
+        out[(account, currency)] = Decimal(debit - credit).scaleb(-cur.minor_digits)
+    return out
+
+
+def _compare_balances(
+    name: str,
+    ledger: dict[tuple[str, str], Decimal],
+    documents_: dict[tuple[str, str], Decimal],
+    what: str,
+    fine: str,
+) -> Check:
+    problems = []
+    for key in sorted(set(ledger) | set(documents_)):
+        a, b = ledger.get(key, ZERO), documents_.get(key, ZERO)
+        if a != b:
+            problems.append(
+                f"{key[0]} ({key[1]}): ledger balance {_signed(a)}, {what} {_signed(b)}"
+            )
+    return _result(name, problems, fine)
+
+
+def _signed(amount: Decimal) -> str:
+    return f"Dr {amount}" if amount >= 0 else f"Cr {-amount}"
+
+
+# 7. Unbilled usage (warnings) ---------------------------------------------------
+
+
+def unbilled_usage(
+    conn: Connection, meters: list[Meter], usage: list[Series], docs: Documents
+) -> list[UnbilledWarning]:
+    warnings: list[UnbilledWarning] = []
+    customers = {c.id: c for c in load_customers(conn)}
+    metered = {m.event_type for m in meters}
+
+    unknown: dict[str, int] = {}
+    unmetered: dict[str, int] = {}
+    for s in usage:
+        if s.events <= 0:
+            continue
+        if s.customer not in customers:
+            unknown[s.customer] = unknown.get(s.customer, 0) + s.events
+        if s.event_type not in metered:
+            unmetered[s.event_type] = unmetered.get(s.event_type, 0) + s.events
+    if unknown:
+        warnings.append(
+            UnbilledWarning(
+                "unknown_customers",
+                sum(unknown.values()),
+                f"{sum(unknown.values())} events for {len(unknown)} unknown customer(s): "
+                + listing([f"{c} ({n} events)" for c, n in sorted(unknown.items())]),
+            )
+        )
+    if unmetered:
+        warnings.append(
+            UnbilledWarning(
+                "unmetered_event_types",
+                sum(unmetered.values()),
+                f"{sum(unmetered.values())} events of {len(unmetered)} type(s) no meter reads: "
+                + listing([f"{t} ({n} events)" for t, n in sorted(unmetered.items())]),
+            )
+        )
+
+    uncovered: list[str] = []
+    uncovered_events = 0
+    spans: dict[str, tuple[int, int, list[str]]] = {}
+    for s in usage:
+        if s.customer in customers and s.event_type in metered and s.events > 0:
+            lo, hi, types = spans.get(s.customer, (s.first, s.last + 1, []))
+            spans[s.customer] = (min(lo, s.first), max(hi, s.last + 1), [*types, s.event_type])
+    count_sql = text(
+        "SELECT COUNT(*) FROM events e WHERE e.customer_id = :c AND e.event_type IN :types "
+        "AND e.event_time >= :lo AND e.event_time < :hi AND NOT EXISTS (SELECT 1 FROM "
+        "retractions r WHERE r.source = e.source AND r.event_id = e.event_id)"
+    ).bindparams(bindparam("types", expanding=True))
+    for cid, (lo, hi, types) in sorted(spans.items()):
+        customer = customers[cid]
+        for period in months_overlapping(lo, hi, customer.timezone):
+            gaps = _uncovered(
+                period.start, period.end, customer.subscriptions_in(period.start, period.end)
+            )
+            n = 0
+            for a, b in gaps:
+                n += int(
+                    conn.execute(
+                        count_sql, {"c": cid, "types": sorted(types), "lo": a, "hi": b}
+                    ).scalar_one()
+                )
+            if n:
+                uncovered_events += n
+                uncovered.append(f"{cid} {period.label} ({n} events)")
+    if uncovered:
+        warnings.append(
+            UnbilledWarning(
+                "no_subscription",
+                uncovered_events,
+                f"{uncovered_events} metered events in {len(uncovered)} customer-period(s) "
+                "outside any subscription: " + listing(uncovered),
+            )
+        )
+
+    pending = _pending_rerates(conn, docs)
+    if pending:
+        warnings.append(
+            UnbilledWarning(
+                "pending_rerate",
+                len(pending),
+                f"{len(pending)} issued invoice(s) marked for re-rating and not yet re-rated: "
+                + listing(pending),
+            )
+        )
+    return warnings
+
+
+def _uncovered(lo: int, hi: int, subs: list[Any]) -> list[tuple[int, int]]:
+    """Parts of [lo, hi) no subscription covers."""
+    out, at = [], lo
+    for _, (a, b) in sorted(subs, key=lambda p: p[1]):
+        if a > at:
+            out.append((at, a))
+        at = max(at, b)
+    if at < hi:
+        out.append((at, hi))
+    return out
+
+
+def _pending_rerates(conn: Connection, docs: Documents) -> list[str]:
+    """Invoices with a re-rating mark after their last billing whose re-rating would
+    issue a correction (a mark that changes nothing is not pending)."""
+    from meterline.services.corrections import correction_body
+
+    notes: dict[str, list[Issued]] = {}
+    for d in docs.summaries:
+        if d.kind != Kind.INVOICE and docs.status.get(d.number) != Status.VOID:
+            doc = documents.get(conn, d.number)
+            notes.setdefault(str(doc.body.get("corrects")), []).append(doc)
+    k = int(conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one())
+    out = []
+    for number in docs.rerate_candidates:
+        invoice = documents.get(conn, number)
+        body = invoice.body
+        billed = [invoice, *notes.get(invoice.number, [])]
+        cutoff = max(int(d.body["cutoff_seq"]) for d in billed)
+        mark = conn.execute(
+            text(
+                "SELECT MAX(seq), COUNT(*) FROM rerate_marks WHERE customer_id = :c AND seq > :k "
+                "AND from_us < :hi AND to_us > :lo"
+            ),
+            {
+                "c": body["customer_id"],
+                "k": cutoff,
+                "lo": documents.instant(body["period"]["start"]),
+                "hi": documents.instant(body["period"]["end"]),
+            },
+        ).one()
+        if not int(mark[1]):
+            continue
+        try:
+            delta = correction_body(conn, invoice, notes.get(invoice.number, []), k)
+        except MeterlineError as exc:
+            out.append(f"{invoice.number} ({int(mark[1])} marks): cannot re-rate: {exc}")
+            continue
+        if delta is not None:
+            out.append(
+                f"{invoice.number} {body['customer_id']} {body['period']['label']}: "
+                f"{int(mark[1])} mark(s), a re-rating would issue {delta['kind']} "
+                f"{delta['total']} {body['currency']}"
+            )
+    return out
