@@ -77,7 +77,28 @@ def test_probes_metrics_and_openapi(server: Server) -> None:
             ("/healthz", "get"),
             ("/readyz", "get"),
             ("/metrics", "get"),
+            ("/v1/catalog", "post"),
+            ("/v1/catalog", "get"),
+            ("/v1/customers", "get"),
+            ("/v1/customers/{customer_id}", "get"),
+            ("/v1/usage", "get"),
+            ("/v1/retractions", "post"),
+            ("/v1/invoices/preview", "get"),
+            ("/v1/invoices/issue", "post"),
+            ("/v1/invoices", "get"),
+            ("/v1/invoices/{number}", "get"),
+            ("/v1/invoices/{number}/render", "get"),
+            ("/v1/invoices/{number}/pay", "post"),
+            ("/v1/invoices/{number}/void", "post"),
+            ("/v1/invoices/{number}/explain", "get"),
+            ("/v1/rerate", "post"),
+            ("/v1/verify", "get"),
+            ("/v1/reconcile", "get"),
+            ("/v1/ledger/balances", "get"),
+            ("/v1/ledger/journal", "get"),
         }
+        for path, method in ops - {("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")}:
+            assert document["paths"][path][method]["security"] == [{"apiKey": []}], path
         native = document["paths"]["/v1/events"]["post"]
         assert set(native["requestBody"]["content"]) >= {"application/json", "application/x-ndjson"}
         assert native["responses"]["200"]["content"]["application/json"]["schema"] == {
@@ -92,7 +113,11 @@ def test_probes_metrics_and_openapi(server: Server) -> None:
         }
         assert "content" not in cloud["responses"]["204"]
         assert "application/problem+json" in cloud["responses"]["400"]["content"]
-        assert "422" not in json.dumps(document["paths"])  # we answer 400, never 422
+        # Malformed requests are 400, never FastAPI's generic 422; 422 is only
+        # documented where a well-formed request cannot be billed (DESIGN-level codes).
+        assert "HTTPValidationError" not in json.dumps(document)
+        ingest_ops = [native, cloud, document["paths"]["/v1/quarantine"]["get"]]
+        assert all("422" not in op["responses"] for op in ingest_ops)
         assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
 
         for page in ("/docs", "/redoc"):  # no CDN-backed docs pages

@@ -15,8 +15,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from meterline import __version__
-from meterline.api import health, ingest_routes, metrics, openapi, quarantine_routes
+from meterline.api import (
+    billing_routes,
+    catalog_routes,
+    health,
+    ingest_routes,
+    ledger_routes,
+    metrics,
+    openapi,
+    quarantine_routes,
+    usage_routes,
+)
 from meterline.api.auth import KeyRing
+from meterline.api.billing_schemas import BILLING_SCHEMAS
 from meterline.api.body import DEFAULT_MAX_BODY_BYTES
 from meterline.api.context import AppContext, StoreHandle
 from meterline.api.errors import install_error_handlers
@@ -30,9 +41,11 @@ log = logging.getLogger("meterline.api")
 DEFAULT_INGEST_CONCURRENCY = 4
 
 _DESCRIPTION = """\
-Usage ingestion for meterline. `/v1/events` takes native events (JSON object,
-array or NDJSON) and answers with a per-event summary; `/api/v1/events` is
-compatible with OpenMeter's CloudEvents ingest API. Errors use the envelope
+Usage ingestion and billing for meterline. `/v1/events` takes native events
+(JSON object, array or NDJSON) and answers with a per-event summary;
+`/api/v1/events` is compatible with OpenMeter's CloudEvents ingest API. The
+billing operations (catalog, usage, invoices, explain, rerate, verify) need an
+admin key and answer with the same JSON as the CLI's `--json`. Errors use the envelope
 `{"error": {"code", "message", "details"}}` (as RFC 7807 problem details
 under `/api/`). Authenticate with `Authorization: Bearer KEY`.
 """
@@ -87,7 +100,11 @@ def create_app(
     install_error_handlers(app)
     app.include_router(ingest_routes.router(ctx))
     app.include_router(quarantine_routes.router(ctx))
+    app.include_router(catalog_routes.router(ctx))
+    app.include_router(usage_routes.router(ctx))
+    app.include_router(billing_routes.router(ctx))
+    app.include_router(ledger_routes.router(ctx))
     app.include_router(health.router(ctx))
     app.include_router(metrics.router(ctx.metrics))
-    openapi.install(app)
+    openapi.install(app, BILLING_SCHEMAS, ledger_routes.LEDGER_SCHEMAS)
     return app

@@ -105,7 +105,9 @@ class AppContext:
     max_body_bytes: int
     ingest_concurrency: int
     metrics: Metrics
+    admin_concurrency: int = 4
     _limiter: anyio.CapacityLimiter | None = None
+    _admin_limiter: anyio.CapacityLimiter | None = None
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -115,6 +117,14 @@ class AppContext:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.ingest_concurrency)
         return self._limiter
+
+    @property
+    def admin_limiter(self) -> anyio.CapacityLimiter:
+        """Bounds concurrent billing work (issue, render, verify...) separately,
+        so month-end jobs cannot starve ingestion of threads or connections."""
+        if self._admin_limiter is None:
+            self._admin_limiter = anyio.CapacityLimiter(self.admin_concurrency)
+        return self._admin_limiter
 
 
 def context_of(request: Request) -> AppContext:

@@ -38,12 +38,31 @@ INTERNAL = "INTERNAL"
 
 PROBLEM_JSON = "application/problem+json"
 
+# Domain codes whose HTTP status is not 400 (bad input is 400, the default).
 _STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.STORE_UNAVAILABLE: 503,
     ErrorCode.STORE_NOT_INITIALISED: 503,
+    # the thing named does not exist
     ErrorCode.EVENT_NOT_FOUND: 404,
+    ErrorCode.DOCUMENT_NOT_FOUND: 404,
+    ErrorCode.UNKNOWN_CUSTOMER: 404,
+    ErrorCode.UNKNOWN_METER: 404,
+    # the request is valid but conflicts with the state of the books
+    ErrorCode.PERIOD_NOT_CLOSED: 409,
+    ErrorCode.INVALID_STATUS_CHANGE: 409,
+    ErrorCode.PRICE_VERSION_IMMUTABLE: 409,
+    ErrorCode.RETROACTIVE_VERSION_REQUIRED: 409,
+    # well-formed, but the content cannot be billed as it stands
+    ErrorCode.INVALID_CATALOG: 422,
+    ErrorCode.NO_SUBSCRIPTION: 422,
+    ErrorCode.NO_PRICE_FOR_DATE: 422,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
 }
+
+
+def status_of(code: str) -> int:
+    """The HTTP status a domain error code is answered with."""
+    return _STATUS_OF_CODE.get(code, 400)
 
 
 class ApiError(Exception):
@@ -118,7 +137,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _meterline_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MeterlineError)
-    status = _STATUS_OF_CODE.get(exc.code, 400)
+    status = status_of(exc.code)
     if status == 503:
         # The message may name the database host; operators get it in the log.
         log.warning("store not ready: %s", exc)

@@ -217,6 +217,14 @@ def problem(description: str) -> Schema:
     return {"description": description, **json_body(ref("Problem"), "application/problem+json")}
 
 
+def bodies(description: str, schemas: dict[str, Schema]) -> Schema:
+    """A response with one schema per media type."""
+    return {
+        "description": description,
+        "content": {kind: {"schema": schema} for kind, schema in schemas.items()},
+    }
+
+
 _AUTH_ERRORS = {
     401: "Missing or invalid API key.",
     403: "The API key lacks the needed scope.",
@@ -236,8 +244,9 @@ def errors(
     return {status: render(text) for status, text in sorted(described.items())}
 
 
-def install(app: FastAPI) -> None:
-    """Build the document once, with the shared schemas and the security scheme."""
+def install(app: FastAPI, *extra: dict[str, Schema]) -> None:
+    """Build the document once, with the shared schemas (plus `extra` ones) and
+    the security scheme."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -248,7 +257,10 @@ def install(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = document.setdefault("components", {})
-            components.setdefault("schemas", {}).update(SCHEMAS)
+            schemas = components.setdefault("schemas", {})
+            schemas.update(SCHEMAS)
+            for more in extra:
+                schemas.update(more)
             components["securitySchemes"] = SECURITY_SCHEMES
             app.openapi_schema = document
         return app.openapi_schema
