@@ -164,3 +164,21 @@ def test_a_value_the_store_cannot_hold_is_never_a_server_error(server: Server) -
                 "INVALID_FIELD",
                 "EVENTS_REJECTED",
             )
+
+
+def test_changes_are_audited_under_the_key_that_made_them(server: Server, store: Store) -> None:
+    from sqlalchemy import text
+    from tests.api.server import ADMIN_KEY
+
+    with server.client(INGEST_KEY) as http:
+        http.post("/v1/events", content=line(event("a1")), headers=JSON).raise_for_status()
+    with server.client(ADMIN_KEY) as http:
+        http.post(
+            "/v1/retractions",
+            json={"event_id": "a1", "source": "default", "reason": "test traffic"},
+        ).raise_for_status()
+    with store.read() as conn:
+        rows = conn.execute(text("SELECT actor, action FROM audit_log ORDER BY id")).all()
+    actors = {action: actor for actor, action in rows}
+    assert actors == {"ingest": "api:ingest#1", "retract": "api:admin#2"}
+    assert all(INGEST_KEY not in a and ADMIN_KEY not in a for a, _ in rows)

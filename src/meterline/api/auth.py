@@ -18,6 +18,7 @@ from fastapi import Request
 
 from meterline.api.errors import FORBIDDEN, UNAUTHORIZED, ApiError
 from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.store.audit import set_actor
 
 ENV_VAR = "METERLINE_API_KEYS"
 
@@ -73,10 +74,16 @@ class KeyRing:
 
     def scope_of(self, token: bytes) -> Scope | None:
         """The scope of `token`, comparing against every key in constant time each."""
-        found: Scope | None = None
-        for key, scope in self._keys:
+        found = self.identify(token)
+        return None if found is None else found[0]
+
+    def identify(self, token: bytes) -> tuple[Scope, str] | None:
+        """The scope of `token` and a name for the audit trail that never reveals the key:
+        its scope and position in the configuration ("api:admin#2")."""
+        found: tuple[Scope, str] | None = None
+        for position, (key, scope) in enumerate(self._keys, start=1):
             if hmac.compare_digest(key, token):
-                found = scope
+                found = (scope, f"api:{scope.value}#{position}")
         return found
 
 
@@ -122,6 +129,7 @@ def require(needed: Scope, keys: KeyRing) -> Callable[[Request], Awaitable[None]
 
     async def dependency(request: Request) -> None:
         if not keys:
+            set_actor("api:open")
             return  # open mode: allowed only on loopback (check_bind), warned at startup
         token = _bearer_token(request)
         if token is None:
@@ -132,9 +140,10 @@ def require(needed: Scope, keys: KeyRing) -> Callable[[Request], Awaitable[None]
                 None,
                 _CHALLENGE,
             )
-        scope = keys.scope_of(token)
-        if scope is None:
+        identified = keys.identify(token)
+        if identified is None:
             raise ApiError(401, UNAUTHORIZED, "invalid API key", None, _CHALLENGE)
+        scope, actor = identified
         if not scope.allows(needed):
             raise ApiError(
                 403,
@@ -142,5 +151,8 @@ def require(needed: Scope, keys: KeyRing) -> Callable[[Request], Awaitable[None]
                 f"this API key lacks the {needed.value!r} scope",
                 {"needed": needed.value},
             )
+        # Awaited in the request's own context, so the store work that follows (in a
+        # worker thread, which copies the context) is attributed to this key.
+        set_actor(actor)
 
     return dependency

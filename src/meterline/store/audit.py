@@ -55,6 +55,11 @@ def acting_as(actor: str) -> Iterator[None]:
         _actor.reset(token)
 
 
+def set_actor(actor: str) -> None:
+    """Attribute the rest of the current context's changes to `actor` (an API request)."""
+    _actor.set(actor)
+
+
 def capped(items: list[str]) -> dict[str, Any]:
     return {"count": len(items), "items": items[:MAX_LISTED]}
 
