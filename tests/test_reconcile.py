@@ -296,3 +296,28 @@ def test_upgrading_a_store_with_documents_backfills_the_journal(store: Store) ->
     store.upgrade()
     assert journal(store) == before
     assert reconcile(store).ok
+
+
+def test_events_a_later_meter_cannot_read_are_reported(store: Store) -> None:
+    """Before the tokens meter exists nothing checks `tokens`; once it does, ingestion
+    quarantines such events, and reconciliation names the ones already stored."""
+    apply_catalog(
+        store, catalog(VERSION, customers=CUSTOMERS), parse_rfc3339("2024-01-01T00:00:00Z")
+    )
+    ingest(
+        store,
+        clock(FEB),
+        [
+            event("t1", type_="llm_call", props={"tokens": 10}),
+            event("t2", type_="llm_call", props={"tokens": "lots"}),
+            event("t3", type_="llm_call", props={}),
+        ],
+    )
+    meter = {"code": "tokens", "event_type": "llm_call", "aggregation": "sum", "property": "tokens"}
+    apply_catalog(store, {"meters": [meter]}, FEB_US)
+    report = reconcile(store)
+    assert report.ok
+    [unreadable] = [w for w in report.warnings if w.name == "unreadable_events"]
+    assert unreadable.count == 2
+    assert "(default, t2) for tokens" in unreadable.details
+    assert "(default, t3) for tokens" in unreadable.details

@@ -38,7 +38,8 @@ from meterline.domain.money import Currency, Rounding, round_money
 from meterline.domain.timestamps import format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
 from meterline.ledger.postings import Entry, issue_entry, revenue_by_charge, status_entry
-from meterline.metering import Meter, aggregate, to_json, window_start
+from meterline.domain.events import decode_json
+from meterline.metering import Meter, aggregate, dimensions, to_json, value_of, window_start
 from meterline.store import documents, journal
 from meterline.store.customer_catalog import load_customers
 from meterline.store.database import Store
@@ -816,6 +817,17 @@ def unbilled_usage(
             )
         )
 
+    unreadable = _unreadable(conn, meters)
+    if unreadable:
+        warnings.append(
+            UnbilledWarning(
+                "unreadable_events",
+                len(unreadable),
+                f"{len(unreadable)} event(s) stored before their meter existed that it cannot "
+                "read (missing or non-numeric property), not billed: " + listing(unreadable),
+            )
+        )
+
     pending = _pending_rerates(conn, docs)
     if pending:
         warnings.append(
@@ -827,6 +839,32 @@ def unbilled_usage(
             )
         )
     return warnings
+
+
+def _unreadable(conn: Connection, meters: list[Meter]) -> list[str]:
+    """Events a meter skips: ingestion quarantines such events once the meter exists
+    (INVALID_PROPERTY), so only events stored before the meter can be unreadable."""
+    recorded = {
+        str(code): int(seq) for code, seq in conn.execute(text("SELECT code, seq FROM meters"))
+    }
+    sql = text(
+        "SELECT e.source, e.event_id, e.properties FROM events e WHERE e.event_type = :t "
+        "AND e.seq < :k AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
+        "AND r.event_id = e.event_id) ORDER BY e.seq"
+    )
+    out: list[str] = []
+    for m in meters:
+        if m.property is None and not m.group_by:
+            continue
+        rows = conn.execute(sql, {"t": m.event_type, "k": recorded.get(m.code, 0)})
+        for source, event_id, properties in rows:
+            props = decode_json(str(properties).encode())
+            try:
+                value_of(m, props)
+                dimensions(m, props)
+            except MeterlineError as exc:
+                out.append(f"({source}, {event_id}) for {m.code}: {exc.message}")
+    return out
 
 
 def _uncovered(lo: int, hi: int, subs: list[Any]) -> list[tuple[int, int]]:
