@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -159,8 +160,11 @@ def dimensions_dict(meter: Meter, key: Dimensions) -> dict[str, str | None]:
     return dict(zip(meter.group_by, key, strict=True))
 
 
+@lru_cache(maxsize=65536)
 def encode_dimensions(key: Dimensions) -> str:
-    """Canonical text of a group key, for a storage key column (``[]`` when ungrouped)."""
+    """Canonical text of a group key, for a storage key column (``[]`` when ungrouped).
+
+    Cached: a meter sees few distinct groups, and this runs per event at ingestion."""
     return dumps(list(key)).decode()
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -100,27 +100,53 @@ def fold(
     }
 
 
+# Windows of one meter whose starts are further apart than this are read by
+# separate queries, so one straggler from weeks ago does not widen every read.
+_CLUSTER_GAP_US = 6 * 3_600_000_000
+_CUSTOMERS_PER_QUERY = 500
+
+
+def _clusters(starts: list[int]) -> list[tuple[int, int]]:
+    ordered = sorted(set(starts))
+    out: list[tuple[int, int]] = []
+    lo = prev = ordered[0]
+    for s in ordered[1:]:
+        if s - prev > _CLUSTER_GAP_US:
+            out.append((lo, prev))
+            lo = s
+        prev = s
+    out.append((lo, prev))
+    return out
+
+
 def _load_rows(conn: Connection, keys: list[WindowKey]) -> dict[WindowKey, tuple[str, int, int]]:
-    """Stored (state, event_count, version) for the given keys."""
+    """Stored (state, event_count, version) for the given keys.
+
+    A few queries per batch rather than one per (meter, customer): per meter and
+    cluster of window starts, customers in IN-lists, which the (customer, meter,
+    start) index serves directly.
+    """
     if not keys:
         return {}
-    by_series: dict[tuple[str, str], list[int]] = {}
+    by_meter: dict[str, list[tuple[str, int]]] = {}
     for meter, customer, _, start in keys:
-        by_series.setdefault((meter, customer), []).append(start)
+        by_meter.setdefault(meter, []).append((customer, start))
     wanted = set(keys)
     found: dict[WindowKey, tuple[str, int, int]] = {}
-    for (meter, customer), starts in by_series.items():
-        rows = conn.execute(
-            text(
-                "SELECT dimensions, window_start, state, event_count, version FROM windows "
-                "WHERE meter_code = :m AND customer_id = :c AND window_start BETWEEN :lo AND :hi"
-            ),
-            {"m": meter, "c": customer, "lo": min(starts), "hi": max(starts)},
-        )
-        for dims, start, state, count, version in rows:
-            key = (meter, customer, str(dims), int(start))
-            if key in wanted:
-                found[key] = (str(state), int(count), int(version))
+    sql = text(
+        "SELECT customer_id, dimensions, window_start, state, event_count, version FROM windows "
+        "WHERE meter_code = :m AND customer_id IN :cs AND window_start BETWEEN :lo AND :hi"
+    ).bindparams(bindparam("cs", expanding=True))
+    for meter, pairs in by_meter.items():
+        for lo, hi in _clusters([start for _, start in pairs]):
+            customers = sorted({c for c, start in pairs if lo <= start <= hi})
+            for i in range(0, len(customers), _CUSTOMERS_PER_QUERY):
+                chunk = customers[i : i + _CUSTOMERS_PER_QUERY]
+                rows = conn.execute(sql, {"m": meter, "cs": chunk, "lo": lo, "hi": hi})
+                for customer, dims, start, state, count, version in rows:
+                    key = (meter, str(customer), str(dims), int(start))
+                    if key in wanted:
+                        found[key] = (str(state), int(count), int(version))
     return found
 
 
