@@ -34,11 +34,11 @@ from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash,
 from meterline.billing.periods import months_overlapping
 from meterline.domain.decimals import exact_sum
 from meterline.domain.errors import MeterlineError
+from meterline.domain.events import decode_json
 from meterline.domain.money import Currency, Rounding, round_money
 from meterline.domain.timestamps import format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
 from meterline.ledger.postings import Entry, issue_entry, revenue_by_charge, status_entry
-from meterline.domain.events import decode_json
 from meterline.metering import Meter, aggregate, dimensions, to_json, value_of, window_start
 from meterline.store import documents, journal
 from meterline.store.customer_catalog import load_customers
