@@ -103,17 +103,22 @@ def play(
             day, price = arg
             label = f"v{len(versions) + 1}"
             tiers = [{"up_to": 50, "unit_price": "0.03"}, {"up_to": None, "unit_price": price}]
-            versions.append(
-                {
-                    "version": label,
-                    "effective_from": f"2024-01-{day:02d}T00:00:00Z",
-                    "retroactive": True,
-                    "reason": f"fix {label}",
-                    "charges": [
-                        {"code": "api", "meter": "api_calls", "model": "graduated", "tiers": tiers}
-                    ],
-                }
-            )
+            when = f"2024-01-{day:02d}T00:00:00Z"
+            version: dict[str, Any] = {
+                "version": label,
+                "effective_from": when,
+                "retroactive": True,
+                "reason": f"fix {label}",
+                "charges": [
+                    {"code": "api", "meter": "api_calls", "model": "graduated", "tiers": tiers}
+                ],
+            }
+            same_day = [v for v in versions if v["effective_from"] == when]
+            if same_day:  # a correction of that version: it must say so
+                version["supersedes"] = max(same_day, key=lambda v: int(v["version"][1:]))[
+                    "version"
+                ]
+            versions.append(version)
             versions.sort(key=lambda v: v["effective_from"])
             apply_catalog(store, catalog(*versions, customers=CUSTOMERS), LATER_US)
         else:
