@@ -29,7 +29,7 @@ from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Currency
 from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import invoicing
-from meterline.store import documents, sequence
+from meterline.store import audit, documents, sequence
 from meterline.store.database import Store
 from meterline.store.window_index import add_mark
 
@@ -102,10 +102,13 @@ def reasons(conn: Connection, billed: Billed, k2: int) -> list[str]:
     k1, number = billed.cutoff, billed.invoice.number
     params = {"c": c, "lo": lo, "hi": hi, "k1": k1, "k2": k2}
     out = []
+    # A few facts since K1: walk them by seq, not the customer's whole period.
+    plus = "+" if invoicing.seq_driven(conn.dialect.name, k1, k2) else ""
     late = conn.execute(
         text(
-            "SELECT COUNT(*), SUM(CASE WHEN backfill THEN 1 ELSE 0 END) FROM events WHERE customer_id = :c "
-            "AND event_time >= :lo AND event_time < :hi AND seq > :k1 AND seq <= :k2"
+            "SELECT COUNT(*), SUM(CASE WHEN backfill THEN 1 ELSE 0 END) FROM events WHERE "
+            f"{plus}customer_id = :c AND {plus}event_time >= :lo AND {plus}event_time < :hi "
+            "AND seq > :k1 AND seq <= :k2"
         ),
         params,
     ).one()
@@ -272,9 +275,7 @@ _PENDING = text(
     "SELECT 1 FROM rerate_marks WHERE customer_id = :c AND from_us < :hi AND to_us > :lo "
     "AND seq > :k UNION ALL SELECT 1 FROM customers WHERE customer_id = :c AND seq > :k"
 )
-_BILLED_CUTOFF = text(
-    "SELECT MAX(cutoff_seq) FROM documents WHERE number = :n OR corrects = :n"
-)
+_BILLED_CUTOFF = text("SELECT MAX(cutoff_seq) FROM documents WHERE number = :n OR corrects = :n")
 
 
 def _needs_rerate(conn: Connection, invoice: Issued) -> bool:
@@ -333,6 +334,7 @@ def rerate(
                     now_us,
                 )
                 sequence.advance(conn, k + 1)
+                audit.record(conn, "rerate.mark", {"number": number, "reason": reason}, now_us)
             k2 = sequence.lock(conn)
             body = correction_body(conn, invoice, notes_for(conn, number), k2)
             if body is None:

@@ -8,23 +8,27 @@ transaction. Recomputing the body at K later reproduces it byte for byte.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import bindparam, event, text
+from sqlalchemy.engine import Connection, Engine
 
 from meterline.billing.customers import Customer
 from meterline.billing.document import Issued, Kind, Status, body_hash, draft_dict
 from meterline.billing.invoice import SubscriptionUsage, assemble
 from meterline.billing.periods import Period, month
-from meterline.billing.usage import collect
+from meterline.billing.usage import GroupUsage, Measurement, Row
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event
 from meterline.domain.timestamps import format_us
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
+from meterline.pricing.pricebook import PriceBook
 from meterline.store import documents, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
@@ -54,6 +58,194 @@ def fetch_events(
         yield Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])
 
 
+def _usage_sql(dialect: str, types: int) -> str:
+    """`_EVENTS` for the measuring path: only the columns it reads, no ORDER BY
+    (measuring is order-independent), in the driver's parameter style."""
+
+    def p(name: str) -> str:
+        return f"%({name})s" if dialect == "postgresql" else f":{name}"
+
+    marks = ", ".join(p(f"t{i}") for i in range(types))
+    return (
+        "SELECT e.source, e.event_id, e.event_type, e.event_time, e.properties FROM events e "
+        f"WHERE e.customer_id = {p('c')} AND e.event_type IN ({marks}) "
+        f"AND e.event_time >= {p('lo')} AND e.event_time < {p('hi')} AND e.seq <= {p('k')} "
+        "AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
+        f"AND r.event_id = e.event_id AND r.seq <= {p('k')})"
+    )
+
+
+# Up to this many facts learnt since K1, reading "what is new" walks the seq
+# index (a few rows) rather than the customer's whole span in the usage index.
+# SQLite has no statistics to choose by itself; PostgreSQL does.
+SEQ_DRIVEN_MAX = 50_000
+
+
+def seq_driven(dialect: str, k1: int, k2: int) -> bool:
+    return dialect == "sqlite" and k2 - k1 <= SEQ_DRIVEN_MAX
+
+
+def _since_sql(dialect: str, types: int, by_seq: bool) -> str:
+    """`_usage_sql` restricted to seq > :k1."""
+    sql = _usage_sql(dialect, types)
+    p = "%(k1)s" if dialect == "postgresql" else ":k1"
+    if by_seq:  # unary + keeps SQLite off the (customer, type, time) index
+        sql = sql.replace("WHERE e.customer_id", "WHERE +e.customer_id")
+    return sql + f" AND e.seq > {p}"
+
+
+def usage_rows(
+    conn: Connection,
+    customer: str,
+    event_types: list[str],
+    lo: int,
+    hi: int,
+    known_at: int,
+    after: int | None = None,
+) -> list[Row]:
+    """The rows `Measurement` reads: the same events as `fetch_events`, read
+    through the driver's cursor (no per-row ORM objects); with `after`, only
+    those with seq > after."""
+    if not event_types:
+        return []
+    params: dict[str, Any] = {"c": customer, "lo": lo, "hi": hi, "k": known_at}
+    params.update({f"t{i}": t for i, t in enumerate(sorted(event_types))})
+    if after is None:
+        sql = _usage_sql(conn.dialect.name, len(event_types))
+    else:
+        by_seq = seq_driven(conn.dialect.name, after, known_at)
+        sql, params["k1"] = _since_sql(conn.dialect.name, len(event_types), by_seq), after
+    raw = conn.connection.driver_connection
+    cur = raw.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+# --- measured usage, kept for large spans ------------------------------------
+#
+# Usage as known at K never changes (facts are only appended), and usage as
+# known at K2 > K is the usage at K plus the events learnt in (K, K2] — unless an
+# event was retracted in between, which this cache answers by measuring again.
+# So a large customer's measurement is kept per process and caught up from the
+# log instead of re-read: re-rating after a late event reads the late events,
+# not the whole period. The key holds everything the measurement depends on
+# (customer, span, meter definitions, price segment starts); the store is the
+# engine. An entry is kept only once the transaction that measured it commits:
+# a rolled-back transaction may have counted seq values that will be reused.
+
+_MEASURED_MIN_EVENTS = 50_000  # smaller spans are cheap to read again
+_MEASURED_ENTRIES = 4
+_measured: weakref.WeakKeyDictionary[Engine, OrderedDict[tuple[Any, ...], tuple[int, Measurement]]]
+_measured = weakref.WeakKeyDictionary()
+_measured_lock = threading.Lock()
+
+
+def _retracted_since(conn: Connection, customer: str, k1: int, k2: int) -> bool:
+    row = conn.execute(
+        text(
+            "SELECT 1 FROM retractions r JOIN events e ON e.seq = r.event_seq "
+            "WHERE r.seq > :k1 AND r.seq <= :k2 AND e.customer_id = :c LIMIT 1"
+        ),
+        {"k1": k1, "k2": k2, "c": customer},
+    ).first()
+    return row is not None
+
+
+def _keep(conn: Connection, key: tuple[Any, ...], known_at: int, m: Measurement) -> None:
+    engine = conn.engine
+
+    def keep(_: Connection) -> None:
+        with _measured_lock:
+            entries = _measured.setdefault(engine, OrderedDict())
+            current = entries.get(key)
+            if current is None or current[0] <= known_at:
+                entries[key] = (known_at, m)
+                entries.move_to_end(key)
+            while len(entries) > _MEASURED_ENTRIES:
+                entries.popitem(last=False)
+
+    event.listen(conn, "commit", keep, once=True)
+
+
+def measure(
+    conn: Connection,
+    customer: str,
+    meters: list[Meter],
+    span: tuple[int, int],
+    boundaries: list[int],
+    known_at: int,
+) -> dict[tuple[str, str], GroupUsage]:
+    """Usage of `meters` for the customer over `span` as known at K, per segment."""
+    lo, hi = span
+    types = sorted({m.event_type for m in meters})
+    key = (customer, tuple(meters), lo, hi, tuple(boundaries))
+    with _measured_lock:
+        entries = _measured.get(conn.engine)
+        found = entries.pop(key, None) if entries is not None else None
+    if found is not None:
+        k1, m = found
+        if k1 <= known_at and not _retracted_since(conn, customer, k1, known_at):
+            if k1 < known_at:
+                m.add(usage_rows(conn, customer, types, lo, hi, known_at, after=k1))
+            _keep(conn, key, known_at, m)
+            return m.groups()
+        if k1 > known_at:  # an older K (verification): leave the entry as it was
+            _keep(conn, key, k1, m)
+    m = Measurement(meters, boundaries)
+    m.add(usage_rows(conn, customer, types, lo, hi, known_at))
+    if m.events >= _MEASURED_MIN_EVENTS:
+        _keep(conn, key, known_at, m)
+    return m.groups()
+
+
+# Parsed catalog facts, keyed by what was read from the store: stored meters and
+# price versions never change once recorded, so equal rows parse to equal
+# objects, whichever store or K they came from. Bounded; cleared when full.
+_CACHE_SIZE = 256
+_meter_cache: dict[tuple[str, ...], list[Meter]] = {}
+_book_cache: dict[tuple[Any, ...], PriceBook] = {}
+
+
+def _meters_at(conn: Connection, known_at: int) -> list[Meter]:
+    rows = conn.execute(
+        text("SELECT definition FROM meters WHERE seq <= :k ORDER BY seq"), {"k": known_at}
+    ).all()
+    key = tuple(str(r[0]) for r in rows)
+    found = _meter_cache.get(key)
+    if found is None:
+        found = load_meters(conn, known_at)
+        if len(_meter_cache) >= _CACHE_SIZE:
+            _meter_cache.clear()
+        _meter_cache[key] = found
+    return found
+
+
+def _book_at(conn: Connection, code: str, known_at: int) -> PriceBook:
+    book = conn.execute(
+        text("SELECT currency, rounding FROM price_books WHERE code = :c"), {"c": code}
+    ).first()
+    versions = conn.execute(
+        text(
+            "SELECT seq, content_hash FROM price_versions WHERE book_code = :c AND seq <= :k "
+            "ORDER BY seq"
+        ),
+        {"c": code, "k": known_at},
+    ).all()
+    if book is None:
+        return load_price_book(conn, code, known_at)  # raises the usual error
+    key = (code, str(book[0]), str(book[1]), tuple((int(q), str(h)) for q, h in versions))
+    found = _book_cache.get(key)
+    if found is None:
+        found = load_price_book(conn, code, known_at)
+        if len(_book_cache) >= _CACHE_SIZE:
+            _book_cache.clear()
+        _book_cache[key] = found
+    return found
+
+
 @dataclass(frozen=True)
 class Billing:
     """Everything an invoice is computed from, as known at K."""
@@ -72,10 +264,10 @@ def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Bil
         raise MeterlineError(
             ErrorCode.NO_SUBSCRIPTION, f"customer {customer_id} has no subscription in {label}"
         )
-    meters = {m.code: m for m in load_meters(conn, known_at)}
+    meters = {m.code: m for m in _meters_at(conn, known_at)}
     out = []
     for sub, (lo, hi) in subs:
-        book = load_price_book(conn, sub.price_book, known_at)
+        book = _book_at(conn, sub.price_book, known_at)
         segments = book.segments(lo, hi, known_at)
         used = sorted(
             {c.meter for s in segments for c in s.version.charges if not isinstance(c, Flat)}
@@ -86,10 +278,9 @@ def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Bil
                 ErrorCode.UNKNOWN_METER, f"price book {book.code} uses unknown meter(s) {missing}"
             )
         sub_meters = [meters[code] for code in used]
-        events = fetch_events(
-            conn, customer.id, sorted({m.event_type for m in sub_meters}), lo, hi, known_at
+        usage = measure(
+            conn, customer.id, sub_meters, (lo, hi), [s.start for s in segments], known_at
         )
-        usage = collect(events, sub_meters, [s.start for s in segments])
         out.append(SubscriptionUsage(sub, book, (lo, hi), tuple(segments), usage))
     return Billing(customer, period, out, meters)
 
