@@ -71,15 +71,15 @@ class Billed:
 def notes_for(conn: Connection, number: str, before_seq: int | None = None) -> list[Issued]:
     """Non-void corrections of an invoice, in issue order (optionally only earlier ones)."""
     out = []
-    for doc in documents.list_documents(conn):
-        if doc.body.get("corrects") != number or doc.kind == Kind.INVOICE:
+    rows = conn.execute(
+        text("SELECT number, seq FROM documents WHERE corrects = :n ORDER BY seq"), {"n": number}
+    ).all()
+    for note_number, seq in rows:
+        if before_seq is not None and int(seq) >= before_seq:
             continue
-        seq = _doc_seq(conn, doc.number)
-        if before_seq is not None and seq >= before_seq:
+        if documents.status_of(conn, str(note_number), before_seq) == Status.VOID:
             continue
-        if documents.status_of(conn, doc.number, before_seq) == Status.VOID:
-            continue
-        out.append(doc)
+        out.append(documents.get(conn, str(note_number)))
     return out
 
 
