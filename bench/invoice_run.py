@@ -421,6 +421,7 @@ def run(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         again, again_s = timed_issue(store, False, 0)
         assert not again.issued and len(again.already) == n
         print(f"{backend}: issuing again is a no-op ({again_s:.1f}s)", flush=True)
+        reconcile_s = timed_reconcile(store) if args.reconcile else None
     return {
         "backend": backend,
         "customers": args.customers,
@@ -428,7 +429,25 @@ def run(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         "ingest_s": loaded.ingest_s,
         "issue_s": seconds,
         "rate": n / seconds,
+        "reconcile_s": reconcile_s,
     }
+
+
+def timed_reconcile(store: Store) -> float:
+    """Reconcile the whole store (issue 7): it must finish and tie out at this size."""
+    from meterline.services.reconcile import reconcile
+
+    t0 = time.perf_counter()
+    report = reconcile(store)
+    seconds = time.perf_counter() - t0
+    failed = [c.name for c in report.checks if not c.ok]
+    print(
+        f"reconcile: {seconds:.1f}s, {len(report.checks)} checks, "
+        + ("the books tie out" if report.ok else f"FAILED: {', '.join(failed)}"),
+        flush=True,
+    )
+    assert report.ok, report.to_json()
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -439,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=50_000, help="events per ingest batch")
     parser.add_argument("--profile", action="store_true", help="cProfile the issue run")
     parser.add_argument("--top", type=int, default=30, help="profile rows to print")
+    parser.add_argument("--reconcile", action="store_true", help="then time `reconcile`")
     args = parser.parse_args(argv)
     backends = ["sqlite", "postgres"] if args.backend == "all" else [args.backend]
     print(
