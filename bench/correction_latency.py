@@ -37,7 +37,6 @@ from typing import Any
 from invoice_run import (
     ISSUE_AT,
     LABEL,
-    fresh_store,
     load,
     print_profile,
     timed_issue,
@@ -50,6 +49,7 @@ from meterline.services import corrections, invoicing
 from meterline.store import sequence
 from meterline.store.database import Store
 from meterline.wiring import ingestor_for
+from stores import fresh_store
 
 CUSTOMER = "cust_00000"
 LATE_AT = parse_rfc3339("2024-01-20T10:00:00Z")

@@ -23,16 +23,11 @@ import io
 import os
 import pstats
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from sqlalchemy import text
 
 from meterline.demo.workload import Workload, write
@@ -41,13 +36,13 @@ from meterline.domain.timestamps import US_PER_HOUR, parse_rfc3339, to_datetime
 from meterline.ingest.readers import read_file
 from meterline.ingest.service import IngestOptions, IngestReport
 from meterline.services.catalog import apply_catalog
-from meterline.store.database import Store, open_store
+from meterline.store.database import Store
 from meterline.wiring import ingestor_for
+from stores import fresh_store
 
 OUT = Path(__file__).resolve().parent / "out"
-PG_ADMIN = os.environ.get("METERLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
-# The demo meters (the same as the demo catalog): one count, one grouped sum,
+# Three meters like the demo's: one count, one grouped sum,
 # one max, on the three event types of the workload.
 CATALOG: dict[str, Any] = {
     "meters": [
@@ -126,36 +121,6 @@ def datasets(lines: int) -> list[Dataset]:
     dup_events = round(lines * 0.9)
     dups = Workload(events=dup_events, duplicate_ratio=(lines * 0.1) / dup_events)
     return [dataset("plain", plain), dataset("dup10", dups)]
-
-
-def _pg_url(dbname: str) -> str:
-    return f"{PG_ADMIN.rsplit('/', 1)[0]}/{dbname}"
-
-
-@contextmanager
-def fresh_store(backend: str) -> Iterator[Store]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="meterline-bench-") as tmp:
-            store = open_store(f"sqlite:///{tmp}/bench.db")
-            try:
-                store.upgrade()
-                yield store
-            finally:
-                store.dispose()
-        return
-    name = f"meterline_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        store = open_store(_pg_url(name))
-        try:
-            store.upgrade()
-            yield store
-        finally:
-            store.dispose()
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _stored_events(store: Store) -> int:

@@ -28,17 +28,13 @@ import os
 import pstats
 import random
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Any
 
-import psycopg
 from sqlalchemy import text
 
 from meterline.domain.clock import FixedClock
@@ -47,10 +43,10 @@ from meterline.ingest.readers import Item
 from meterline.ingest.service import IngestOptions
 from meterline.services import invoicing
 from meterline.services.catalog import apply_catalog
-from meterline.store.database import Store, open_store
+from meterline.store.database import Store
 from meterline.wiring import ingestor_for
+from stores import fresh_store
 
-PG_ADMIN = os.environ.get("METERLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 LABEL = "2024-01"
 MONTH_START = parse_rfc3339("2024-01-01T00:00:00Z")
 # Events lie in [Jan 2, Jan 30): inside January whatever the customer's zone.
@@ -257,36 +253,6 @@ def expected_total(u: Usage, taxed: bool) -> Decimal:
 
 
 # --- stores ---------------------------------------------------------------------
-
-
-def _pg_url(dbname: str) -> str:
-    return f"{PG_ADMIN.rsplit('/', 1)[0]}/{dbname}"
-
-
-@contextmanager
-def fresh_store(backend: str, keep: bool = False) -> Iterator[Store]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="meterline-bench-", dir="/tmp") as tmp:
-            store = open_store(f"sqlite:///{tmp}/bench.db")
-            try:
-                store.upgrade()
-                yield store
-            finally:
-                store.dispose()
-        return
-    name = f"meterline_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        store = open_store(_pg_url(name))
-        try:
-            store.upgrade()
-            yield store
-        finally:
-            store.dispose()
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
