@@ -218,9 +218,19 @@ def test_share_link(world: tuple[Seeded, Server], browser: Any, page: Any) -> No
         assert "expired or was altered" in outsider.content()
         # a genuine signature whose expiry has passed (the server's clock is NOW)
         past = parse_rfc3339(NOW) - 1
-        assert status(f"{base}/console/share/{seeded.late_invoice}?expires={past}&sig={_sign(seeded.late_invoice, past)}") == 403
+        assert (
+            status(
+                f"{base}/console/share/{seeded.late_invoice}?expires={past}&sig={_sign(seeded.late_invoice, past)}"
+            )
+            == 403
+        )
         future = parse_rfc3339(NOW) + 3600 * 1_000_000
-        assert status(f"{base}/console/share/{seeded.late_invoice}?expires={future}&sig={_sign(seeded.late_invoice, future)}") == 200
+        assert (
+            status(
+                f"{base}/console/share/{seeded.late_invoice}?expires={future}&sig={_sign(seeded.late_invoice, future)}"
+            )
+            == 200
+        )
     finally:
         outsider.context.close()
     page.goto(f"{base}/console/audit?action=console.share")

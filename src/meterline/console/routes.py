@@ -138,14 +138,16 @@ def _form_value(form: dict[str, str], name: str) -> str:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        raise Refused(415, "this form must be sent as application/x-www-form-urlencoded")
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise Refused(413, "the form is too large")
+    if not body:
+        return {}  # no fields at all: refused by the CSRF check that follows
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise Refused(415, "this form must be sent as application/x-www-form-urlencoded")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
