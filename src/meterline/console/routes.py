@@ -92,6 +92,9 @@ def _environment() -> Environment:
     env.filters["json"] = lambda v: dumps(v).decode()
     env.filters["pretty"] = lambda v: msgspec.json.format(msgspec.json.encode(v), indent=2).decode()
     env.filters["exact"] = _exact
+    env.filters["readable_items"] = lambda d: [
+        (k, v) for k, v in (d or {}).items() if not str(k).endswith("_us")
+    ]
     env.filters["urlq"] = lambda v: quote(str(v), safe="")
     return env
 
@@ -344,18 +347,15 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
             charts = []
             for meter in queries.meters_of(ctx.handle, c):
                 usage = queries.usage_series(ctx.handle, cid, meter, lo, hi, now)
-                totals: dict[str, Decimal] = {}
-                for w in usage["windows"]:
-                    totals[w["start"]] = totals.get(w["start"], Decimal(0)) + queries.decimal(
-                        w["value"]
-                    )
-                bars = [Bar(_when(start)[5:10], v) for start, v in sorted(totals.items())]
+                bars = _window_bars(usage, daily=True)
                 charts.append(
                     {
                         "meter": meter,
                         "aggregation": usage["aggregation"],
                         "total": usage["total"],
-                        "chart": bar_chart(bars, title=f"{meter} per day", height=120, ticks=8),
+                        "chart": bar_chart(
+                            bars, title=f"{meter} per day", width=1200, height=150, ticks=10
+                        ),
                     }
                 )
             try:
@@ -635,7 +635,7 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
     return api
 
 
-def _window_bars(usage: dict[str, Any]) -> list[Bar]:
+def _window_bars(usage: dict[str, Any], daily: bool = False) -> list[Bar]:
     """One bar per window slot over the whole range, zero where nothing was recorded,
     so the x axis is time; values of several dimension groups in a slot add up."""
     windows = usage["windows"]
