@@ -110,6 +110,7 @@ def test_operator_story(world: tuple[Seeded, Server], page: Any) -> None:
     # drill down: line -> windows -> events, each event linked to its proof
     page.locator("a.button", has_text="Windows and events").first.click()
     assert page.locator("svg.chart rect.bar").count() > 24
+    page.locator("a.button", has_text="Source events").click()
     events = page.locator("table.events tbody tr")
     assert events.count() > 0
     href = events.first.locator("a", has_text="inclusion proof").get_attribute("href")
@@ -141,6 +142,7 @@ def test_operator_story(world: tuple[Seeded, Server], page: Any) -> None:
 
     # the note's events include the hostile one, rendered as text, never run
     page.locator("a.button", has_text="Windows and events").first.click()
+    page.locator("a.button", has_text="Source events").click()
     while SCRIPT not in page.locator("table.events").inner_text():
         following = page.locator(".pager a", has_text="Next")
         assert following.count() == 1, "the <script> event is on one of the pages"

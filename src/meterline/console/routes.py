@@ -430,15 +430,14 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
     api.add_api_route("/invoices/{number}", page(invoice), methods=["GET"])
 
     async def line(request: Request, session: Session) -> Response:
+        """Line -> its windows (a chart from the usage index): cheap on any store."""
         number = request.path_params["number"]
         n = _int(request.path_params["line"], 1, 1_000_000)
-        offset = _int(request.query_params.get("offset", "0"), 0, 2**62)
         now = console.now_us()
 
         def work() -> dict[str, Any]:
             doc = queries.document(ctx.handle, number).to_dict()
-            out = queries.explain(ctx.handle, number, n, False, EVENTS_PAGE, 0)
-            chosen = out["line"]
+            chosen = queries.explain(ctx.handle, number, n, False, EVENTS_PAGE, 0)["line"]
             result: dict[str, Any] = {"d": doc, "line": chosen, "events": None, "chart": None}
             if not chosen.get("meter") or chosen.get("usage") is None:
                 return result
@@ -451,13 +450,27 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
                 height=200,
                 ticks=10,
             )
-            result["events"] = queries.explain(ctx.handle, number, n, True, EVENTS_PAGE, offset)
             return result
 
         data = await run(work)
         return render(request, "line.html", session, page_size=EVENTS_PAGE, **data)
 
+    async def line_events(request: Request, session: Session) -> Response:
+        """Windows -> the line's source events as known at the cutoff, one page at a time."""
+        number = request.path_params["number"]
+        n = _int(request.path_params["line"], 1, 1_000_000)
+        offset = _int(request.query_params.get("offset", "0"), 0, 2**62)
+
+        def work() -> dict[str, Any]:
+            doc = queries.document(ctx.handle, number).to_dict()
+            events = queries.explain(ctx.handle, number, n, True, EVENTS_PAGE, offset)
+            return {"d": doc, "line": events["line"], "events": events, "chart": None}
+
+        data = await run(work)
+        return render(request, "line.html", session, page_size=EVENTS_PAGE, **data)
+
     api.add_api_route("/invoices/{number}/lines/{line}", page(line), methods=["GET"])
+    api.add_api_route("/invoices/{number}/lines/{line}/events", page(line_events), methods=["GET"])
 
     async def rerate_preview(request: Request, session: Session) -> Response:
         number = request.path_params["number"]
