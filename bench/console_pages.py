@@ -89,6 +89,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", default="sqlite:///demo-out/meterline.db")
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--number", help="the invoice to open (default: the largest corrected one)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = _start(args.db, Path(tmp) / "server.log")
@@ -105,6 +106,8 @@ def main() -> int:
                 candidates,
                 key=lambda d: Decimal(d["total"]) if d["currency"] == "USD" else Decimal(0),
             )
+            if args.number:
+                invoice = next(d for d in docs if d["number"] == args.number)
             number, customer = invoice["number"], invoice["customer_id"]
             http = httpx.Client(base_url=url, timeout=60)
             form = http.get("/console/login")
