@@ -246,6 +246,10 @@ def rerate_issue(
 ) -> list[Issued]:
     store = handle.ready_store()
     invoice = invoicing.show(store, number)
+    if invoice.kind != Kind.INVOICE:
+        raise MeterlineError(
+            ErrorCode.INVALID_ARGUMENT, f"{number} is a correction; re-rate its invoice"
+        )
     with acting_as(actor):
         result = corrections.rerate(
             store,
