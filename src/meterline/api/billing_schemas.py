@@ -267,6 +267,7 @@ BILLING_SCHEMAS: dict[str, Schema] = {
                     }
                 },
             ),
+            "count_matches": {"type": "boolean"},
             "digest": STR,
             "digest_matches": {"type": "boolean"},
         },

@@ -21,7 +21,16 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from meterline.billing.document import Issued, Kind, Status, body_hash, money
+from meterline.billing.document import (
+    FORMAT,
+    Issued,
+    Kind,
+    Status,
+    body_hash,
+    format_of,
+    money,
+    with_format,
+)
 from meterline.billing.periods import Period
 from meterline.domain.canonical import dumps
 from meterline.domain.decimals import exact_sum, fmt
@@ -161,12 +170,15 @@ def reasons(conn: Connection, billed: Billed, k2: int) -> list[str]:
 
 
 def correction_body(
-    conn: Connection, invoice: Issued, notes: list[Issued], k2: int
+    conn: Connection, invoice: Issued, notes: list[Issued], k2: int, doc_format: int = FORMAT
 ) -> dict[str, Any] | None:
-    """The correction of `invoice` as known at K2, or None when nothing differs."""
+    """The correction of `invoice` as known at K2 (in document format `doc_format`),
+    or None when nothing differs."""
     billed = Billed.of(invoice, notes)
     body = invoice.body
-    fresh = invoicing.compute_body(conn, body["customer_id"], body["period"]["label"], k2)
+    fresh = invoicing.compute_body(
+        conn, body["customer_id"], body["period"]["label"], k2, doc_format
+    )
     currency = Currency(body["currency"])
     new_lines = {line_key(line): line for line in fresh["lines"]}
     keys = list(new_lines) + [k for k in billed.amount if k not in new_lines]
@@ -209,27 +221,30 @@ def correction_body(
     subtotal = exact_sum([_dec(line["amount"]) for line in lines])
     total = subtotal + tax_delta
     kind = Kind.DEBIT_NOTE if total > 0 else Kind.CREDIT_NOTE
-    return {
-        "kind": str(kind),
-        "customer_id": fresh["customer_id"],
-        "customer_name": fresh["customer_name"],
-        "currency": fresh["currency"],
-        "timezone": fresh["timezone"],
-        "period": fresh["period"],
-        "subscriptions": fresh["subscriptions"],
-        "lines": lines,
-        "subtotal": money(subtotal, currency),
-        "tax_rate": fresh["tax_rate"],
-        "tax": money(tax_delta, currency),
-        "credits": [],
-        "credits_applied": money(Decimal(0), currency),
-        "total": money(total, currency),
-        "corrects": invoice.number,
-        "reasons": reasons(conn, billed, k2),
-        "billed_cutoff_seq": billed.cutoff,
-        "cutoff_seq": k2,
-        "price_versions": fresh["price_versions"],
-    }
+    return with_format(
+        {
+            "kind": str(kind),
+            "customer_id": fresh["customer_id"],
+            "customer_name": fresh["customer_name"],
+            "currency": fresh["currency"],
+            "timezone": fresh["timezone"],
+            "period": fresh["period"],
+            "subscriptions": fresh["subscriptions"],
+            "lines": lines,
+            "subtotal": money(subtotal, currency),
+            "tax_rate": fresh["tax_rate"],
+            "tax": money(tax_delta, currency),
+            "credits": [],
+            "credits_applied": money(Decimal(0), currency),
+            "total": money(total, currency),
+            "corrects": invoice.number,
+            "reasons": reasons(conn, billed, k2),
+            "billed_cutoff_seq": billed.cutoff,
+            "cutoff_seq": k2,
+            "price_versions": fresh["price_versions"],
+        },
+        doc_format,
+    )
 
 
 def _billed_line(billed: Billed, k: LineKey) -> dict[str, Any]:
@@ -245,7 +260,11 @@ def recompute_note(conn: Connection, doc: Issued) -> dict[str, Any]:
     invoice = documents.get(conn, doc.body["corrects"])
     seq = _doc_seq(conn, doc.number)
     body = correction_body(
-        conn, invoice, notes_for(conn, invoice.number, before_seq=seq), int(doc.body["cutoff_seq"])
+        conn,
+        invoice,
+        notes_for(conn, invoice.number, before_seq=seq),
+        int(doc.body["cutoff_seq"]),
+        format_of(doc.body),
     )
     if body is None:
         raise MeterlineError(

@@ -1,5 +1,9 @@
 """Invoices: preview (a draft as known now) and issue (DESIGN §7).
 
+Usage is read from the bitemporal usage index (`services/measuring.py`);
+documents of format 1 (issued before it) are recomputed by the legacy
+raw-event path, `measure_legacy`, so they keep verifying.
+
 Issuing one customer-period is one transaction holding the knowledge-sequence
 lock: the cutoff K is the last seq, the body is computed from the store as
 known at K, and number, chain link and document seq are taken in the same
@@ -19,7 +23,15 @@ from sqlalchemy import bindparam, event, text
 from sqlalchemy.engine import Connection, Engine
 
 from meterline.billing.customers import Customer
-from meterline.billing.document import Issued, Kind, Status, body_hash, draft_dict
+from meterline.billing.document import (
+    FORMAT,
+    Issued,
+    Kind,
+    Status,
+    body_hash,
+    draft_dict,
+    with_format,
+)
 from meterline.billing.invoice import SubscriptionUsage, assemble
 from meterline.billing.periods import Period, month
 from meterline.billing.usage import GroupUsage, Measurement, Row
@@ -29,6 +41,7 @@ from meterline.domain.timestamps import format_us
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
 from meterline.pricing.pricebook import PriceBook
+from meterline.services import measuring
 from meterline.store import documents, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
@@ -170,7 +183,7 @@ def _keep(conn: Connection, key: tuple[Any, ...], known_at: int, m: Measurement)
     event.listen(conn, "commit", keep, once=True)
 
 
-def measure(
+def measure_legacy(
     conn: Connection,
     customer: str,
     meters: list[Meter],
@@ -178,7 +191,9 @@ def measure(
     boundaries: list[int],
     known_at: int,
 ) -> dict[tuple[str, str], GroupUsage]:
-    """Usage of `meters` for the customer over `span` as known at K, per segment."""
+    """Format-1 usage (LEGACY: documents issued before the usage index, which
+    carry an events digest per line): every raw event of the span as known at
+    K, per segment. Kept so those documents keep verifying bit for bit."""
     lo, hi = span
     types = sorted({m.event_type for m in meters})
     key = (customer, tuple(meters), lo, hi, tuple(boundaries))
@@ -256,7 +271,9 @@ class Billing:
     meters: dict[str, Meter]
 
 
-def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Billing:
+def gather(
+    conn: Connection, customer_id: str, label: str, known_at: int, fmt: int = FORMAT
+) -> Billing:
     customer = load_customer(conn, customer_id, known_at)
     period = month(label, customer.timezone)
     subs = customer.subscriptions_in(period.start, period.end)
@@ -278,6 +295,7 @@ def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Bil
                 ErrorCode.UNKNOWN_METER, f"price book {book.code} uses unknown meter(s) {missing}"
             )
         sub_meters = [meters[code] for code in used]
+        measure = measuring.measure if fmt >= 2 else measure_legacy
         usage = measure(
             conn, customer.id, sub_meters, (lo, hi), [s.start for s in segments], known_at
         )
@@ -285,10 +303,13 @@ def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Bil
     return Billing(customer, period, out, meters)
 
 
-def compute_body(conn: Connection, customer_id: str, label: str, known_at: int) -> dict[str, Any]:
-    b = gather(conn, customer_id, label, known_at)
+def compute_body(
+    conn: Connection, customer_id: str, label: str, known_at: int, fmt: int = FORMAT
+) -> dict[str, Any]:
+    """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
+    b = gather(conn, customer_id, label, known_at, fmt)
     spent = documents.credits_spent(conn, customer_id, known_at)
-    return assemble(b.customer, b.period, b.subscriptions, known_at, spent)
+    return with_format(assemble(b.customer, b.period, b.subscriptions, known_at, spent), fmt)
 
 
 def closes_at(b: Billing) -> int:
@@ -371,7 +392,9 @@ def _issue_one(
                 closes_at=closing,
             )
         spent = documents.credits_spent(conn, customer_id, k)
-        body = assemble(billing.customer, billing.period, billing.subscriptions, k, spent)
+        body = with_format(
+            assemble(billing.customer, billing.period, billing.subscriptions, k, spent), FORMAT
+        )
         return documents.append(
             conn, Kind.INVOICE, body, body_hash(body), billing.period, now_us, force
         )
