@@ -272,8 +272,16 @@ class Billing:
 
 
 def gather(
-    conn: Connection, customer_id: str, label: str, known_at: int, fmt: int = FORMAT
+    conn: Connection,
+    customer_id: str,
+    label: str,
+    known_at: int,
+    fmt: int = FORMAT,
+    raw: bool = False,
 ) -> Billing:
+    """What the invoice is computed from, as known at K. ``raw`` measures format-2
+    usage from raw events instead of the index (the reference the index is tested
+    against; same result)."""
     customer = load_customer(conn, customer_id, known_at)
     period = month(label, customer.timezone)
     subs = customer.subscriptions_in(period.start, period.end)
@@ -295,19 +303,27 @@ def gather(
                 ErrorCode.UNKNOWN_METER, f"price book {book.code} uses unknown meter(s) {missing}"
             )
         sub_meters = [meters[code] for code in used]
-        measure = measuring.measure if fmt >= 2 else measure_legacy
-        usage = measure(
-            conn, customer.id, sub_meters, (lo, hi), [s.start for s in segments], known_at
-        )
+        boundaries = [s.start for s in segments]
+        if fmt >= 2:
+            usage = measuring.measure(
+                conn, customer.id, sub_meters, (lo, hi), boundaries, known_at, raw=raw
+            )
+        else:
+            usage = measure_legacy(conn, customer.id, sub_meters, (lo, hi), boundaries, known_at)
         out.append(SubscriptionUsage(sub, book, (lo, hi), tuple(segments), usage))
     return Billing(customer, period, out, meters)
 
 
 def compute_body(
-    conn: Connection, customer_id: str, label: str, known_at: int, fmt: int = FORMAT
+    conn: Connection,
+    customer_id: str,
+    label: str,
+    known_at: int,
+    fmt: int = FORMAT,
+    raw: bool = False,
 ) -> dict[str, Any]:
     """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
-    b = gather(conn, customer_id, label, known_at, fmt)
+    b = gather(conn, customer_id, label, known_at, fmt, raw)
     spent = documents.credits_spent(conn, customer_id, known_at)
     return with_format(assemble(b.customer, b.period, b.subscriptions, known_at, spent), fmt)
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from meterline.billing.document import FORMAT
 from meterline.billing.usage import GroupUsage, Measurement
 from meterline.metering import Meter, State, empty, merge
-from meterline.metering.bitemporal import Grain, Piece, plan
+from meterline.metering.bitemporal import Piece, plan
 from meterline.store import usage_index
 
 
