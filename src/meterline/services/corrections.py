@@ -40,6 +40,7 @@ from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import invoicing
 from meterline.store import audit, documents, sequence
 from meterline.store.database import Store
+from meterline.store.facts import facts
 from meterline.store.window_index import add_mark
 
 LineKey = tuple[str, str, str]  # price book, charge, canonical dimensions
@@ -109,63 +110,25 @@ def reasons(conn: Connection, billed: Billed, k2: int) -> list[str]:
         parse_rfc3339(body["period"]["end"]),
     )
     k1, number = billed.cutoff, billed.invoice.number
-    params = {"c": c, "lo": lo, "hi": hi, "k1": k1, "k2": k2}
+    changed = facts(conn).changes(c, lo, hi, k1, k2)
     out = []
-    # A few facts since K1: walk them by seq, not the customer's whole period.
-    plus = "+" if invoicing.seq_driven(conn.dialect.name, k1, k2) else ""
-    late = conn.execute(
-        text(
-            "SELECT COUNT(*), SUM(CASE WHEN backfill THEN 1 ELSE 0 END) FROM events WHERE "
-            f"{plus}customer_id = :c AND {plus}event_time >= :lo AND {plus}event_time < :hi "
-            "AND seq > :k1 AND seq <= :k2"
-        ),
-        params,
-    ).one()
-    if int(late[0]):
-        backfilled = int(late[1] or 0)
-        extra = f" ({backfilled} of them backfilled)" if backfilled else ""
-        out.append(f"{int(late[0])} events received after {number} was issued{extra}")
-    retracted = conn.execute(
-        text(
-            "SELECT COUNT(*) FROM retractions r JOIN events e ON e.seq = r.event_seq WHERE e.customer_id = :c "
-            "AND e.event_time >= :lo AND e.event_time < :hi AND r.seq > :k1 AND r.seq <= :k2"
-        ),
-        params,
-    ).scalar_one()
-    if int(retracted):
-        out.append(f"{int(retracted)} events retracted")
+    if changed.events:
+        extra = f" ({changed.backfilled} of them backfilled)" if changed.backfilled else ""
+        out.append(f"{changed.events} events received after {number} was issued{extra}")
+    if changed.retracted:
+        out.append(f"{changed.retracted} events retracted")
     books = sorted({s["price_book"] for s in body.get("subscriptions", [])})
     if books:
-        rows = conn.execute(
-            text(
-                "SELECT book_code, label, definition FROM price_versions WHERE seq > :k1 AND seq <= :k2 "
-                "AND effective_from < :hi ORDER BY seq"
-            ),
-            params,
-        ).all()
-        from meterline.domain.events import decode_json
-
-        for book, label, definition in rows:
+        for book, label, definition in changed.price_versions:
             if book in books:
-                why = decode_json(definition).get("reason")
+                why = definition.get("reason")
                 out.append(
                     f"price version {label} of {book} recorded retroactively"
                     + (f": {why}" if why else "")
                 )
-    changed = conn.execute(
-        text("SELECT COUNT(*) FROM customers WHERE customer_id = :c AND seq > :k1 AND seq <= :k2"),
-        params,
-    ).scalar_one()
-    if int(changed):
+    if changed.customer_versions:
         out.append(f"customer {c}'s terms changed (new catalog version)")
-    manual = conn.execute(
-        text(
-            "SELECT reason FROM rerate_marks WHERE customer_id = :c AND kind = 'manual' AND from_us < :hi "
-            "AND to_us > :lo AND seq > :k1 AND seq <= :k2 ORDER BY seq"
-        ),
-        params,
-    ).all()
-    out.extend(f"re-rating requested: {r[0]}" for r in manual)
+    out.extend(f"re-rating requested: {r}" for r in changed.manual_marks)
     return out
 
 
@@ -290,10 +253,6 @@ def _invoices(conn: Connection, customer: str | None, label: str | None) -> list
     return out
 
 
-_PENDING = text(
-    "SELECT 1 FROM rerate_marks WHERE customer_id = :c AND from_us < :hi AND to_us > :lo "
-    "AND seq > :k UNION ALL SELECT 1 FROM customers WHERE customer_id = :c AND seq > :k"
-)
 _BILLED_CUTOFF = text("SELECT MAX(cutoff_seq) FROM documents WHERE number = :n OR corrects = :n")
 
 
@@ -309,13 +268,12 @@ def _needs_rerate(conn: Connection, invoice: Issued) -> bool:
         return True
     body = invoice.body
     k = int(conn.execute(_BILLED_CUTOFF, {"n": invoice.number}).scalar_one())
-    params = {
-        "c": body["customer_id"],
-        "lo": parse_rfc3339(body["period"]["start"]),
-        "hi": parse_rfc3339(body["period"]["end"]),
-        "k": k,
-    }
-    return conn.execute(_PENDING, params).first() is not None
+    return facts(conn).pending(
+        body["customer_id"],
+        parse_rfc3339(body["period"]["start"]),
+        parse_rfc3339(body["period"]["end"]),
+        k,
+    )
 
 
 def rerate(

@@ -24,6 +24,7 @@ from meterline.billing.usage import GroupUsage, Measurement
 from meterline.metering import Meter, State, empty, merge
 from meterline.metering.bitemporal import Piece, plan
 from meterline.store import usage_index
+from meterline.store.facts import facts
 
 
 @dataclass
@@ -37,9 +38,7 @@ class _Group:
 def _raw_rows(
     conn: Connection, customer: str, types: list[str], lo: int, hi: int, known_at: int
 ) -> list[tuple[str, str, str, int, str]]:
-    from meterline.services.invoicing import usage_rows
-
-    return usage_rows(conn, customer, types, lo, hi, known_at)
+    return facts(conn).measure_rows(customer, types, lo, hi, known_at)
 
 
 def _add_raw(

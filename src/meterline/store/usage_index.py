@@ -41,6 +41,7 @@ from meterline.metering.bitemporal import (
     fold_rows,
     has_day_rollup,
 )
+from meterline.store.facts import facts
 
 BucketKey = tuple[str, str, str, str, int]
 """meter code, customer, grain, dimensions, bucket start."""
@@ -161,14 +162,6 @@ def as_states(deltas: Mapping[BucketKey, Delta], kind: RowKind, seq: int) -> dic
     return {k: Delta(kind, d.state, d.events, seq, seq) for k, d in deltas.items()}
 
 
-_EVENTS = (
-    "SELECT e.seq, e.source, e.event_id, e.customer_id, e.event_type, e.event_time, e.properties, "
-    "e.content_hash FROM events e WHERE e.event_type = :type{where} AND e.seq <= :k "
-    "AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
-    "AND r.event_id = e.event_id AND r.seq <= :k)"
-)
-
-
 def raw_events(
     conn: Connection,
     event_type: str,
@@ -178,19 +171,9 @@ def raw_events(
     hi: int | None = None,
 ) -> list[tuple[int, Event]]:
     """(seq, event) of one type as known at K, retractions applied."""
-    where = ""
-    params: dict[str, Any] = {"type": event_type, "k": known_at}
-    if customer is not None:
-        where += " AND e.customer_id = :c"
-        params["c"] = customer
-    if lo is not None:
-        where += " AND e.event_time >= :lo"
-        params["lo"] = lo
-    if hi is not None:
-        where += " AND e.event_time < :hi"
-        params["hi"] = hi
-    rows = conn.execute(text(_EVENTS.format(where=where)), params)
-    return [(int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])) for r in rows]
+    return list(
+        facts(conn).events(known_at, customer=customer, event_types=[event_type], lo=lo, hi=hi)
+    )
 
 
 def build_meter(conn: Connection, meter: Meter, seq: int) -> int:

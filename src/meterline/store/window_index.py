@@ -37,8 +37,9 @@ from meterline.metering import (
 from meterline.metering import advance as advance_sources
 from meterline.metering import global_watermark as compute_global
 from meterline.metering.watermark import DEFAULT_IDLE_TIMEOUT_US
-from meterline.store import usage_index
+from meterline.store import sequence, usage_index
 from meterline.store.event_log import AppendResult, BatchHeader, Retraction
+from meterline.store.facts import facts
 from meterline.store.meter_catalog import MeterCatalog
 
 WindowKey = tuple[str, str, str, int]  # meter code, customer, dimensions, window start
@@ -300,30 +301,11 @@ def recompute(
     as_of: int | None = None,
 ) -> dict[WindowKey, WindowRow]:
     """Window states recomputed from the raw log (not retracted as known at `as_of`)."""
-    clauses = ["e.event_type = :type"]
-    params: dict[str, Any] = {"type": meter.event_type}
-    if customer is not None:
-        clauses.append("e.customer_id = :customer")
-        params["customer"] = customer
-    if start is not None:
-        clauses.append("e.event_time >= :start")
-        params["start"] = start
-    if end is not None:
-        clauses.append("e.event_time < :end")
-        params["end"] = end
-    known = "" if as_of is None else " AND r.seq <= :k"
-    if as_of is not None:
-        clauses.append("e.seq <= :k")
-        params["k"] = as_of
-    sql = (
-        "SELECT e.seq, e.source, e.event_id, e.customer_id, e.event_type, e.event_time, e.properties, "
-        "e.content_hash FROM events e WHERE "
-        + " AND ".join(clauses)
-        + " AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
-        "AND r.event_id = e.event_id" + known + ")"
-    )
-    events = (
-        (int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7]))
-        for r in conn.execute(text(sql), params)
+    events = facts(conn).events(
+        sequence.current(conn) if as_of is None else as_of,
+        customer=customer,
+        event_types=[meter.event_type],
+        lo=start,
+        hi=end,
     )
     return fold({meter.event_type: [meter]}, events)
