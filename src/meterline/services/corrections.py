@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing.credit_note import BilledSoFar, diff
 from meterline.billing.document import (
     FORMAT,
     Issued,
@@ -32,8 +33,6 @@ from meterline.billing.document import (
     with_format,
 )
 from meterline.billing.periods import Period
-from meterline.domain.canonical import dumps
-from meterline.domain.decimals import exact_sum, fmt
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Currency
 from meterline.domain.timestamps import parse_rfc3339
@@ -43,16 +42,6 @@ from meterline.store.database import Store
 from meterline.store.facts import facts
 from meterline.store.window_index import add_mark
 
-LineKey = tuple[str, str, str]  # price book, charge, canonical dimensions
-
-
-def line_key(line: dict[str, Any]) -> LineKey:
-    return (line["price_book"], line["charge"], dumps(line["dimensions"]).decode())
-
-
-def _dec(text_: str | None) -> Decimal:
-    return Decimal(0) if text_ is None else Decimal(text_)
-
 
 @dataclass
 class Billed:
@@ -60,22 +49,15 @@ class Billed:
 
     invoice: Issued
     notes: list[Issued]
-    quantity: dict[LineKey, Decimal] = field(default_factory=dict)
-    amount: dict[LineKey, Decimal] = field(default_factory=dict)
-    tax: Decimal = Decimal(0)
-    cutoff: int = 0
+    so_far: BilledSoFar
+
+    @property
+    def cutoff(self) -> int:
+        return self.so_far.cutoff
 
     @classmethod
     def of(cls, invoice: Issued, notes: list[Issued]) -> Billed:
-        b = cls(invoice, notes)
-        for doc in [invoice, *notes]:
-            for line in doc.body["lines"]:
-                k = line_key(line)
-                b.quantity[k] = b.quantity.get(k, Decimal(0)) + _dec(line.get("quantity"))
-                b.amount[k] = b.amount.get(k, Decimal(0)) + _dec(line["amount"])
-            b.tax += _dec(doc.body["tax"])
-            b.cutoff = max(b.cutoff, int(doc.body["cutoff_seq"]))
-        return b
+        return cls(invoice, notes, BilledSoFar.of([d.body for d in [invoice, *notes]]))
 
 
 def notes_for(conn: Connection, number: str, before_seq: int | None = None) -> list[Issued]:
@@ -143,47 +125,16 @@ def correction_body(
         conn, body["customer_id"], body["period"]["label"], k2, doc_format
     )
     currency = Currency(body["currency"])
-    new_lines = {line_key(line): line for line in fresh["lines"]}
-    keys = list(new_lines) + [k for k in billed.amount if k not in new_lines]
-    lines = []
-    for k in keys:
-        new = new_lines.get(k)
-        nq, na = (
-            (_dec(new.get("quantity")), _dec(new["amount"])) if new else (Decimal(0), Decimal(0))
-        )
-        bq, ba = billed.quantity.get(k, Decimal(0)), billed.amount.get(k, Decimal(0))
-        if nq == bq and na == ba:
-            continue
-        template = new or _billed_line(billed, k)
-        lines.append(
-            {
-                "charge": template["charge"],
-                "description": template["description"],
-                "price_book": template["price_book"],
-                "model": template["model"],
-                "meter": template.get("meter"),
-                "dimensions": template["dimensions"],
-                "quantity": fmt(nq - bq),
-                "unit_price": template.get("unit_price"),
-                "amount": money(na - ba, currency),
-                "billed_quantity": fmt(bq),
-                "billed_amount": money(ba, currency),
-                "new_quantity": fmt(nq),
-                "new_amount": money(na, currency),
-                "formula": new["formula"] if new else "no longer billed",
-                "explanation": new["explanation"] if new else None,
-                "usage": new.get("usage") if new else None,
-            }
-        )
-    new_tax = _dec(fresh["tax"])
-    tax_delta = new_tax - billed.tax
-    if not lines and tax_delta == 0:
+    found = diff(billed.so_far, fresh["lines"], Decimal(fresh["tax"]), currency)
+    if found is None:
         return None
-    for i, line in enumerate(lines, start=1):
-        line["line"] = i
-    subtotal = exact_sum([_dec(line["amount"]) for line in lines])
-    total = subtotal + tax_delta
-    kind = Kind.DEBIT_NOTE if total > 0 else Kind.CREDIT_NOTE
+    kind, lines, subtotal, tax_delta, total = (
+        found.kind,
+        found.lines,
+        found.subtotal,
+        found.tax,
+        found.total,
+    )
     return with_format(
         {
             "kind": str(kind),
@@ -208,14 +159,6 @@ def correction_body(
         },
         doc_format,
     )
-
-
-def _billed_line(billed: Billed, k: LineKey) -> dict[str, Any]:
-    for doc in [billed.invoice, *billed.notes]:
-        for line in doc.body["lines"]:
-            if line_key(line) == k:
-                return dict(line)
-    raise AssertionError(k)
 
 
 def recompute_note(conn: Connection, doc: Issued) -> dict[str, Any]:
