@@ -6,7 +6,8 @@ backfilled), retractions and a meter applied after its events; the catalog
 has every aggregation, a group_by, 1m/1h/1d windows, a mid-hour price change,
 and customers in UTC, +05:30 (Asia/Kolkata) and a DST zone (America/New_York,
 which changes offset on 2024-03-10). At cutoffs drawn from the history (after
-each fact, and any seq at all, which may fall inside a batch), every invoice
+each fact, and any seq at all, which may fall inside a batch; invoices issued
+mid-history append checkpoints), every invoice
 body computed from the index equals the one computed from raw events, and the
 window index folded at K equals the windows recomputed from raw events at K.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conftest import reset
@@ -27,7 +29,7 @@ from meterline.metering import to_json
 from meterline.services import invoicing
 from meterline.services.catalog import apply_catalog
 from meterline.services.retraction import retract_event
-from meterline.store import sequence
+from meterline.store import sequence, usage_index
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
 from meterline.store.usage_index import folded_windows
@@ -75,6 +77,8 @@ V1 = {"version": "v1", "effective_from": "2024-01-01T00:00:00Z", "charges": _cha
 V2 = {
     "version": "v2",
     "effective_from": "2024-03-05T10:30:00Z",
+    "retroactive": True,  # March may be invoiced (forced) by then
+    "reason": "new prices",
     "charges": _charges([*METERS, LATE_METER], "0.07"),
 }
 CUSTOMERS = [
@@ -122,6 +126,7 @@ step = st.one_of(
     st.tuples(st.just("events"), st.lists(call, min_size=1, max_size=12), st.booleans()),
     st.tuples(st.just("retract"), st.integers(0, 10**6), st.none()),
     st.tuples(st.just("meter"), st.none(), st.none()),
+    st.tuples(st.just("issue"), st.sampled_from(["2024-02", "2024-03"]), st.none()),
 )
 
 
@@ -151,6 +156,8 @@ def _play(store: Store, steps: list[Any]) -> list[int]:
             ingest(store, clock, batch, batch_size=5, backfill=bool(flag))
         elif kind == "retract" and ids:
             retract_event(store, "default", ids[arg % len(ids)], "dispute", NOW_US)
+        elif kind == "issue":  # forced: appends checkpoints at its K (see below)
+            invoicing.issue(store, arg, NOW_US, force=True)
         elif kind == "meter" and not meter_applied:
             meter_applied = True
             apply_catalog(store, _catalog([*METERS, LATE_METER], [V1, V2]), NOW_US)
@@ -171,8 +178,11 @@ SETTINGS = settings(
 @SETTINGS
 @given(steps=st.lists(step, min_size=1, max_size=8), data=st.data())
 def test_index_documents_and_usage_equal_a_raw_fold_at_any_cutoff(
-    store: Store, steps: list[Any], data: st.DataObject
+    store: Store, steps: list[Any], data: st.DataObject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Checkpoint every bucket read from more than one row, so that issuing
+    # mid-history appends checkpoints the later cutoffs fold from.
+    monkeypatch.setattr(usage_index, "CHECKPOINT_AFTER", 1)
     cutoffs = _play(store, steps)
     last = cutoffs[-1]
     picks = data.draw(

@@ -10,12 +10,13 @@ from tests.support import event, ingest
 from meterline.billing.document import Kind, body_hash, format_of
 from meterline.billing.periods import month
 from meterline.domain.timestamps import parse_rfc3339
+from meterline.metering.bitemporal import Grain
 from meterline.services import invoicing
 from meterline.services.catalog import apply_catalog
 from meterline.services.corrections import rerate
 from meterline.services.retraction import retract_event
 from meterline.services.verification import verify
-from meterline.store import documents, sequence
+from meterline.store import documents, sequence, usage_index
 from meterline.store.database import Store, _alembic_config
 from meterline.store.usage_index import folded_windows
 
@@ -133,3 +134,41 @@ def test_migration_0005_builds_the_index_of_an_existing_store(store: Store) -> N
         for k, want in before_at.items():
             assert folded_windows(conn, k) == want, k
     assert verify(store).ok
+
+
+def test_a_bucket_fed_by_many_batches_gets_a_checkpoint(store: Store) -> None:
+    setup(store)
+    for i in range(12):  # twelve batches into one window and one day
+        ingest(store, clock(FEB), [event(f"c{i}", time=f"2024-01-10T10:{i:02d}:00Z")])
+    close_january(store)
+    with store.read() as conn:
+        k_before = sequence.current(conn)
+    invoicing.issue(store, "2024-01", FEB_US)
+    # the month reads the day rollup only, so that is what gets the checkpoint
+    assert [r for r in _rows(store, "api_calls") if r[0] == "cpt"] == [("cpt", "d", 12)]
+    ingest(store, clock(FEB), [event("late", time="2024-01-10T10:30:00Z")])
+    with store.read() as conn:
+        k = sequence.current(conn)
+        for at in (k_before, k):
+            indexed = invoicing.compute_body(conn, "acme", "2024-01", at)
+            assert indexed == invoicing.compute_body(conn, "acme", "2024-01", at, raw=True)
+        assert indexed["lines"][0]["quantity"] == "13"
+        got = usage_index.read(conn, "acme", ["api_calls"], [(Grain.DAY, 0, 2**62)], None)
+        assert [len(rows) for rows in got.rows.values()] == [2]  # the checkpoint and the late add
+    w = query_window(store)
+    assert (w["value"], w["version"]) == ("13", 13)  # a checkpoint is not a new version
+
+
+def query_window(store: Store) -> dict[str, object]:
+    from meterline.services.usage import query_usage
+
+    with store.read() as conn:
+        out = query_usage(
+            conn,
+            customer="acme",
+            meter_code="api_calls",
+            from_us=parse_rfc3339("2024-01-10T10:00:00Z"),
+            to_us=parse_rfc3339("2024-01-10T11:00:00Z"),
+            now_us=FEB_US,
+        )
+    return dict(out["windows"][0])

@@ -8,10 +8,14 @@ facts that caused it:
 - ``sub``: a partial state taken out (a retraction, for count and sum only);
 - ``set``: the bucket's whole state as known at the row's seq (a retraction
   that min, max, latest or unique_count cannot subtract, re-folded from raw
-  events; or a meter applied after its events).
+  events; or a meter applied after its events);
+- ``cpt`` (checkpoint): a ``set`` caused by no fact, the fold of the rows
+  <= its seq, appended when a read finds many rows since the last state, so
+  later reads start from it (a bucket fed by many small batches stays cheap).
 
 "Usage as known at K" of a bucket is the fold of its rows with seq <= K: the
-latest ``set`` row <= K, then every later ``add`` and ``sub`` <= K. A row whose
+latest state row (``set`` or ``cpt``) <= K, then every later ``add`` and
+``sub`` <= K. A row whose
 facts straddle K (first_seq <= K < seq; only a cutoff in the middle of a
 batch) cannot answer K: the caller reads that span's raw events instead.
 
@@ -48,6 +52,11 @@ class RowKind(StrEnum):
     ADD = "add"
     SUB = "sub"
     SET = "set"
+    CHECKPOINT = "cpt"  # a `set` that caches the fold at its seq; caused by no fact
+
+    @property
+    def is_state(self) -> bool:
+        return self in (RowKind.SET, RowKind.CHECKPOINT)
 
 
 class Grain(StrEnum):
@@ -89,21 +98,25 @@ def subtract(a: State, b: State) -> State:
 
 
 def fold_rows(kind: Aggregation, rows: Iterable[IndexRow]) -> Folded:
-    """Fold one bucket's rows (all with seq <= K) into its state as known at K."""
-    ordered = sorted(rows, key=lambda r: (r.seq, r.kind != RowKind.SET))
+    """Fold one bucket's rows (all with seq <= K) into its state as known at K.
+
+    A state row at seq S holds everything <= S, so at equal seq it folds after
+    the deltas it includes. The version counts the rows caused by facts
+    (checkpoints are not changes)."""
+    ordered = sorted(rows, key=lambda r: (r.seq, r.kind.is_state))
     start = 0
     for i, r in enumerate(ordered):
-        if r.kind is RowKind.SET:
+        if r.kind.is_state:
             start = i
     state, events = empty(kind), 0
     for r in ordered[start:]:
-        if r.kind is RowKind.SET:
+        if r.kind.is_state:
             state, events = r.state, r.events
         elif r.kind is RowKind.ADD:
             state, events = merge(state, r.state), events + r.events
         else:
             state, events = subtract(state, r.state), events - r.events
-    return Folded(state, events, len(ordered))
+    return Folded(state, events, sum(1 for r in ordered if r.kind is not RowKind.CHECKPOINT))
 
 
 @dataclass(frozen=True, slots=True)

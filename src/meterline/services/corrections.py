@@ -115,7 +115,12 @@ def reasons(conn: Connection, billed: Billed, k2: int) -> list[str]:
 
 
 def correction_body(
-    conn: Connection, invoice: Issued, notes: list[Issued], k2: int, doc_format: int = FORMAT
+    conn: Connection,
+    invoice: Issued,
+    notes: list[Issued],
+    k2: int,
+    doc_format: int = FORMAT,
+    checkpoint: bool = False,
 ) -> dict[str, Any] | None:
     """The correction of `invoice` as known at K2 (in document format `doc_format`),
     or None when nothing differs."""
@@ -256,7 +261,7 @@ def rerate(
                 sequence.advance(conn, k + 1)
                 audit.record(conn, "rerate.mark", {"number": number, "reason": reason}, now_us)
             k2 = sequence.lock(conn)
-            body = correction_body(conn, invoice, notes_for(conn, number), k2)
+            body = correction_body(conn, invoice, notes_for(conn, number), k2, checkpoint=True)
             if body is None:
                 result.unchanged.append(number)
                 continue

@@ -202,6 +202,7 @@ def gather(
     known_at: int,
     fmt: int = FORMAT,
     raw: bool = False,
+    checkpoint: bool = False,
 ) -> Billing:
     """What the invoice is computed from, as known at K. ``raw`` measures format-2
     usage from raw events instead of the index (the reference the index is tested
@@ -230,7 +231,14 @@ def gather(
         boundaries = [s.start for s in segments]
         if fmt >= 2:
             usage = measuring.measure(
-                conn, customer.id, sub_meters, (lo, hi), boundaries, known_at, raw=raw
+                conn,
+                customer.id,
+                sub_meters,
+                (lo, hi),
+                boundaries,
+                known_at,
+                raw=raw,
+                checkpoint=checkpoint,
             )
         else:
             usage = measure_legacy(conn, customer.id, sub_meters, (lo, hi), boundaries, known_at)
@@ -245,9 +253,10 @@ def compute_body(
     known_at: int,
     fmt: int = FORMAT,
     raw: bool = False,
+    checkpoint: bool = False,
 ) -> dict[str, Any]:
     """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
-    b = gather(conn, customer_id, label, known_at, fmt, raw)
+    b = gather(conn, customer_id, label, known_at, fmt, raw, checkpoint)
     spent = documents.credits_spent(conn, customer_id, known_at)
     return with_format(assemble(b.customer, b.period, b.subscriptions, known_at, spent), fmt)
 
@@ -319,7 +328,7 @@ def _issue_one(
         existing = documents.invoice_for(conn, customer_id, label)
         if existing is not None:
             return existing
-        billing = gather(conn, customer_id, label, k)
+        billing = gather(conn, customer_id, label, k, checkpoint=True)
         closing = closes_at(billing)
         watermark = current_watermark(conn, now_us)
         if not force and (watermark is None or watermark < closing):

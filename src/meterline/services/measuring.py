@@ -74,6 +74,7 @@ def _add_index(
     boundaries: Sequence[int],
     pieces: Sequence[Piece],
     known_at: int,
+    checkpoint: bool,
 ) -> bool:
     """Fold the index pieces into ``groups``; False if a row straddles K."""
     indexed = [p for p in pieces if p.grain is not None]
@@ -88,15 +89,16 @@ def _add_index(
     )
     if got.straddles:
         return False
+    kinds = {m.code: m.aggregation for m in meters}
+    if checkpoint:
+        usage_index.checkpoint(conn, got, kinds, known_at)
     by_code = {m.code: m for m in meters}
     by_grain: dict[str, list[Piece]] = {}
     for p in sorted(indexed, key=lambda p: p.lo):
         by_grain.setdefault(str(p.grain), []).append(p)
     starts = {g: [p.lo for p in ps] for g, ps in by_grain.items()}
     n = len(boundaries)
-    for (code, _, grain, dims, start), folded in got.folded(
-        {m.code: m.aggregation for m in meters}
-    ).items():
+    for (code, _, grain, dims, start), folded in got.folded(kinds).items():
         ps = by_grain[grain]
         piece = ps[bisect_right(starts[grain], start) - 1]
         meter = by_code[code]
@@ -117,15 +119,22 @@ def measure(
     known_at: int,
     *,
     raw: bool = False,
+    checkpoint: bool = False,
 ) -> dict[tuple[str, str], GroupUsage]:
-    """Usage of ``meters`` for the customer over ``span`` as known at K, per segment."""
+    """Usage of ``meters`` for the customer over ``span`` as known at K, per segment.
+
+    ``checkpoint``: K is the current seq of a write transaction holding the
+    knowledge lock (issuing, re-rating); buckets folded from many rows get a
+    checkpoint row so the next read is short."""
     groups: dict[tuple[str, str], _Group] = {}
     by_size: dict[int, list[Meter]] = {}
     for m in meters:
         by_size.setdefault(m.window_us, []).append(m)
     for size, ms in sorted(by_size.items()):
         pieces = [] if raw else plan(span, boundaries, size)
-        if raw or not _add_index(groups, conn, customer, ms, boundaries, pieces, known_at):
+        if raw or not _add_index(
+            groups, conn, customer, ms, boundaries, pieces, known_at, checkpoint
+        ):
             for code in [m.code for m in ms]:
                 for key in [k for k in groups if k[0] == code]:
                     del groups[key]

@@ -291,7 +291,7 @@ def _stored_windows(
     )
     if has_day_rollup(meter.window_us):
         ranges.append((Grain.DAY, ranges[0][1], ranges[0][2]))
-    got = usage_index.read(conn, customer, [meter.code], ranges, None)
+    got = usage_index.read(conn, customer, [meter.code], ranges, None, whole=True)
     out: dict[WindowKey, tuple[str, int]] = {}
     for (code, cust, grain, dims, start), f in got.folded({meter.code: meter.aggregation}).items():
         key_dims = dims if grain == Grain.WINDOW else f"day:{dims}"

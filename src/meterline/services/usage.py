@@ -64,7 +64,9 @@ def query_usage(
                 f"{name} {format_us(t)} is not on a window boundary of the {size // 60_000_000}-minute windows",
             )
     watermark = current_watermark(conn, now_us)
-    got = usage_index.read(conn, customer, [meter.code], [(Grain.WINDOW, from_us, to_us)], None)
+    got = usage_index.read(
+        conn, customer, [meter.code], [(Grain.WINDOW, from_us, to_us)], None, whole=True
+    )
     # Roll windows up to the requested size, per dimension group.
     rolled: dict[tuple[int, str], tuple[list[Any], int]] = {}
     for (_, _, _, dims, start), folded in sorted(

@@ -290,8 +290,8 @@ usage_index = Table(
     Column("bucket_start", BigInteger, primary_key=True),
     Column("dimensions", Text, primary_key=True),
     Column("seq", BigInteger, primary_key=True),
+    Column("kind", String(3), primary_key=True),
     Column("first_seq", BigInteger, nullable=False),
-    Column("kind", String(3), nullable=False),
     Column("state", Text, nullable=False),
     Column("events", BigInteger, nullable=False),
 )

@@ -232,16 +232,28 @@ class Read:
         return {k: fold_rows(kinds[k[0]], rows) for k, rows in self.rows.items()}
 
 
+_FROM_STATE = (
+    " AND u.seq >= COALESCE((SELECT MAX(s.seq) FROM usage_index s "
+    "WHERE s.customer_id = u.customer_id AND s.meter_code = u.meter_code "
+    "AND s.grain = u.grain AND s.bucket_start = u.bucket_start "
+    "AND s.dimensions = u.dimensions AND s.kind IN ('set', 'cpt'){k}), 0)"
+)
+
+
 def read(
     conn: Connection,
     customer: str | None,
     meter_codes: Sequence[str],
     ranges: Sequence[tuple[Grain, int, int]],
     known_at: int | None,
+    *,
+    whole: bool = False,
 ) -> Read:
     """Rows of the customer's buckets of ``grain`` in [lo, hi) per range, seq <= K.
 
-    With ``known_at`` None: everything stored (the present).
+    With ``known_at`` None: everything stored (the present). Only the rows from
+    each bucket's latest state row <= K on, unless ``whole`` (every row: window
+    versions, the deep check of reconciliation).
     """
     out: dict[BucketKey, list[IndexRow]] = {}
     straddles = False
@@ -254,7 +266,7 @@ def read(
         params |= {f"g{i}": str(grain), f"lo{i}": lo, f"hi{i}": hi}
     sql = (
         "SELECT meter_code, customer_id, grain, dimensions, bucket_start, seq, first_seq, kind, "
-        "state, events FROM usage_index WHERE meter_code IN :ms AND (" + " OR ".join(where) + ")"
+        "state, events FROM usage_index u WHERE meter_code IN :ms AND (" + " OR ".join(where) + ")"
     )
     if customer is not None:
         sql += " AND customer_id = :c"
@@ -262,6 +274,8 @@ def read(
     if known_at is not None:
         sql += " AND first_seq <= :k"
         params["k"] = known_at
+    if not whole:
+        sql += _FROM_STATE.format(k="" if known_at is None else " AND s.seq <= :k")
     stmt = text(sql).bindparams(bindparam("ms", expanding=True))
     for code, cust, grain, dims, start, seq, first, kind, state, n in conn.execute(stmt, params):
         if known_at is not None and int(seq) > known_at:
@@ -325,7 +339,7 @@ def current_windows(conn: Connection) -> list[dict[str, Any]]:
     """The index folded to the present at window grain, in the old ``windows`` shape
     (for a downgrade)."""
     kinds = {m.code: m for _, m in _meters_with_seq(conn)}
-    got = read(conn, None, sorted(kinds), [(Grain.WINDOW, -(2**62), 2**62)], None)
+    got = read(conn, None, sorted(kinds), [(Grain.WINDOW, -(2**62), 2**62)], None, whole=True)
     out = []
     for (code, customer, _, dims, start), rows in sorted(got.rows.items()):
         m = kinds[code]
@@ -356,3 +370,21 @@ def folded_windows(
         (code, customer, dims, start): (to_json(f.state), f.events)
         for (code, customer, _, dims, start), f in got.folded(kinds).items()
     }
+
+
+# A read that folds more rows than this since a bucket's last state appends a
+# checkpoint, so the next read of that bucket starts there.
+CHECKPOINT_AFTER = 8
+
+
+def checkpoint(conn: Connection, got: Read, kinds: Mapping[str, Aggregation], seq: int) -> int:
+    """Append ``cpt`` rows at ``seq`` (the current seq, in a write transaction
+    holding the knowledge lock) for the buckets of ``got`` folded from many rows."""
+    out: dict[BucketKey, Delta] = {}
+    for key, rows in got.rows.items():
+        if len(rows) <= CHECKPOINT_AFTER or any(r.seq == seq and r.kind.is_state for r in rows):
+            continue
+        f = fold_rows(kinds[key[0]], rows)
+        out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
+    append(conn, out)
+    return len(out)

@@ -29,12 +29,20 @@ def upgrade() -> None:
         sa.Column("bucket_start", sa.BigInteger, primary_key=True),
         sa.Column("dimensions", sa.Text, primary_key=True),
         sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("kind", sa.String(3), primary_key=True),
         sa.Column("first_seq", sa.BigInteger, nullable=False),
-        sa.Column("kind", sa.String(3), nullable=False),
         sa.Column("state", sa.Text, nullable=False),
         sa.Column("events", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_usage_index_seq", "usage_index", ["seq"])
+    # The state rows (set, checkpoint) of a bucket: where a fold as known at K starts.
+    op.create_index(
+        "ix_usage_index_states",
+        "usage_index",
+        ["customer_id", "meter_code", "grain", "bucket_start", "dimensions", "seq"],
+        sqlite_where=sa.text("kind IN ('set', 'cpt')"),
+        postgresql_where=sa.text("kind IN ('set', 'cpt')"),
+    )
     from meterline.store.usage_index import rebuild
 
     rebuild(op.get_bind())
@@ -70,5 +78,6 @@ def downgrade() -> None:
             ),
             rows,
         )
+    op.drop_index("ix_usage_index_states", table_name="usage_index")
     op.drop_index("ix_usage_index_seq", table_name="usage_index")
     op.drop_table("usage_index")
