@@ -56,7 +56,10 @@ class RowKind(StrEnum):
 
     @property
     def is_state(self) -> bool:
-        return self in (RowKind.SET, RowKind.CHECKPOINT)
+        return self in _STATE_KINDS
+
+
+_STATE_KINDS = frozenset({RowKind.SET, RowKind.CHECKPOINT})
 
 
 class Grain(StrEnum):
@@ -103,14 +106,19 @@ def fold_rows(kind: Aggregation, rows: Iterable[IndexRow]) -> Folded:
     A state row at seq S holds everything <= S, so at equal seq it folds after
     the deltas it includes. The version counts the rows caused by facts
     (checkpoints are not changes)."""
-    ordered = sorted(rows, key=lambda r: (r.seq, r.kind.is_state))
+    if not isinstance(rows, list):
+        rows = list(rows)
+    if len(rows) == 1 and rows[0].kind is not RowKind.SUB:  # the common case
+        only = rows[0]
+        return Folded(only.state, only.events, 0 if only.kind is RowKind.CHECKPOINT else 1)
+    ordered = sorted(rows, key=lambda r: (r.seq, r.kind in _STATE_KINDS))
     start = 0
     for i, r in enumerate(ordered):
-        if r.kind.is_state:
+        if r.kind in _STATE_KINDS:
             start = i
     state, events = empty(kind), 0
     for r in ordered[start:]:
-        if r.kind.is_state:
+        if r.kind in _STATE_KINDS:
             state, events = r.state, r.events
         elif r.kind is RowKind.ADD:
             state, events = merge(state, r.state), events + r.events

@@ -282,10 +282,19 @@ def read(
             straddles = True
             continue
         key = (str(code), str(cust), str(grain), str(dims), int(start))
-        out.setdefault(key, []).append(
-            IndexRow(int(seq), int(first), RowKind(kind), from_json(state), int(n))
-        )
+        parsed = _STATES.get(state)
+        if parsed is None:
+            if len(_STATES) >= _STATES_SIZE:
+                _STATES.clear()
+            parsed = _STATES[state] = from_json(state)
+        out.setdefault(key, []).append(IndexRow(int(seq), int(first), _KINDS[kind], parsed, int(n)))
     return Read(out, straddles)
+
+
+# Parsed state texts (states are immutable values; texts repeat across buckets).
+_STATES: dict[str, Any] = {}
+_STATES_SIZE = 100_000
+_KINDS = {k.value: k for k in RowKind}
 
 
 def _meters_with_seq(conn: Connection) -> list[tuple[int, Meter]]:
