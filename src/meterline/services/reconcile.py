@@ -40,7 +40,7 @@ from meterline.domain.timestamps import format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
 from meterline.ledger.postings import Entry, issue_entry, revenue_by_charge, status_entry
 from meterline.metering import Meter, aggregate, dimensions, merge, to_json, value_of, window_start
-from meterline.metering.bitemporal import Grain, day_of, has_day_rollup
+from meterline.metering.bitemporal import Grain, IndexRow, RowKind, day_of, has_day_rollup
 from meterline.store import documents, journal, usage_index
 from meterline.store.customer_catalog import load_customers
 from meterline.store.database import Store
@@ -299,6 +299,17 @@ def _stored_windows(
     return out
 
 
+def _events_of(rows: list[IndexRow]) -> int:
+    """A bucket's live event count from its rows, whatever its meter (unknown here)."""
+    events = 0
+    for r in sorted(rows, key=lambda r: (r.seq, r.kind.is_state)):
+        if r.kind.is_state:
+            events = r.events
+        else:
+            events += r.events if r.kind is RowKind.ADD else -r.events
+    return events
+
+
 def _with_days(meter: Meter, fresh: dict[WindowKey, WindowRow]) -> dict[WindowKey, WindowRow]:
     """Recomputed windows plus their UTC-day rollups (keys as in `_stored_windows`)."""
     if not has_day_rollup(meter.window_us):
@@ -390,7 +401,7 @@ def check_windows(
             rows = usage_index.read(
                 conn, str(customer), [str(code)], [(Grain.WINDOW, -(2**62), 2**62)], None
             ).rows
-            counted = [sum(r.events for r in rs) for rs in rows.values()]
+            counted = [_events_of(rs) for rs in rows.values()]
             n, events = len(counted), sum(counted)
         else:
             why = "no stored events"
