@@ -212,6 +212,10 @@ BILLING_SCHEMAS: dict[str, Schema] = {
             "issued_at": _INSTANT,
             "previous_hash": STR,
             "document_hash": STR,
+            "format": {
+                "type": "integer",
+                "description": "Document format; absent = 1 (lines carry an events digest).",
+            },
         },
     ),
     "DocumentList": {"type": "array", "items": ref("Document")},
@@ -267,6 +271,7 @@ BILLING_SCHEMAS: dict[str, Schema] = {
                     }
                 },
             ),
+            "count_matches": {"type": "boolean"},
             "digest": STR,
             "digest_matches": {"type": "boolean"},
         },

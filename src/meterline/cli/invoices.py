@@ -206,9 +206,12 @@ def explain(
                 )
         if ln.get("usage"):
             u = ln["usage"]
-            typer.echo(
-                f"  {u['event_count']:,} events, {u['windows']['count']} windows of {u['windows']['size']}, digest {u['events_digest']}"
-            )
+            if "events_digest" in u:
+                typer.echo(
+                    f"  {u['event_count']:,} events, {u['windows']['count']} windows of {u['windows']['size']}, digest {u['events_digest']}"
+                )
+            else:
+                typer.echo(f"  {u['event_count']:,} events, windows of {u['window']}")
     if "events" in out:
         p = out["page"]
         typer.echo(
@@ -216,9 +219,14 @@ def explain(
         )
         for e in out["events"]:
             typer.echo(f"  {e['event_time']}  {e['source']}/{e['event_id']}  value={e['value']}")
-        typer.echo(
-            f"digest over all {p['total']:,} events {'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
-        )
+        if "digest_matches" in out:
+            typer.echo(
+                f"digest over all {p['total']:,} events {'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
+            )
+        else:
+            typer.echo(
+                f"{p['total']:,} events {'match' if out['count_matches'] else 'DO NOT match'} the line's event count"
+            )
 
 
 @handles_errors

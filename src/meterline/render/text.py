@@ -66,12 +66,14 @@ def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
             else:
                 out.append(f"  {line['line']}. {line['charge']}: {line['formula']}")
             usage = line.get("usage")
-            if usage:
+            if usage and "events_digest" in usage:
                 w = usage["windows"]
                 out.append(
                     f"     {usage['event_count']:,} events in {w['count']} windows of {w['size']}"
                     f"; events digest {usage['events_digest'][:16]}"
                 )
+            elif usage:
+                out.append(f"     {usage['event_count']:,} events (windows of {usage['window']})")
     out.append("")
     out.append(f"cutoff seq {doc['cutoff_seq']}; content hash {doc['content_hash']}")
     return "\n".join(out) + "\n"
