@@ -94,13 +94,18 @@ def ingest(
     fmt: str = typer.Option("auto", "--format", help="auto | ndjson | json | csv"),
     batch_size: int = typer.Option(20_000, "--batch-size", min=1, max=1_000_000),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Validation processes (one writer stores in order)."
+    ),
 ) -> None:
     """Ingest usage events. Bad events are rejected with a code and quarantined."""
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}")
     s = settings(ctx)
     store = s.store()
-    ingestor = ingestor_for(store, s.clock())
+    from meterline.ingest.parallel import ParallelIngestor
+
+    ingestor = ParallelIngestor(ingestor_for(store, s.clock()), workers)
     options = IngestOptions(source=source, backfill=backfill, origin="cli", batch_size=batch_size)
 
     def items() -> Iterator[Item]:
