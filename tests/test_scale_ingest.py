@@ -128,7 +128,9 @@ def _files(tmp_path: Path) -> tuple[list[Path], dict[str, int]]:
     paths = []
     for f in range(3):
         rows = list(shared)
-        rows += [_event(f"k{i}", f"c{i % CUSTOMERS}", 100 * (f + 1) + i % 7, i) for i in range(CONFLICTS)]
+        rows += [
+            _event(f"k{i}", f"c{i % CUSTOMERS}", 100 * (f + 1) + i % 7, i) for i in range(CONFLICTS)
+        ]
         unique = [_event(f"u{f}-{i}", f"c{i % CUSTOMERS}", i % 11 + 1, i) for i in range(UNIQUE)]
         for e in unique:
             tokens[e["event_id"]] = e["properties"]["tokens"]

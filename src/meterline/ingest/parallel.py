@@ -32,8 +32,8 @@ from meterline.ingest.readers import Item
 from meterline.ingest.service import (
     EventCheck,
     IngestOptions,
-    IngestReport,
     Ingestor,
+    IngestReport,
     PreparedBatch,
     prepare,
 )
