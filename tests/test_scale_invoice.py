@@ -13,7 +13,10 @@ from sqlalchemy import text
 from tests.billing_support import FEB, FEB_US, calls, catalog, clock, close_january, setup
 from tests.support import ingest
 
+from meterline.billing.document import Issued
 from meterline.services import invoice_run
+from meterline.services.reconcile import reconcile
+from meterline.store import sequence
 from meterline.store.database import Store
 
 CUSTOMERS = 60
@@ -113,3 +116,44 @@ def test_a_killed_claim_is_claimable_again(store: Store) -> None:
     result = invoice_run.run(store, PERIOD, FEB_US)
     assert len(result.issued) == CUSTOMERS
     assert invoice_run.pending(store, PERIOD) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_body_from_a_snapshot_is_issued_when_only_others_changed(store: Store) -> None:
+    """Computed at k0 outside the lock; other customers' events arrive before the
+    append: issued with cutoff k0, and it reproduces at k0 (reconcile is clean)."""
+    _world(store)
+    snap = invoice_run.compute_at_snapshot(store, "c000", PERIOD, FEB_US, False)
+    assert isinstance(snap, invoice_run.Snapshot)
+    ingest(store, clock(FEB), calls(3, prefix="late-", customer="c001"))  # another customer
+    issued = invoice_run.append_if_unchanged(store, snap, FEB_US, False)
+    assert isinstance(issued, Issued)
+    assert issued.body["cutoff_seq"] == snap.k0
+    with store.read() as conn:
+        assert sequence.current(conn) > snap.k0 + 3  # three events and the document since k0
+
+    # This customer's own late event in between: not issued from the snapshot.
+    snap = invoice_run.compute_at_snapshot(store, "c002", PERIOD, FEB_US, False)
+    assert isinstance(snap, invoice_run.Snapshot)
+    ingest(store, clock(FEB), calls(1, prefix="own-", customer="c002"))
+    assert invoice_run.append_if_unchanged(store, snap, FEB_US, False) is None
+    # A catalog change in between (a new customer): not issued from the snapshot either.
+    snap = invoice_run.compute_at_snapshot(store, "c003", PERIOD, FEB_US, False)
+    assert isinstance(snap, invoice_run.Snapshot)
+    setup(store, catalog(customers=[{"id": "zz", "name": "Z", "currency": "USD"}]))
+    assert invoice_run.append_if_unchanged(store, snap, FEB_US, False) is None
+
+    result = invoice_run.run(store, PERIOD, FEB_US)
+    assert len(result.issued) == CUSTOMERS - 1 and len(result.already) == 1
+    with store.read() as conn:
+        cutoffs = {
+            str(c): int(k)
+            for c, k in conn.execute(text("SELECT customer_id, cutoff_seq FROM documents"))
+        }
+        late = conn.execute(
+            text("SELECT seq FROM events WHERE customer_id = 'c002' ORDER BY seq DESC LIMIT 1")
+        ).scalar_one()
+    assert cutoffs["c002"] >= late  # recomputed: the late event is billed
+    report = reconcile(store)
+    assert report.ok, report.to_json()
