@@ -36,7 +36,18 @@ from meterline.services import invoice_run
 from meterline.services.catalog import apply_catalog
 from meterline.store.database import Store
 from meterline.wiring import ingestor_for
-from scale import CATALOG, CUSTOMERS, NOW, NOW_US, invoice_catalog, ndjson
+from scale import (
+    _FEB_US,
+    CATALOG,
+    CUSTOMERS,
+    NOW,
+    NOW_US,
+    _encoder,
+    _iso,
+    event,
+    invoice_catalog,
+    ndjson,
+)
 from stores import fresh_store
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -81,7 +92,7 @@ class CpuClock:
         return Cost(time.process_time() - self.c0, _backend_cpu(self.store) - self.s0)
 
 
-def ingest_cost(path: Path, meters: bool, batch: int) -> Cost:
+def ingest_cost(path: Path, meters: bool, batch: int) -> tuple[Cost, dict[str, int]]:
     with fresh_store("postgres") as store:
         if meters:
             apply_catalog(store, CATALOG, parse_rfc3339("2024-01-01T00:00:00Z"))
@@ -89,7 +100,8 @@ def ingest_cost(path: Path, meters: bool, batch: int) -> Cost:
         options = IngestOptions(origin="cli", batch_size=batch)
         clock = CpuClock(store)
         ingestor.ingest(read_file(str(path)), options)
-        return clock.stop()
+        cost = clock.stop()
+        return cost, storage_bytes(store)
 
 
 def validate_cost(path: Path, batch: int) -> float:
@@ -121,6 +133,39 @@ def invoice_cost(path: Path, customers: int, batch: int) -> tuple[Cost, int]:
         return cost, billed
 
 
+def month_of_usage(customers: int, per_customer: int) -> bytes:
+    """`customers` customers, each with events spread evenly over February (hourly
+    windows filled all month): what a month-end invoice reads."""
+    step = 29 * 86_400_000_000 // per_customer
+    out = []
+    for c in range(customers):
+        for j in range(per_customer):
+            e = event(f"m{c}-", j)
+            e["customer_id"] = f"cust-{c:04d}"
+            e["event_time"] = _iso(_FEB_US + j * step + c)
+            out.append(_encoder.encode(e))
+    return b"\n".join(out) + b"\n"
+
+
+def storage_bytes(store: Store) -> dict[str, int]:
+    """On-disk bytes (heap + indexes + TOAST) of the event log and the window index."""
+    sizes: dict[str, int] = {}
+    with store.read() as conn:
+        for name in ("events", "event_keys", "windows"):
+            sizes[name] = int(
+                conn.execute(
+                    text(
+                        "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                        "WHERE c.oid = to_regclass(:t) OR c.oid IN "
+                        "(SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(:t))"
+                    ),
+                    {"t": name},
+                ).scalar_one()
+            )
+        sizes["window rows"] = int(conn.execute(text("SELECT COUNT(*) FROM windows")).scalar_one())
+    return sizes
+
+
 def per_event(seconds: float, n: int) -> str:
     us = seconds * 1e6 / n
     return f"{us:8.1f} µs  {1e6 / us if us > 0 else float('inf'):>10,.0f} /s per core"
@@ -141,9 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp) / "events.ndjson"
         path.write_bytes(ndjson("e", 0, n) + b"\n")
         validate = validate_cost(path, args.batch_size)
-        bare = ingest_cost(path, meters=False, batch=args.batch_size)
-        metered = ingest_cost(path, meters=True, batch=args.batch_size)
+        bare, _ = ingest_cost(path, meters=False, batch=args.batch_size)
+        metered, sizes = ingest_cost(path, meters=True, batch=args.batch_size)
         inv, billed = invoice_cost(path, args.invoice_customers, args.batch_size)
+        month = Path(tmp) / "month.ndjson"
+        month.write_bytes(month_of_usage(10, 4_000))
+        inv_month, billed_month = invoice_cost(month, 10, args.batch_size)
     store_client = bare.client - validate
     index_client = metered.client - bare.client
     index_server = metered.server - bare.server
@@ -158,6 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         f"client {inv.client:.2f} s, server {inv.server:.2f} s; "
         f"{inv.total * 1e3 / args.invoice_customers:.1f} ms CPU per invoice, "
         f"{per_event(inv.total, billed).strip()} (billed events)"
+    )
+    print(
+        f"invoice  10 invoices, a whole month each ({billed_month:,} events, hourly windows): "
+        f"{inv_month.total * 1e3 / 10:.1f} ms CPU per invoice"
+    )
+    rows = sizes.pop("window rows")
+    print(
+        "storage  bytes per event: "
+        + ", ".join(f"{name} {size / n:.0f}" for name, size in sizes.items())
+        + f"; {rows:,} window rows, {sizes['windows'] / max(rows, 1):.0f} bytes each"
     )
     return 0
 
