@@ -21,12 +21,14 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from time import perf_counter
 from typing import Any
 
+from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import from_datetime
 from meterline.ingest.readers import Item
 from meterline.ingest.service import (
@@ -136,7 +138,14 @@ class ParallelIngestor:
                     break
                 chunk, now_us, future = in_flight.popleft()
                 t0 = perf_counter()
-                batch = future.result()
+                try:
+                    batch = future.result()
+                except BrokenProcessPool as exc:
+                    raise MeterlineError(
+                        ErrorCode.STORE_UNAVAILABLE,
+                        f"a validation worker process stopped ({exc}); committed batches "
+                        "are kept, re-run to resume",
+                    ) from None
                 self.ingestor.timings.validate += perf_counter() - t0  # time waited
                 self._store(chunk, batch, now_us, options, report)
                 if progress is not None:
