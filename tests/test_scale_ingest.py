@@ -77,6 +77,19 @@ def _quarantine(store: Store) -> list[tuple[int, str, bytes]]:
     return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
 
+def _usage(store: Store, customer: str) -> dict[str, Any]:
+    """Windows and total as the index serves them (whatever the index's tables)."""
+    with store.read() as conn:
+        return query_usage(
+            conn,
+            customer=customer,
+            meter_code="tokens",
+            from_us=FEB_START,
+            to_us=FEB_END,
+            now_us=parse_rfc3339(NOW),
+        )
+
+
 def test_workers_give_the_serial_outcome(store: Store, clock: FixedClock) -> None:
     raw = _mixed_input()
     items = [Item(r, n + 1) for n, r in enumerate(raw)]
@@ -86,7 +99,10 @@ def test_workers_give_the_serial_outcome(store: Store, clock: FixedClock) -> Non
         reset(store)
         _apply(store)
         report = ParallelIngestor(ingestor_for(store, clock), workers).ingest(items, options)
-        outcomes.append((report.to_dict(), report.batches, stored(store), _quarantine(store)))
+        usage = [_usage(store, f"c{c}") for c in range(5)]
+        outcomes.append(
+            (report.to_dict(), report.batches, stored(store), _quarantine(store), usage)
+        )
     serial, parallel = outcomes
     assert serial[0]["rejected"] > 10 and serial[0]["duplicates"] > 0  # the input has rejects
     assert {r["code"] for r in serial[0]["rejects"]} >= {
@@ -95,6 +111,7 @@ def test_workers_give_the_serial_outcome(store: Store, clock: FixedClock) -> Non
         "EVENT_ID_CONFLICT",
         "INVALID_PROPERTY",
     }
+    assert sum(Decimal(str(u["total"])) for u in serial[4]) > 0
     assert parallel == serial
 
 
