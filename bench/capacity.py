@@ -37,15 +37,15 @@ from meterline.services.catalog import apply_catalog
 from meterline.store.database import Store
 from meterline.wiring import ingestor_for
 from scale import (
-    _FEB_US,
     CATALOG,
     CUSTOMERS,
+    ENCODER,
+    FEB_US,
     NOW,
     NOW_US,
-    _encoder,
-    _iso,
     event,
     invoice_catalog,
+    iso,
     ndjson,
 )
 from stores import fresh_store
@@ -142,8 +142,8 @@ def month_of_usage(customers: int, per_customer: int) -> bytes:
         for j in range(per_customer):
             e = event(f"m{c}-", j)
             e["customer_id"] = f"cust-{c:04d}"
-            e["event_time"] = _iso(_FEB_US + j * step + c)
-            out.append(_encoder.encode(e))
+            e["event_time"] = iso(FEB_US + j * step + c)
+            out.append(ENCODER.encode(e))
     return b"\n".join(out) + b"\n"
 
 

@@ -80,9 +80,9 @@ CATALOG: dict[str, Any] = {
     ]
 }
 
-_encoder = msgspec.json.Encoder()
-_FEB_US = parse_rfc3339("2024-02-01T00:00:00Z")
-_STEP_US = 4_000_000
+ENCODER = msgspec.json.Encoder()
+FEB_US = parse_rfc3339("2024-02-01T00:00:00Z")
+STEP_US = 4_000_000
 
 
 def event(prefix: str, i: int) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def event(prefix: str, i: int) -> dict[str, Any]:
         "event_id": f"{prefix}{i}",
         "customer_id": f"cust-{i % CUSTOMERS:04d}",
         # In time order, 4 s apart (30 days for 600k): a live stream, not a backfill.
-        "event_time": _iso(_FEB_US + i * _STEP_US),
+        "event_time": iso(FEB_US + i * STEP_US),
     }
     if i % 2:
         e["event_type"] = "llm_call"
@@ -103,12 +103,12 @@ def event(prefix: str, i: int) -> dict[str, Any]:
     return e
 
 
-def _iso(us: int) -> str:
+def iso(us: int) -> str:
     return to_datetime(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def ndjson(prefix: str, start: int, count: int) -> bytes:
-    return b"\n".join(_encoder.encode(event(prefix, i)) for i in range(start, start + count))
+    return b"\n".join(ENCODER.encode(event(prefix, i)) for i in range(start, start + count))
 
 
 # -- CPU use of the whole machine -----------------------------------------------
@@ -356,7 +356,7 @@ def fill_topic(bootstrap: str, events: int) -> str:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     for i in range(events):
         e = event("k", i)
-        producer.produce(topic, key=e["customer_id"].encode(), value=_encoder.encode(e))
+        producer.produce(topic, key=e["customer_id"].encode(), value=ENCODER.encode(e))
         if i % 1000 == 0:
             producer.poll(0)
     if producer.flush(60) != 0:
