@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=60_000, help="events per ingest case")
     parser.add_argument("--http-batches", type=int, default=40, help="batches of 1,000 per case")
     parser.add_argument("--kafka-events", type=int, default=30_000)
-    parser.add_argument("--invoice-customers", type=int, default=200)
+    parser.add_argument("--invoice-customers", type=int, default=500)
     parser.add_argument("--only", default="ingest,serve,kafka,invoice,stages")
     parser.add_argument("--loadgen", nargs=2, metavar=("URL", "BATCHES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
