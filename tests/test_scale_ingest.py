@@ -233,3 +233,23 @@ def test_three_ingest_processes_overlapping_files(store: Store, tmp_path: Path) 
         expected[str(customer)] = expected.get(str(customer), Decimal(0)) + Decimal(value)
     for customer, total in expected.items():
         assert _usage_total(store, customer) == total
+
+
+def test_cli_workers_report_equals_serial_report(tmp_path: Path) -> None:
+    """`meterline ingest --workers 3` prints what `--workers 1` prints (SQLite files)."""
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(b"\n".join(_mixed_input()) + b"\n")
+    outputs = []
+    for workers in ("1", "3"):
+        db = f"sqlite:///{tmp_path / f'w{workers}.db'}"
+        base = [sys.executable, "-m", "meterline", "--db", db, "--now", NOW]
+        assert subprocess.run([*base, "init"], capture_output=True).returncode == 0
+        proc = subprocess.run(
+            [*base, "ingest", str(path), "--batch-size", "50", "--workers", workers, "--json"],
+            capture_output=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        outputs.append(json.loads(proc.stdout))
+    assert outputs[0]["rejected"] > 10 and outputs[0]["rejects"][0]["line"] > 0
+    assert outputs[1] == outputs[0]
