@@ -94,13 +94,18 @@ def ingest(
     fmt: str = typer.Option("auto", "--format", help="auto | ndjson | json | csv"),
     batch_size: int = typer.Option(20_000, "--batch-size", min=1, max=1_000_000),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Validation processes (one writer stores in order)."
+    ),
 ) -> None:
     """Ingest usage events. Bad events are rejected with a code and quarantined."""
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}")
     s = settings(ctx)
     store = s.store()
-    ingestor = ingestor_for(store, s.clock())
+    from meterline.ingest.parallel import ParallelIngestor
+
+    ingestor = ParallelIngestor(ingestor_for(store, s.clock()), workers)
     options = IngestOptions(source=source, backfill=backfill, origin="cli", batch_size=batch_size)
 
     def items() -> Iterator[Item]:
@@ -299,6 +304,9 @@ def serve(
     max_body_bytes: int = typer.Option(
         10 * 1024 * 1024, "--max-body-bytes", min=1, help="Largest accepted request body."
     ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Server processes (PostgreSQL only when > 1)."
+    ),
 ) -> None:
     """Run the HTTP API (keys from env METERLINE_API_KEYS="KEY:ingest,KEY2:admin")."""
     import logging
@@ -311,9 +319,25 @@ def serve(
     keys = KeyRing.from_env()
     check_bind(host, keys)
     s = settings(ctx)
-    application = create_app(s.db, s.clock(), keys, max_body_bytes=max_body_bytes)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s:     %(name)s: %(message)s")
     logging.getLogger("meterline").setLevel(logging.INFO)
+    if workers > 1:
+        from meterline.api.workers import check_workers, export_settings
+
+        check_workers(s.db, workers)
+        s.clock()  # a bad --now fails here, once, not in every worker
+        export_settings(s.db, s.now, max_body_bytes)
+        uvicorn.run(
+            "meterline.api.workers:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            server_header=False,
+        )
+        return
+    application = create_app(s.db, s.clock(), keys, max_body_bytes=max_body_bytes)
     uvicorn.run(application, host=host, port=port, log_level="info", server_header=False)
 
 

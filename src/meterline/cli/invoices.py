@@ -45,7 +45,13 @@ def issue(
 ) -> None:
     """Issue invoices for a period; a customer-period is never invoiced twice."""
     s = settings(ctx)
-    result = invoicing.issue(s.store(), period, from_datetime(s.clock().now()), customer, force)
+    store, now_us = s.store(), from_datetime(s.clock().now())
+    if customer is None:  # shared with concurrent runs on PostgreSQL (services/invoice_run.py)
+        from meterline.services import invoice_run
+
+        result = invoice_run.run(store, period, now_us, force)
+    else:
+        result = invoicing.issue(store, period, now_us, customer, force)
     if as_json:
         print_json([d.to_dict() for d in result.issued])
     else:

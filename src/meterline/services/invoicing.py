@@ -328,25 +328,39 @@ def _issue_one(
         existing = documents.invoice_for(conn, customer_id, label)
         if existing is not None:
             return existing
-        billing = gather(conn, customer_id, label, k, checkpoint=True)
-        closing = closes_at(billing)
-        watermark = current_watermark(conn, now_us)
-        if not force and (watermark is None or watermark < closing):
-            seen = "no events yet" if watermark is None else format_us(watermark)
-            raise MeterlineError(
-                ErrorCode.PERIOD_NOT_CLOSED,
-                f"{label} for {customer_id} is not closed: the watermark is {seen}; the period "
-                f"closes when it reaches {format_us(closing)} (use --force to issue anyway)",
-                watermark=watermark,
-                closes_at=closing,
-            )
-        spent = documents.credits_spent(conn, customer_id, k)
-        body = with_format(
-            assemble(billing.customer, billing.period, billing.subscriptions, k, spent), FORMAT
+        body, period = invoice_body(conn, customer_id, label, k, now_us, force, checkpoint=True)
+        return documents.append(conn, Kind.INVOICE, body, body_hash(body), period, now_us, force)
+
+
+def invoice_body(
+    conn: Connection,
+    customer_id: str,
+    label: str,
+    k: int,
+    now_us: int,
+    force: bool,
+    checkpoint: bool = False,
+) -> tuple[dict[str, Any], Period]:
+    """The body of the invoice to issue at cutoff k (refused while the period is open).
+    Shared with the split invoice run (services/invoice_run.py). `checkpoint` only in a
+    write transaction holding the knowledge lock at k (usage index checkpoints)."""
+    billing = gather(conn, customer_id, label, k, checkpoint=checkpoint)
+    closing = closes_at(billing)
+    watermark = current_watermark(conn, now_us)
+    if not force and (watermark is None or watermark < closing):
+        seen = "no events yet" if watermark is None else format_us(watermark)
+        raise MeterlineError(
+            ErrorCode.PERIOD_NOT_CLOSED,
+            f"{label} for {customer_id} is not closed: the watermark is {seen}; the period "
+            f"closes when it reaches {format_us(closing)} (use --force to issue anyway)",
+            watermark=watermark,
+            closes_at=closing,
         )
-        return documents.append(
-            conn, Kind.INVOICE, body, body_hash(body), billing.period, now_us, force
-        )
+    spent = documents.credits_spent(conn, customer_id, k)
+    body = with_format(
+        assemble(billing.customer, billing.period, billing.subscriptions, k, spent), FORMAT
+    )
+    return body, billing.period
 
 
 def show(store: Store, number: str) -> Issued:

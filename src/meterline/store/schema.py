@@ -295,3 +295,20 @@ usage_index = Table(
     Column("state", Text, nullable=False),
     Column("events", BigInteger, nullable=False),
 )
+
+# -- scale-out (issue 13): invoice runs split across processes -----------------
+
+# Operational state, not a fact: which customer-periods an invoice run has done.
+# A process claims a pending row with SELECT ... FOR UPDATE SKIP LOCKED and holds
+# the row lock while it issues; the lock dies with its connection, so a killed
+# process leaves its claim to the next one. The invoice itself stays unique by
+# documents.invoice_key, whatever this table says.
+invoice_claims = Table(
+    "invoice_claims",
+    metadata,
+    Column("period_label", String(7), primary_key=True),
+    Column("customer_id", String(256), primary_key=True),
+    Column("state", String(8), nullable=False),
+    Column("number", String(32)),
+    Column("done_at", BigInteger),
+)

@@ -1,0 +1,179 @@
+"""`ingest --workers N`: validation in N worker processes, one writer in this one.
+
+Validation (JSON decoding, RFC 3339, canonical JSON, SHA-256) is pure and per
+batch, so it parallelises; storing is not: seq values must be handed out in
+input order and the window index folds batches in that order. So the parent
+cuts the input into the same batches as the serial path, numbers every item
+with its global position, sends each batch to a worker (`prepare`, the serial
+path's own function), and stores the prepared batches strictly in input order
+with the serial path's own store functions. The outcome (counts, rejects with
+their positions and lines, seq order) is the serial outcome.
+
+Spawn-safe: the worker entry points are module-level functions and everything
+sent to a worker is plain data (bytes, ints, decoded JSON values), so this runs
+under the `spawn` start method on every platform. At most `2 * workers` batches
+are in flight, so memory stays bounded on a file of any size.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from time import perf_counter
+from typing import Any
+
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.timestamps import from_datetime
+from meterline.ingest.readers import Item
+from meterline.ingest.service import (
+    EventCheck,
+    IngestOptions,
+    Ingestor,
+    IngestReport,
+    PreparedBatch,
+    prepare,
+)
+from meterline.store import audit
+from meterline.store.database import Store, open_store
+from meterline.store.event_log import BatchHeader, append_batch
+from meterline.store.meter_catalog import MeterCatalog
+from meterline.store.partitions import month_of
+from meterline.store.window_index import check_properties
+
+# (position, raw, line, decoded, obj): an Item as plain picklable data. Item's
+# "not decoded" sentinel is an identity, which would not survive pickling.
+WireItem = tuple[int, bytes, int, bool, Any]
+
+
+@dataclass(frozen=True)
+class _WorkerState:
+    store: Store
+    catalog: MeterCatalog
+    options: IngestOptions
+
+
+_state: _WorkerState | None = None
+
+
+def _init_worker(store_url: str, options: IngestOptions) -> None:
+    """Runs once in each worker process: its own store handle and meter cache."""
+    global _state
+    _state = _WorkerState(open_store(store_url), MeterCatalog(), options)
+
+
+def _prepare_in_worker(wire: list[WireItem], now_us: int, with_check: bool) -> PreparedBatch:
+    state = _state
+    assert state is not None, "worker not initialised"
+    chunk = [
+        (pos, Item(raw, line, obj) if decoded else Item(raw, line))
+        for pos, raw, line, decoded, obj in wire
+    ]
+    check: EventCheck | None = None
+    if with_check:
+        with state.store.read() as conn:
+            state.catalog.refresh(conn)
+        check = partial(check_properties, state.catalog) if state.catalog.by_type else None
+    return prepare(chunk, now_us, state.options, check)
+
+
+def _wire(chunk: list[tuple[int, Item]]) -> list[WireItem]:
+    return [
+        (pos, item.raw, item.line, item.decoded, item.obj if item.decoded else None)
+        for pos, item in chunk
+    ]
+
+
+def _batches(items: Iterable[Item], size: int) -> Iterator[list[tuple[int, Item]]]:
+    it = enumerate(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class ParallelIngestor:
+    """Wraps the serial Ingestor: same store, index, partitions and accounting."""
+
+    def __init__(self, ingestor: Ingestor, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.ingestor = ingestor
+        self.workers = workers
+
+    def ingest(
+        self,
+        items: Iterable[Item],
+        options: IngestOptions,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        if self.workers == 1:
+            return self.ingestor.ingest(items, options, progress)
+        store = self.ingestor.store
+        report = IngestReport()
+        context = multiprocessing.get_context("spawn")
+        in_flight: deque[tuple[list[tuple[int, Item]], int, Future[PreparedBatch]]] = deque()
+        with ProcessPoolExecutor(
+            self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(store.url, options),
+        ) as pool:
+            batches = _batches(items, options.batch_size)
+            exhausted = False
+            while True:
+                while not exhausted and len(in_flight) < 2 * self.workers:
+                    chunk = next(batches, None)
+                    if chunk is None:
+                        exhausted = True
+                        break
+                    now_us = from_datetime(self.ingestor.clock.now())
+                    with_check = self.ingestor.index is not None
+                    future = pool.submit(_prepare_in_worker, _wire(chunk), now_us, with_check)
+                    in_flight.append((chunk, now_us, future))
+                if not in_flight:
+                    break
+                chunk, now_us, future = in_flight.popleft()
+                t0 = perf_counter()
+                try:
+                    batch = future.result()
+                except BrokenProcessPool as exc:
+                    raise MeterlineError(
+                        ErrorCode.STORE_UNAVAILABLE,
+                        f"a validation worker process stopped ({exc}); committed batches "
+                        "are kept, re-run to resume",
+                    ) from None
+                self.ingestor.timings.validate += perf_counter() - t0  # time waited
+                self._store(chunk, batch, now_us, options, report)
+                if progress is not None:
+                    progress(len(chunk))
+        return report
+
+    def _store(
+        self,
+        chunk: list[tuple[int, Item]],
+        batch: PreparedBatch,
+        now_us: int,
+        options: IngestOptions,
+        report: IngestReport,
+    ) -> None:
+        """The serial path's write phase (Ingestor.ingest), for one prepared batch."""
+        ing = self.ingestor
+        t1 = perf_counter()
+        if ing.store.is_postgres and batch.candidates:
+            months = {month_of(c.event.event_time) for c in batch.candidates}
+            ing._partitions.ensure(ing.store.engine, months)
+        header = BatchHeader(now_us, options.origin, options.source, options.backfill)
+        with ing.store.write() as conn:
+            result = append_batch(conn, header, batch.candidates, batch.rejects, batch.duplicates)
+            t2 = perf_counter()
+            if ing.index is not None:
+                ing.index(conn, header, result)
+            audit.ingest_batch(conn, result, len(batch.rejects), options.origin, now_us)
+            t3 = perf_counter()
+        ing.timings.write += t2 - t1 + perf_counter() - t3
+        ing.timings.index += t3 - t2
+        Ingestor._account(report, chunk, batch, result)

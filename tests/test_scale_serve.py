@@ -1,0 +1,93 @@
+"""`meterline serve --workers N` (issue 13): several server processes on one PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import msgspec
+import pytest
+from sqlalchemy import text
+from tests.api.server import INGEST_KEY, KEYS, NOW, Server, _wait, clean_env, free_port, meterline
+
+from meterline.store import sequence
+from meterline.store.database import Store
+
+
+def _start(db_url: str, log_dir: Path, workers: int) -> Server:
+    port = free_port()
+    log_path = log_dir / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "meterline", "--db", db_url, "--now", NOW),
+                *("serve", "--port", str(port), "--workers", str(workers)),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(KEYS),
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, log_path)
+    if not _wait(server, "/readyz"):
+        server.stop()
+        raise AssertionError(f"server did not become ready:\n{server.log()}")
+    return server
+
+
+def _batch(b: int, size: int) -> bytes:
+    return b"\n".join(
+        msgspec.json.encode(
+            {
+                "event_id": f"b{b}-{i}",
+                "customer_id": f"c{i % 9}",
+                "event_type": "api_call",
+                "event_time": f"2024-02-0{1 + b % 8}T{i % 24:02d}:00:00Z",
+                "properties": {"tokens": i % 5},
+            }
+        )
+        for i in range(size)
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_two_server_processes_ingest_and_keep_seq(store: Store, tmp_path: Path) -> None:
+    server = _start(store.url, tmp_path, workers=2)
+    batches, size = 24, 250
+    try:
+
+        def send(b: int) -> tuple[int, int]:
+            with server.client(INGEST_KEY) as client:
+                body = _batch(b, size)
+                first = client.post(
+                    "/v1/events", content=body, headers={"content-type": "application/x-ndjson"}
+                )
+                again = client.post(  # a retried request: all duplicates
+                    "/v1/events", content=body, headers={"content-type": "application/x-ndjson"}
+                )
+                assert first.status_code == again.status_code == 200, first.text
+                return int(first.json()["accepted"]), int(again.json()["duplicates"])
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(send, range(batches)))
+    finally:
+        server.stop()
+    pids = set(re.findall(r"Started server process \[(\d+)\]", server.log()))
+    assert len(pids) == 2, server.log()  # two processes served
+    assert sum(a for a, _ in results) == sum(d for _, d in results) == batches * size
+    with store.read() as conn:
+        seqs = [int(s) for s in conn.execute(text("SELECT seq FROM events ORDER BY seq")).scalars()]
+        last = sequence.current(conn)
+    assert seqs == list(range(1, last + 1)) and last == batches * size
+
+
+def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    assert meterline("--db", db, "init").returncode == 0
+    proc = meterline("--db", db, "serve", "--workers", "2", env=clean_env(KEYS))
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "needs PostgreSQL" in err, err
