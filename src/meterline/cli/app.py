@@ -170,6 +170,11 @@ from meterline.cli import consume  # noqa: E402
 
 consume.register(app)
 
+from meterline.cli import exports, webhooks  # noqa: E402
+
+webhooks.register(app)
+exports.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
@@ -299,6 +304,9 @@ def serve(
     max_body_bytes: int = typer.Option(
         10 * 1024 * 1024, "--max-body-bytes", min=1, help="Largest accepted request body."
     ),
+    no_webhooks: bool = typer.Option(
+        False, "--no-webhooks", help="Do not run the webhook dispatcher in this process."
+    ),
 ) -> None:
     """Run the HTTP API (keys from env METERLINE_API_KEYS="KEY:ingest,KEY2:admin")."""
     import logging
@@ -311,7 +319,9 @@ def serve(
     keys = KeyRing.from_env()
     check_bind(host, keys)
     s = settings(ctx)
-    application = create_app(s.db, s.clock(), keys, max_body_bytes=max_body_bytes)
+    application = create_app(
+        s.db, s.clock(), keys, max_body_bytes=max_body_bytes, dispatch_webhooks=not no_webhooks
+    )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s:     %(name)s: %(message)s")
     logging.getLogger("meterline").setLevel(logging.INFO)
     uvicorn.run(application, host=host, port=port, log_level="info", server_header=False)

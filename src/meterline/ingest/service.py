@@ -26,7 +26,7 @@ from meterline.domain.events import (
 )
 from meterline.domain.timestamps import from_datetime
 from meterline.ingest.readers import Item
-from meterline.store import audit
+from meterline.store import audit, webhook_facts
 from meterline.store.database import Store
 from meterline.store.event_log import AppendResult, BatchHeader, Candidate, Reject, append_batch
 from meterline.store.partitions import Partitions, month_of
@@ -195,6 +195,7 @@ class Ingestor:
                 if self.index is not None:
                     self.index(conn, header, result)
                 audit.ingest_batch(conn, result, len(batch.rejects), options.origin, now_us)
+                webhook_facts.ingest_batch(conn, header, result, batch.rejects, now_us)
                 t3 = perf_counter()
             timings = self.timings
             timings.validate += t1 - t0
