@@ -29,6 +29,7 @@ from meterline.api.adapt import (
 )
 from meterline.api.auth import Scope, require
 from meterline.api.context import AppContext, StoreHandle
+from meterline.domain.clock import SystemClock
 from meterline.domain.timestamps import from_datetime
 from meterline.services import webhooks
 from meterline.webhooks.events import EventType
@@ -293,7 +294,9 @@ class BackgroundDispatcher:
                 self.stop.wait(self.idle_s)
                 continue
             log.info("webhook dispatcher started")
-            webhooks.Dispatcher(store, self.handle.clock).run(self.stop, self.idle_s)
+            # The wall clock, even when --now pins the receiving clock: receivers
+            # check webhook-timestamp against theirs (Standard Webhooks).
+            webhooks.Dispatcher(store, SystemClock()).run(self.stop, self.idle_s)
 
     def start(self) -> None:
         self.thread.start()

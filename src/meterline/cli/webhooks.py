@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterline.cli.context import handles_errors, print_json, settings
+from meterline.domain.clock import SystemClock
 from meterline.domain.timestamps import US_PER_SECOND, from_datetime
 from meterline.services import webhooks
 from meterline.webhooks.retry import RetryPolicy
@@ -144,9 +145,11 @@ def run(
         round(backoff_cap * US_PER_SECOND),
         round(retry_window * US_PER_SECOND),
     )
+    # The wall clock even under --now: receivers check webhook-timestamp
+    # against theirs (Standard Webhooks), and retries must come due.
     dispatcher = webhooks.Dispatcher(
         s.store(),
-        s.clock(),
+        SystemClock(),
         policy=policy,
         timeout_s=timeout,
         lease_us=round(lease * US_PER_SECOND),
