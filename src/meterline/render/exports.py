@@ -146,34 +146,33 @@ def parquet_chunks(columns: tuple[Column, ...], rows: Iterable[Row]) -> Iterator
     schema = arrow_schema(columns)
     sink = _ChunkSink()
     writer = pq.ParquetWriter(sink, schema, compression="zstd")
-    decimals = [i for i, c in enumerate(columns) if c.type is ColumnType.DECIMAL]
     names = [c.name for c in columns]
     try:
-        batch: list[list[Any]] = [[] for _ in columns]
-        count = 0
+        batch: list[Row] = []
         for row in rows:
-            for i, v in enumerate(row):
-                batch[i].append(v)
-            count += 1
-            if count == CHUNK_ROWS:
-                writer.write_batch(_record_batch(pa, schema, batch, decimals, names))
-                batch, count = [[] for _ in columns], 0
+            batch.append(row)
+            if len(batch) == CHUNK_ROWS:
+                writer.write_batch(_record_batch(pa, schema, batch, names))
+                batch = []
                 yield sink.take()
-        if count or sink.tell() == 0:
-            writer.write_batch(_record_batch(pa, schema, batch, decimals, names))
+        if batch or sink.tell() == 0:
+            writer.write_batch(_record_batch(pa, schema, batch, names))
     finally:
         writer.close()
     yield sink.take()
 
 
-def _record_batch(
-    pa: Any, schema: Any, batch: list[list[Any]], decimals: list[int], names: list[str]
-) -> Any:
-    for i in decimals:
-        batch[i] = [None if v is None else _exact(v, names[i]) for v in batch[i]]
-    return pa.RecordBatch.from_arrays(
-        [pa.array(col, type=schema.field(i).type) for i, col in enumerate(batch)], schema=schema
-    )
+def _record_batch(pa: Any, schema: Any, batch: list[Row], names: list[str]) -> Any:
+    columns = list(zip(*batch, strict=True)) if batch else [() for _ in names]
+    arrays = []
+    for i, col in enumerate(columns):
+        try:
+            arrays.append(pa.array(col, type=schema.field(i).type))
+        except pa.ArrowInvalid:
+            for v in col:  # name the value that does not fit; never round it
+                _exact(v, names[i])
+            raise
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def chunks(fmt_name: str, columns: tuple[Column, ...], rows: Iterable[Row]) -> Iterator[bytes]:

@@ -18,11 +18,11 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from meterline.billing.periods import parse_label
-from meterline.domain.canonical import dumps
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.domain.money import Currency
@@ -211,26 +211,61 @@ def invoice_rows(conn: Connection, label: str) -> Iterator[Row]:
         )
 
 
+# Dimension values are strings or null: msgspec's sorted encoding is then
+# byte-identical to domain.canonical.dumps, without the generic walk.
+_sorted_json = msgspec.json.Encoder(order="sorted")
+
+
+def _dims(dims: dict[str, str | None] | None) -> str:
+    return _sorted_json.encode(dims).decode() if dims else "{}"
+
+
+class _Line(msgspec.Struct):
+    charge: str
+    amount: str
+    description: str = ""
+    price_book: str | None = None
+    model: str | None = None
+    meter: str | None = None
+    dimensions: dict[str, str | None] | None = None
+    quantity: str | None = None
+    unit_price: str | None = None
+
+
+class _PeriodLabel(msgspec.Struct):
+    label: str
+
+
+class _LinesOf(msgspec.Struct):
+    """Only what the lines export reads: msgspec skips the rest of the body
+    (explanations, provenance) without building it."""
+
+    customer_id: str
+    currency: str
+    period: _PeriodLabel
+    lines: list[_Line]
+
+
+_lines_of = msgspec.json.Decoder(_LinesOf)
+
+
 def line_rows(conn: Connection, label: str) -> Iterator[Row]:
     for number, kind, raw, *_ in _stream(conn, _DOCS, {"p": label}):
-        b = decode_json(raw)
-        for i, ln in enumerate(b["lines"], start=1):
+        b = _lines_of.decode(raw)
+        head = (str(number), str(kind), b.customer_id, b.period.label, b.currency)
+        for i, ln in enumerate(b.lines, start=1):
             yield (
-                str(number),
-                str(kind),
-                b["customer_id"],
-                b["period"]["label"],
-                b["currency"],
+                *head,
                 i,
-                ln["charge"],
-                ln.get("description", ""),
-                ln.get("price_book"),
-                ln.get("model"),
-                ln.get("meter"),
-                dumps(ln.get("dimensions") or {}).decode(),
-                _dec(ln.get("quantity")),
-                _dec(ln.get("unit_price")),
-                _dec(ln["amount"]),
+                ln.charge,
+                ln.description,
+                ln.price_book,
+                ln.model,
+                ln.meter,
+                _dims(ln.dimensions),
+                None if ln.quantity is None else Decimal(ln.quantity),
+                None if ln.unit_price is None else Decimal(ln.unit_price),
+                Decimal(ln.amount),
             )
 
 
