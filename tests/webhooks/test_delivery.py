@@ -324,3 +324,31 @@ def test_subscriptions_filter_types(store: Store) -> None:
         assert [r.payload["type"] for r in receiver.received] == ["invoice.issued"]
     finally:
         receiver.stop()
+
+
+def test_default_policy_gives_up_after_about_three_days(store: Store) -> None:
+    receiver = Receiver(new_secret(), status=503).start()
+    try:
+        endpoint(store, receiver)
+        setup(store)
+        ingest(store, clock(FEB), ['{"event_id": 1}'])
+        steps = StepClock()
+        d = webhooks.Dispatcher(store, steps, rng=random.Random(3))
+        policy = d.policy
+        assert policy.window_us == 3 * 86_400 * US_PER_SECOND
+        for _ in range(400):  # 400 x 15 min = 100 hours
+            d.run_once()
+            steps.advance(15 * 60 * US_PER_SECOND)
+        [row] = webhooks.deliveries(store, None, None, 10, True)
+        assert row["status"] == "failed"
+        log = row["attempts_log"]
+        first, last = (parse_rfc3339(a["started_at"]) for a in (log[0], log[-1]))
+        assert (
+            3 * 86_400 * US_PER_SECOND
+            <= last - first
+            < 3 * 86_400 * US_PER_SECOND + policy.cap_us + 15 * 60 * US_PER_SECOND
+        )
+        assert 10 <= len(log) <= 60
+        assert len(receiver.received) == len(log)
+    finally:
+        receiver.stop()

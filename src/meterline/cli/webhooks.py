@@ -138,7 +138,10 @@ def run(
         3 * 86400.0, "--retry-window", min=0.0, help="Give up after this long, seconds."
     ),
 ) -> None:
-    """Deliver webhooks until interrupted (SIGINT/SIGTERM finish the current send)."""
+    """Deliver webhooks until interrupted (SIGINT/SIGTERM finish the current send).
+
+    Signs and schedules with the wall clock even under --now: receivers check
+    webhook-timestamp against theirs."""
     s = settings(ctx)
     policy = RetryPolicy(
         round(backoff_base * US_PER_SECOND),
