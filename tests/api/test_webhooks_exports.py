@@ -77,6 +77,18 @@ def test_endpoints_deliveries_and_replay_over_http(server: Server, store: Store)
             assert row["message_id"] == got.message_id
             assert row["attempts_log"][0]["status_code"] == 200  # type: ignore[index]
 
+            paused = http.post(f"/v1/webhooks/endpoints/{ep['id']}/disable")
+            assert paused.status_code == 200 and paused.json()["enabled"] is False
+            assert http.post("/v1/webhooks/endpoints/999/disable").status_code == 404
+            assert http.post("/v1/webhooks/endpoints/x1/enable").status_code == 400
+            replayed = http.post(
+                f"/v1/webhooks/messages/{got.message_id}/replay", json={"endpoint": ep["id"]}
+            )
+            assert replayed.status_code == 200
+            time.sleep(2)  # the dispatcher polls every second: a disabled endpoint waits
+            assert len(receiver.received) == 1
+            assert http.post(f"/v1/webhooks/endpoints/{ep['id']}/enable").json()["enabled"] is True
+            assert wait_for(lambda: len(receiver.received) == 2)
             replayed = http.post(f"/v1/webhooks/messages/{got.message_id}/replay")
             assert replayed.status_code == 200 and len(replayed.json()["deliveries"]) == 1
             assert wait_for(lambda: len(receiver.received) == 2)
@@ -96,6 +108,9 @@ def test_endpoints_deliveries_and_replay_over_http(server: Server, store: Store)
             ).all()
         assert [(str(a), str(b)) for a, b in rows] == [
             ("webhook.add", "api:admin#2"),
+            ("webhook.disable", "api:admin#2"),
+            ("webhook.replay", "api:admin#2"),
+            ("webhook.enable", "api:admin#2"),
             ("webhook.replay", "api:admin#2"),
         ]
     finally:

@@ -58,11 +58,19 @@ def test_webhooks_commands(store: Store, tmp_path: Path) -> None:
         assert [r.message_id for r in receiver.received] == [row["message_id"]] * 2
         assert all(r.verified for r in receiver.received)
 
+        assert ok(cli(store, "webhooks", "disable", str(added["id"]), "--json"))["enabled"] is False
+        ok(cli(store, "webhooks", "replay", row["message_id"], "--endpoint", str(added["id"])))
+        assert "attempted 0 deliveries" in ok(cli(store, "webhooks", "run", "--once"))
+        assert "enabled" in ok(cli(store, "webhooks", "enable", str(added["id"])))
+        assert "attempted 1 deliveries" in ok(cli(store, "webhooks", "run", "--once"))
+        assert len(receiver.received) == 3
+
         for args, message in (
             (("webhooks", "add", "ftp://x"), "webhook URL must be http(s)"),
             (("webhooks", "add", receiver.url, "--secret", "nope"), "must start with whsec_"),
             (("webhooks", "replay", "msg_missing"), "WEBHOOK_NOT_FOUND"),
             (("webhooks", "deliveries", "--status", "lost"), "status must be"),
+            (("webhooks", "disable", "42"), "no webhook endpoint 42"),
         ):
             done = cli(store, *args)
             assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from meterline.api import openapi as oa
 from meterline.api.adapt import (
     Param,
+    bad,
     blocking,
     bool_param,
     int_param,
@@ -201,6 +202,43 @@ def router(ctx: AppContext) -> APIRouter:
     async def list_endpoints() -> Response:
         eps = await blocking(ctx, lambda: webhooks.list_endpoints(ctx.handle.ready_store()))
         return json_response([e.to_dict() for e in eps])
+
+    def toggle_route(verb: str, enabled: bool) -> None:
+        @api.post(
+            f"/v1/webhooks/endpoints/{{endpoint_id}}/{verb}",
+            operation_id=f"{verb}WebhookEndpoint",
+            summary=f"{verb.title()} a webhook endpoint (admin)",
+            description=f"Same as `meterline webhooks {verb} ID --json`; audited.",
+            dependencies=admin,
+            response_class=Response,
+            openapi_extra={
+                "parameters": [
+                    {
+                        **path_param("endpoint_id", "The endpoint id."),
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                ],
+                **oa.SECURED,
+            },
+            responses={
+                200: {"description": "The endpoint.", **oa.json_body(oa.ref("WebhookEndpoint"))},
+                **oa.errors(
+                    {400: "Not an endpoint id.", 404: "No such endpoint (WEBHOOK_NOT_FOUND)."}
+                ),
+            },
+        )
+        async def toggle(request: Request) -> Response:
+            raw = request.path_params["endpoint_id"]
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) >= 1):
+                raise bad("endpoint_id must be a positive integer", parameter="endpoint_id")
+            ep = await blocking(
+                ctx,
+                lambda: webhooks.set_enabled(ctx.handle.ready_store(), int(raw), enabled, now_us()),
+            )
+            return json_response(ep.to_dict())
+
+    toggle_route("disable", False)
+    toggle_route("enable", True)
 
     @api.get(
         "/v1/webhooks/deliveries",

@@ -66,6 +66,37 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
     out.print(table)
 
 
+def _toggle(ctx: typer.Context, endpoint: int, enabled: bool, as_json: bool) -> None:
+    s = settings(ctx)
+    ep = webhooks.set_enabled(s.store(), endpoint, enabled, from_datetime(s.clock().now()))
+    if as_json:
+        print_json(ep.to_dict())
+    else:
+        typer.echo(f"endpoint {ep.id} {'enabled' if ep.enabled else 'disabled'}")
+
+
+@webhooks_app.command("disable")
+@handles_errors
+def disable(
+    ctx: typer.Context,
+    endpoint: int = typer.Argument(..., help="Endpoint id."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Pause an endpoint: its deliveries wait, new messages skip it."""
+    _toggle(ctx, endpoint, False, as_json)
+
+
+@webhooks_app.command("enable")
+@handles_errors
+def enable(
+    ctx: typer.Context,
+    endpoint: int = typer.Argument(..., help="Endpoint id."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Resume an endpoint: its waiting deliveries are sent again."""
+    _toggle(ctx, endpoint, True, as_json)
+
+
 @webhooks_app.command("deliveries")
 @handles_errors
 def deliveries(

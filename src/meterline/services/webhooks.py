@@ -75,6 +75,17 @@ def add_endpoint(
     return ep
 
 
+def set_enabled(store: Store, endpoint_id: int, enabled: bool, now_us: int) -> outbox.Endpoint:
+    """Pause or resume an endpoint; its pending deliveries wait while it is disabled
+    (new messages are not fanned out to it meanwhile). Audited."""
+    with store.write() as conn:
+        ep = outbox.set_enabled(conn, endpoint_id, enabled)
+        audit.record(
+            conn, "webhook.enable" if enabled else "webhook.disable", {"endpoint": ep.id}, now_us
+        )
+    return ep
+
+
 def list_endpoints(store: Store) -> list[outbox.Endpoint]:
     with store.read() as conn:
         return outbox.endpoints(conn)
