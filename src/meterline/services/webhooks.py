@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,6 +164,7 @@ class Dispatcher:
     timeout_s: float = DEFAULT_TIMEOUT_S
     lease_us: int = 0  # 0: the timeout plus a minute
     batch: int = 20
+    concurrency: int = 4
     name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )
@@ -173,14 +175,24 @@ class Dispatcher:
             self.lease_us = round(self.timeout_s * US_PER_SECOND) + 60 * US_PER_SECOND
 
     def run_once(self) -> int:
-        """Claim and attempt every due delivery once; returns how many were attempted."""
+        """Claim due deliveries and attempt each once, `concurrency` at a time (one
+        slow endpoint does not hold up the others); returns how many were claimed."""
         with self.store.write() as conn:
             claimed = outbox.claim(conn, self.name, _now(self.clock), self.lease_us, self.batch)
-        for c in claimed:
-            self._attempt(c)
+        if len(claimed) <= 1 or self.concurrency <= 1:
+            for c in claimed:
+                self._attempt(c)
+        else:
+            with ThreadPoolExecutor(min(self.concurrency, len(claimed))) as pool:
+                list(pool.map(self._attempt, claimed))
         return len(claimed)
 
     def _attempt(self, c: outbox.Claimed) -> None:
+        # Renew the lease right before sending; a delivery whose lease ran out
+        # while it waited (and that another dispatcher took) is not sent twice.
+        with self.store.write() as conn:
+            if not outbox.renew(conn, c.delivery_id, self.name, _now(self.clock), self.lease_us):
+                return
         started = _now(self.clock)
         headers = signing.headers(c.secret, c.message_id, started // US_PER_SECOND, c.body)
         headers |= {"content-type": "application/json", "user-agent": USER_AGENT}

@@ -226,6 +226,18 @@ def claim(
     return claimed
 
 
+def renew(conn: Connection, delivery_id: int, dispatcher: str, now_us: int, lease_us: int) -> bool:
+    """Extend `dispatcher`'s lease; False when it no longer holds the delivery."""
+    result = conn.execute(
+        text(
+            "UPDATE webhook_deliveries SET locked_until = :u WHERE id = :i AND locked_by = :w "
+            "AND status = 'pending'"
+        ),
+        {"u": now_us + lease_us, "i": delivery_id, "w": dispatcher},
+    )
+    return result.rowcount == 1
+
+
 @dataclass(frozen=True)
 class Outcome:
     started_at: int
@@ -277,13 +289,15 @@ def record_attempt(
     else:
         status, due = PENDING, next_attempt_at
     # A delivery someone already finished (a lease that ran out while this
-    # dispatcher was slow) stays finished: only pending rows move.
+    # dispatcher was slow) stays finished: only pending rows move. A failure
+    # moves the delivery only while this dispatcher still holds it; a success
+    # always marks it delivered.
     conn.execute(
         text(
             "UPDATE webhook_deliveries SET status = :s, attempts = attempts + 1, "
             "next_attempt_at = :due, first_attempt_at = COALESCE(first_attempt_at, :first), "
             "locked_by = NULL, locked_until = NULL, finished_at = :fin "
-            "WHERE id = :i AND status = 'pending'"
+            "WHERE id = :i AND status = 'pending' AND (:ok OR locked_by = :w)"
         ),
         {
             "s": status,
@@ -291,6 +305,8 @@ def record_attempt(
             "first": outcome.started_at,
             "fin": None if status == PENDING else now_us,
             "i": c.delivery_id,
+            "ok": outcome.success,
+            "w": dispatcher,
         },
     )
     return status
