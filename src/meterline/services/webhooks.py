@@ -30,7 +30,7 @@ from meterline.domain.timestamps import US_PER_SECOND, from_datetime
 from meterline.store import audit, outbox
 from meterline.store.database import Store
 from meterline.webhooks import signing
-from meterline.webhooks.events import EventType, parse_types, reconcile_failed
+from meterline.webhooks.events import parse_types, reconcile_failed
 from meterline.webhooks.retry import RetryPolicy, Uniform, default_rng
 
 log = logging.getLogger("meterline.webhooks")
@@ -227,7 +227,3 @@ class Dispatcher:
                 busy = 0
             if not busy:
                 stop.wait(idle_s)
-
-
-def all_types() -> list[str]:
-    return [t.value for t in EventType]
