@@ -58,6 +58,7 @@ ends = { values = ["2024-02-01T00:00:00Z", "2024-01-11T00:00:00Z"] }
 periods = { values = ["2024-01", "2024-02"] }
 lines = { values = [1, 2] }
 messages = { values = ["@MESSAGE@"] }
+endpoints = { values = [1] }
 
 [parameters]
 "path.number" = { dictionary = "numbers", probability = 0.6 }
@@ -70,6 +71,7 @@ messages = { values = ["@MESSAGE@"] }
 "query.line" = { dictionary = "lines", probability = 0.6 }
 "query.number" = { dictionary = "numbers", probability = 0.6 }
 "path.message_id" = { dictionary = "messages", probability = 0.6 }
+"path.endpoint_id" = { dictionary = "endpoints", probability = 0.6 }
 """
 
 
@@ -85,6 +87,8 @@ def _schemathesis() -> list[str]:
 def test_openapi_document_holds_under_fuzzing(server: Server, tmp_path: Path) -> None:
     january_world(server)
     issue_january(server)
+    with server.client() as http:  # endpoint 1, for the enable/disable operations
+        http.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hooks"})
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG.replace("@MESSAGE@", MESSAGE))
     proc = subprocess.run(
