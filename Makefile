@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,server,pdf,kafka]'
+	$(PY) -m pip install --quiet -e '.[dev,server,pdf,kafka,export]'
 	touch $(STAMP)
 
 demo: $(STAMP)

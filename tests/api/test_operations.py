@@ -96,6 +96,13 @@ def test_probes_metrics_and_openapi(server: Server) -> None:
             ("/v1/reconcile", "get"),
             ("/v1/ledger/balances", "get"),
             ("/v1/ledger/journal", "get"),
+            ("/v1/webhooks/endpoints", "post"),
+            ("/v1/webhooks/endpoints", "get"),
+            ("/v1/webhooks/endpoints/{endpoint_id}/disable", "post"),
+            ("/v1/webhooks/endpoints/{endpoint_id}/enable", "post"),
+            ("/v1/webhooks/deliveries", "get"),
+            ("/v1/webhooks/messages/{message_id}/replay", "post"),
+            ("/v1/exports/{kind}", "get"),
         }
         for path, method in ops - {("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")}:
             assert document["paths"][path][method]["security"] == [{"apiKey": []}], path

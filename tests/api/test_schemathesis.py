@@ -23,6 +23,8 @@ from pathlib import Path
 from tests.api.billing_world import issue_january, january_world
 from tests.api.server import ADMIN_KEY, Server
 
+from meterline.webhooks.events import EventType, message
+
 CHECKS = ",".join(
     [
         "not_a_server_error",
@@ -34,6 +36,9 @@ CHECKS = ",".join(
         "unsupported_method",
     ]
 )
+
+# The invoice.issued message of INV-000001 (ids derive from the fact), for replay.
+MESSAGE = message(EventType.INVOICE_ISSUED, "INV-000001", {}, 0).id
 
 # Every warning but validation_mismatch: the usage and preview operations are
 # stricter than a schema can say (instants on a window boundary of the meter;
@@ -52,6 +57,8 @@ starts = { values = ["2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z"] }
 ends = { values = ["2024-02-01T00:00:00Z", "2024-01-11T00:00:00Z"] }
 periods = { values = ["2024-01", "2024-02"] }
 lines = { values = [1, 2] }
+messages = { values = ["@MESSAGE@"] }
+endpoints = { values = [1] }
 
 [parameters]
 "path.number" = { dictionary = "numbers", probability = 0.6 }
@@ -63,6 +70,8 @@ lines = { values = [1, 2] }
 "query.period" = { dictionary = "periods", probability = 0.9 }
 "query.line" = { dictionary = "lines", probability = 0.6 }
 "query.number" = { dictionary = "numbers", probability = 0.6 }
+"path.message_id" = { dictionary = "messages", probability = 0.6 }
+"path.endpoint_id" = { dictionary = "endpoints", probability = 0.6 }
 """
 
 
@@ -78,8 +87,10 @@ def _schemathesis() -> list[str]:
 def test_openapi_document_holds_under_fuzzing(server: Server, tmp_path: Path) -> None:
     january_world(server)
     issue_january(server)
+    with server.client() as http:  # endpoint 1, for the enable/disable operations
+        http.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hooks"})
     config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace("@MESSAGE@", MESSAGE))
     proc = subprocess.run(
         [
             *_schemathesis(),

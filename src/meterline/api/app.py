@@ -18,6 +18,7 @@ from meterline import __version__, console
 from meterline.api import (
     billing_routes,
     catalog_routes,
+    export_routes,
     health,
     ingest_routes,
     ledger_routes,
@@ -25,6 +26,7 @@ from meterline.api import (
     openapi,
     quarantine_routes,
     usage_routes,
+    webhook_routes,
 )
 from meterline.api.auth import KeyRing
 from meterline.api.billing_schemas import BILLING_SCHEMAS
@@ -59,6 +61,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     limits: Limits | None = None,
     ingest_concurrency: int = DEFAULT_INGEST_CONCURRENCY,
+    dispatch_webhooks: bool = False,
 ) -> FastAPI:
     """An app serving the store at `store_url`.
 
@@ -84,7 +87,12 @@ def create_app(
         if not keys:
             log.warning("no API keys configured: every endpoint is open (loopback only)")
         log.info("serving store %s", safe_url(store_url))
+        dispatcher = webhook_routes.BackgroundDispatcher(handle) if dispatch_webhooks else None
+        if dispatcher is not None:
+            dispatcher.start()
         yield
+        if dispatcher is not None:
+            dispatcher.close()
         ctx.handle.close()
 
     app = FastAPI(
@@ -104,8 +112,12 @@ def create_app(
     app.include_router(usage_routes.router(ctx))
     app.include_router(billing_routes.router(ctx))
     app.include_router(ledger_routes.router(ctx))
+    app.include_router(webhook_routes.router(ctx))
+    app.include_router(export_routes.router(ctx))
     app.include_router(health.router(ctx))
     app.include_router(metrics.router(ctx.metrics))
-    openapi.install(app, BILLING_SCHEMAS, ledger_routes.LEDGER_SCHEMAS)
+    openapi.install(
+        app, BILLING_SCHEMAS, ledger_routes.LEDGER_SCHEMAS, webhook_routes.WEBHOOK_SCHEMAS
+    )
     console.install(app, ctx)
     return app

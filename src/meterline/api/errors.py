@@ -47,6 +47,7 @@ _STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.DOCUMENT_NOT_FOUND: 404,
     ErrorCode.UNKNOWN_CUSTOMER: 404,
     ErrorCode.UNKNOWN_METER: 404,
+    ErrorCode.WEBHOOK_NOT_FOUND: 404,
     # the request is valid but conflicts with the state of the books
     ErrorCode.PERIOD_NOT_CLOSED: 409,
     ErrorCode.INVALID_STATUS_CHANGE: 409,

@@ -15,6 +15,7 @@ from meterline.api.native import split_body
 from meterline.domain.timestamps import from_datetime
 from meterline.ingest.readers import Item
 from meterline.ingest.service import IngestOptions, IngestReport, RejectInfo
+from meterline.store import webhook_facts
 from meterline.store.event_log import BatchHeader, Reject, append_batch
 
 
@@ -48,7 +49,8 @@ def ingest_cloudevents(
         now_us = from_datetime(handle.clock.now())
         header = BatchHeader(now_us, options.origin, options.source, options.backfill)
         with ingestor.store.write() as conn:
-            append_batch(conn, header, [], unmappable, 0)
+            result = append_batch(conn, header, [], unmappable, 0)
+            webhook_facts.ingest_batch(conn, header, result, unmappable, now_us)
         rejects += [RejectInfo(r.position, str(r.code), r.message) for r in unmappable]
     rejects.sort(key=lambda r: r.index)
     return IngestReport(

@@ -18,7 +18,8 @@ from meterline.api.adapt import Param, blocking, int_param, json_response, param
 from meterline.api.auth import Scope, require
 from meterline.api.billing_schemas import NSTR, STR, obj
 from meterline.api.context import AppContext
-from meterline.services import ledger
+from meterline.domain.timestamps import from_datetime
+from meterline.services import ledger, webhooks
 from meterline.services.reconcile import reconcile
 
 MAX_JOURNAL = 100_000
@@ -93,6 +94,12 @@ def router(ctx: AppContext) -> APIRouter:
     )
     async def run_reconcile() -> Response:
         report = await blocking(ctx, lambda: reconcile(ctx.handle.ready_store()))
+        await blocking(
+            ctx,
+            lambda: webhooks.reconcile_finished(
+                ctx.handle.ready_store(), report.to_json(), from_datetime(ctx.clock.now())
+            ),
+        )
         return json_response(report.to_json())
 
     @api.get(

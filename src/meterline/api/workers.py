@@ -27,6 +27,7 @@ from meterline.store.database import engine_url
 ENV_DB = "METERLINE_SERVE_DB"
 ENV_NOW = "METERLINE_SERVE_NOW"
 ENV_MAX_BODY = "METERLINE_SERVE_MAX_BODY_BYTES"
+ENV_WEBHOOKS = "METERLINE_SERVE_WEBHOOKS"
 
 
 def check_workers(db_url: str, workers: int) -> None:
@@ -39,9 +40,10 @@ def check_workers(db_url: str, workers: int) -> None:
         )
 
 
-def export_settings(db_url: str, now: str | None, max_body_bytes: int) -> None:
+def export_settings(db_url: str, now: str | None, max_body_bytes: int, webhooks: bool) -> None:
     """Put the settings where the worker processes will find them."""
     os.environ[ENV_DB] = db_url
+    os.environ[ENV_WEBHOOKS] = "1" if webhooks else "0"
     os.environ[ENV_MAX_BODY] = str(max_body_bytes)
     if now is None:
         os.environ.pop(ENV_NOW, None)
@@ -58,4 +60,6 @@ def app_from_env() -> FastAPI:
         clock,
         KeyRing.from_env(),
         max_body_bytes=int(os.environ[ENV_MAX_BODY]),
+        # Every worker may dispatch: deliveries are claimed with leases (SKIP LOCKED).
+        dispatch_webhooks=os.environ.get(ENV_WEBHOOKS, "0") == "1",
     )

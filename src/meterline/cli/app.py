@@ -175,6 +175,11 @@ from meterline.cli import consume  # noqa: E402
 
 consume.register(app)
 
+from meterline.cli import exports, webhooks  # noqa: E402
+
+webhooks.register(app)
+exports.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
@@ -307,6 +312,9 @@ def serve(
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, help="Server processes (PostgreSQL only when > 1)."
     ),
+    no_webhooks: bool = typer.Option(
+        False, "--no-webhooks", help="Do not run the webhook dispatcher in this process."
+    ),
 ) -> None:
     """Run the HTTP API (keys from env METERLINE_API_KEYS="KEY:ingest,KEY2:admin")."""
     import logging
@@ -326,7 +334,7 @@ def serve(
 
         check_workers(s.db, workers)
         s.clock()  # a bad --now fails here, once, not in every worker
-        export_settings(s.db, s.now, max_body_bytes)
+        export_settings(s.db, s.now, max_body_bytes, webhooks=not no_webhooks)
         uvicorn.run(
             "meterline.api.workers:app_from_env",
             factory=True,
@@ -337,7 +345,9 @@ def serve(
             server_header=False,
         )
         return
-    application = create_app(s.db, s.clock(), keys, max_body_bytes=max_body_bytes)
+    application = create_app(
+        s.db, s.clock(), keys, max_body_bytes=max_body_bytes, dispatch_webhooks=not no_webhooks
+    )
     uvicorn.run(application, host=host, port=port, log_level="info", server_header=False)
 
 

@@ -17,7 +17,8 @@ from rich.progress import (
 from rich.table import Table
 
 from meterline.cli.context import EXIT_DISCREPANCY, handles_errors, print_json, settings
-from meterline.services import ledger
+from meterline.domain.timestamps import from_datetime
+from meterline.services import ledger, webhooks
 from meterline.services.reconcile import ReconcileReport, reconcile
 
 ledger_app = typer.Typer(
@@ -100,6 +101,9 @@ def _run(store_settings: typer.Context, show_progress: bool) -> ReconcileReport:
 def reconcile_command(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Check that the books tie out; exit 1 on any discrepancy (warnings do not fail)."""
     report = _run(ctx, sys.stderr.isatty() and not as_json)
+    webhooks.reconcile_finished(
+        settings(ctx).store(), report.to_json(), from_datetime(settings(ctx).clock().now())
+    )
     if as_json:
         print_json(report.to_json())
     else:

@@ -41,6 +41,9 @@ class ErrorCode(StrEnum):
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     # usage
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    # webhooks and exports (DESIGN §14, §7)
+    WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
+    EXPORT_PRECISION = "EXPORT_PRECISION"
 
 
 class MeterlineError(Exception):

@@ -39,11 +39,8 @@ from meterline.ingest.service import (
     PreparedBatch,
     prepare,
 )
-from meterline.store import audit
 from meterline.store.database import Store, open_store
-from meterline.store.event_log import BatchHeader, append_batch
 from meterline.store.meter_catalog import MeterCatalog
-from meterline.store.partitions import month_of
 from meterline.store.window_index import check_properties
 
 # (position, raw, line, decoded, obj): an Item as plain picklable data. Item's
@@ -147,33 +144,7 @@ class ParallelIngestor:
                         "are kept, re-run to resume",
                     ) from None
                 self.ingestor.timings.validate += perf_counter() - t0  # time waited
-                self._store(chunk, batch, now_us, options, report)
+                self.ingestor.store_batch(chunk, batch, now_us, options, report)
                 if progress is not None:
                     progress(len(chunk))
         return report
-
-    def _store(
-        self,
-        chunk: list[tuple[int, Item]],
-        batch: PreparedBatch,
-        now_us: int,
-        options: IngestOptions,
-        report: IngestReport,
-    ) -> None:
-        """The serial path's write phase (Ingestor.ingest), for one prepared batch."""
-        ing = self.ingestor
-        t1 = perf_counter()
-        if ing.store.is_postgres and batch.candidates:
-            months = {month_of(c.event.event_time) for c in batch.candidates}
-            ing._partitions.ensure(ing.store.engine, months)
-        header = BatchHeader(now_us, options.origin, options.source, options.backfill)
-        with ing.store.write() as conn:
-            result = append_batch(conn, header, batch.candidates, batch.rejects, batch.duplicates)
-            t2 = perf_counter()
-            if ing.index is not None:
-                ing.index(conn, header, result)
-            audit.ingest_batch(conn, result, len(batch.rejects), options.origin, now_us)
-            t3 = perf_counter()
-        ing.timings.write += t2 - t1 + perf_counter() - t3
-        ing.timings.index += t3 - t2
-        Ingestor._account(report, chunk, batch, result)

@@ -26,7 +26,7 @@ from meterline.domain.events import (
 )
 from meterline.domain.timestamps import from_datetime
 from meterline.ingest.readers import Item
-from meterline.store import audit
+from meterline.store import audit, webhook_facts
 from meterline.store.database import Store
 from meterline.store.event_log import AppendResult, BatchHeader, Candidate, Reject, append_batch
 from meterline.store.partitions import Partitions, month_of
@@ -182,28 +182,39 @@ class Ingestor:
                 check = partial(check_properties, catalog) if catalog.by_type else None
             t0 = perf_counter()
             batch = prepare(chunk, now_us, options, check)
-            t1 = perf_counter()
-            if self.store.is_postgres and batch.candidates:
-                months = {month_of(c.event.event_time) for c in batch.candidates}
-                self._partitions.ensure(self.store.engine, months)
-            header = BatchHeader(now_us, options.origin, options.source, options.backfill)
-            with self.store.write() as conn:
-                result = append_batch(
-                    conn, header, batch.candidates, batch.rejects, batch.duplicates
-                )
-                t2 = perf_counter()
-                if self.index is not None:
-                    self.index(conn, header, result)
-                audit.ingest_batch(conn, result, len(batch.rejects), options.origin, now_us)
-                t3 = perf_counter()
-            timings = self.timings
-            timings.validate += t1 - t0
-            timings.write += t2 - t1 + perf_counter() - t3  # the commit is a write
-            timings.index += t3 - t2
-            self._account(report, chunk, batch, result)
+            self.timings.validate += perf_counter() - t0
+            self.store_batch(chunk, batch, now_us, options, report)
             if progress is not None:
                 progress(len(chunk))
         return report
+
+    def store_batch(
+        self,
+        chunk: list[tuple[int, Item]],
+        batch: PreparedBatch,
+        now_us: int,
+        options: IngestOptions,
+        report: IngestReport,
+    ) -> None:
+        """The write phase of one prepared batch: events, index, audit and webhook
+        outbox in one transaction, then the batch's outcome added to `report`.
+        The one write path, shared by the serial and the parallel ingestor."""
+        t1 = perf_counter()
+        if self.store.is_postgres and batch.candidates:
+            months = {month_of(c.event.event_time) for c in batch.candidates}
+            self._partitions.ensure(self.store.engine, months)
+        header = BatchHeader(now_us, options.origin, options.source, options.backfill)
+        with self.store.write() as conn:
+            result = append_batch(conn, header, batch.candidates, batch.rejects, batch.duplicates)
+            t2 = perf_counter()
+            if self.index is not None:
+                self.index(conn, header, result)
+            audit.ingest_batch(conn, result, len(batch.rejects), options.origin, now_us)
+            webhook_facts.ingest_batch(conn, header, result, batch.rejects, now_us)
+            t3 = perf_counter()
+        self.timings.write += t2 - t1 + perf_counter() - t3  # the commit is a write
+        self.timings.index += t3 - t2
+        self._account(report, chunk, batch, result)
 
     @staticmethod
     def _account(

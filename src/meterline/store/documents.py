@@ -20,7 +20,7 @@ from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.domain.timestamps import format_us, parse_rfc3339
 from meterline.ledger.postings import issue_entry, status_entry
-from meterline.store import audit, journal, sequence
+from meterline.store import audit, journal, sequence, webhook_facts
 
 _COLUMNS = "seq, number, kind, body, content_hash, previous_hash, document_hash, issued_at, forced"
 
@@ -182,6 +182,7 @@ def append(
         },
         now_us,
     )
+    webhook_facts.document_issued(conn, number, body, document_hash, forced, now_us)
     return Issued(
         number,
         kind,
@@ -225,6 +226,7 @@ def set_status(conn: Connection, number: str, status: Status, reason: str, now_u
         {"number": number, "status": str(status), "reason": reason, "total": doc.body["total"]},
         now_us,
     )
+    webhook_facts.status_changed(conn, number, doc.body, str(status), reason, seq, now_us)
     return status
 
 

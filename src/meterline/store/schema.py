@@ -312,3 +312,85 @@ invoice_claims = Table(
     Column("number", String(32)),
     Column("done_at", BigInteger),
 )
+
+# --- Webhooks (DESIGN §14; migration 0010) -----------------------------------
+# Endpoints subscribe to event types ("[]" = all). A message is written to the
+# outbox in the transaction of the fact that causes it, with one delivery per
+# subscribed endpoint; every HTTP attempt is logged.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("event_types", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+webhook_messages = Table(
+    "webhook_messages",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("message_id", String(64), nullable=False),
+    Column("endpoint_id", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("first_attempt_at", BigInteger),
+    Column("locked_by", String(64)),
+    Column("locked_until", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("delivery_id", BigInteger, nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("endpoint_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("latency_us", BigInteger, nullable=False),
+    Column("status_code", Integer),
+    Column("response_excerpt", Text, nullable=False),
+    Column("error", Text),
+    Column("outcome", String(16), nullable=False),
+    Column("dispatcher", String(64), nullable=False),
+)
+
+# period.closed is emitted once per customer-period; the cursor is the
+# watermark up to which closings have been looked for.
+webhook_period_closings = Table(
+    "webhook_period_closings",
+    metadata,
+    Column("customer_id", String(256), primary_key=True),
+    Column("period_label", String(32), primary_key=True),
+    Column("message_id", String(64), nullable=False),
+    Column("closes_at", BigInteger, nullable=False),
+)
+
+webhook_cursor = Table(
+    "webhook_cursor",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("closed_through", BigInteger),
+)

@@ -1,7 +1,7 @@
 """Invoice-run claims: one row per customer-period of a split invoice run.
 
 Revision ID: 0012
-Revises: 0005
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0005"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
