@@ -229,6 +229,7 @@ def correction_body(
         "billed_cutoff_seq": billed.cutoff,
         "cutoff_seq": k2,
         "price_versions": fresh["price_versions"],
+        "tree_head": fresh["tree_head"],
     }
 
 

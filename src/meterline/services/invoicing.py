@@ -29,7 +29,7 @@ from meterline.domain.timestamps import format_us
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
 from meterline.pricing.pricebook import PriceBook
-from meterline.store import documents, sequence
+from meterline.store import documents, merkle, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
@@ -288,7 +288,10 @@ def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Bil
 def compute_body(conn: Connection, customer_id: str, label: str, known_at: int) -> dict[str, Any]:
     b = gather(conn, customer_id, label, known_at)
     spent = documents.credits_spent(conn, customer_id, known_at)
-    return assemble(b.customer, b.period, b.subscriptions, known_at, spent)
+    body = assemble(b.customer, b.period, b.subscriptions, known_at, spent)
+    # The log's tree head at the cutoff: the document commits to every fact before it.
+    body["tree_head"] = merkle.head(conn, known_at).to_json()
+    return body
 
 
 def closes_at(b: Billing) -> int:

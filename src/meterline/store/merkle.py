@@ -279,7 +279,13 @@ class TreeHead:
 
 
 def head(conn: Connection, k: int, nodes: Nodes | None = None) -> TreeHead:
-    """The tree head at size k (the store as known at k), from O(log k) stored nodes."""
+    """The tree head at size k (the store as known at k), from O(log k) stored nodes.
+
+    A writer holding the sequence lock may ask for the head of facts it has just
+    appended (a re-rating mark, then its correction): the tree is grown to k first."""
+    if conn.info.get(LOCKED) and size(conn) < k:
+        pending = conn.info.pop(PENDING, None) or {}
+        extend(conn, k, pending)
     return TreeHead(k, merkle.root_at(k, nodes or Nodes(conn)))
 
 
