@@ -23,6 +23,7 @@ from meterline.api import (
     ledger_routes,
     metrics,
     openapi,
+    proof_routes,
     quarantine_routes,
     usage_routes,
 )
@@ -104,7 +105,8 @@ def create_app(
     app.include_router(usage_routes.router(ctx))
     app.include_router(billing_routes.router(ctx))
     app.include_router(ledger_routes.router(ctx))
+    app.include_router(proof_routes.router(ctx))
     app.include_router(health.router(ctx))
     app.include_router(metrics.router(ctx.metrics))
-    openapi.install(app, BILLING_SCHEMAS, ledger_routes.LEDGER_SCHEMAS)
+    openapi.install(app, BILLING_SCHEMAS, ledger_routes.LEDGER_SCHEMAS, proof_routes.PROOF_SCHEMAS)
     return app

@@ -170,6 +170,10 @@ from meterline.cli import consume  # noqa: E402
 
 consume.register(app)
 
+from meterline.cli import proofs  # noqa: E402
+
+proofs.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 

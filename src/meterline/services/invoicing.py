@@ -288,9 +288,14 @@ def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Bil
 def compute_body(conn: Connection, customer_id: str, label: str, known_at: int) -> dict[str, Any]:
     b = gather(conn, customer_id, label, known_at)
     spent = documents.credits_spent(conn, customer_id, known_at)
-    body = assemble(b.customer, b.period, b.subscriptions, known_at, spent)
-    # The log's tree head at the cutoff: the document commits to every fact before it.
-    body["tree_head"] = merkle.head(conn, known_at).to_json()
+    return with_tree_head(
+        conn, assemble(b.customer, b.period, b.subscriptions, known_at, spent), known_at
+    )
+
+
+def with_tree_head(conn: Connection, body: dict[str, Any], k: int) -> dict[str, Any]:
+    """Record the log's tree head at the cutoff: the document commits to every fact before it."""
+    body["tree_head"] = merkle.head(conn, k).to_json()
     return body
 
 
@@ -375,6 +380,7 @@ def _issue_one(
             )
         spent = documents.credits_spent(conn, customer_id, k)
         body = assemble(billing.customer, billing.period, billing.subscriptions, k, spent)
+        body = with_tree_head(conn, body, k)
         return documents.append(
             conn, Kind.INVOICE, body, body_hash(body), billing.period, now_us, force
         )
