@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -162,6 +162,7 @@ class Facts:
     hashes: dict[int, bytes]
     problems: list[str]
     counts: dict[str, int]
+    kinds: dict[int, str] = field(default_factory=dict)  # seq -> table, to name rows
 
 
 def facts_in(conn: Connection, lo: int, hi: int) -> Facts:
@@ -190,6 +191,7 @@ def facts_in(conn: Connection, lo: int, hi: int) -> Facts:
                 out.problems.append(f"seq {seq} is held by more than one fact ({kind.name})")
                 h = hashlib.sha256(out.hashes[seq] + h).digest()
             out.hashes[seq] = h
+            out.kinds[seq] = kind.name
         out.counts[kind.name] = n
     return out
 
@@ -389,6 +391,7 @@ def prove(conn: Connection, seq: int, tree_size: int, content: bytes) -> Proof:
 class TreeAudit:
     problems: list[str]
     leaves_checked: int = 0
+    facts: int = 0
 
 
 def stored_level_range(
@@ -411,10 +414,11 @@ def audit_range(
     end: int,
     chunk: int = 200_000,
     tick: Callable[[int], None] | None = None,
+    last: bool = True,
 ) -> TreeAudit:
     """Recompute leaves (start, end] from the fact rows, grow the tree from the stored
     frontier at `start`, and compare every node that growth completes with the
-    stored one; report stored nodes that should not exist yet."""
+    stored one; with `last` (end is the counter), report stored leaves beyond it."""
     out = TreeAudit([])
     nodes = Nodes(conn)
     try:
@@ -427,6 +431,7 @@ def audit_range(
         nxt = min(end, at + chunk)
         facts = facts_in(conn, at, nxt)
         out.problems.extend(facts.problems)
+        out.facts += sum(facts.counts.values())
         for s in range(at + 1, nxt + 1):
             if s not in facts.hashes:
                 out.problems.append(f"seq {s}: no fact holds it (deleted, or an unknown kind)")
@@ -443,7 +448,11 @@ def audit_range(
                 if got is None:
                     out.problems.append(f"node (level {lv}, index {ix}) is missing")
                 elif got != h:
-                    what = f"leaf {ix} (seq {ix + 1})" if lv == 0 else f"node (level {lv}, {ix})"
+                    what = (
+                        f"{facts.kinds.get(ix + 1, 'no fact')} seq {ix + 1} (leaf {ix})"
+                        if lv == 0
+                        else f"node (level {lv}, {ix})"
+                    )
                     out.problems.append(
                         f"{what}: stored {got.hex()[:16]}... but the facts give {h.hex()[:16]}..."
                     )
@@ -455,9 +464,56 @@ def audit_range(
         if tick:
             tick(nxt)
         at = nxt
+    if not last:
+        return out
     extra = conn.execute(
         text("SELECT COUNT(*) FROM merkle_nodes WHERE level = 0 AND idx >= :n"), {"n": end}
     ).scalar_one()
     if int(extra):
         out.problems.append(f"{int(extra)} stored leaves beyond the knowledge counter {end}")
+    return out
+
+
+def audit_small_kinds(conn: Connection, upto: int, batch: int = 5_000) -> TreeAudit:
+    """Every non-event fact with seq <= upto, recomputed from its row and compared
+    with its stored leaf. There are few of them (catalog, documents, status facts,
+    retractions), so an incremental run re-checks them all."""
+    out = TreeAudit([])
+    for kind in FACT_KINDS[1:]:
+        cond = f" AND {kind.where}" if kind.where else ""
+        rows = conn.execute(
+            text(
+                f"SELECT {', '.join(kind.columns())} FROM {kind.name} WHERE seq <= :k{cond} "
+                "ORDER BY seq"
+            ),
+            {"k": upto},
+        ).all()
+        for i in range(0, len(rows), batch):
+            part = rows[i : i + batch]
+            idxs = [int(r[0]) - 1 for r in part]
+            stored = {
+                int(ix): bytes(h)
+                for ix, h in conn.execute(
+                    text(
+                        "SELECT idx, hash FROM merkle_nodes WHERE level = 0 AND idx IN :ix"
+                    ).bindparams(bindparam("ix", expanding=True)),
+                    {"ix": idxs},
+                )
+            }
+            for row in part:
+                seq = int(row[0])
+                try:
+                    leaf = merkle.leaf_hash(fact_hash(kind, row))
+                except (RowError, ValueError, TypeError, UnicodeError) as exc:
+                    out.problems.append(f"{kind.name} seq {seq}: unreadable row ({exc})")
+                    continue
+                got = stored.get(seq - 1)
+                if got is None:
+                    out.problems.append(f"{kind.name} seq {seq}: its leaf is missing")
+                elif got != leaf:
+                    out.problems.append(
+                        f"{kind.name} seq {seq}: the row no longer matches its leaf "
+                        "(altered behind the system's back)"
+                    )
+                out.leaves_checked += 1
     return out

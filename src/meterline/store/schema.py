@@ -320,4 +320,5 @@ reconcile_checkpoints = Table(
     Column("report_hash", String(64), nullable=False),
     Column("previous_hash", String(64), nullable=False),
     Column("checkpoint_hash", String(64), nullable=False),
+    Column("state", Text, nullable=False),
 )

@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("report_hash", sa.String(64), nullable=False),
         sa.Column("previous_hash", sa.String(64), nullable=False),
         sa.Column("checkpoint_hash", sa.String(64), nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
     )
     conn = op.get_bind()
     # Facts are found by seq when the tree is built and audited.
