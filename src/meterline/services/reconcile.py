@@ -1042,6 +1042,10 @@ def _signed(amount: Decimal) -> str:
 # 7. Unbilled usage (warnings) ---------------------------------------------------
 
 
+# The first instant every timezone can place in a calendar month (year 1, day 2).
+CALENDAR_START = -62135510400000000
+
+
 def unbilled_usage(
     conn: Connection, meters: list[Meter], usage: list[Series], docs: Documents, since: int = 0
 ) -> list[UnbilledWarning]:
@@ -1092,7 +1096,23 @@ def unbilled_usage(
     ).bindparams(bindparam("types", expanding=True))
     for cid, (lo, hi, types) in sorted(spans.items()):
         customer = customers[cid]
-        for period in months_overlapping(lo, hi, customer.timezone):
+        if lo < CALENDAR_START:
+            uncovered.append(
+                f"{cid}: events before 0001-01-02T00:00:00Z ({_instant_text(lo)}) "
+                "fall in no billing month"
+            )
+            lo = min(hi, CALENDAR_START)
+        try:
+            periods = months_overlapping(lo, hi, customer.timezone)
+        except (OverflowError, ValueError):
+            # An instant at the edge of the calendar (before year 1 in the customer's
+            # timezone): no billing period holds it; say so rather than stop.
+            uncovered.append(
+                f"{cid}: events from {_instant_text(lo)} to {_instant_text(hi - 1)} fall "
+                f"outside the calendar in {customer.timezone}"
+            )
+            periods = []
+        for period in periods:
             gaps = _uncovered(
                 period.start, period.end, customer.subscriptions_in(period.start, period.end)
             )

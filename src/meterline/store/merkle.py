@@ -512,8 +512,8 @@ def audit_small_kinds(conn: Connection, upto: int, batch: int = 5_000) -> TreeAu
                     out.problems.append(f"{kind.name} seq {seq}: its leaf is missing")
                 elif got != leaf:
                     out.problems.append(
-                        f"{kind.name} seq {seq}: the row no longer matches its leaf "
-                        "(altered behind the system's back)"
+                        f"{kind.name} seq {seq}: the row and its stored leaf differ "
+                        "(one was altered behind the system's back)"
                     )
                 out.leaves_checked += 1
     return out
