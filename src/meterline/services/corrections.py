@@ -209,7 +209,7 @@ def correction_body(
     subtotal = exact_sum([_dec(line["amount"]) for line in lines])
     total = subtotal + tax_delta
     kind = Kind.DEBIT_NOTE if total > 0 else Kind.CREDIT_NOTE
-    return {
+    note = {
         "kind": str(kind),
         "customer_id": fresh["customer_id"],
         "customer_name": fresh["customer_name"],
@@ -229,8 +229,10 @@ def correction_body(
         "billed_cutoff_seq": billed.cutoff,
         "cutoff_seq": k2,
         "price_versions": fresh["price_versions"],
-        "tree_head": fresh["tree_head"],
     }
+    if "tree_head" in fresh:  # the log's tree head at K2 (DESIGN §2)
+        note["tree_head"] = fresh["tree_head"]
+    return note
 
 
 def _billed_line(billed: Billed, k: LineKey) -> dict[str, Any]:
