@@ -170,12 +170,10 @@ def facts_in(conn: Connection, lo: int, hi: int) -> Facts:
     out = Facts({}, [], {})
     for kind in FACT_KINDS:
         cond = f" AND {kind.where}" if kind.where else ""
-        rows = conn.execute(
-            text(
-                f"SELECT {', '.join(kind.columns())} FROM {kind.name} "
-                f"WHERE seq > :lo AND seq <= :hi{cond}"
-            ),
-            {"lo": lo, "hi": hi},
+        rows = raw_rows(
+            conn,
+            f"SELECT {', '.join(kind.columns())} FROM {kind.name} WHERE seq > ? AND seq <= ?{cond}",
+            (lo, hi),
         )
         seq_at = kind.columns().index("seq")
         n = 0
@@ -224,6 +222,22 @@ def fact_count_above(conn: Connection, k: int) -> int:
             ).scalar_one()
         )
     return total
+
+
+def raw_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Rows through the driver's own cursor (`?` placeholders): the auditor reads every
+    fact, and SQLAlchemy's per-row overhead would double its cost."""
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        assert isinstance(driver, psycopg.Connection)
+        with driver.cursor() as cur:
+            cur.execute(sql.replace("?", "%s").encode(), params)
+            return list(cur.fetchall())
+    cur = driver.cursor()  # type: ignore[union-attr]
+    try:
+        return list(cur.execute(sql, params).fetchall())
+    finally:
+        cur.close()
 
 
 # Nodes --------------------------------------------------------------------------
@@ -397,12 +411,10 @@ class TreeAudit:
 def stored_level_range(
     conn: Connection, level: int, lo: int, hi: int
 ) -> Iterator[tuple[int, bytes]]:
-    rows = conn.execute(
-        text(
-            "SELECT idx, hash FROM merkle_nodes WHERE level = :l AND idx >= :lo AND idx < :hi "
-            "ORDER BY idx"
-        ),
-        {"l": level, "lo": lo, "hi": hi},
+    rows = raw_rows(
+        conn,
+        "SELECT idx, hash FROM merkle_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+        (level, lo, hi),
     )
     for idx, h in rows:
         yield int(idx), bytes(h)
