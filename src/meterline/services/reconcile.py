@@ -147,16 +147,16 @@ def reconcile(
             conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one()
         )
         scope = Scope(0, None)
-        if not full:
-            with contextlib.suppress(Exception), conn.begin_nested():
-                cp = checkpoints.last(conn)
-                if cp is not None and cp.seq <= report.cutoff_seq:
-                    scope = Scope(cp.seq, cp)
+        last: checkpoints.Checkpoint | None = None
+        with contextlib.suppress(Exception), conn.begin_nested():
+            last = checkpoints.last(conn)
+        if not full and last is not None and last.seq <= report.cutoff_seq:
+            scope = Scope(last.seq, last)
         report.mode = "incremental" if scope.checkpoint else "full"
         report.checkpoint = {
             "from_seq": scope.since,
             "to_seq": report.cutoff_seq,
-            "previous": scope.checkpoint.checkpoint_hash if scope.checkpoint else None,
+            "previous": last.checkpoint_hash if last else None,
         }
         run = _Guard(conn, report.checks)
         tick("ingestion", 0, 1)
