@@ -62,3 +62,36 @@ def test_a_proof_from_stored_nodes_verifies(store: Store) -> None:
             assert tree.verify_inclusion(
                 proof.leaf_index, proof.tree_size, proof.leaf_hash, proof.path, proof.root
             )
+
+
+def test_concurrent_writers_grow_one_tree_in_seq_order(store: Store) -> None:
+    """Ingestion, catalog changes and retractions from several threads at once: the
+    tree is grown under the sequence lock, so it ends equal to the facts."""
+    import threading
+
+    from tests.billing_support import FEB, calls, clock, setup
+    from tests.support import ingest
+
+    from meterline.services.retraction import retract_event
+
+    setup(store)
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            for j in range(5):
+                ingest(store, clock(FEB), calls(20, prefix=f"w{i}-{j}-"), batch_size=7)
+            retract_event(store, "default", f"w{i}-0-1", "test", LATER_US)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with store.read() as conn:
+        k = sequence.current(conn)
+        assert merkle.size(conn) == k
+        assert merkle.audit_range(conn, 0, k).problems == []
