@@ -62,3 +62,21 @@ def test_checkpoints_chain_and_runs_keep_their_shape(store: Store) -> None:
         assert len(checkpoints.all_checkpoints(conn)) == 4
     human = runner.invoke(app, ["--db", store.url, "reconcile", "--full"])
     assert human.exit_code == 1 and "reconcile (full)" in human.stdout
+
+
+def test_incremental_rechecks_the_windows_new_events_touch(store: Store) -> None:
+    world(store)
+    assert reconcile(store).ok
+    ingest(store, clock(LATER), calls(4, prefix="fresh", day=21))
+    with store.write() as conn:
+        conn.execute(
+            text(
+                "UPDATE windows SET event_count = event_count + 5 WHERE customer_id = 'acme' "
+                "AND window_start = (SELECT MAX(window_start) FROM windows "
+                "WHERE customer_id = 'acme')"
+            )
+        )
+    report = reconcile(store)
+    assert report.mode == "incremental"
+    assert {c.name for c in report.checks if not c.ok} == {"window_aggregates"}
+    assert "window api_calls/acme/" in report.check("window_aggregates").details

@@ -438,16 +438,12 @@ def _compare_windows(
     return len(fresh)
 
 
-def _chunk_size(meter: Meter) -> int:
-    return meter.window_us * max(1, DAY_US // meter.window_us)
-
-
 def windows_touched(
     conn: Connection, meters: list[Meter], since: int
 ) -> dict[tuple[str, str], set[int]]:
     """The index rows facts after `since` can have changed, as (meter, customer) ->
-    starts of day-sized chunks: where events were stored or retracted since. This is
-    the incremental scope of check 2; a new index layout adapts this one function."""
+    window starts: where events were stored or retracted since. This is the
+    incremental scope of check 2; a new index layout adapts this one function."""
     by_type: dict[str, list[Meter]] = {}
     for m in meters:
         by_type.setdefault(m.event_type, []).append(m)
@@ -462,8 +458,20 @@ def windows_touched(
     )
     for customer, event_type, event_time in rows:
         for m in by_type.get(str(event_type), []):
-            size = _chunk_size(m)
-            out.setdefault((m.code, str(customer)), set()).add(window_start(int(event_time), size))
+            out.setdefault((m.code, str(customer)), set()).add(
+                window_start(int(event_time), m.window_us)
+            )
+    return out
+
+
+def _ranges(starts: set[int], width: int) -> list[tuple[int, int]]:
+    """Adjacent windows merged into [lo, hi) ranges: one recomputation each."""
+    out: list[tuple[int, int]] = []
+    for start in sorted(starts):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], start + width)
+        else:
+            out.append((start, start + width))
     return out
 
 
@@ -494,26 +502,24 @@ def _check_windows_since(
     for i, ((code, customer), starts) in enumerate(work):
         tick("windows", i, len(work))
         m = by_code[code]
-        size = _chunk_size(m)
-        for lo in sorted(starts):
+        for lo, hi in _ranges(starts, m.window_us):
             # No savepoint per chunk (they cost more than the chunk): a row Python
             # cannot read is caught here; an SQL error fails the check as a whole.
             try:
-                fresh = recompute(conn, m, customer, lo, lo + size)
-                stored = _stored_windows(conn, m.code, customer, lo, lo + size)
+                fresh = recompute(conn, m, customer, lo, hi)
+                stored = _stored_windows(conn, m.code, customer, lo, hi)
                 empty = to_json(aggregate(m.aggregation, []))
                 checked += _compare_windows(fresh, stored, empty, problems)
             except (MeterlineError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
                 problems.append(
                     f"{code}/{customer} from {_instant_text(lo)}: cannot recompute "
-                    f"({type(exc).__name__}: {exc}); {_bad_event_rows(conn, m, customer, lo, lo + size)}"
+                    f"({type(exc).__name__}: {exc}); {_bad_event_rows(conn, m, customer, lo, hi)}"
                 )
     tick("windows", len(work), len(work))
     return _result(
         "window_aggregates",
         problems,
-        f"{checked} windows in {sum(len(v) for _, v in work)} chunks touched since seq {since} "
-        f"recomputed from raw events"
+        f"{checked} windows touched since seq {since} recomputed from raw events"
         + (f"; {len(whole)} new meter(s) checked whole" if whole else ""),
     )
 
