@@ -52,6 +52,7 @@ starts = { values = ["2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z"] }
 ends = { values = ["2024-02-01T00:00:00Z", "2024-01-11T00:00:00Z"] }
 periods = { values = ["2024-01", "2024-02"] }
 lines = { values = [1, 2] }
+event_ids = { values = ["c1", "c2"] }
 
 [parameters]
 "path.number" = { dictionary = "numbers", probability = 0.6 }
@@ -63,6 +64,7 @@ lines = { values = [1, 2] }
 "query.period" = { dictionary = "periods", probability = 0.9 }
 "query.line" = { dictionary = "lines", probability = 0.6 }
 "query.number" = { dictionary = "numbers", probability = 0.6 }
+"query.event_id" = { dictionary = "event_ids", probability = 0.6 }
 """
 
 
