@@ -102,6 +102,7 @@ def test_a_clean_workload_ties_out_and_reports_unbilled_usage(store: Store) -> N
         "ledger_receivable",
         "ledger_revenue",
         "hash_chain",
+        "merkle_log",
     ]
     warnings = {w["name"]: w for w in out["warnings"]}
     assert set(warnings) == {"unknown_customers", "unmetered_event_types", "no_subscription"}
@@ -205,23 +206,30 @@ def test_each_break_is_found_by_its_check(store: Store, name: str) -> None:
     tamper, check, detail = BREAKS[name]
     with store.write() as conn:
         tamper(conn)
-    report = reconcile(store)
+    report = reconcile(store, full=True)
     assert not report.ok
     assert check in failing(report), report.to_json()
     assert detail in report.check(check).details, report.check(check).details
     # Nothing unrelated fails.
     related = {
-        "changed invoice total (column)": {"document_arithmetic"},
+        # A document is a fact of the log: altering its row breaks its leaf (check 8).
+        "changed invoice total (column)": {"document_arithmetic", "merkle_log"},
         "changed invoice total (body)": {
             "documents_reproduce",
             "document_arithmetic",
             "ledger_postings",
             "ledger_receivable",
+            "merkle_log",
         },
-        "deleted event": {"ingestion_counts", "window_aggregates", "documents_reproduce"},
+        "deleted event": {
+            "ingestion_counts",
+            "window_aggregates",
+            "documents_reproduce",
+            "merkle_log",
+        },
         "altered window aggregate": {"window_aggregates"},
         "removed journal line": {"ledger_balanced", "ledger_postings", "ledger_receivable"},
-        "changed hash": {"hash_chain"},
+        "changed hash": {"hash_chain", "merkle_log"},
     }[name]
     assert failing(report) <= related, failing(report)
 
@@ -243,7 +251,7 @@ def test_the_cli_exits_1_on_a_discrepancy(store: Store) -> None:
     assert bad.exit_code == 1
     out = json.loads(bad.stdout)
     assert out["ok"] is False
-    assert [c["name"] for c in out["checks"] if not c["ok"]] == ["hash_chain"]
+    assert [c["name"] for c in out["checks"] if not c["ok"]] == ["hash_chain", "merkle_log"]
     for args in (
         ["ledger", "balances", "--json"],
         ["ledger", "journal", "--limit", "3"],
@@ -278,7 +286,7 @@ def test_large_series_are_recomputed_in_chunks(
             ),
             {"st": '{"count":1,"kind":"count"}'},
         )
-    report = reconcile(store)
+    report = reconcile(store, full=True)
     assert failing(report) == {"window_aggregates"}
     assert report.check("window_aggregates").count == 2
 

@@ -16,14 +16,21 @@ def test_reconcile_and_ledger_after_issue_and_payment(server: Server, store: Sto
     january_world(server)
     doc = issue_january(server)
     with admin(server) as http:
-        report = http.get("/v1/reconcile")
+        report = http.get("/v1/reconcile", params={"full": "true"})
         assert report.status_code == 200, report.text
         body = report.json()
         assert body["ok"] is True, body
         assert {c["name"] for c in body["checks"]} >= {"ingestion_counts", "window_aggregates"}
-        proc = meterline("--db", store.url, "--now", NOW, "reconcile", "--json")
+        proc = meterline("--db", store.url, "--now", NOW, "reconcile", "--full", "--json")
         assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout) == body
+        cli = json.loads(proc.stdout)
+        # Each clean run records a checkpoint chained to the previous one.
+        assert cli["checkpoint"].pop("previous") == body["checkpoint"].pop("recorded")
+        cli["checkpoint"].pop("recorded")
+        body["checkpoint"].pop("previous")
+        assert cli == body
+        incremental = http.get("/v1/reconcile").json()
+        assert incremental["ok"] is True and incremental["mode"] == "incremental"
 
         balances = http.get("/v1/ledger/balances").json()
         by_account = {b["account"]: b for b in balances}

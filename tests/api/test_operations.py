@@ -91,6 +91,7 @@ def test_probes_metrics_and_openapi(server: Server) -> None:
             ("/v1/invoices/{number}/pay", "post"),
             ("/v1/invoices/{number}/void", "post"),
             ("/v1/invoices/{number}/explain", "get"),
+            ("/v1/invoices/{number}/proofs", "get"),
             ("/v1/rerate", "post"),
             ("/v1/verify", "get"),
             ("/v1/reconcile", "get"),

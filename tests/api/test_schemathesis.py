@@ -59,6 +59,7 @@ periods = { values = ["2024-01", "2024-02"] }
 lines = { values = [1, 2] }
 messages = { values = ["@MESSAGE@"] }
 endpoints = { values = [1] }
+event_ids = { values = ["c1", "c2"] }
 
 [parameters]
 "path.number" = { dictionary = "numbers", probability = 0.6 }
@@ -72,6 +73,7 @@ endpoints = { values = [1] }
 "query.number" = { dictionary = "numbers", probability = 0.6 }
 "path.message_id" = { dictionary = "messages", probability = 0.6 }
 "path.endpoint_id" = { dictionary = "endpoints", probability = 0.6 }
+"query.event_id" = { dictionary = "event_ids", probability = 0.6 }
 """
 
 

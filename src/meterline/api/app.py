@@ -24,6 +24,7 @@ from meterline.api import (
     ledger_routes,
     metrics,
     openapi,
+    proof_routes,
     quarantine_routes,
     usage_routes,
     webhook_routes,
@@ -114,10 +115,15 @@ def create_app(
     app.include_router(ledger_routes.router(ctx))
     app.include_router(webhook_routes.router(ctx))
     app.include_router(export_routes.router(ctx))
+    app.include_router(proof_routes.router(ctx))
     app.include_router(health.router(ctx))
     app.include_router(metrics.router(ctx.metrics))
     openapi.install(
-        app, BILLING_SCHEMAS, ledger_routes.LEDGER_SCHEMAS, webhook_routes.WEBHOOK_SCHEMAS
+        app,
+        BILLING_SCHEMAS,
+        ledger_routes.LEDGER_SCHEMAS,
+        webhook_routes.WEBHOOK_SCHEMAS,
+        proof_routes.PROOF_SCHEMAS,
     )
     console.install(app, ctx)
     return app

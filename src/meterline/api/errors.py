@@ -53,6 +53,8 @@ _STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.INVALID_STATUS_CHANGE: 409,
     ErrorCode.PRICE_VERSION_IMMUTABLE: 409,
     ErrorCode.RETROACTIVE_VERSION_REQUIRED: 409,
+    ErrorCode.EVENT_AFTER_CUTOFF: 409,
+    ErrorCode.NO_TREE_HEAD: 409,
     # well-formed, but the content cannot be billed as it stands
     ErrorCode.INVALID_CATALOG: 422,
     ErrorCode.NO_SUBSCRIPTION: 422,

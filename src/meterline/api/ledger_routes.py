@@ -14,7 +14,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from meterline.api import openapi as oa
-from meterline.api.adapt import Param, blocking, int_param, json_response, parameters, text_param
+from meterline.api.adapt import (
+    Param,
+    blocking,
+    bool_param,
+    int_param,
+    json_response,
+    parameters,
+    text_param,
+)
 from meterline.api.auth import Scope, require
 from meterline.api.billing_schemas import NSTR, STR, obj
 from meterline.api.context import AppContext
@@ -42,7 +50,15 @@ LEDGER_SCHEMAS: dict[str, oa.Schema] = {
                 "items": obj({"name": STR, "details": STR}, {"count": {"type": "integer"}}),
             },
         },
-        {"cutoff_seq": {"type": "integer"}},
+        {
+            "cutoff_seq": {"type": "integer"},
+            "mode": {"type": "string", "enum": ["full", "incremental"]},
+            "checkpoint": {
+                "type": "object",
+                "description": "The seq range checked (from_seq exclusive), the previous "
+                "checkpoint's hash and, after a clean run, the one recorded.",
+            },
+        },
     ),
     "Balance": obj(
         {
@@ -86,14 +102,24 @@ def router(ctx: AppContext) -> APIRouter:
         ),
         dependencies=admin,
         response_class=Response,
-        openapi_extra=oa.SECURED,
+        openapi_extra={
+            **parameters(
+                Param(
+                    "full",
+                    "Check everything, not only what changed since the last clean run.",
+                    {"type": "boolean", "default": False},
+                )
+            ),
+            **oa.SECURED,
+        },
         responses={
             200: {"description": "The report.", **oa.json_body(oa.ref("ReconcileReport"))},
-            **oa.errors({}),
+            **oa.errors({400: "An invalid parameter."}),
         },
     )
-    async def run_reconcile() -> Response:
-        report = await blocking(ctx, lambda: reconcile(ctx.handle.ready_store()))
+    async def run_reconcile(request: Request) -> Response:
+        full = bool_param(request, "full")
+        report = await blocking(ctx, lambda: reconcile(ctx.handle.ready_store(), full=full))
         await blocking(
             ctx,
             lambda: webhooks.reconcile_finished(

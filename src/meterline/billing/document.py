@@ -41,8 +41,9 @@ GENESIS = "0" * 64
 FORMAT = 2
 """The document format new documents are issued in. Format 1 (no ``format``
 field): lines carry an events digest over their sorted event keys, recomputed
-from raw events. Format 2: usage comes from the bitemporal usage index and
-lines carry their event count, no digest (DESIGN §4, §7)."""
+from raw events. Format 2: usage comes from the bitemporal usage index, lines
+carry their event count, no digest, and the body records the Merkle log's tree
+head at its cutoff (DESIGN §2, §4, §7)."""
 
 
 def format_of(body: dict[str, Any]) -> int:

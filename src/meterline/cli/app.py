@@ -175,10 +175,11 @@ from meterline.cli import consume  # noqa: E402
 
 consume.register(app)
 
-from meterline.cli import exports, webhooks  # noqa: E402
+from meterline.cli import exports, proofs, webhooks  # noqa: E402
 
 webhooks.register(app)
 exports.register(app)
+proofs.register(app)
 
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")

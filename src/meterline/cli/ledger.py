@@ -75,10 +75,10 @@ def journal(
     out.print(table)
 
 
-def _run(store_settings: typer.Context, show_progress: bool) -> ReconcileReport:
+def _run(store_settings: typer.Context, show_progress: bool, full: bool) -> ReconcileReport:
     store = settings(store_settings).store()
     if not show_progress:
-        return reconcile(store)
+        return reconcile(store, full=full)
     with Progress(
         TextColumn("[bold]reconciling {task.description}"),
         BarColumn(),
@@ -94,20 +94,33 @@ def _run(store_settings: typer.Context, show_progress: bool) -> ReconcileReport:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        return reconcile(store, progress)
+        return reconcile(store, progress, full=full)
 
 
 @handles_errors
-def reconcile_command(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Check that the books tie out; exit 1 on any discrepancy (warnings do not fail)."""
-    report = _run(ctx, sys.stderr.isatty() and not as_json)
+def reconcile_command(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json"),
+    full: bool = typer.Option(
+        False, "--full", help="Check everything, not only what changed since the last clean run."
+    ),
+) -> None:
+    """Check that the books tie out; exit 1 on any discrepancy (warnings do not fail).
+
+    Incremental after a clean run (its checkpoint); --full checks the whole store."""
+    report = _run(ctx, sys.stderr.isatty() and not as_json, full)
     webhooks.reconcile_finished(
         settings(ctx).store(), report.to_json(), from_datetime(settings(ctx).clock().now())
     )
     if as_json:
         print_json(report.to_json())
     else:
-        table = Table("check", "result", "details", title=f"reconcile at seq {report.cutoff_seq}")
+        table = Table(
+            "check",
+            "result",
+            "details",
+            title=f"reconcile ({report.mode}) of seq {report.checkpoint['from_seq'] + 1}..{report.cutoff_seq}",
+        )
         for c in report.checks:
             table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.details)
         out.print(table)

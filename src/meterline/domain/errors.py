@@ -22,6 +22,10 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     INVALID_PROPERTY = "INVALID_PROPERTY"
     EVENT_NOT_FOUND = "EVENT_NOT_FOUND"
+    # Inclusion proofs (DESIGN §2): the event was recorded after the document's
+    # cutoff, or the document predates the Merkle log and records no tree head.
+    EVENT_AFTER_CUTOFF = "EVENT_AFTER_CUTOFF"
+    NO_TREE_HEAD = "NO_TREE_HEAD"
     # input files
     INVALID_INPUT = "INVALID_INPUT"
     # catalog and pricing (DESIGN §5)

@@ -235,6 +235,25 @@ def _finish(
             f"{limits.max_age_us // US_PER_DAY} days; ingest it as a backfill to bill it",
         )
     properties = _encoder.encode(props).decode()
+    return Event(
+        source=source,
+        event_id=event_id,
+        customer_id=customer_id,
+        event_type=event_type,
+        event_time=event_time,
+        properties=properties,
+        content_hash=content_hash_of(
+            source, event_id, customer_id, event_type, event_time, properties
+        ),
+    )
+
+
+def content_hash_of(
+    source: str, event_id: str, customer_id: str, event_type: str, event_time: int, properties: str
+) -> str:
+    """The event's canonical content hash, from its stored fields (`properties` is the
+    stored canonical JSON text, hashed as is): what dedup compares, what the Merkle
+    log's leaf commits to, and what the auditor recomputes from a row."""
     canonical = _encoder.encode(
         {
             "customer_id": customer_id,
@@ -245,15 +264,7 @@ def _finish(
             "source": source,
         }
     )
-    return Event(
-        source=source,
-        event_id=event_id,
-        customer_id=customer_id,
-        event_type=event_type,
-        event_time=event_time,
-        properties=properties,
-        content_hash=hashlib.sha256(canonical).hexdigest(),
-    )
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def validate_object(

@@ -127,7 +127,7 @@ def correction_body(
     billed = Billed.of(invoice, notes)
     body = invoice.body
     fresh = invoicing.compute_body(
-        conn, body["customer_id"], body["period"]["label"], k2, doc_format
+        conn, body["customer_id"], body["period"]["label"], k2, doc_format, checkpoint=checkpoint
     )
     currency = Currency(body["currency"])
     found = diff(billed.so_far, fresh["lines"], Decimal(fresh["tax"]), currency)
@@ -140,7 +140,7 @@ def correction_body(
         found.tax,
         found.total,
     )
-    return with_format(
+    note = with_format(
         {
             "kind": str(kind),
             "customer_id": fresh["customer_id"],
@@ -164,6 +164,9 @@ def correction_body(
         },
         doc_format,
     )
+    if "tree_head" in fresh:  # the log's tree head at K2 (DESIGN §2), from format 2 on
+        note["tree_head"] = fresh["tree_head"]
+    return note
 
 
 def recompute_note(conn: Connection, doc: Issued) -> dict[str, Any]:

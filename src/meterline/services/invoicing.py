@@ -42,7 +42,7 @@ from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
 from meterline.pricing.pricebook import PriceBook
 from meterline.services import measuring
-from meterline.store import documents, sequence
+from meterline.store import documents, merkle, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
 from meterline.store.facts import SEQ_DRIVEN_MAX, facts
@@ -258,7 +258,18 @@ def compute_body(
     """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
     b = gather(conn, customer_id, label, known_at, fmt, raw, checkpoint)
     spent = documents.credits_spent(conn, customer_id, known_at)
-    return with_format(assemble(b.customer, b.period, b.subscriptions, known_at, spent), fmt)
+    return finish_body(
+        conn, assemble(b.customer, b.period, b.subscriptions, known_at, spent), known_at, fmt
+    )
+
+
+def finish_body(conn: Connection, body: dict[str, Any], k: int, fmt: int) -> dict[str, Any]:
+    """Mark a computed body with its format; from format 2 on, record the log's tree head
+    at the cutoff, so the document commits to every fact before it (DESIGN §2)."""
+    with_format(body, fmt)
+    if fmt >= 2:
+        body["tree_head"] = merkle.head(conn, k).to_json()
+    return body
 
 
 def closes_at(b: Billing) -> int:
@@ -357,8 +368,8 @@ def invoice_body(
             closes_at=closing,
         )
     spent = documents.credits_spent(conn, customer_id, k)
-    body = with_format(
-        assemble(billing.customer, billing.period, billing.subscriptions, k, spent), FORMAT
+    body = finish_body(
+        conn, assemble(billing.customer, billing.period, billing.subscriptions, k, spent), k, FORMAT
     )
     return body, billing.period
 

@@ -32,16 +32,17 @@ from sqlalchemy.engine import Connection
 
 from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash, chain_hash
 from meterline.billing.periods import months_overlapping
+from meterline.domain.canonical import content_hash
 from meterline.domain.decimals import exact_sum
 from meterline.domain.errors import MeterlineError
 from meterline.domain.events import decode_json
 from meterline.domain.money import Currency, Rounding, round_money
-from meterline.domain.timestamps import format_us
+from meterline.domain.timestamps import US_PER_DAY, format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
 from meterline.ledger.postings import Entry, issue_entry, revenue_by_charge, status_entry
 from meterline.metering import Meter, aggregate, dimensions, merge, to_json, value_of, window_start
 from meterline.metering.bitemporal import Grain, IndexRow, RowKind, day_of, has_day_rollup
-from meterline.store import documents, journal, usage_index
+from meterline.store import checkpoints, documents, journal, merkle, usage_index
 from meterline.store.customer_catalog import load_customers
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
@@ -84,6 +85,10 @@ class ReconcileReport:
     checks: list[Check] = field(default_factory=list)
     warnings: list[UnbilledWarning] = field(default_factory=list)
     cutoff_seq: int = 0
+    # "full": everything from seq 0; "incremental": what came after the last
+    # clean run's checkpoint (DESIGN §9). Same checks, same shape.
+    mode: str = "full"
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +103,8 @@ class ReconcileReport:
             "checks": [c.to_json() for c in self.checks],
             "warnings": [w.to_json() for w in self.warnings],
             "cutoff_seq": self.cutoff_seq,
+            "mode": self.mode,
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -124,57 +131,153 @@ def _snapshot(store: Store) -> Iterator[Connection]:
             yield conn
 
 
-def reconcile(store: Store, progress: Progress | None = None) -> ReconcileReport:
-    """Run every check of DESIGN §9 against one snapshot of the store."""
+def reconcile(
+    store: Store, progress: Progress | None = None, full: bool = False, record: bool = True
+) -> ReconcileReport:
+    """Run every check of DESIGN §9 against one snapshot of the store.
+
+    Incremental by default: after a clean run's checkpoint at seq K0, each check
+    looks only at what came after K0 (`Scope.since`), plus the consistency of the
+    tree heads; `full` checks everything. A clean run records a new checkpoint.
+    A corrupted row never stops the run: each check runs guarded and reports
+    what it could not read as a failure naming the row or the record."""
     report = ReconcileReport()
     tick: Progress = progress or (lambda _stage, _done, _total: None)
     with _snapshot(store) as conn:
         report.cutoff_seq = int(
             conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one()
         )
+        scope = Scope(0, None)
+        last: checkpoints.Checkpoint | None = None
+        with contextlib.suppress(Exception), conn.begin_nested():
+            last = checkpoints.last(conn)
+        if not full and last is not None and last.seq <= report.cutoff_seq:
+            scope = Scope(last.seq, last)
+        report.mode = "incremental" if scope.checkpoint else "full"
+        report.checkpoint = {
+            "from_seq": scope.since,
+            "to_seq": report.cutoff_seq,
+            "previous": last.checkpoint_hash if last else None,
+        }
+        run = _Guard(conn, report.checks)
         tick("ingestion", 0, 1)
-        report.checks.append(check_ingestion(conn))
+        run(["ingestion_counts"], lambda: [check_ingestion(conn, scope.since)])
         tick("ingestion", 1, 1)
-        usage = _usage_summary(conn)
-        meters = load_meters(conn)
-        report.checks.append(check_windows(conn, meters, usage, tick))
-        docs = _load_documents(conn, tick)
-        report.checks.append(_result("documents_reproduce", docs.reproduce, docs.reproduce_ok()))
-        report.checks.append(
-            _result(
-                "document_arithmetic",
-                docs.arithmetic,
-                f"{len(docs.summaries)} documents: lines, subtotal, tax, credits and total agree",
-            )
+        usage: list[Series] = []
+        meters: list[Meter] = []
+
+        def windows() -> list[Check]:
+            meters.extend(load_meters(conn))
+            usage.extend(_usage_summary(conn, scope.since))
+            return [check_windows(conn, meters, usage, tick, scope.since)]
+
+        run(["window_aggregates"], windows)
+        docs = Documents()
+
+        def load_docs() -> list[Check]:
+            nonlocal docs
+            docs = _load_documents(conn, tick, scope.since)
+            return [
+                _result("documents_reproduce", docs.reproduce, docs.reproduce_ok()),
+                _result(
+                    "document_arithmetic",
+                    docs.arithmetic,
+                    f"{docs.checked} of {len(docs.summaries)} documents: lines, subtotal, tax, "
+                    "credits and total agree",
+                ),
+            ]
+
+        run(["documents_reproduce", "document_arithmetic"], load_docs)
+        run(LEDGER_CHECKS, lambda: check_ledger(conn, docs, tick))
+        run(
+            ["hash_chain"],
+            lambda: [
+                _result(
+                    "hash_chain",
+                    docs.chain,
+                    f"{len(docs.summaries)} documents chained from genesis; numbers gapless per "
+                    "kind",
+                )
+            ],
         )
-        report.checks.extend(check_ledger(conn, docs, tick))
-        report.checks.append(
-            _result(
-                "hash_chain",
-                docs.chain,
-                f"{len(docs.summaries)} documents chained from genesis; numbers gapless per kind",
-            )
-        )
+        tree = TreeCheck()
+        run(["merkle_log"], lambda: [check_merkle(conn, scope, report.cutoff_seq, tree, tick)])
         tick("warnings", 0, 1)
-        report.warnings.extend(unbilled_usage(conn, meters, usage, docs))
+        try:
+            with conn.begin_nested():
+                report.warnings.extend(unbilled_usage(conn, meters, usage, docs, scope.since))
+        except Exception as exc:  # warnings never fail the run, nor crash it
+            report.warnings.append(
+                UnbilledWarning("warnings_incomplete", 1, f"unbilled usage not computed: {exc}")
+            )
         tick("warnings", 1, 1)
+    if report.ok and record:
+        _record_checkpoint(store, report, scope, tree)
     return report
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a run checks: facts, index rows and documents with seq > since."""
+
+    since: int
+    checkpoint: checkpoints.Checkpoint | None
+
+
+LEDGER_CHECKS = ["ledger_balanced", "ledger_postings", "ledger_receivable", "ledger_revenue"]
+
+
+class _Guard:
+    """Runs one check in a savepoint; whatever it raises becomes a failed check with the
+    reason (a PostgreSQL error would otherwise abort the snapshot for every later check)."""
+
+    def __init__(self, conn: Connection, out: list[Check]) -> None:
+        self.conn = conn
+        self.out = out
+
+    def __call__(self, names: list[str], work: Callable[[], list[Check]]) -> None:
+        try:
+            with self.conn.begin_nested():
+                self.out.extend(work())
+        except Exception as exc:
+            why = f"could not complete: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            self.out.extend(Check(name, False, why, 1) for name in names)
+
+
+def _record_checkpoint(
+    store: Store, report: ReconcileReport, scope: Scope, tree: TreeCheck
+) -> None:
+    base = scope.checkpoint.fact_count if scope.checkpoint else 0
+    with store.write() as conn:
+        cp = checkpoints.record(
+            conn,
+            report.cutoff_seq,
+            base + tree.facts,
+            tree.root,
+            report.mode,
+            content_hash(report.to_json()),
+            {"sweep_next": tree.sweep_next},
+        )
+    report.checkpoint["recorded"] = cp.checkpoint_hash
 
 
 # 1. Ingestion ----------------------------------------------------------------
 
 
-def check_ingestion(conn: Connection) -> Check:
+def check_ingestion(conn: Connection, since: int = 0) -> Check:
+    """Batches, events and quarantine tie out; with `since`, only batches that stored
+    events after it (a batch's seqs are contiguous) and those that stored none."""
     problems: list[str] = []
     rows = conn.execute(
         text(
             "SELECT b.id, b.accepted, b.rejected, b.duplicates, b.first_seq, b.last_seq, "
             "COALESCE(e.n, 0), e.lo, e.hi, COALESCE(q.n, 0) FROM ingest_batches b "
             "LEFT JOIN (SELECT batch_id, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM events "
-            "GROUP BY batch_id) e ON e.batch_id = b.id "
+            "WHERE seq > :since GROUP BY batch_id) e ON e.batch_id = b.id "
             "LEFT JOIN (SELECT batch_id, COUNT(*) AS n FROM quarantine GROUP BY batch_id) q "
-            "ON q.batch_id = b.id ORDER BY b.id"
-        )
+            "ON q.batch_id = b.id WHERE b.first_seq IS NULL OR b.first_seq > :since ORDER BY b.id"
+        ),
+        {"since": since},
     )
     batches = accepted = rejected = duplicates = 0
     for bid, acc, rej, dup, first, last, stored, lo, hi, quarantined in rows:
@@ -190,26 +293,33 @@ def check_ingestion(conn: Connection) -> Check:
             problems.append(
                 f"batch {bid}: stored seqs {lo}..{hi} outside the batch's {first}..{last}"
             )
-    for table in ("events", "quarantine"):
+    for table, scoped in (("events", " AND t.seq > :since"), ("quarantine", "")):
         for bid, n in conn.execute(
             text(
                 f"SELECT t.batch_id, COUNT(*) FROM {table} t WHERE NOT EXISTS "
-                "(SELECT 1 FROM ingest_batches b WHERE b.id = t.batch_id) GROUP BY t.batch_id"
-            )
+                f"(SELECT 1 FROM ingest_batches b WHERE b.id = t.batch_id){scoped} "
+                "GROUP BY t.batch_id"
+            ),
+            {"since": since},
         ):
             problems.append(f"{n} {table} rows belong to no ingest batch (batch id {bid})")
     if conn.dialect.name == "postgresql":
         # There the idempotency keys live in their own table; each stored event has one.
         keys, events = conn.execute(
-            text("SELECT (SELECT COUNT(*) FROM event_keys), (SELECT COUNT(*) FROM events)")
+            text(
+                "SELECT (SELECT COUNT(*) FROM event_keys WHERE seq > :since), "
+                "(SELECT COUNT(*) FROM events WHERE seq > :since)"
+            ),
+            {"since": since},
         ).one()
         if int(keys) != int(events):
             missing = conn.execute(
                 text(
-                    "SELECT k.source, k.event_id, k.seq FROM event_keys k WHERE NOT EXISTS "
-                    "(SELECT 1 FROM events e WHERE e.seq = k.seq) ORDER BY k.seq LIMIT :n"
+                    "SELECT k.source, k.event_id, k.seq FROM event_keys k WHERE k.seq > :since "
+                    "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = k.seq) "
+                    "ORDER BY k.seq LIMIT :n"
                 ),
-                {"n": MAX_LISTED},
+                {"n": MAX_LISTED, "since": since},
             ).all()
             named = ", ".join(f"({s}, {e}) seq {q}" for s, e, q in missing)
             problems.append(
@@ -218,9 +328,10 @@ def check_ingestion(conn: Connection) -> Check:
             )
     dangling = conn.execute(
         text(
-            "SELECT r.source, r.event_id FROM retractions r WHERE NOT EXISTS "
+            "SELECT r.source, r.event_id FROM retractions r WHERE r.seq > :since AND NOT EXISTS "
             "(SELECT 1 FROM events e WHERE e.seq = r.event_seq) ORDER BY r.seq"
-        )
+        ),
+        {"since": since},
     ).all()
     problems.extend(f"retraction of ({s}, {e}) points at no stored event" for s, e in dangling)
     return _result(
@@ -244,22 +355,27 @@ class Series:
     last: int
 
 
-def _usage_summary(conn: Connection) -> list[Series]:
-    """Events per (customer, event type): one grouped scan, retractions subtracted."""
+def _usage_summary(conn: Connection, since: int = 0) -> list[Series]:
+    """Events per (customer, event type): one grouped scan, retractions subtracted
+    (with `since`, only events stored after it)."""
     retracted = {
         (str(c), str(t)): int(n)
         for c, t, n in conn.execute(
             text(
                 "SELECT e.customer_id, e.event_type, COUNT(*) FROM retractions r "
-                "JOIN events e ON e.seq = r.event_seq GROUP BY e.customer_id, e.event_type"
-            )
+                "JOIN events e ON e.seq = r.event_seq WHERE e.seq > :since "
+                "GROUP BY e.customer_id, e.event_type"
+            ),
+            {"since": since},
         )
     }
     rows = conn.execute(
         text(
             "SELECT customer_id, event_type, COUNT(*), MIN(event_time), MAX(event_time) "
-            "FROM events GROUP BY customer_id, event_type ORDER BY customer_id, event_type"
-        )
+            "FROM events WHERE seq > :since GROUP BY customer_id, event_type "
+            "ORDER BY customer_id, event_type"
+        ),
+        {"since": since},
     )
     return [
         Series(str(c), str(t), int(n) - retracted.get((str(c), str(t)), 0), int(n), int(a), int(b))
@@ -328,7 +444,7 @@ def _with_days(meter: Meter, fresh: dict[WindowKey, WindowRow]) -> dict[WindowKe
 
 def _key_text(key: WindowKey) -> str:
     meter, customer, dims, start = key
-    return f"window {meter}/{customer}/{dims}/{format_us(start)}"
+    return f"window {meter}/{customer}/{dims}/{_instant_text(start)}"
 
 
 def _compare_windows(
@@ -353,9 +469,137 @@ def _compare_windows(
     return len(fresh)
 
 
-def check_windows(
-    conn: Connection, meters: list[Meter], usage: list[Series], tick: Progress
+def windows_touched(
+    conn: Connection, meters: list[Meter], since: int
+) -> dict[tuple[str, str], set[int]]:
+    """The index rows facts after `since` can have changed, as (meter, customer) ->
+    window starts: where events were stored or retracted since. This is the
+    incremental scope of check 2; a new index layout adapts this one function."""
+    by_type: dict[str, list[Meter]] = {}
+    for m in meters:
+        by_type.setdefault(m.event_type, []).append(m)
+    out: dict[tuple[str, str], set[int]] = {}
+    rows = conn.execute(
+        text(
+            "SELECT customer_id, event_type, event_time FROM events WHERE seq > :k "
+            "UNION ALL SELECT e.customer_id, e.event_type, e.event_time FROM retractions r "
+            "JOIN events e ON e.seq = r.event_seq WHERE r.seq > :k"
+        ),
+        {"k": since},
+    )
+    for customer, event_type, event_time in rows:
+        for m in by_type.get(str(event_type), []):
+            out.setdefault((m.code, str(customer)), set()).add(
+                window_start(int(event_time), m.window_us)
+            )
+    return out
+
+
+def _ranges(starts: set[int], width: int) -> list[tuple[int, int]]:
+    """Adjacent windows merged into [lo, hi) ranges: one recomputation each."""
+    out: list[tuple[int, int]] = []
+    for start in sorted(starts):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], start + width)
+        else:
+            out.append((start, start + width))
+    return out
+
+
+def _check_windows_since(
+    conn: Connection, meters: list[Meter], since: int, tick: Progress
 ) -> Check:
+    """Check 2 after a checkpoint: meters defined since are checked whole; for the
+    others only the chunks `windows_touched` names are recomputed."""
+    problems: list[str] = []
+    new_meters = {
+        str(code)
+        for (code,) in conn.execute(text("SELECT code FROM meters WHERE seq > :k"), {"k": since})
+    }
+    whole = [m for m in meters if m.code in new_meters]
+    checked = 0
+    if whole:
+        types = {m.event_type for m in whole}
+        usage = [s for s in _usage_summary(conn) if s.event_type in types]
+        full = check_windows(conn, whole, usage, tick)
+        if not full.ok:
+            problems.append(full.details)
+    by_code = {m.code: m for m in meters}
+    work = sorted(
+        (k, starts)
+        for k, starts in windows_touched(conn, meters, since).items()
+        if k[0] not in new_meters
+    )
+    for i, ((code, customer), starts) in enumerate(work):
+        tick("windows", i, len(work))
+        m = by_code[code]
+        width = m.window_us
+        if has_day_rollup(m.window_us):  # whole UTC days, so day rollups compare whole
+            starts, width = {day_of(s) for s in starts}, US_PER_DAY
+        for lo, hi in _ranges(starts, width):
+            # No savepoint per chunk (they cost more than the chunk): a row Python
+            # cannot read is caught here; an SQL error fails the check as a whole.
+            try:
+                fresh = _with_days(m, recompute(conn, m, customer, lo, hi))
+                stored = _stored_windows(conn, m, customer, lo, hi)
+                empty = to_json(aggregate(m.aggregation, []))
+                checked += _compare_windows(fresh, stored, empty, problems)
+            except (MeterlineError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
+                problems.append(
+                    f"{code}/{customer} from {_instant_text(lo)}: cannot recompute "
+                    f"({type(exc).__name__}: {exc}); {_bad_event_rows(conn, m, customer, lo, hi)}"
+                )
+    tick("windows", len(work), len(work))
+    return _result(
+        "window_aggregates",
+        problems,
+        f"{checked} windows touched since seq {since} recomputed from raw events"
+        + (f"; {len(whole)} new meter(s) checked whole" if whole else ""),
+    )
+
+
+def _instant_text(us: int) -> str:
+    try:
+        return format_us(us)
+    except (ValueError, OverflowError):
+        return f"{us} us"
+
+
+def _bad_event_rows(
+    conn: Connection, m: Meter, customer: str, lo: int | None, hi: int | None
+) -> str:
+    """Name the event rows a window recomputation cannot read."""
+    sql = (
+        "SELECT seq, source, event_id, event_time, properties FROM events "
+        "WHERE event_type = :t AND customer_id = :c"
+    )
+    params: dict[str, Any] = {"t": m.event_type, "c": customer}
+    if lo is not None and hi is not None:
+        sql += " AND event_time >= :lo AND event_time < :hi"
+        params |= {"lo": lo, "hi": hi}
+    bad: list[str] = []
+    for seq, source, event_id, event_time, properties in conn.execute(text(sql), params):
+        try:
+            props = decode_json(str(properties).encode())
+            if not isinstance(props, dict):
+                raise ValueError("properties is not a JSON object")
+            value_of(m, props)
+            dimensions(m, props)
+            int(event_time)
+        except Exception as exc:
+            bad.append(f"events seq {seq} ({source}, {event_id}): {type(exc).__name__}: {exc}")
+    return "unreadable rows: " + listing(bad, 5) if bad else "no unreadable row found"
+
+
+def check_windows(
+    conn: Connection,
+    meters: list[Meter],
+    usage: list[Series],
+    tick: Progress,
+    since: int = 0,
+) -> Check:
+    if since:
+        return _check_windows_since(conn, meters, since, tick)
     problems: list[str] = []
     by_type: dict[str, list[Series]] = {}
     for s in usage:
@@ -369,9 +613,16 @@ def check_windows(
         empty = to_json(aggregate(m.aggregation, []))
         chunks = _chunks(m, s)
         for lo, hi in chunks:
-            fresh = _with_days(m, recompute(conn, m, s.customer, lo, hi))
-            stored = _stored_windows(conn, m, s.customer, lo, hi)
-            checked += _compare_windows(fresh, stored, empty, problems)
+            try:
+                fresh = _with_days(m, recompute(conn, m, s.customer, lo, hi))
+                stored = _stored_windows(conn, m, s.customer, lo, hi)
+                checked += _compare_windows(fresh, stored, empty, problems)
+            except (MeterlineError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
+                # a corrupted row: name it, go on
+                problems.append(
+                    f"{m.code}/{s.customer}: cannot recompute ({type(exc).__name__}: {exc}); "
+                    + _bad_event_rows(conn, m, s.customer, lo, hi)
+                )
         if chunks[0][0] is not None:
             every = _stored_windows(conn, m, s.customer, None, None)
             lo_all, hi_all = chunks[0][0], chunks[-1][1]
@@ -447,20 +698,26 @@ class Documents:
     arithmetic: list[str] = field(default_factory=list)
     chain: list[str] = field(default_factory=list)
     rerate_candidates: list[str] = field(default_factory=list)
+    heads: list[tuple[str, Any, Any]] = field(default_factory=list)
+    checked: int = 0  # documents recomputed (all, or those issued after the checkpoint)
 
     def reproduce_ok(self) -> str:
-        return f"{len(self.summaries)} documents reproduce their content hash at their cutoff"
+        return f"{self.checked} documents reproduce their content hash at their cutoff"
 
 
-def _load_documents(conn: Connection, tick: Progress) -> Documents:
-    from meterline.services.verification import recompute as recompute_body
-
+def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documents:
+    """Documents after `since` are recomputed and their arithmetic checked; every
+    document is read for the chain, numbering and ledger. A document that cannot
+    be read is named and the run goes on."""
     out = Documents()
     for seq, number, status, at in conn.execute(
         text("SELECT seq, number, status, at FROM document_status ORDER BY seq")
     ):
-        out.status[str(number)] = Status(str(status))
-        out.status_facts.append((int(seq), str(number), str(status), int(at)))
+        try:
+            out.status[str(number)] = Status(str(status))
+            out.status_facts.append((int(seq), str(number), str(status), int(at)))
+        except (ValueError, TypeError) as exc:
+            out.chain.append(f"document_status seq {seq} ({number}): unreadable: {exc}")
     rows = conn.execute(
         text(
             "SELECT seq, number, kind, customer_id, currency, total, corrects, cutoff_seq "
@@ -471,8 +728,65 @@ def _load_documents(conn: Connection, tick: Progress) -> Documents:
     counters: dict[str, int] = {}
     for i, (seq, number, kind, customer, currency, total, corrects, cutoff) in enumerate(rows):
         tick("documents", i, len(rows))
-        doc = documents.get(conn, str(number))
-        body = doc.body
+        try:
+            with conn.begin_nested():
+                previous = _check_document(
+                    conn,
+                    out,
+                    int(seq),
+                    str(number),
+                    kind,
+                    customer,
+                    currency,
+                    total,
+                    corrects,
+                    cutoff,
+                    previous,
+                    counters,
+                    int(seq) > since,
+                )
+        except Exception as exc:  # an unreadable row: name it, keep the chain going
+            out.reproduce.append(
+                f"{number} (documents seq {seq}): unreadable: {type(exc).__name__}: {exc}"
+            )
+            row = conn.execute(
+                text("SELECT document_hash FROM documents WHERE seq = :q"), {"q": seq}
+            ).first()
+            previous = str(row[0]) if row else previous
+            prefix = str(number).partition("-")[0]
+            counters[prefix] = counters.get(prefix, 0) + 1
+    tick("documents", len(rows), len(rows))
+    for kind, last in conn.execute(text("SELECT kind, last FROM document_numbers")):
+        issued = counters.get(Kind(str(kind)).prefix, 0)
+        if int(last) != issued:
+            out.chain.append(f"{kind} counter is at {last} but {issued} documents exist")
+    return out
+
+
+def _check_document(
+    conn: Connection,
+    out: Documents,
+    seq: int,
+    number: str,
+    kind: Any,
+    customer: Any,
+    currency: Any,
+    total: Any,
+    corrects: Any,
+    cutoff: Any,
+    previous: str,
+    counters: dict[str, int],
+    in_scope: bool,
+) -> str:
+    """Checks 3, 4 and 6 for one document; returns its hash (the next one's previous).
+    Recomputation and arithmetic only for documents in scope."""
+    from meterline.services.verification import recompute as recompute_body
+
+    doc = documents.get(conn, number)
+    body = doc.body
+    out.heads.append((number, body.get("cutoff_seq"), body.get("tree_head")))
+    if in_scope:
+        out.checked += 1
         # 3. reproduction (services/verification.py's recomputation).
         if body_hash(body) != doc.content_hash:
             out.reproduce.append(f"{number}: stored body does not match its content hash")
@@ -501,33 +815,27 @@ def _load_documents(conn: Connection, tick: Progress) -> Documents:
                     f"{number}: column {name} is {value!r} but the document says {body.get(name)!r}"
                 )
         out.arithmetic.extend(arithmetic(str(number), body))
-        # 6. chain and numbering.
-        envelope = {
-            "number": doc.number,
-            "kind": str(doc.kind),
-            "content_hash": doc.content_hash,
-            "previous_hash": doc.previous_hash,
-            "issued_at": doc.issued_at,
-            "forced": doc.forced,
-        }
-        if doc.previous_hash != previous:
-            out.chain.append(f"{number}: previous_hash does not link to the document before it")
-        if chain_hash(envelope) != doc.document_hash:
-            out.chain.append(f"{number}: document_hash does not match its envelope")
-        previous = doc.document_hash
-        prefix, _, n = str(number).partition("-")
-        counters[prefix] = counters.get(prefix, 0) + 1
-        if not n.isdigit() or int(n) != counters[prefix]:
-            out.chain.append(f"{number}: expected {prefix}-{counters[prefix]:06d} (gap or reorder)")
-        out.summaries.append(_summary(int(seq), doc, out.arithmetic))
-        if doc.kind == Kind.INVOICE and out.status.get(doc.number) != Status.VOID:
-            out.rerate_candidates.append(doc.number)
-    tick("documents", len(rows), len(rows))
-    for kind, last in conn.execute(text("SELECT kind, last FROM document_numbers")):
-        issued = counters.get(Kind(str(kind)).prefix, 0)
-        if int(last) != issued:
-            out.chain.append(f"{kind} counter is at {last} but {issued} documents exist")
-    return out
+    # 6. chain and numbering.
+    envelope = {
+        "number": doc.number,
+        "kind": str(doc.kind),
+        "content_hash": doc.content_hash,
+        "previous_hash": doc.previous_hash,
+        "issued_at": doc.issued_at,
+        "forced": doc.forced,
+    }
+    if doc.previous_hash != previous:
+        out.chain.append(f"{number}: previous_hash does not link to the document before it")
+    if chain_hash(envelope) != doc.document_hash:
+        out.chain.append(f"{number}: document_hash does not match its envelope")
+    prefix, _, n = str(number).partition("-")
+    counters[prefix] = counters.get(prefix, 0) + 1
+    if not n.isdigit() or int(n) != counters[prefix]:
+        out.chain.append(f"{number}: expected {prefix}-{counters[prefix]:06d} (gap or reorder)")
+    out.summaries.append(_summary(seq, doc, out.arithmetic))
+    if doc.kind == Kind.INVOICE and out.status.get(doc.number) != Status.VOID:
+        out.rerate_candidates.append(doc.number)
+    return doc.document_hash
 
 
 def _summary(seq: int, doc: Issued, problems: list[str]) -> DocSummary:
@@ -791,9 +1099,14 @@ def _signed(amount: Decimal) -> str:
 # 7. Unbilled usage (warnings) ---------------------------------------------------
 
 
+# The first instant every timezone can place in a calendar month (year 1, day 2).
+CALENDAR_START = -62135510400000000
+
+
 def unbilled_usage(
-    conn: Connection, meters: list[Meter], usage: list[Series], docs: Documents
+    conn: Connection, meters: list[Meter], usage: list[Series], docs: Documents, since: int = 0
 ) -> list[UnbilledWarning]:
+    """Warnings (check 7); with `since`, about the events stored after it."""
     warnings: list[UnbilledWarning] = []
     customers = {c.id: c for c in load_customers(conn)}
     metered = {m.event_type for m in meters}
@@ -840,7 +1153,23 @@ def unbilled_usage(
     ).bindparams(bindparam("types", expanding=True))
     for cid, (lo, hi, types) in sorted(spans.items()):
         customer = customers[cid]
-        for period in months_overlapping(lo, hi, customer.timezone):
+        if lo < CALENDAR_START:
+            uncovered.append(
+                f"{cid}: events before 0001-01-02T00:00:00Z ({_instant_text(lo)}) "
+                "fall in no billing month"
+            )
+            lo = min(hi, CALENDAR_START)
+        try:
+            periods = months_overlapping(lo, hi, customer.timezone)
+        except (OverflowError, ValueError):
+            # An instant at the edge of the calendar (before year 1 in the customer's
+            # timezone): no billing period holds it; say so rather than stop.
+            uncovered.append(
+                f"{cid}: events from {_instant_text(lo)} to {_instant_text(hi - 1)} fall "
+                f"outside the calendar in {customer.timezone}"
+            )
+            periods = []
+        for period in periods:
             gaps = _uncovered(
                 period.start, period.end, customer.subscriptions_in(period.start, period.end)
             )
@@ -864,7 +1193,7 @@ def unbilled_usage(
             )
         )
 
-    unreadable = _unreadable(conn, meters)
+    unreadable = _unreadable(conn, meters, since)
     if unreadable:
         warnings.append(
             UnbilledWarning(
@@ -888,7 +1217,7 @@ def unbilled_usage(
     return warnings
 
 
-def _unreadable(conn: Connection, meters: list[Meter]) -> list[str]:
+def _unreadable(conn: Connection, meters: list[Meter], since: int = 0) -> list[str]:
     """Events a meter skips: ingestion quarantines such events once the meter exists
     (INVALID_PROPERTY), so only events stored before the meter can be unreadable."""
     recorded = {
@@ -903,14 +1232,18 @@ def _unreadable(conn: Connection, meters: list[Meter]) -> list[str]:
     for m in meters:
         if m.property is None and not m.group_by:
             continue
+        if recorded.get(m.code, 0) <= since:
+            continue  # its events were looked at by the run that covered the meter
         rows = conn.execute(sql, {"t": m.event_type, "k": recorded.get(m.code, 0)})
         for source, event_id, properties in rows:
-            props = decode_json(str(properties).encode())
             try:
+                props = decode_json(str(properties).encode())
                 value_of(m, props)
                 dimensions(m, props)
             except MeterlineError as exc:
                 out.append(f"({source}, {event_id}) for {m.code}: {exc.message}")
+            except Exception as exc:  # a corrupted row: the merkle_log check names it too
+                out.append(f"({source}, {event_id}) for {m.code}: unreadable properties ({exc})")
     return out
 
 
@@ -969,3 +1302,107 @@ def _pending_rerates(conn: Connection, docs: Documents) -> list[str]:
                 f"{delta['total']} {body['currency']}"
             )
     return out
+
+
+# 8. The Merkle log ------------------------------------------------------------
+
+# Leaves before the checkpoint an incremental run re-verifies (a rotating slice).
+SWEEP = 50_000
+
+
+@dataclass
+class TreeCheck:
+    """What check 8 found, for the checkpoint a clean run records."""
+
+    facts: int = 0  # facts found in the checked range
+    root: str = ""
+    sweep: tuple[int, int] | None = None  # seqs (lo, hi] re-verified before the checkpoint
+    sweep_next: int = 0
+
+
+def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: Progress) -> Check:
+    """Leaves recomputed from the fact rows after `scope.since` (every fact's content
+    hash, events included, metered or not) grow the tree from the stored frontier and
+    must equal the stored nodes; every document's tree head must be the root of
+    today's tree at its size (a prefix: consistency); after a checkpoint, the tree
+    at the checkpoint still has its root and the facts up to it are still all there."""
+    problems: list[str] = []
+    nodes = merkle.Nodes(conn)
+    cp = scope.checkpoint
+    if cp is not None:
+        problems.extend(checkpoints.chain_problems(conn))
+        try:
+            if merkle.head(conn, cp.seq, nodes).root.hex() != cp.root:
+                problems.append(
+                    f"the stored tree at the checkpoint's size {cp.seq} no longer has the "
+                    "checkpoint's root: nodes were altered"
+                )
+        except merkle.MissingNodes as exc:
+            problems.append(f"the tree at the checkpoint's size {cp.seq}: {exc}")
+        now = merkle.fact_count(conn, cp.seq)
+        if now != cp.fact_count:
+            problems.append(
+                f"{now} facts with seq <= {cp.seq}, but {cp.fact_count} at the checkpoint: "
+                "facts were deleted or inserted behind the system's back"
+            )
+        # Facts before the checkpoint: the few non-event facts all, and one slice of
+        # the log per run in turn (a patrol sweep), so an event altered in place is
+        # found within ceil(K0 / SWEEP) incremental runs; `--full` finds it at once.
+        problems.extend(merkle.audit_small_kinds(conn, cp.seq).problems)
+        lo = int(cp.state.get("sweep_next", 0))
+        lo = lo if 0 <= lo < cp.seq else 0
+        hi = min(cp.seq, lo + SWEEP)
+        problems.extend(merkle.audit_range(conn, lo, hi, last=False).problems)
+        tree.sweep = (lo, hi)
+        tree.sweep_next = hi if hi < cp.seq else 0
+    audit = merkle.audit_range(
+        conn, scope.since, k, tick=lambda done: tick("merkle", done - scope.since, k - scope.since)
+    )
+    problems.extend(audit.problems)
+    tree.facts = audit.facts
+    beyond = merkle.fact_count_above(conn, k)
+    if beyond:
+        problems.append(f"{beyond} fact rows carry a seq above the knowledge counter {k}")
+    heads = 0
+    docs = conn.execute(text("SELECT number, body FROM documents ORDER BY seq")).all()
+    for number, body_text in docs:
+        try:
+            body = decode_json(str(body_text).encode())
+            head = body.get("tree_head") if isinstance(body, dict) else None
+        except Exception as exc:
+            problems.append(f"{number}: body is unreadable ({type(exc).__name__})")
+            continue
+        if head is None:
+            continue  # issued before the Merkle log
+        try:
+            size, root = int(head["size"]), str(head["root"])
+            if size != int(body.get("cutoff_seq")):
+                problems.append(f"{number}: tree head size {size} is not its cutoff")
+            elif size > k:
+                problems.append(f"{number}: tree head size {size} is beyond the log ({k})")
+            elif merkle.head(conn, size, nodes).root.hex() != root:
+                problems.append(
+                    f"{number}: its tree head at size {size} is not a prefix of today's tree "
+                    "(a fact at or before its cutoff was changed, removed or inserted)"
+                )
+            heads += 1
+        except merkle.MissingNodes as exc:
+            problems.append(f"{number}: {exc}")
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"{number}: unreadable tree head ({exc})")
+    try:
+        tree.root = merkle.head(conn, k, nodes).root.hex()
+    except merkle.MissingNodes as exc:
+        problems.append(f"tree head at {k}: {exc}")
+    scope_text = f"seq {scope.since + 1}..{k}" if scope.since else f"all {k} facts"
+    if tree.sweep is not None:
+        scope_text += (
+            f" (and seq {tree.sweep[0] + 1}..{tree.sweep[1]} plus every non-event fact "
+            "before the checkpoint)"
+        )
+    return _result(
+        "merkle_log",
+        problems,
+        f"leaves of {scope_text} recomputed from the facts match the stored tree; "
+        f"{heads} document tree heads are prefixes of today's tree (root {tree.root[:16]}...)",
+    )

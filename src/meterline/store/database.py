@@ -83,7 +83,13 @@ class Store:
             if self.is_sqlite:
                 conn = conn.execution_options(meterline_write=True)
             with conn.begin():
+                conn.info.pop("meterline_seq_locked", None)
+                conn.info.pop("meterline_merkle_pending", None)
                 yield conn
+                if conn.info.pop("meterline_seq_locked", False):
+                    from meterline.store import merkle
+
+                    merkle.seal(conn)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

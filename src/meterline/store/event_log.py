@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event
-from meterline.store import sequence
+from meterline.store import merkle, sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +191,7 @@ def _append_sqlite(
         accepted.append((i, e))
     cur.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
     cur.close()
+    merkle.remember(conn, ((r[0], r[7]) for r in rows))
     if fresh:
         sequence.advance(conn, base + len(fresh))
 
@@ -257,6 +258,7 @@ def _append_postgres(
                 (base,),
             )
     result.accepted.extend((base + i, c.event) for i, c in enumerate(fresh, start=1))
+    merkle.remember(conn, ((base + i, c.event.content_hash) for i, c in enumerate(fresh, start=1)))
     if fresh:
         sequence.advance(conn, base + len(fresh))
 

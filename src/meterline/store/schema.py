@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -393,4 +394,33 @@ webhook_cursor = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("closed_through", BigInteger),
+)
+
+# --- Merkle log and incremental reconciliation (DESIGN §2, §9) -------------------
+# Every perfect subtree of the log's Merkle tree, leaves (level 0) included,
+# written when complete, in the transaction of the facts that complete it.
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("hash", LargeBinary, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# One row per clean reconcile run: what it covered, chained like documents.
+reconcile_checkpoints = Table(
+    "reconcile_checkpoints",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("seq", BigInteger, nullable=False),
+    Column("fact_count", BigInteger, nullable=False),
+    Column("root", String(64), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("report_hash", String(64), nullable=False),
+    Column("previous_hash", String(64), nullable=False),
+    Column("checkpoint_hash", String(64), nullable=False),
+    Column("state", Text, nullable=False),
 )

@@ -13,7 +13,11 @@ from sqlalchemy.engine import Connection
 
 
 def lock(conn: Connection) -> int:
-    """Lock the counter for this transaction and return the last seq handed out."""
+    """Lock the counter for this transaction and return the last seq handed out.
+
+    The transaction then ends by growing the Merkle log (store/merkle.py seal,
+    run by Store.write while the lock is still held)."""
+    conn.info["meterline_seq_locked"] = True
     if conn.dialect.name == "postgresql":
         row = conn.execute(text("SELECT seq FROM knowledge WHERE id = 1 FOR UPDATE")).one()
     else:

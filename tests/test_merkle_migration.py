@@ -1,0 +1,64 @@
+"""Migration 0006 builds the Merkle log of an existing store: the tree equals the
+one the write path grows, documents issued before it (no tree head) keep
+verifying, and documents issued after record a tree head."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+from tests.billing_support import calls, clock
+from tests.support import ingest
+from tests.test_corruption import LATER, LATER_US, world
+
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.services import invoicing
+from meterline.services.corrections import rerate
+from meterline.services.proofs import prove
+from meterline.services.reconcile import reconcile
+from meterline.services.verification import verify
+from meterline.store import database, merkle, sequence
+from meterline.store.database import Store
+
+
+def _to(store: Store, revision: str, down: bool = False) -> None:
+    cfg = database._alembic_config()
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+
+
+def test_an_old_store_gets_its_tree_and_old_documents_keep_verifying(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _to(store, "0004", down=True)
+    # The code before the Merkle log: no tree grown, no tree head in bodies.
+    with monkeypatch.context() as m:
+        m.setattr(merkle, "seal", lambda conn: None)
+        m.setattr(invoicing, "with_tree_head", lambda conn, body, k: body)
+        world(store)
+    with store.read() as conn:
+        assert (
+            "tree_head"
+            not in conn.execute(
+                text("SELECT body FROM documents WHERE number = 'INV-000001'")
+            ).scalar_one()
+        )
+    _to(store, "head")
+    with store.read() as conn:
+        k = sequence.current(conn)
+        assert merkle.size(conn) == k
+        assert merkle.audit_range(conn, 0, k).problems == []
+    assert verify(store).ok
+    report = reconcile(store, full=True)
+    assert report.ok, report.to_json()
+    with pytest.raises(MeterlineError) as info:
+        prove(store, "INV-000001", "c1")
+    assert info.value.code == ErrorCode.NO_TREE_HEAD
+    # New documents carry a tree head and prove against it.
+    ingest(store, clock(LATER), calls(30, prefix="post"))
+    [note] = rerate(store, LATER_US).issued
+    assert note.body["tree_head"]["size"] == note.body["cutoff_seq"]
+    assert prove(store, note.number, "post3")["verified"]
+    assert verify(store).ok
+    assert reconcile(store, full=True).ok
