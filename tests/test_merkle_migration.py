@@ -11,6 +11,7 @@ from tests.billing_support import calls, clock
 from tests.support import ingest
 from tests.test_corruption import LATER, LATER_US, world
 
+from meterline.billing.document import with_format
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.services import invoicing
 from meterline.services.corrections import rerate
@@ -28,14 +29,27 @@ def _to(store: Store, revision: str, down: bool = False) -> None:
         (command.downgrade if down else command.upgrade)(cfg, revision)
 
 
+def _before_merkle() -> str:
+    """The revision just before the one that adds the Merkle log (the last migration)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(database._alembic_config())
+    for rev in script.walk_revisions():
+        if "merkle" in (rev.doc or "").lower():
+            down = rev.down_revision
+            assert isinstance(down, str)
+            return down
+    raise AssertionError("no Merkle log migration")
+
+
 def test_an_old_store_gets_its_tree_and_old_documents_keep_verifying(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _to(store, "0004", down=True)
+    _to(store, _before_merkle(), down=True)
     # The code before the Merkle log: no tree grown, no tree head in bodies.
     with monkeypatch.context() as m:
         m.setattr(merkle, "seal", lambda conn: None)
-        m.setattr(invoicing, "with_tree_head", lambda conn, body, k: body)
+        m.setattr(invoicing, "finish_body", lambda conn, body, k, fmt: with_format(body, fmt))
         world(store)
     with store.read() as conn:
         assert (

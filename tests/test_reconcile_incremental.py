@@ -71,9 +71,9 @@ def test_incremental_rechecks_the_windows_new_events_touch(store: Store) -> None
     with store.write() as conn:
         conn.execute(
             text(
-                "UPDATE windows SET event_count = event_count + 5 WHERE customer_id = 'acme' "
-                "AND window_start = (SELECT MAX(window_start) FROM windows "
-                "WHERE customer_id = 'acme')"
+                "UPDATE usage_index SET events = events + 5 WHERE customer_id = 'acme' "
+                "AND grain = 'w' AND bucket_start = (SELECT MAX(bucket_start) FROM usage_index "
+                "WHERE customer_id = 'acme' AND grain = 'w')"
             )
         )
     report = reconcile(store)

@@ -52,6 +52,8 @@ def recompute(conn: Any, doc: Issued) -> dict[str, Any]:
         )
     else:
         again = corrections.recompute_note(conn, doc)
+    if "tree_head" not in body:  # issued before the Merkle log: no tree head to record
+        again.pop("tree_head", None)
     return again
 
 
