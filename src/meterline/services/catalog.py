@@ -173,5 +173,6 @@ def _apply_customers(conn: Connection, raw: Any, now_us: int, report: ApplyRepor
 def _apply_price_books(
     conn: Connection, raw: Any, meters: dict[str, Meter], now_us: int, report: ApplyReport
 ) -> None:
-    for spec in parse_price_books(raw, frozenset(meters)):
+    sums = frozenset(code for code, m in meters.items() if m.aggregation == "sum")
+    for spec in parse_price_books(raw, frozenset(meters), sums=sums):
         apply_price_book(conn, spec, now_us, report.added, report.unchanged)
