@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import itertools
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -189,7 +190,7 @@ def test_periods_tile_time_and_labels_sort_like_starts(
 ) -> None:
     cycle = _cycle(kind, tz, local, anniversary)
     periods = [cycle.period(k) for k in range(first, first + 14)]
-    for a, b in zip(periods, periods[1:], strict=False):
+    for a, b in itertools.pairwise(periods):
         assert a.end == b.start  # no gap, no overlap
         assert a.start < a.end
         assert a.label < b.label  # labels sort like starts
