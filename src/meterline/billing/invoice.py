@@ -1,7 +1,7 @@
 """Assembling an invoice body from rated charges (DESIGN §6, §7).
 
 Lines: one per charge and dimension group, then flat fees, then the minimum
-spend true-up, per subscription. Each line is rounded once by rating;
+spend true-up or the maximum spend cap (a negative line), per subscription. Each line is rounded once by rating;
 subtotal = sum of rounded lines; tax = round(subtotal x rate); credits are
 applied oldest grant first; total = subtotal + tax - credits.
 """
@@ -29,6 +29,7 @@ from meterline.pricing.rating import (
     SegmentUsage,
     rate_additive,
     rate_flat,
+    rate_maximum_spend,
     rate_minimum_spend,
     rate_non_additive,
 )
@@ -113,8 +114,10 @@ def subscription_lines(su: SubscriptionUsage, period: Period) -> list[dict[str, 
                     book,
                     charge.code,
                     [
-                        SegmentUsage(s, q)
-                        for s, q in zip(segments, g.segment_quantities(), strict=True)
+                        SegmentUsage(s, q, n)
+                        for s, q, n in zip(
+                            segments, g.segment_quantities(), g.segment_event_counts(), strict=True
+                        )
                     ],
                 )
             else:
@@ -128,9 +131,13 @@ def subscription_lines(su: SubscriptionUsage, period: Period) -> list[dict[str, 
                 _line(rated, book, description, dims, _unit_price(charge, segments), g.provenance())
             )
     lines.extend(flat)
-    minimum = rate_minimum_spend(book, segments, usage_amounts)
+    bounds = (period.start, period.end)
+    minimum = rate_minimum_spend(book, segments, usage_amounts, bounds)
     if minimum is not None:
         lines.append(_line(minimum, book, "minimum spend true-up", {}, None, None))
+    maximum = rate_maximum_spend(book, segments, usage_amounts, bounds)
+    if maximum is not None:
+        lines.append(_line(maximum, book, "maximum spend cap", {}, None, None))
     return lines
 
 

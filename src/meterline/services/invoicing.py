@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from meterline.billing.customers import Customer
 from meterline.billing.document import Issued, Kind, Status, body_hash, draft_dict
 from meterline.billing.invoice import SubscriptionUsage, assemble
-from meterline.billing.periods import Period, month
+from meterline.billing.periods import Period, period_for_label
 from meterline.billing.usage import GroupUsage, Measurement, Row
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event
@@ -258,7 +258,7 @@ class Billing:
 
 def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Billing:
     customer = load_customer(conn, customer_id, known_at)
-    period = month(label, customer.timezone)
+    period = period_for_label(label, customer.cycles())
     subs = customer.subscriptions_in(period.start, period.end)
     if not subs:
         raise MeterlineError(
@@ -324,7 +324,10 @@ def customers_for(store: Store, label: str) -> list[str]:
     with store.read() as conn:
         out = []
         for c in load_customers(conn):
-            p = month(label, c.timezone)
+            try:
+                p = period_for_label(label, c.cycles())
+            except MeterlineError:
+                continue  # no period of that label in this customer's billing cycles
             if c.subscriptions_in(p.start, p.end):
                 out.append(c.id)
         return out
