@@ -136,7 +136,12 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("unknown field", [with_(windw="1h")], "meters[0].windw", "unknown field"),
     ("code missing", [with_(code=REMOVE)], "meters[0]", "missing field 'code'"),
     ("event_type missing", [with_(event_type=REMOVE)], "meters[0]", "missing field 'event_type'"),
-    ("aggregation missing", [with_(aggregation=REMOVE)], "meters[0]", "missing field 'aggregation'"),
+    (
+        "aggregation missing",
+        [with_(aggregation=REMOVE)],
+        "meters[0]",
+        "missing field 'aggregation'",
+    ),
     ("code empty", [with_(code="")], "meters[0].code", "non-empty string"),
     ("code not a string", [with_(code=7)], "meters[0].code", "non-empty string"),
     ("code with a space", [with_(code="api calls")], "meters[0].code", "letters, digits"),
