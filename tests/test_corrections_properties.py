@@ -4,7 +4,8 @@ Random histories of late events, retractions, retroactive price versions and
 re-rating runs, interleaved. A new price version may switch the charge to
 per_unit with free units, package with a unit conversion or a percentage with
 a fixed fee per event (on a sum meter), and may carry a minimum spend and a
-maximum spend (a cap line), so corrections of those are covered too. At the end, for every issued invoice, the sums of
+maximum spend (a cap line), and each customer has a coupon, so corrections of
+those are covered too. At the end, for every issued invoice, the sums of
 subtotal and tax over the invoice and all its corrections equal the invoice
 computed from scratch at the final cutoff; and the same facts arriving in
 another order give the same final totals.
@@ -32,6 +33,11 @@ from meterline.store.database import Store
 
 LATER = "2024-02-03T00:00:00Z"
 LATER_US = parse_rfc3339(LATER)
+# Each customer has a coupon, so corrections must recompute discounts too.
+COUPONS = {
+    "acme": {"code": "P15", "percent_off": "15", "duration": "forever"},
+    "beta": {"code": "A25", "amount_off": "0.25", "duration": "once"},
+}
 CUSTOMERS = [
     {
         "id": c,
@@ -39,6 +45,7 @@ CUSTOMERS = [
         "currency": "USD",
         "tax_rate": "0.19",
         "subscriptions": [{"price_book": "standard", "start": "2024-01-01T00:00:00Z"}],
+        "coupons": [{**COUPONS[c], "start": "2024-01-01T00:00:00Z"}],
     }
     for c in ("acme", "beta")
 ]

@@ -66,7 +66,9 @@ CATALOG: dict[str, Any] = {
     ],
     "customers": [
         {"id": "acme", "name": "Acme", "currency": "USD",
-         "subscriptions": [{"price_book": "fintech", "start": "2024-01-01T00:00:00Z"}]},
+         "subscriptions": [{"price_book": "fintech", "start": "2024-01-01T00:00:00Z"}],
+         "coupons": [{"code": "WELCOME", "percent_off": 10, "duration": "repeating",
+                      "periods": 2, "start": "2024-01-01T00:00:00Z"}]},
         {"id": "beta", "name": "Beta", "currency": "USD",
          "subscriptions": [{"price_book": "basic", "start": "2024-01-15T09:00:00Z",
                             "anchor": "subscription"}]},
@@ -103,21 +105,24 @@ def amounts(body: dict[str, Any]) -> dict[str, str]:
     return {line["charge"]: line["amount"] for line in body["lines"]}
 
 
-def test_percentage_dynamic_conversion_and_a_cap_on_one_invoice(store: Store) -> None:
+def test_percentage_dynamic_conversion_a_cap_and_a_coupon_on_one_invoice(store: Store) -> None:
     """card 2.9% x 1,000 + 0.30 x (3 - 2 free) = 29.30; gpu 3.45 x 1.2 = 4.14;
-    disk 2,500,000,001 bytes -> 3 GB x 0.10 = 0.30; usage 33.74 capped at 30.00: -3.74."""
+    disk 2,500,000,001 bytes -> 3 GB x 0.10 = 0.30; usage 33.74 capped at 30.00: -3.74;
+    then the coupon, 10% of the capped 30.00 = -3.00: total 27.00."""
     _setup(store)
     body = invoicing.preview(store, "acme", "2024-01")
     assert amounts(body) == {
         "card": "29.30", "gpu": "4.14", "disk": "0.30", "maximum_spend": "-3.74",
+        "coupon:WELCOME": "-3.00",
     }  # fmt: skip
-    assert body["subtotal"] == body["total"] == "30.00"
-    cap = body["lines"][-1]
+    assert body["subtotal"] == body["total"] == "27.00"
+    assert body["lines"][-1]["formula"] == "-(10% x 30.00) = -3.00"
+    cap = body["lines"][-2]
     assert cap["formula"] == "30.00 maximum spend - 33.74 usage = -3.74"
     disk = next(line for line in body["lines"] if line["charge"] == "disk")
     assert disk["quantity"] == "3"
     text = render_text(body)
-    assert "maximum spend cap" in text
+    assert "maximum spend cap" in text and "coupon WELCOME" in text
     assert "2,500,000,001 metered / 1,000,000,000, rounded up = 3 billed" in text
     html = render_html(body)
     assert "2.9%" in html and "adjustment" in html
@@ -130,7 +135,8 @@ def test_percentage_dynamic_conversion_and_a_cap_on_one_invoice(store: Store) ->
     sides = {ln.account: ln.signed for ln in entry.lines}
     assert sides[discounts("maximum_spend")] == Decimal("3.74")
     assert sides[revenue("card")] == Decimal("-29.30")
-    assert sides[receivable("acme")] == Decimal("30.00")
+    assert sides[discounts("coupon:WELCOME")] == Decimal("3.00")
+    assert sides[receivable("acme")] == Decimal("27.00")
 
 
 def test_anniversary_period_free_units_and_a_full_minimum(store: Store) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from meterline.billing.coupons import Coupon, parse_coupon
 from meterline.billing.periods import Anchor, BillingCycle, Cycle, zone
 from meterline.domain import catalog_input as ci
 from meterline.domain.canonical import content_hash
@@ -84,6 +85,7 @@ class Customer:
     tax_rate: Decimal = Decimal(0)
     subscriptions: tuple[Subscription, ...] = ()
     credits: tuple[CreditGrant, ...] = ()
+    coupons: tuple[Coupon, ...] = ()
 
     def definition(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,8 @@ class Customer:
             "tax_rate": fmt(self.tax_rate),
             "subscriptions": [s.to_dict() for s in self.subscriptions],
             "credits": [c.to_dict() for c in self.credits],
+            # only when present: the content hash of customers without coupons stays the same
+            **({"coupons": [c.definition() for c in self.coupons]} if self.coupons else {}),
         }
 
     @property
@@ -117,7 +121,7 @@ class Customer:
 
 _fail = ci.catalog_error  # the one catalog vocabulary (domain/catalog_input.py)
 
-_FIELDS = {"id", "name", "currency", "timezone", "tax_rate", "subscriptions", "credits"}
+_FIELDS = {"id", "name", "currency", "timezone", "tax_rate", "subscriptions", "credits", "coupons"}
 _SUBSCRIPTION = {"price_book", "start"}, {"end", "billing_cycle", "anchor"}
 _CREDIT = {"id", "amount", "granted_at"}, {"expires_at"}
 
@@ -147,6 +151,12 @@ def parse_customer(raw: Any, path: str) -> Customer:
     ]
     if len({c.id for c in credits}) != len(credits):
         raise _fail(f"{path}.credits", "credit grant ids must be unique")
+    coupons = [
+        parse_coupon(c, f"{path}.coupons[{i}]", currency)
+        for i, c in enumerate(ci.items(data.get("coupons") or [], f"{path}.coupons"))
+    ]
+    if len({c.code for c in coupons}) != len(coupons):
+        raise _fail(f"{path}.coupons", "coupon codes must be unique")
     return Customer(
         cid,
         ci.text(data["name"], f"{path}.name"),
@@ -155,6 +165,7 @@ def parse_customer(raw: Any, path: str) -> Customer:
         tax,
         tuple(subs),
         tuple(sorted(credits, key=lambda c: (c.granted_at, c.id))),
+        tuple(coupons),
     )
 
 

@@ -1,7 +1,8 @@
 """Assembling an invoice body from rated charges (DESIGN §6, §7).
 
 Lines: one per charge and dimension group, then flat fees, then the minimum
-spend true-up or the maximum spend cap (a negative line), per subscription. Each line is rounded once by rating;
+spend true-up or the maximum spend cap (a negative line), per subscription;
+then the customer's coupons (negative lines, before tax: billing/coupons.py). Each line is rounded once by rating;
 subtotal = sum of rounded lines; tax = round(subtotal x rate); credits are
 applied oldest grant first; total = subtotal + tax - credits.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from meterline.billing.coupons import COUPON_MODEL, apply_coupons
 from meterline.billing.customers import CreditGrant, Customer, Subscription
 from meterline.billing.document import Kind, money, quantity
 from meterline.billing.periods import Period
@@ -23,6 +25,8 @@ from meterline.domain.money import Rounding, round_money
 from meterline.domain.timestamps import format_us
 from meterline.metering import decode_dimensions, dimensions_dict
 from meterline.pricing.charges import Charge, Flat, Package, PerUnit
+from meterline.pricing.maximum import MAXIMUM_SPEND_CODE
+from meterline.pricing.minimum import MINIMUM_SPEND_CODE
 from meterline.pricing.pricebook import PriceBook, Segment
 from meterline.pricing.rating import (
     RatedCharge,
@@ -141,6 +145,46 @@ def subscription_lines(su: SubscriptionUsage, period: Period) -> list[dict[str, 
     return lines
 
 
+# Lines that belong to "all usage" for a coupon besides metered lines: the spend limits.
+_USAGE_ADJUSTMENTS = frozenset({MINIMUM_SPEND_CODE, MAXIMUM_SPEND_CODE})
+
+
+def coupon_lines(
+    customer: Customer,
+    period: Period,
+    lines: Sequence[dict[str, Any]],
+    rounding: Rounding,
+    subs: Sequence[SubscriptionUsage],
+) -> list[dict[str, Any]]:
+    """Negative coupon lines, after minimum and maximum and before tax (DESIGN §7)."""
+    cycle = next(
+        (c for c in customer.cycles() if c.period_of(period.start) == period),
+        customer.cycles()[0],
+    )
+    live = [c for c in customer.coupons if c.applies(cycle, period)]
+    book = subs[-1].book.code if subs else ""
+    out = []
+    for d in apply_coupons(live, lines, _USAGE_ADJUSTMENTS, customer.currency, rounding):
+        explanation = d.explanation(customer.currency, rounding)
+        out.append(
+            {
+                "charge": d.coupon.line_code,
+                "description": f"coupon {d.coupon.code}",
+                "price_book": book,
+                "model": COUPON_MODEL,
+                "meter": None,
+                "dimensions": {},
+                "quantity": None,
+                "unit_price": None,
+                "amount": money(d.amount, customer.currency),
+                "formula": d.formula,
+                "explanation": explanation,
+                "usage": None,
+            }
+        )
+    return out
+
+
 def apply_credits(
     grants: Sequence[CreditGrant], spent: dict[str, Decimal], due: Decimal, period: Period
 ) -> list[tuple[str, Decimal]]:
@@ -179,6 +223,7 @@ def assemble(
     lines: list[dict[str, Any]] = []
     for su in subs:
         lines.extend(subscription_lines(su, period))
+    lines.extend(coupon_lines(customer, period, lines, rounding, subs))
     for i, line in enumerate(lines, start=1):
         line["line"] = i
     subtotal = exact_sum([Decimal(line["amount"]) for line in lines])
