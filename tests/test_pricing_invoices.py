@@ -49,6 +49,21 @@ CATALOG: dict[str, Any] = {
             ],
         },
         {
+            "code": "saas",
+            "currency": "USD",
+            "versions": [
+                {
+                    "version": "v1",
+                    "effective_from": "2024-01-01T00:00:00Z",
+                    "charges": [
+                        {"code": "platform", "model": "flat", "amount": "31.00"},
+                        {"code": "api", "meter": "api_calls", "model": "per_unit",
+                         "unit_price": "0.10"},
+                    ],
+                }
+            ],
+        },
+        {
             "code": "basic",
             "currency": "USD",
             "versions": [
@@ -65,6 +80,12 @@ CATALOG: dict[str, Any] = {
         },
     ],
     "customers": [
+        {"id": "delta", "name": "Delta", "currency": "USD",
+         "subscriptions": [{"price_book": "saas", "start": "2024-01-01T00:00:00Z",
+                            "trial_days": 14, "trial_usage": "free"}]},
+        {"id": "epsilon", "name": "Epsilon", "currency": "USD",
+         "subscriptions": [{"price_book": "saas", "start": "2024-01-01T00:00:00Z",
+                            "trial_days": 14}]},
         {"id": "acme", "name": "Acme", "currency": "USD",
          "subscriptions": [{"price_book": "fintech", "start": "2024-01-01T00:00:00Z"}],
          "coupons": [{"code": "WELCOME", "percent_off": 10, "duration": "repeating",
@@ -93,6 +114,9 @@ def _events() -> list[dict[str, Any]]:
         event(f"b{i}", customer="beta", time=f"2024-01-2{i % 10}T{i % 24:02d}:00:00Z")
         for i in range(150)
     ]
+    for who in ("delta", "epsilon"):
+        out += [event(f"{who}-t{i}", customer=who, time="2024-01-10T10:00:00Z") for i in range(5)]
+        out += [event(f"{who}-p{i}", customer=who, time="2024-01-20T10:00:00Z") for i in range(3)]
     return out
 
 
@@ -169,3 +193,20 @@ def test_a_label_of_another_cycle_is_a_clear_error(store: Store) -> None:
         invoicing.preview(store, "gamma", "2024-01")
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
     assert "billing cycles: quarter/calendar" in info.value.message
+
+
+def test_a_trial_bills_no_flat_fee_and_free_trial_usage(store: Store) -> None:
+    """14 trial days from Jan 1: the flat fee is billed for 17 of 31 days = 17.00;
+    trial_usage free: 5 calls on Jan 10 are free, 3 on Jan 20 x 0.10 = 0.30;
+    trial_usage billed (the default): all 8 calls = 0.80."""
+    _setup(store)
+    free = invoicing.preview(store, "delta", "2024-01")
+    assert amounts(free) == {"api": "0.30", "platform": "17.00"}
+    api = free["lines"][0]
+    assert api["formula"] == "v1: 0 x 0.10 + v1: 3 x 0.10 = 0.30"
+    assert "trial until 2024-01-15T00:00:00Z: usage in it is free" in api["explanation"]["notes"]
+    assert free["lines"][1]["formula"] == "31.00 x 17 days / 31 days = 17.00"
+    billed = invoicing.preview(store, "epsilon", "2024-01")
+    assert amounts(billed) == {"api": "0.80", "platform": "17.00"}
+    feb = invoicing.preview(store, "delta", "2024-02")  # after the trial: everything billed
+    assert amounts(feb) == {"api": "0.00", "platform": "31.00"}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from meterline.billing.coupons import Coupon, parse_coupon
@@ -18,9 +20,14 @@ from meterline.domain.canonical import content_hash
 from meterline.domain.decimals import fmt
 from meterline.domain.errors import MeterlineError
 from meterline.domain.money import Currency
-from meterline.domain.timestamps import format_us
+from meterline.domain.timestamps import format_us, from_datetime, to_datetime
 
 _ID = re.compile(r"[^\s].{0,255}", re.S)
+
+
+class TrialUsage(StrEnum):
+    BILLED = "billed"
+    FREE = "free"
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,17 @@ class Subscription:
     end: int | None = None
     billing_cycle: BillingCycle = BillingCycle.MONTH
     anchor: Anchor = Anchor.CALENDAR
+    trial_days: int = 0
+    trial_usage: TrialUsage = TrialUsage.BILLED
+
+    def trial_end(self, timezone: str) -> int | None:
+        """The end of the trial: `trial_days` local days after the start (None: no trial)."""
+        if not self.trial_days:
+            return None
+        local = to_datetime(self.start).astimezone(zone(timezone)).replace(tzinfo=None)
+        return from_datetime(
+            (local + timedelta(days=self.trial_days)).replace(tzinfo=zone(timezone))
+        )
 
     def cycle(self, timezone: str) -> Cycle:
         """How this subscription's time is cut into billing periods (DESIGN §7)."""
@@ -52,6 +70,10 @@ class Subscription:
             data["billing_cycle"] = self.billing_cycle.value
         if self.anchor is not Anchor.CALENDAR:
             data["anchor"] = self.anchor.value
+        if self.trial_days:
+            data["trial_days"] = self.trial_days
+        if self.trial_usage is not TrialUsage.BILLED:
+            data["trial_usage"] = self.trial_usage.value
         return data
 
 
@@ -122,7 +144,16 @@ class Customer:
 _fail = ci.catalog_error  # the one catalog vocabulary (domain/catalog_input.py)
 
 _FIELDS = {"id", "name", "currency", "timezone", "tax_rate", "subscriptions", "credits", "coupons"}
-_SUBSCRIPTION = {"price_book", "start"}, {"end", "billing_cycle", "anchor"}
+_SUBSCRIPTION = (
+    {"price_book", "start"},
+    {
+        "end",
+        "billing_cycle",
+        "anchor",
+        "trial_days",
+        "trial_usage",
+    },
+)
 _CREDIT = {"id", "amount", "granted_at"}, {"expires_at"}
 
 
@@ -187,6 +218,15 @@ def _subscription(raw: Any, p: str) -> Subscription:
             )
         ),
         Anchor(ci.choice(s.get("anchor", "calendar"), f"{p}.anchor", anchors, "anchor")),
+        ci.count(s.get("trial_days", 0), f"{p}.trial_days", 0, 3660),
+        TrialUsage(
+            ci.choice(
+                s.get("trial_usage", "billed"),
+                f"{p}.trial_usage",
+                ["billed", "free"],
+                "trial_usage",
+            )
+        ),
     )
 
 

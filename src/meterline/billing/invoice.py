@@ -10,12 +10,12 @@ applied oldest grant first; total = subtotal + tax - credits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from meterline.billing.coupons import COUPON_MODEL, apply_coupons
-from meterline.billing.customers import CreditGrant, Customer, Subscription
+from meterline.billing.customers import CreditGrant, Customer, Subscription, TrialUsage
 from meterline.billing.document import Kind, money, quantity
 from meterline.billing.periods import Period
 from meterline.billing.usage import ADDITIVE, GroupUsage
@@ -99,31 +99,41 @@ def _unit_price(charge: Charge, segments: Sequence[Segment]) -> Decimal | None:
     return prices.pop() if len(prices) == 1 else None
 
 
-def subscription_lines(su: SubscriptionUsage, period: Period) -> list[dict[str, Any]]:
+def subscription_lines(
+    su: SubscriptionUsage, period: Period, timezone: str = "UTC"
+) -> list[dict[str, Any]]:
     book, segments = su.book, su.segments
     lines: list[dict[str, Any]] = []
     usage_amounts: list[Decimal] = []
     flat: list[dict[str, Any]] = []
+    trial_end = su.subscription.trial_end(timezone)
+    # Flat fees are not billed for the trial (prorated): only the time after it counts.
+    paid = tuple(s for s in segments if trial_end is None or s.start >= trial_end)
+    free_usage = trial_end is not None and su.subscription.trial_usage is TrialUsage.FREE
     for charge in _charges(segments):
         if isinstance(charge, Flat):
-            rated = rate_flat(book, charge.code, period.start, period.end, segments)
-            flat.append(_line(rated, book, f"{charge.code} (flat fee)", {}, None, None))
+            if any(s.version.charge(charge.code) for s in paid):
+                rated = rate_flat(book, charge.code, period.start, period.end, paid)
+                flat.append(_line(rated, book, f"{charge.code} (flat fee)", {}, None, None))
             continue
         groups = sorted(
             (g for (m, _), g in su.usage.items() if m == charge.meter), key=lambda g: g.dims
         )
         for g in groups:
             if g.meter.aggregation in ADDITIVE:
-                rated = rate_additive(
-                    book,
-                    charge.code,
-                    [
-                        SegmentUsage(s, q, n)
-                        for s, q, n in zip(
-                            segments, g.segment_quantities(), g.segment_event_counts(), strict=True
-                        )
-                    ],
-                )
+                usage = [
+                    SegmentUsage(s, q, n)
+                    for s, q, n in zip(
+                        segments, g.segment_quantities(), g.segment_event_counts(), strict=True
+                    )
+                ]
+                if free_usage:
+                    usage = [_trial_free(u, trial_end) for u in usage]
+                rated = rate_additive(book, charge.code, usage)
+                if free_usage and trial_end is not None and trial_end > segments[0].start:
+                    rated = _with_note(
+                        rated, f"trial until {format_us(trial_end)}: usage in it is free"
+                    )
             else:
                 rated = rate_non_additive(book, charge.code, segments, g.period_quantity())
             usage_amounts.append(rated.amount)
@@ -143,6 +153,18 @@ def subscription_lines(su: SubscriptionUsage, period: Period) -> list[dict[str, 
     if maximum is not None:
         lines.append(_line(maximum, book, "maximum spend cap", {}, None, None))
     return lines
+
+
+def _trial_free(u: SegmentUsage, trial_end: int | None) -> SegmentUsage:
+    """`trial_usage: free`: a segment inside the trial is billed as no usage."""
+    if trial_end is not None and u.segment.end <= trial_end:
+        return SegmentUsage(u.segment, Decimal(0), 0)
+    return u
+
+
+def _with_note(rated: RatedCharge, note: str) -> RatedCharge:
+    x = replace(rated.explanation, notes=(*rated.explanation.notes, note))
+    return replace(rated, explanation=x)
 
 
 # Lines that belong to "all usage" for a coupon besides metered lines: the spend limits.
@@ -222,7 +244,7 @@ def assemble(
     rounding = subs[-1].book.rounding if subs else Rounding.HALF_UP
     lines: list[dict[str, Any]] = []
     for su in subs:
-        lines.extend(subscription_lines(su, period))
+        lines.extend(subscription_lines(su, period, customer.timezone))
     lines.extend(coupon_lines(customer, period, lines, rounding, subs))
     for i, line in enumerate(lines, start=1):
         line["line"] = i

@@ -195,3 +195,17 @@ class PriceBook:
             else:
                 pieces.append(Segment(piece_start, piece_end, version))
         return tuple(pieces)
+
+
+def split_segments(segments: tuple[Segment, ...], at: int | None) -> tuple[Segment, ...]:
+    """The same segments with a boundary at `at` (a trial's end): the piece before and the
+    piece after keep their version, so prices do not change, only what is billed of them."""
+    if at is None:
+        return segments
+    out: list[Segment] = []
+    for s in segments:
+        if s.start < at < s.end:
+            out += [Segment(s.start, at, s.version), Segment(at, s.end, s.version)]
+        else:
+            out.append(s)
+    return tuple(out)

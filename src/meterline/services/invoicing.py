@@ -28,7 +28,7 @@ from meterline.domain.events import Event
 from meterline.domain.timestamps import format_us
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
-from meterline.pricing.pricebook import PriceBook
+from meterline.pricing.pricebook import PriceBook, split_segments
 from meterline.store import documents, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
@@ -268,7 +268,8 @@ def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Bil
     out = []
     for sub, (lo, hi) in subs:
         book = _book_at(conn, sub.price_book, known_at)
-        segments = book.segments(lo, hi, known_at)
+        trial_end = sub.trial_end(customer.timezone)  # a boundary: the trial is billed apart
+        segments = split_segments(book.segments(lo, hi, known_at), trial_end)
         used = sorted(
             {c.meter for s in segments for c in s.version.charges if not isinstance(c, Flat)}
         )
