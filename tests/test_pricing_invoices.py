@@ -49,6 +49,19 @@ CATALOG: dict[str, Any] = {
             ],
         },
         {
+            "code": "ahead",
+            "currency": "USD",
+            "versions": [
+                {
+                    "version": "v1",
+                    "effective_from": "2024-01-01T00:00:00Z",
+                    "charges": [
+                        {"code": "seat", "model": "flat", "amount": "31.00", "in_advance": True},
+                    ],
+                }
+            ],
+        },
+        {
             "code": "saas",
             "currency": "USD",
             "versions": [
@@ -80,6 +93,9 @@ CATALOG: dict[str, Any] = {
         },
     ],
     "customers": [
+        {"id": "zeta", "name": "Zeta", "currency": "USD",
+         "subscriptions": [{"price_book": "ahead", "start": "2024-01-17T00:00:00Z",
+                            "end": "2024-03-10T00:00:00Z"}]},
         {"id": "delta", "name": "Delta", "currency": "USD",
          "subscriptions": [{"price_book": "saas", "start": "2024-01-01T00:00:00Z",
                             "trial_days": 14, "trial_usage": "free"}]},
@@ -210,3 +226,23 @@ def test_a_trial_bills_no_flat_fee_and_free_trial_usage(store: Store) -> None:
     assert amounts(billed) == {"api": "0.80", "platform": "17.00"}
     feb = invoicing.preview(store, "delta", "2024-02")  # after the trial: everything billed
     assert amounts(feb) == {"api": "0.00", "platform": "31.00"}
+
+
+def test_in_advance_fees_bill_the_next_period_and_credit_unused_time(store: Store) -> None:
+    """seat 31.00 in advance; subscription Jan 17 to Mar 10.
+    January (first period): 31.00 x 15/31 = 15.00 for January + 31.00 ahead for February;
+    February: 31.00 ahead for March (the end is credited when it comes);
+    March: unused time from Mar 10 = -(31.00 x 22/31) = -22.00, nothing ahead for April."""
+    _setup(store)
+
+    def seat_lines(label: str) -> list[tuple[str, str]]:
+        body = invoicing.preview(store, "zeta", label)
+        return [(line["description"], line["amount"]) for line in body["lines"]]
+
+    assert seat_lines("2024-01") == [
+        ("seat (in advance, 2024-01)", "15.00"), ("seat (in advance, 2024-02)", "31.00"),
+    ]  # fmt: skip
+    assert seat_lines("2024-02") == [("seat (in advance, 2024-03)", "31.00")]
+    assert seat_lines("2024-03") == [("unused time on ahead (seat)", "-22.00")]
+    march = invoicing.preview(store, "zeta", "2024-03")
+    assert march["lines"][0]["formula"] == "-(31.00 x 22 days / 31 days) = -22.00"

@@ -14,12 +14,13 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from meterline.billing.advance import advance_lines
 from meterline.billing.coupons import COUPON_MODEL, apply_coupons
 from meterline.billing.customers import CreditGrant, Customer, Subscription, TrialUsage
 from meterline.billing.document import Kind, money, quantity
 from meterline.billing.periods import Period
 from meterline.billing.usage import ADDITIVE, GroupUsage
-from meterline.domain.decimals import exact_sum
+from meterline.domain.decimals import exact_sum, fmt
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Rounding, round_money
 from meterline.domain.timestamps import format_us
@@ -100,7 +101,7 @@ def _unit_price(charge: Charge, segments: Sequence[Segment]) -> Decimal | None:
 
 
 def subscription_lines(
-    su: SubscriptionUsage, period: Period, timezone: str = "UTC"
+    su: SubscriptionUsage, period: Period, timezone: str = "UTC", known_at: int | None = None
 ) -> list[dict[str, Any]]:
     book, segments = su.book, su.segments
     lines: list[dict[str, Any]] = []
@@ -111,6 +112,8 @@ def subscription_lines(
     paid = tuple(s for s in segments if trial_end is None or s.start >= trial_end)
     free_usage = trial_end is not None and su.subscription.trial_usage is TrialUsage.FREE
     for charge in _charges(segments):
+        if isinstance(charge, Flat) and charge.in_advance:
+            continue  # billed ahead: advance_lines below
         if isinstance(charge, Flat):
             if any(s.version.charge(charge.code) for s in paid):
                 rated = rate_flat(book, charge.code, period.start, period.end, paid)
@@ -145,6 +148,8 @@ def subscription_lines(
                 _line(rated, book, description, dims, _unit_price(charge, segments), g.provenance())
             )
     lines.extend(flat)
+    if known_at is not None:
+        lines.extend(_advance(su, period, timezone, known_at))
     bounds = (period.start, period.end)
     minimum = rate_minimum_spend(book, segments, usage_amounts, bounds)
     if minimum is not None:
@@ -153,6 +158,33 @@ def subscription_lines(
     if maximum is not None:
         lines.append(_line(maximum, book, "maximum spend cap", {}, None, None))
     return lines
+
+
+def _advance(
+    su: SubscriptionUsage, period: Period, timezone: str, known_at: int
+) -> list[dict[str, Any]]:
+    """In-advance flat fees: the next period's, the first period's, unused time back."""
+    next_period = su.subscription.cycle(timezone).period_of(period.end)
+    out = []
+    for a in advance_lines(
+        su.subscription, su.book, period, next_period, su.segments, known_at, timezone
+    ):
+        line = _line(a.rated, su.book, a.description, a.dimensions, None, None)
+        if a.negate:
+            x = a.rated.explanation
+            amount = money(-a.rated.amount, su.book.currency)
+            line["amount"] = amount
+            line["model"] = "flat"
+            line["formula"] = f"-({x.derivation}) = {amount}"
+            line["explanation"] = {
+                **line["explanation"],
+                "amount": amount,
+                "exact_amount": fmt(-a.rated.exact_amount),
+                "formula": line["formula"],
+                "notes": [*line["explanation"]["notes"], a.description + ": billed in advance"],
+            }
+        out.append(line)
+    return out
 
 
 def _trial_free(u: SegmentUsage, trial_end: int | None) -> SegmentUsage:
@@ -244,7 +276,7 @@ def assemble(
     rounding = subs[-1].book.rounding if subs else Rounding.HALF_UP
     lines: list[dict[str, Any]] = []
     for su in subs:
-        lines.extend(subscription_lines(su, period, customer.timezone))
+        lines.extend(subscription_lines(su, period, customer.timezone, cutoff))
     lines.extend(coupon_lines(customer, period, lines, rounding, subs))
     for i, line in enumerate(lines, start=1):
         line["line"] = i

@@ -55,7 +55,7 @@ _MODEL_FIELDS: dict[ChargeModel, tuple[set[str], set[str]]] = {
         {"code", "model", "meter", "package_size", "package_price"},
         {"free_units", "conversion"},
     ),
-    ChargeModel.FLAT: ({"code", "model", "amount"}, {"prorate"}),
+    ChargeModel.FLAT: ({"code", "model", "amount"}, {"prorate", "in_advance"}),
     ChargeModel.PERCENTAGE: (
         {"code", "model", "meter", "rate"},
         {"fixed_fee", "free_units", "free_events", "conversion"},
@@ -294,7 +294,8 @@ def _charge(raw: object, meters: AbstractSet[str], path: str) -> Charge:
         _fail(f"{path}.code", f"{code!r} is reserved for {_RESERVED[code]}")
     if model is ChargeModel.FLAT:
         prorate = _bool(data.get("prorate", True), f"{path}.prorate")
-        return Flat(code, _price(data["amount"], f"{path}.amount"), prorate)
+        in_advance = _bool(data.get("in_advance", False), f"{path}.in_advance")
+        return Flat(code, _price(data["amount"], f"{path}.amount"), prorate, in_advance)
     meter = _meter(data["meter"], meters, f"{path}.meter")
     conversion = _conversion(data.get("conversion"), f"{path}.conversion")
     free = _price(data.get("free_units", 0), f"{path}.free_units")

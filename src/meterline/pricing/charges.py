@@ -238,6 +238,7 @@ class Flat:
     code: str
     amount: Decimal
     prorate: bool = True
+    in_advance: bool = False  # billed on the invoice that opens the period it covers
 
     meter: ClassVar[None] = None
 
@@ -245,12 +246,15 @@ class Flat:
         _check_non_negative(amount=self.amount)
 
     def definition(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "code": self.code,
             "model": self.model.value,
             "amount": fmt(self.amount),
             "prorate": self.prorate,
         }
+        if self.in_advance:  # only when set: older definitions hash the same
+            data["in_advance"] = True
+        return data
 
 
 @dataclass(frozen=True)
