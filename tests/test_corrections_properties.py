@@ -4,8 +4,8 @@ Random histories of late events, retractions, retroactive price versions and
 re-rating runs, interleaved. A new price version may switch the charge to
 per_unit with free units, package with a unit conversion or a percentage with
 a fixed fee per event (on a sum meter), and may carry a minimum spend and a
-maximum spend (a cap line), and each customer has a coupon, so corrections of
-those are covered too. At the end, for every issued invoice, the sums of
+maximum spend (a cap line) and a seat fee billed in advance; each customer has
+a coupon and one a free trial, so corrections of those are covered too. At the end, for every issued invoice, the sums of
 subtotal and tax over the invoice and all its corrections equal the invoice
 computed from scratch at the final cutoff; and the same facts arriving in
 another order give the same final totals.
@@ -38,13 +38,15 @@ COUPONS = {
     "acme": {"code": "P15", "percent_off": "15", "duration": "forever"},
     "beta": {"code": "A25", "amount_off": "0.25", "duration": "once"},
 }
+# beta is in a free trial for its first 5 days: late events in it change nothing billed.
+TRIAL: dict[str, dict[str, Any]] = {"acme": {}, "beta": {"trial_days": 5, "trial_usage": "free"}}
 CUSTOMERS = [
     {
         "id": c,
         "name": c,
         "currency": "USD",
         "tax_rate": "0.19",
-        "subscriptions": [{"price_book": "standard", "start": "2024-01-01T00:00:00Z"}],
+        "subscriptions": [{"price_book": "standard", "start": "2024-01-01T00:00:00Z", **TRIAL[c]}],
         "coupons": [{**COUPONS[c], "start": "2024-01-01T00:00:00Z"}],
     }
     for c in ("acme", "beta")
@@ -79,9 +81,10 @@ def charges(kind: str, price: str) -> list[dict[str, Any]]:
     """The charges of a generated version: the api line, under one of several models."""
     tiers = [{"up_to": 50, "unit_price": "0.03"}, {"up_to": None, "unit_price": price}]
     graduated = {"code": "api", "meter": "api_calls", "model": "graduated", "tiers": tiers}
-    if kind == "free_units":
+    if kind == "free_units":  # with a seat fee billed in advance
         per_unit = {"model": "per_unit", "unit_price": price, "free_units": 20}
-        return [{"code": "api", "meter": "api_calls", **per_unit}]
+        seat = {"code": "seat", "model": "flat", "amount": "3.00", "in_advance": True}
+        return [{"code": "api", "meter": "api_calls", **per_unit}, seat]
     if kind == "conversion":
         package = {"model": "package", "package_size": 2, "package_price": price}
         conversion = {"divide_by": 3, "round": "up"}
