@@ -38,7 +38,8 @@ class AdvanceLine:
     negate: bool = False  # an unused-time credit
 
 
-def _after(segments: Sequence[Segment], at: int | None) -> tuple[Segment, ...]:
+def segments_after(segments: Sequence[Segment], at: int | None) -> tuple[Segment, ...]:
+    """The part of the segments from `at` on (all of them for None): a trial is not billed."""
     if at is None:
         return tuple(segments)
     return tuple(Segment(max(s.start, at), s.end, s.version) for s in segments if s.end > at)
@@ -59,20 +60,20 @@ def advance_lines(
     codes = [c.code for c in _advance_charges(book, segments)]
     first = sub.start >= period.start
     if first:
-        paid = _after(segments, trial_end)
+        paid = segments_after(segments, trial_end)
         for code in codes:
             if any(s.version.charge(code) for s in paid):
                 rated = rate_flat(book, code, period.start, period.end, paid)
                 out.append(AdvanceLine(rated, f"{code} (in advance, {period.label})", {}))
     if sub.end is None or sub.end > next_period.start:
         lo = max(next_period.start, sub.start)
-        ahead = _after(book.segments(lo, next_period.end, known_at), trial_end)
+        ahead = segments_after(book.segments(lo, next_period.end, known_at), trial_end)
         for code in [c.code for c in _advance_charges(book, ahead)]:
             rated = rate_flat(book, code, next_period.start, next_period.end, ahead)
             dims: dict[str, str | None] = {"covers": next_period.label}
             out.append(AdvanceLine(rated, f"{code} (in advance, {next_period.label})", dims))
     if not first and sub.end is not None and period.start < sub.end < period.end:
-        unused = _after(
+        unused = segments_after(
             book.segments(period.start, period.end, known_at), max(sub.end, trial_end or 0)
         )
         for code in [c.code for c in _advance_charges(book, unused) if c.prorate]:

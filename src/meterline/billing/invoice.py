@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from meterline.billing.advance import advance_lines
+from meterline.billing.advance import advance_lines, segments_after
 from meterline.billing.coupons import COUPON_MODEL, apply_coupons
 from meterline.billing.customers import CreditGrant, Customer, Subscription, TrialUsage
 from meterline.billing.document import Kind, money, quantity
@@ -109,7 +109,7 @@ def subscription_lines(
     flat: list[dict[str, Any]] = []
     trial_end = su.subscription.trial_end(timezone)
     # Flat fees are not billed for the trial (prorated): only the time after it counts.
-    paid = tuple(s for s in segments if trial_end is None or s.start >= trial_end)
+    paid = segments_after(segments, trial_end)
     free_usage = trial_end is not None and su.subscription.trial_usage is TrialUsage.FREE
     for charge in _charges(segments):
         if isinstance(charge, Flat) and charge.in_advance:

@@ -52,11 +52,14 @@ class GroupUsage:
     def segment_quantities(self) -> list[Decimal]:
         return [result(s) or Decimal(0) for s in self.states]
 
-    def segment_event_counts(self) -> list[int]:
-        """Events per segment: what a fixed fee per event (percentage) multiplies."""
+    def segment_event_counts(self) -> list[int | None]:
+        """Events per segment: what a fixed fee per event (percentage) multiplies.
+
+        None where unknown (a measurement that did not count them): pricing then
+        refuses a fixed fee per event rather than bill 0 events."""
         if self.segment_events is not None:
             return list(self.segment_events)
-        return [s.count if isinstance(s, CountState) else 0 for s in self.states]
+        return [s.count if isinstance(s, CountState) else None for s in self.states]
 
     def period_quantity(self) -> Decimal:
         return result(merge_all(self.meter.aggregation, self.states)) or Decimal(0)
