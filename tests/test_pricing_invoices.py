@@ -93,6 +93,11 @@ CATALOG: dict[str, Any] = {
         },
     ],
     "customers": [
+        {"id": "eta", "name": "Eta", "currency": "USD",
+         "subscriptions": [
+             {"price_book": "ahead", "start": "2024-01-01T00:00:00Z",
+              "end": "2024-02-15T00:00:00Z"},
+             {"price_book": "saas", "start": "2024-02-15T00:00:00Z"}]},
         {"id": "zeta", "name": "Zeta", "currency": "USD",
          "subscriptions": [{"price_book": "ahead", "start": "2024-01-17T00:00:00Z",
                             "end": "2024-03-10T00:00:00Z"}]},
@@ -246,3 +251,18 @@ def test_in_advance_fees_bill_the_next_period_and_credit_unused_time(store: Stor
     assert seat_lines("2024-03") == [("unused time on ahead (seat)", "-22.00")]
     march = invoicing.preview(store, "zeta", "2024-03")
     assert march["lines"][0]["formula"] == "-(31.00 x 22 days / 31 days) = -22.00"
+
+
+def test_a_plan_change_mid_period_credits_the_unused_in_advance_fee(store: Store) -> None:
+    """ahead (31.00 in advance) until Feb 15, then saas (31.00 in arrears).
+    January: 31.00 for January + 31.00 ahead for February.
+    February (29 days): unused time on ahead from Feb 15 = -(31.00 x 15/29) = -16.03, and
+    saas's platform fee for the same 15 days = 31.00 x 15/29 = 16.03."""
+    _setup(store)
+    jan = invoicing.preview(store, "eta", "2024-01")
+    assert [(x["description"], x["amount"]) for x in jan["lines"]] == [
+        ("seat (in advance, 2024-01)", "31.00"), ("seat (in advance, 2024-02)", "31.00"),
+    ]  # fmt: skip
+    feb = invoicing.preview(store, "eta", "2024-02")
+    assert amounts(feb) == {"seat": "-16.03", "api": "0.00", "platform": "16.03"}
+    assert feb["lines"][0]["description"] == "unused time on ahead (seat)"
