@@ -239,12 +239,39 @@ LABEL_FORMS = "YYYY-MM, YYYY-Qn, YYYY, YYYY-Www or an anniversary start date YYY
 
 
 def label_year(label: str) -> int:
-    """The year a label starts with; INVALID_ARGUMENT unless it has one of the label forms."""
-    for pattern in (_PERIOD, _QUARTER, _YEAR, _WEEK, _DATE):
-        m = pattern.fullmatch(label)
-        if m is not None:
-            return int(m.group(1))
+    """The year of a well-formed label; INVALID_ARGUMENT unless it is one of the label forms
+    with a real month, quarter, ISO week or date (2024-13 and 2024-02-30 are not)."""
+    if _well_formed(label):
+        return int(label[:4])
     raise MeterlineError(ErrorCode.INVALID_ARGUMENT, f"period must be {LABEL_FORMS}, got {label!r}")
+
+
+def _well_formed(label: str) -> bool:
+    if (m := _PERIOD.fullmatch(label)) is not None:
+        return 1 <= int(m.group(2)) <= 12
+    if (m := _WEEK.fullmatch(label)) is not None:
+        return _iso_week_exists(int(m.group(1)), int(m.group(2)))
+    if (m := _DATE.fullmatch(label)) is not None:
+        return _date_exists(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    if _QUARTER.fullmatch(label) or _YEAR.fullmatch(label):
+        return int(label[:4]) >= 1
+    return False
+
+
+def _iso_week_exists(year: int, week: int) -> bool:
+    try:
+        date.fromisocalendar(year, week, 1)
+    except ValueError:
+        return False
+    return True
+
+
+def _date_exists(year: int, month_: int, day: int) -> bool:
+    try:
+        date(year, month_, day)
+    except ValueError:
+        return False
+    return True
 
 
 def period_for_label(label: str, cycles: Sequence[Cycle]) -> Period:

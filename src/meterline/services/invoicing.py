@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from meterline.billing.customers import Customer
 from meterline.billing.document import Issued, Kind, Status, body_hash, draft_dict
 from meterline.billing.invoice import SubscriptionUsage, assemble
-from meterline.billing.periods import Period, period_for_label
+from meterline.billing.periods import Period, label_year, period_for_label
 from meterline.billing.usage import GroupUsage, Measurement, Row
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event
@@ -322,6 +322,7 @@ class IssueResult:
 
 def customers_for(store: Store, label: str) -> list[str]:
     """Customers with a subscription overlapping the period (in their timezone)."""
+    label_year(label)  # a malformed label is an error, not "no customers"
     with store.read() as conn:
         out = []
         for c in load_customers(conn):
