@@ -3,6 +3,8 @@ events, invoice, ledger posting and renderings, on both store backends."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -266,3 +268,23 @@ def test_a_plan_change_mid_period_credits_the_unused_in_advance_fee(store: Store
     feb = invoicing.preview(store, "eta", "2024-02")
     assert amounts(feb) == {"seat": "-16.03", "api": "0.00", "platform": "16.03"}
     assert feb["lines"][0]["description"] == "unused time on ahead (seat)"
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "meterline", "--db", url, "--now", "2024-04-02T12:00:00Z"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_takes_every_kind_of_period_label(store: Store) -> None:
+    """`--period` accepts a quarter and an anniversary date; a bad label is one clear line."""
+    _setup(store)
+    quarter = _cli(store.url, "invoice", "preview", "--customer", "gamma", "--period", "2024-Q1")
+    assert quarter.returncode == 0, quarter.stderr
+    assert "2024-Q1" in quarter.stdout and "4.95" in quarter.stdout
+    anniversary = _cli(
+        store.url, "invoice", "preview", "--customer", "beta", "--period", "2024-01-15"
+    )
+    assert anniversary.returncode == 0 and "9.00" in anniversary.stdout
+    bad = _cli(store.url, "invoice", "preview", "--customer", "gamma", "--period", "2024-Q5")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "INVALID_ARGUMENT" in bad.stderr + bad.stdout
