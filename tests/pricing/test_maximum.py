@@ -86,3 +86,13 @@ def test_min_and_max_on_one_version_only_one_applies_100_to_500() -> None:
 def test_a_minimum_above_the_maximum_is_refused() -> None:
     with pytest.raises(ValueError, match="exceeds maximum_spend"):
         capped("100.00", minimum="200.00")
+
+
+def test_a_small_prorated_cap_far_below_usage_stays_exact_to_the_cent() -> None:
+    """5.00 over 1 of 31 days = 0.16129... (no finite decimal) and usage 98,765.43:
+    the cap line is 0.16129... - 98,765.43 = -98,765.27 (the difference needs more than
+    60 digits exactly; it is computed to 60 and rounds the same)."""
+    book, _ = capped("5.00")
+    segments = book.segments(parse_rfc3339("2024-01-31T00:00:00Z"), FEB, 10)
+    rated = rate_maximum_spend(book, segments, [Decimal("98765.43")], (JAN, FEB))
+    assert rated is not None and str(rated.amount) == "-98765.27"

@@ -149,6 +149,14 @@ def adjustments_by_code(body: Mapping[str, Any]) -> dict[str, Decimal]:
     return dict(sorted(out.items()))
 
 
+def revenue_accounts(body: Mapping[str, Any]) -> dict[str, Decimal]:
+    """What a document adds to each revenue-type account: revenue:<charge> for usage and
+    fees, discounts:<code> for caps and coupons (signed as on the document)."""
+    out = {revenue(c): a for c, a in revenue_by_charge(body).items()}
+    out.update({discounts(c): a for c, a in adjustments_by_code(body).items()})
+    return out
+
+
 def issue_entry(number: str, body: Mapping[str, Any]) -> Entry:
     """Issuing a document: receivable and credit used against revenue and tax."""
     customer = body["customer_id"]

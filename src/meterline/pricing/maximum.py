@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import sub
+from meterline.pricing._exact import precise_sub
 from meterline.pricing.explanation import Priced, price_text
 from meterline.pricing.minimum import spend_limit
 
@@ -37,7 +37,7 @@ def cap(
         return None
     term = f"{text} - {price_text(usage_total, currency)} usage"
     return Priced(
-        amount=sub(limit, usage_total),
+        amount=precise_sub(limit, usage_total),
         terms=(term,),
         pricing=(("limit", fmt(limit)), ("prorate", "true" if prorate else "false")),
     )

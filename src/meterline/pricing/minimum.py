@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import ratio, sub
+from meterline.pricing._exact import precise_sub, ratio
 from meterline.pricing.explanation import Priced, durations_text, price_text
 
 # The line identity of the true-up; catalog charge codes may not use it.
@@ -50,7 +50,9 @@ def true_up(
     if usage_total >= limit:
         return None
     term = f"{text} - {price_text(usage_total, currency)} usage"
-    return Priced(amount=sub(limit, usage_total), terms=(term,), pricing=_pricing(limit, prorate))
+    return Priced(
+        amount=precise_sub(limit, usage_total), terms=(term,), pricing=_pricing(limit, prorate)
+    )
 
 
 def _pricing(limit: Decimal, prorate: bool) -> tuple[tuple[str, str], ...]:
