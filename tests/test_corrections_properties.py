@@ -1,7 +1,11 @@
 """Hypothesis (DESIGN §8): original + corrections == recomputed from scratch.
 
 Random histories of late events, retractions, retroactive price versions and
-re-rating runs, interleaved. At the end, for every issued invoice, the sums of
+re-rating runs, interleaved. A new price version may switch the charge to
+per_unit with free units, package with a unit conversion or a percentage with
+a fixed fee per event (on a sum meter), and may carry a minimum spend and a
+maximum spend (a cap line) and a seat fee billed in advance; each customer has
+a coupon and one a free trial, so corrections of those are covered too. At the end, for every issued invoice, the sums of
 subtotal and tax over the invoice and all its corrections equal the invoice
 computed from scratch at the final cutoff; and the same facts arriving in
 another order give the same final totals.
@@ -13,7 +17,7 @@ import random
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tests.billing_support import FEB, FEB_US, V1, catalog, clock, close_january
 from tests.conftest import reset
@@ -29,13 +33,21 @@ from meterline.store.database import Store
 
 LATER = "2024-02-03T00:00:00Z"
 LATER_US = parse_rfc3339(LATER)
+# Each customer has a coupon, so corrections must recompute discounts too.
+COUPONS = {
+    "acme": {"code": "P15", "percent_off": "15", "duration": "forever"},
+    "beta": {"code": "A25", "amount_off": "0.25", "duration": "once"},
+}
+# beta is in a free trial for its first 5 days: late events in it change nothing billed.
+TRIAL: dict[str, dict[str, Any]] = {"acme": {}, "beta": {"trial_days": 5, "trial_usage": "free"}}
 CUSTOMERS = [
     {
         "id": c,
         "name": c,
         "currency": "USD",
         "tax_rate": "0.19",
-        "subscriptions": [{"price_book": "standard", "start": "2024-01-01T00:00:00Z"}],
+        "subscriptions": [{"price_book": "standard", "start": "2024-01-01T00:00:00Z", **TRIAL[c]}],
+        "coupons": [{**COUPONS[c], "start": "2024-01-01T00:00:00Z"}],
     }
     for c in ("acme", "beta")
 ]
@@ -48,8 +60,44 @@ SETTINGS = settings(
 
 def ev(i: int, day: int, customer: str) -> dict[str, Any]:
     return event(
-        f"e{i}", customer=customer, time=f"2024-01-{day:02d}T{i % 24:02d}:{i % 60:02d}:00Z"
+        f"e{i}",
+        customer=customer,
+        time=f"2024-01-{day:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+        props={"amount": str(i % 7)},
     )
+
+
+# A sum meter over the same events, for the models that price a sum.
+VOLUME = {"code": "volume", "event_type": "api_call", "aggregation": "sum", "property": "amount"}
+
+
+def doc(*versions: dict[str, Any]) -> dict[str, Any]:
+    out = catalog(*versions, customers=CUSTOMERS)
+    out["meters"].append(VOLUME)
+    return out
+
+
+def charges(kind: str, price: str) -> list[dict[str, Any]]:
+    """The charges of a generated version: the api line, under one of several models."""
+    tiers = [{"up_to": 50, "unit_price": "0.03"}, {"up_to": None, "unit_price": price}]
+    graduated = {"code": "api", "meter": "api_calls", "model": "graduated", "tiers": tiers}
+    if kind == "free_units":  # with a seat fee billed in advance
+        per_unit = {"model": "per_unit", "unit_price": price, "free_units": 20}
+        seat = {"code": "seat", "model": "flat", "amount": "3.00", "in_advance": True}
+        return [{"code": "api", "meter": "api_calls", **per_unit}, seat]
+    if kind == "conversion":
+        package = {"model": "package", "package_size": 2, "package_price": price}
+        conversion = {"divide_by": 3, "round": "up"}
+        return [{"code": "api", "meter": "api_calls", **package, "conversion": conversion}]
+    if kind == "percentage":
+        fee = {"rate": "0.015", "fixed_fee": price, "free_events": 5, "free_units": 10}
+        return [graduated, {"code": "fees", "meter": "volume", "model": "percentage", **fee}]
+    return [graduated]
+
+
+MODELS = st.sampled_from(["graduated", "free_units", "conversion", "percentage"])
+# (minimum_spend, maximum_spend): caps low enough to bite on a few dozen events.
+LIMITS = st.sampled_from([(None, None), (None, "0.50"), ("0.30", "1.20"), ("0.80", None)])
 
 
 op = st.one_of(
@@ -64,7 +112,12 @@ op = st.one_of(
     st.tuples(st.just("retract"), st.lists(st.integers(0, 10**6), min_size=1, max_size=4)),
     st.tuples(
         st.just("price"),
-        st.tuples(st.integers(2, 30), st.sampled_from(["0.011", "0.02", "0.005", "0.0137"])),
+        st.tuples(
+            st.integers(2, 30),
+            st.sampled_from(["0.011", "0.02", "0.005", "0.0137"]),
+            MODELS,
+            LIMITS,
+        ),
     ),
     st.tuples(st.just("rerate"), st.none()),
 )
@@ -80,7 +133,7 @@ def play(
     store: Store, initial: list[Any], ops: list[Any], rng: random.Random | None
 ) -> dict[str, tuple[Decimal, Decimal, Decimal]]:
     reset(store)
-    apply_catalog(store, catalog(V1, customers=CUSTOMERS), parse_rfc3339("2024-01-01T00:00:00Z"))
+    apply_catalog(store, doc(V1), parse_rfc3339("2024-01-01T00:00:00Z"))
     first = [ev(i, d, c) for i, (d, c) in enumerate(initial)]
     if rng:
         rng.shuffle(first)
@@ -100,19 +153,20 @@ def play(
             for pick in arg:
                 retract_event(store, "default", sorted(ids)[pick % len(ids)], "dispute", LATER_US)
         elif kind == "price":
-            day, price = arg
+            day, price, model, (minimum, maximum) = arg
             label = f"v{len(versions) + 1}"
-            tiers = [{"up_to": 50, "unit_price": "0.03"}, {"up_to": None, "unit_price": price}]
             when = f"2024-01-{day:02d}T00:00:00Z"
             version: dict[str, Any] = {
                 "version": label,
                 "effective_from": when,
                 "retroactive": True,
                 "reason": f"fix {label}",
-                "charges": [
-                    {"code": "api", "meter": "api_calls", "model": "graduated", "tiers": tiers}
-                ],
+                "charges": charges(model, price),
             }
+            if minimum is not None:
+                version["minimum_spend"] = minimum
+            if maximum is not None:
+                version["maximum_spend"] = maximum
             same_day = [v for v in versions if v["effective_from"] == when]
             if same_day:  # a correction of that version: it must say so
                 version["supersedes"] = max(same_day, key=lambda v: int(v["version"][1:]))[
@@ -120,7 +174,7 @@ def play(
                 ]
             versions.append(version)
             versions.sort(key=lambda v: v["effective_from"])
-            apply_catalog(store, catalog(*versions, customers=CUSTOMERS), LATER_US)
+            apply_catalog(store, doc(*versions), LATER_US)
         else:
             rerate(store, LATER_US)
     rerate(store, LATER_US)
@@ -148,7 +202,22 @@ def play(
     return out
 
 
+# Always covered: a percentage with fees and a cap, then a conversion and a tighter cap.
+COVERED = (
+    [(d % 31 + 1, "acme" if d % 3 else "beta") for d in range(60)],
+    [
+        ("price", (10, "0.02", "percentage", ("0.30", "1.20"))),
+        ("late", [(12, "acme"), (25, "beta"), (3, "acme")]),
+        ("rerate", None),
+        ("price", (20, "0.011", "conversion", (None, "0.50"))),
+        ("retract", [7, 8]),
+        ("price", (5, "0.005", "free_units", ("0.80", None))),
+    ],
+)
+
+
 @SETTINGS
+@example(h=COVERED, seed=7)
 @given(h=history, seed=st.integers(0, 2**16))
 def test_original_plus_corrections_equals_recomputed_and_order_does_not_matter(
     store: Store, h: tuple[list[Any], list[Any]], seed: int

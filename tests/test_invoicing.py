@@ -118,7 +118,10 @@ def test_tax_credits_flat_fee_and_minimum(store: Store) -> None:
     version = {
         "version": "v1",
         "effective_from": "2024-01-01T00:00:00Z",
-        "minimum_spend": "100.00",
+        "minimum_spend": {
+            "amount": "100.00",
+            "prorate": False,
+        },  # prorated: tests/test_pricing_invoices.py
         "charges": [
             {"code": "api", "meter": "api_calls", "model": "per_unit", "unit_price": "0.10"},
             {"code": "platform", "model": "flat", "amount": "49.00"},

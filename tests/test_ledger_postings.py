@@ -17,6 +17,7 @@ from meterline.ledger import (
     account_type,
     customer_credit,
     customer_of,
+    discounts,
     from_minor,
     issue_entry,
     payment_entry,
@@ -143,3 +144,28 @@ def test_chart_of_accounts() -> None:
         account_type("suspense")
     with pytest.raises(ValueError):
         Line("cash", Decimal(1), Decimal(1))
+
+
+def test_a_cap_line_debits_contra_revenue_600_usage_capped_at_500() -> None:
+    doc = body([("api", "600.00"), ("maximum_spend", "-100.00")])
+    doc["lines"][1]["model"] = "maximum_spend"
+    e = issue_entry("INV-000003", doc)
+    assert e.balanced
+    assert sides(e) == {
+        receivable("acme"): Decimal("500.00"),
+        revenue("api"): Decimal("-600.00"),
+        discounts("maximum_spend"): Decimal("100.00"),
+    }
+    assert account_type(discounts("maximum_spend")) == AccountType.REVENUE
+
+
+def test_a_credit_note_reducing_a_cap_credits_contra_revenue() -> None:
+    """A late refund lowers usage from 600 to 550: api -50, the cap line +50 (less excess)."""
+    doc = body([("api", "-50.00"), ("maximum_spend", "50.00")], kind="credit_note")
+    doc["lines"][1]["model"] = "maximum_spend"
+    e = issue_entry("CN-000002", doc)
+    assert e.balanced
+    assert sides(e) == {
+        revenue("api"): Decimal("50.00"),
+        discounts("maximum_spend"): Decimal("-50.00"),
+    }

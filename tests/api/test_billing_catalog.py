@@ -99,7 +99,8 @@ def test_catalog_apply_read_and_customers(server: Server, store: Store, tmp_path
             "/v1/catalog", content=json.dumps({"meters": [{"code": "x"}]}), headers=JSON
         )
         assert invalid.status_code == 422 and error_code(invalid) == "INVALID_CATALOG"
-        assert invalid.json()["error"]["details"] == {"path": "meters[0].event_type"}
+        # a missing field is reported at its parent: "meters[0]: missing field 'event_type'"
+        assert invalid.json()["error"]["details"] == {"path": "meters[0]"}
         unknown_section = http.post("/v1/catalog", content=b'{"plans": []}', headers=JSON)
         assert unknown_section.status_code == 422
 

@@ -130,13 +130,18 @@ def test_round_trip_and_content_hash() -> None:
 
 
 CASES: list[tuple[str, Any, str, str]] = [
-    ("not a list", {"code": "x"}, "meters", "must be a list"),
-    ("a string is not a list", "tokens", "meters", "must be a list"),
-    ("entry not a mapping", ["tokens"], "meters[0]", "must be a mapping"),
+    ("not a list", {"code": "x"}, "meters", "expected a list"),
+    ("a string is not a list", "tokens", "meters", "expected a list"),
+    ("entry not a mapping", ["tokens"], "meters[0]", "expected a mapping"),
     ("unknown field", [with_(windw="1h")], "meters[0].windw", "unknown field"),
-    ("code missing", [with_(code=REMOVE)], "meters[0].code", "is required"),
-    ("event_type missing", [with_(event_type=REMOVE)], "meters[0].event_type", "is required"),
-    ("aggregation missing", [with_(aggregation=REMOVE)], "meters[0].aggregation", "is required"),
+    ("code missing", [with_(code=REMOVE)], "meters[0]", "missing field 'code'"),
+    ("event_type missing", [with_(event_type=REMOVE)], "meters[0]", "missing field 'event_type'"),
+    (
+        "aggregation missing",
+        [with_(aggregation=REMOVE)],
+        "meters[0]",
+        "missing field 'aggregation'",
+    ),
     ("code empty", [with_(code="")], "meters[0].code", "non-empty string"),
     ("code not a string", [with_(code=7)], "meters[0].code", "non-empty string"),
     ("code with a space", [with_(code="api calls")], "meters[0].code", "letters, digits"),

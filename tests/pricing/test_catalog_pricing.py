@@ -182,7 +182,7 @@ ERRORS: list[tuple[str, Mutation, str, str]] = [
     ("unknown meter", lambda c: _charge(c).update(meter="api_call"),
      f"{C0}.meter", "unknown meter 'api_call'"),
     ("unknown model", lambda c: _charge(c).update(model="tiered"),
-     f"{C0}.model", "unknown model 'tiered'; expected one of flat, graduated, package, per_unit, volume"),
+     f"{C0}.model", "unknown model 'tiered'; expected one of dynamic, flat, graduated, graduated_percentage, package, per_unit, percentage, volume"),
     ("missing model", lambda c: _charge(c).pop("model"), C0, "missing field 'model'"),
     ("missing unit_price", lambda c: _tier(c, 0).pop("unit_price"),
      f"{C0}.tiers[0]", "missing field 'unit_price'"),

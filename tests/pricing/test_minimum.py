@@ -86,3 +86,55 @@ def test_true_up_is_exact_difference() -> None:
     assert priced is not None
     assert priced.amount == Decimal("40")
     assert true_up(Decimal("100"), Decimal("100.00"), USD) is None
+
+
+def _partial(minimum: str, prorate: bool) -> tuple[PriceBook, tuple[Segment, ...]]:
+    version = VersionSpec(
+        label="v1",
+        effective_from=T("2024-01-01T00:00:00Z"),
+        charges=(API,),
+        minimum_spend=Decimal(minimum),
+        minimum_prorate=prorate,
+    ).recorded(1)
+    book = PriceBook("standard", USD, Rounding.HALF_UP, (version,))
+    # subscription started Jan 16: 16 of January's 31 days are active
+    return book, book.segments(T("2024-01-16T00:00:00Z"), T("2024-02-01T00:00:00Z"), 100)
+
+
+JANUARY = (T("2024-01-01T00:00:00Z"), T("2024-02-01T00:00:00Z"))
+
+
+@pytest.mark.parametrize(
+    ("prorate", "usage", "expected", "formula"),
+    [
+        pytest.param(
+            True, "20.00", "31.61",
+            "100.00 minimum spend x 16 days / 31 days - 20.00 usage = 31.61",
+            id="100.00 over 16 of 31 days = 51.6129... - 20.00 usage = 31.61",
+        ),
+        pytest.param(
+            True, "60.00", None, "", id="60.00 usage above the prorated 51.61: no true-up",
+        ),
+        pytest.param(
+            False, "20.00", "80.00", "100.00 minimum spend - 20.00 usage = 80.00",
+            id="prorate false: 100.00 - 20.00 = 80.00 whatever the active time",
+        ),
+    ],
+)  # fmt: skip
+def test_minimum_is_prorated_for_a_partial_period(
+    prorate: bool, usage: str, expected: str | None, formula: str
+) -> None:
+    book, segments = _partial("100.00", prorate)
+    rated = rate_minimum_spend(book, segments, [Decimal(usage)], JANUARY)
+    if expected is None:
+        assert rated is None
+        return
+    assert rated is not None
+    assert str(rated.amount) == expected
+    assert rated.explanation.formula == formula
+
+
+def test_a_full_period_minimum_is_not_prorated_100_minus_60_is_40() -> None:
+    book, segments = book_and_segments("100.00")
+    rated = rate_minimum_spend(book, segments, [Decimal("60.00")], JANUARY)
+    assert rated is not None and str(rated.amount) == "40.00"

@@ -85,10 +85,9 @@ def test_volume_is_quantity_times_the_selected_tier_price(
 ) -> None:
     priced = price_volume(Volume("c", "m", tiers), quantity, quantity, USD)
     index = select_tier(tiers, quantity)
-    if quantity == 0:
-        assert index is None and priced.amount == 0
+    if quantity == 0:  # zero usage falls in the first tier: its flat fee, nothing per unit
+        assert index == 0 and priced.amount == tiers[0].flat_fee
         return
-    assert index is not None
     tier = tiers[index]
     assert priced.amount == mul(quantity, tier.unit_price) + tier.flat_fee
     lower = tiers[index - 1].up_to if index else Decimal(0)

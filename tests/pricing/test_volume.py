@@ -31,7 +31,7 @@ WITH_FEES = volume(tier(1000, "0.10", "1"), tier(10000, "0.08", "5"), tier(None,
 @pytest.mark.parametrize(
     ("quantity", "selected", "exact", "rounded", "terms"),
     [
-        (0, None, "0", "0.00", ()),
+        (0, 0, "0", "0.00", ()),
         (1, 0, "0.1", "0.10", ("1 x 0.10",)),
         (1000, 0, "100", "100.00", ("1,000 x 0.10",)),  # on up_to: still tier 1
         (1001, 1, "80.08", "80.08", ("1,001 x 0.08",)),
@@ -54,7 +54,7 @@ def test_volume_standard_tiers(
 @pytest.mark.parametrize(
     ("quantity", "exact", "terms"),
     [
-        (0, "0", ()),  # 0 units: no tier, no flat fee
+        (0, "1", ("1.00 (tier 1 flat fee)",)),  # 0 units fall in tier 1: its flat fee
         (1000, "101", ("1,000 x 0.10", "1.00 (tier 1 flat fee)")),
         (5000, "405", ("5,000 x 0.08", "5.00 (tier 2 flat fee)")),
     ],

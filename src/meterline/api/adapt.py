@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from meterline.api.body import media_type, read_body, unsupported
 from meterline.api.context import AppContext
 from meterline.api.errors import ApiError
-from meterline.billing.periods import parse_label
+from meterline.billing.periods import label_year
 from meterline.domain.errors import ErrorCode
 from meterline.domain.timestamps import InvalidTimestamp, format_us, parse_rfc3339
 
@@ -138,8 +138,9 @@ def instant(name: str, text: str) -> int:
 
 
 def period(name: str, label: str) -> str:
-    """A YYYY-MM billing period label (the service checks the format again)."""
-    year, _ = parse_label(label)  # INVALID_ARGUMENT (400) when malformed
+    """A billing period label (2024-01, 2024-Q1, 2024, 2024-W03, 2024-01-15); the service
+    checks it against the customer's billing cycles."""
+    year = label_year(label)  # INVALID_ARGUMENT (400) when malformed
     if not MIN_YEAR <= year <= MAX_YEAR:
         raise bad(f"{name} must be a month from {MIN_YEAR}-01 to {MAX_YEAR}-12", parameter=name)
     return label

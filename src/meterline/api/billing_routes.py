@@ -57,8 +57,10 @@ MAX_OFFSET = 2**62
 
 _PERIOD_SCHEMA = {
     "type": "string",
-    "pattern": "^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$",
-    "description": "YYYY-MM, 1970-01 to 9998-12.",
+    "pattern": "^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    "(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?|-Q[1-4]|-W(0[1-9]|[1-4][0-9]|5[0-3]))?$",
+    "description": "A billing period label, years 1970 to 9998: YYYY-MM (calendar month), "
+    "YYYY-Qn, YYYY, YYYY-Www (ISO week) or YYYY-MM-DD (an anniversary period's start date).",
     "example": "2024-01",
 }
 
@@ -99,7 +101,7 @@ _NAME = {"type": "string", "minLength": 1, "maxLength": 256}
 _ISSUE_BODY = _body(
     ["period"],
     {
-        "period": {**_PERIOD_SCHEMA, "description": "YYYY-MM in each customer's timezone."},
+        "period": {**_PERIOD_SCHEMA, "description": "A period label in each customer's timezone."},
         "customer": {**_NAME, "description": "Only this customer (default: every customer)."},
         "force": {
             "type": "boolean",
@@ -166,7 +168,7 @@ def router(ctx: AppContext) -> APIRouter:
         openapi_extra={
             **parameters(
                 Param("customer", "Customer id.", required=True),
-                Param("period", "YYYY-MM in the customer's timezone.", _PERIOD_SCHEMA, True),
+                Param("period", "A period label in the customer's timezone.", _PERIOD_SCHEMA, True),
             ),
             **oa.SECURED,
         },

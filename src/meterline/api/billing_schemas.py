@@ -29,6 +29,18 @@ def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) 
     }
 
 
+# A spend limit: a decimal string (prorated for partial periods) or {amount, prorate}.
+_SPEND: Schema = {
+    "oneOf": [
+        {"type": ["string", "null"]},
+        {
+            "type": "object",
+            "required": ["amount", "prorate"],
+            "properties": {"amount": STR, "prorate": {"type": "boolean"}},
+        },
+    ]
+}
+
 _PERIOD = obj({"start": _INSTANT, "end": _INSTANT}, {"label": STR})
 
 BILLING_SCHEMAS: dict[str, Schema] = {
@@ -108,7 +120,8 @@ BILLING_SCHEMAS: dict[str, Schema] = {
             "supersedes": NSTR,
             "reason": NSTR,
             "retroactive": {"type": "boolean"},
-            "minimum_spend": NSTR,
+            "minimum_spend": _SPEND,
+            "maximum_spend": _SPEND,
         },
     ),
     "PriceBook": obj(
@@ -133,11 +146,19 @@ BILLING_SCHEMAS: dict[str, Schema] = {
                         "price_book": STR,
                         "start": _INSTANT,
                         "end": {"type": ["string", "null"], "format": "date-time"},
-                    }
+                    },
+                    {
+                        "billing_cycle": {
+                            "type": "string",
+                            "enum": ["month", "quarter", "year", "week"],
+                        },
+                        "anchor": {"type": "string", "enum": ["calendar", "subscription"]},
+                    },
                 ),
             },
             "credits": {"type": "array", "items": {"type": "object"}},
-        }
+        },
+        {"coupons": {"type": "array", "items": {"type": "object"}}},
     ),
     "CatalogView": obj(
         {

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
-from meterline.billing.periods import zone
+from meterline.billing.coupons import Coupon, parse_coupon
+from meterline.billing.periods import Anchor, BillingCycle, Cycle, zone
+from meterline.domain import catalog_input as ci
 from meterline.domain.canonical import content_hash
-from meterline.domain.decimals import fmt, parse_decimal
-from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.decimals import fmt
+from meterline.domain.errors import MeterlineError
 from meterline.domain.money import Currency
-from meterline.domain.timestamps import InvalidTimestamp, format_us, parse_rfc3339
+from meterline.domain.timestamps import format_us, from_datetime, to_datetime
 
 _ID = re.compile(r"[^\s].{0,255}", re.S)
+
+
+class TrialUsage(StrEnum):
+    BILLED = "billed"
+    FREE = "free"
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,23 @@ class Subscription:
     price_book: str
     start: int
     end: int | None = None
+    billing_cycle: BillingCycle = BillingCycle.MONTH
+    anchor: Anchor = Anchor.CALENDAR
+    trial_days: int = 0
+    trial_usage: TrialUsage = TrialUsage.BILLED
+
+    def trial_end(self, timezone: str) -> int | None:
+        """The end of the trial: `trial_days` local days after the start (None: no trial)."""
+        if not self.trial_days:
+            return None
+        local = to_datetime(self.start).astimezone(zone(timezone)).replace(tzinfo=None)
+        return from_datetime(
+            (local + timedelta(days=self.trial_days)).replace(tzinfo=zone(timezone))
+        )
+
+    def cycle(self, timezone: str) -> Cycle:
+        """How this subscription's time is cut into billing periods (DESIGN §7)."""
+        return Cycle(self.billing_cycle, self.anchor, timezone, self.start)
 
     def active(self, lo: int, hi: int) -> tuple[int, int] | None:
         """The part of [lo, hi) this subscription covers, if any."""
@@ -34,11 +60,21 @@ class Subscription:
         return (a, b) if a < b else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "price_book": self.price_book,
             "start": format_us(self.start),
             "end": None if self.end is None else format_us(self.end),
         }
+        # only when not the default: the content hash of older customers stays the same
+        if self.billing_cycle is not BillingCycle.MONTH:
+            data["billing_cycle"] = self.billing_cycle.value
+        if self.anchor is not Anchor.CALENDAR:
+            data["anchor"] = self.anchor.value
+        if self.trial_days:
+            data["trial_days"] = self.trial_days
+        if self.trial_usage is not TrialUsage.BILLED:
+            data["trial_usage"] = self.trial_usage.value
+        return data
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,7 @@ class Customer:
     tax_rate: Decimal = Decimal(0)
     subscriptions: tuple[Subscription, ...] = ()
     credits: tuple[CreditGrant, ...] = ()
+    coupons: tuple[Coupon, ...] = ()
 
     def definition(self) -> dict[str, Any]:
         return {
@@ -81,11 +118,19 @@ class Customer:
             "tax_rate": fmt(self.tax_rate),
             "subscriptions": [s.to_dict() for s in self.subscriptions],
             "credits": [c.to_dict() for c in self.credits],
+            # only when present: the content hash of customers without coupons stays the same
+            **({"coupons": [c.definition() for c in self.coupons]} if self.coupons else {}),
         }
 
     @property
     def content_hash(self) -> str:
         return content_hash(self.definition())
+
+    def cycles(self) -> list[Cycle]:
+        """The billing cycles of the subscriptions, in subscription order, without repeats."""
+        return list(dict.fromkeys(s.cycle(self.timezone) for s in self.subscriptions)) or [
+            Cycle(timezone=self.timezone)
+        ]
 
     def subscriptions_in(self, lo: int, hi: int) -> list[tuple[Subscription, tuple[int, int]]]:
         out = []
@@ -96,119 +141,116 @@ class Customer:
         return sorted(out, key=lambda p: (p[1][0], p[0].price_book))
 
 
-def _fail(path: str, message: str) -> MeterlineError:
-    return MeterlineError(ErrorCode.INVALID_CATALOG, f"{path}: {message}", path=path)
+_fail = ci.catalog_error  # the one catalog vocabulary (domain/catalog_input.py)
 
-
-def _str(raw: Any, path: str) -> str:
-    if not isinstance(raw, str) or not raw.strip() or len(raw) > 256:
-        raise _fail(path, "expected a non-empty string")
-    return raw
-
-
-def _instant(raw: Any, path: str) -> int:
-    from datetime import datetime
-
-    from meterline.domain.timestamps import from_datetime
-
-    if isinstance(raw, datetime):
-        if raw.tzinfo is None:
-            raise _fail(path, "an instant needs a UTC offset, e.g. 2024-01-01T00:00:00Z")
-        return from_datetime(raw)
-    try:
-        return parse_rfc3339(_str(raw, path))
-    except InvalidTimestamp as exc:
-        raise _fail(path, str(exc)) from None
-
-
-def _decimal(raw: Any, path: str) -> Decimal:
-    if isinstance(raw, bool) or raw is None:
-        raise _fail(path, "expected a decimal string")
-    if isinstance(raw, int | Decimal):
-        return Decimal(raw)
-    if isinstance(raw, float):
-        raise _fail(path, f"{raw!r} is a float; write it as a decimal string")
-    value = parse_decimal(str(raw))
-    if value is None:
-        raise _fail(path, f"{raw!r} is not a decimal number")
-    return value
-
-
-_FIELDS = {"id", "name", "currency", "timezone", "tax_rate", "subscriptions", "credits"}
+_FIELDS = {"id", "name", "currency", "timezone", "tax_rate", "subscriptions", "credits", "coupons"}
+_SUBSCRIPTION = (
+    {"price_book", "start"},
+    {
+        "end",
+        "billing_cycle",
+        "anchor",
+        "trial_days",
+        "trial_usage",
+    },
+)
+_CREDIT = {"id", "amount", "granted_at"}, {"expires_at"}
 
 
 def parse_customer(raw: Any, path: str) -> Customer:
-    if not isinstance(raw, dict):
-        raise _fail(path, "a customer is a mapping")
-    unknown = sorted(set(raw) - _FIELDS)
-    if unknown:
-        raise _fail(path, f"unknown field(s) {', '.join(unknown)}")
-    for required in ("id", "name", "currency"):
-        if required not in raw:
-            raise _fail(f"{path}.{required}", "missing")
-    cid = _str(raw["id"], f"{path}.id")
+    data = ci.fields(raw, path, {"id", "name", "currency"}, _FIELDS)
+    cid = ci.text(data["id"], f"{path}.id")
     try:
-        currency = Currency(_str(raw["currency"], f"{path}.currency"))
+        currency = Currency(ci.text(data["currency"], f"{path}.currency"))
     except MeterlineError as exc:
         raise _fail(f"{path}.currency", exc.message) from None
-    timezone = _str(raw.get("timezone", "UTC"), f"{path}.timezone")
+    timezone = ci.text(data.get("timezone", "UTC"), f"{path}.timezone")
     try:
         zone(timezone)
     except MeterlineError as exc:
         raise _fail(f"{path}.timezone", exc.message) from None
-    tax = _decimal(raw.get("tax_rate", "0"), f"{path}.tax_rate")
+    tax = ci.decimal(data.get("tax_rate", "0"), f"{path}.tax_rate")
     if not Decimal(0) <= tax < Decimal(1):
         raise _fail(f"{path}.tax_rate", 'must be in [0, 1), e.g. "0.20" for 20%')
-    subs = []
-    for i, s in enumerate(raw.get("subscriptions") or []):
-        p = f"{path}.subscriptions[{i}]"
-        if not isinstance(s, dict) or set(s) - {"price_book", "start", "end"}:
-            raise _fail(p, "expected {price_book, start, end?}")
-        start = _instant(s.get("start"), f"{p}.start")
-        end = None if s.get("end") is None else _instant(s["end"], f"{p}.end")
-        if end is not None and end <= start:
-            raise _fail(f"{p}.end", "must be after start")
-        subs.append(Subscription(_str(s.get("price_book"), f"{p}.price_book"), start, end))
-    credits = []
-    for i, c in enumerate(raw.get("credits") or []):
-        p = f"{path}.credits[{i}]"
-        if not isinstance(c, dict) or set(c) - {"id", "amount", "granted_at", "expires_at"}:
-            raise _fail(p, "expected {id, amount, granted_at, expires_at?}")
-        amount = _decimal(c.get("amount"), f"{p}.amount")
-        if amount <= 0:
-            raise _fail(f"{p}.amount", "must be positive")
-        if amount != amount.quantize(currency.quantum):
-            raise _fail(f"{p}.amount", f"has more digits than {currency.code} allows")
-        expires = (
-            None if c.get("expires_at") is None else _instant(c["expires_at"], f"{p}.expires_at")
-        )
-        credits.append(
-            CreditGrant(
-                _str(c.get("id"), f"{p}.id"),
-                amount,
-                _instant(c.get("granted_at"), f"{p}.granted_at"),
-                expires,
-            )
-        )
+    subs = [
+        _subscription(s, f"{path}.subscriptions[{i}]")
+        for i, s in enumerate(ci.items(data.get("subscriptions") or [], f"{path}.subscriptions"))
+    ]
+    credits = [
+        _credit(c, f"{path}.credits[{i}]", currency)
+        for i, c in enumerate(ci.items(data.get("credits") or [], f"{path}.credits"))
+    ]
     if len({c.id for c in credits}) != len(credits):
         raise _fail(f"{path}.credits", "credit grant ids must be unique")
+    coupons = [
+        parse_coupon(c, f"{path}.coupons[{i}]", currency)
+        for i, c in enumerate(ci.items(data.get("coupons") or [], f"{path}.coupons"))
+    ]
+    if len({c.code for c in coupons}) != len(coupons):
+        raise _fail(f"{path}.coupons", "coupon codes must be unique")
     return Customer(
         cid,
-        _str(raw["name"], f"{path}.name"),
+        ci.text(data["name"], f"{path}.name"),
         currency,
         timezone,
         tax,
         tuple(subs),
         tuple(sorted(credits, key=lambda c: (c.granted_at, c.id))),
+        tuple(coupons),
+    )
+
+
+def _subscription(raw: Any, p: str) -> Subscription:
+    s = ci.fields(raw, p, *_SUBSCRIPTION)
+    start = ci.instant(s["start"], f"{p}.start")
+    end = None if s.get("end") is None else ci.instant(s["end"], f"{p}.end")
+    if end is not None and end <= start:
+        raise _fail(f"{p}.end", "must be after start")
+    cycles = [c.value for c in BillingCycle]
+    anchors = [a.value for a in Anchor]
+    return Subscription(
+        ci.text(s["price_book"], f"{p}.price_book"),
+        start,
+        end,
+        BillingCycle(
+            ci.choice(
+                s.get("billing_cycle", "month"), f"{p}.billing_cycle", cycles, "billing_cycle"
+            )
+        ),
+        Anchor(ci.choice(s.get("anchor", "calendar"), f"{p}.anchor", anchors, "anchor")),
+        ci.count(s.get("trial_days", 0), f"{p}.trial_days", 0, 3660),
+        TrialUsage(
+            ci.choice(
+                s.get("trial_usage", "billed"),
+                f"{p}.trial_usage",
+                ["billed", "free"],
+                "trial_usage",
+            )
+        ),
+    )
+
+
+def _credit(raw: Any, p: str, currency: Currency) -> CreditGrant:
+    c = ci.fields(raw, p, *_CREDIT)
+    amount = ci.decimal(c["amount"], f"{p}.amount")
+    if amount <= 0:
+        raise _fail(f"{p}.amount", "must be positive")
+    if amount != amount.quantize(currency.quantum):
+        raise _fail(f"{p}.amount", f"has more digits than {currency.code} allows")
+    expires = (
+        None if c.get("expires_at") is None else ci.instant(c["expires_at"], f"{p}.expires_at")
+    )
+    return CreditGrant(
+        ci.text(c["id"], f"{p}.id"), amount, ci.instant(c["granted_at"], f"{p}.granted_at"), expires
     )
 
 
 def parse_customers(raw: Any) -> list[Customer]:
     if raw is None:
         return []
-    if not isinstance(raw, list):
-        raise _fail("customers", "expected a list")
-    customers = [parse_customer(c, f"customers[{i}]") for i, c in enumerate(raw)]
+    customers = [
+        parse_customer(c, f"customers[{i}]") for i, c in enumerate(ci.items(raw, "customers"))
+    ]
     seen: set[str] = set()
     for i, c in enumerate(customers):
         if c.id in seen:

@@ -1,7 +1,8 @@
 """Assembling an invoice body from rated charges (DESIGN §6, §7).
 
 Lines: one per charge and dimension group, then flat fees, then the minimum
-spend true-up, per subscription. Each line is rounded once by rating;
+spend true-up or the maximum spend cap (a negative line), per subscription;
+then the customer's coupons (negative lines, before tax: billing/coupons.py). Each line is rounded once by rating;
 subtotal = sum of rounded lines; tax = round(subtotal x rate); credits are
 applied oldest grant first; total = subtotal + tax - credits.
 """
@@ -9,26 +10,31 @@ applied oldest grant first; total = subtotal + tax - credits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from meterline.billing.customers import CreditGrant, Customer, Subscription
+from meterline.billing.advance import advance_lines, segments_after
+from meterline.billing.coupons import COUPON_MODEL, apply_coupons
+from meterline.billing.customers import CreditGrant, Customer, Subscription, TrialUsage
 from meterline.billing.document import Kind, money, quantity
 from meterline.billing.periods import Period
 from meterline.billing.usage import ADDITIVE, GroupUsage
-from meterline.domain.decimals import exact_sum
+from meterline.domain.decimals import exact_sum, fmt
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Rounding, round_money
 from meterline.domain.timestamps import format_us
 from meterline.metering import decode_dimensions, dimensions_dict
 from meterline.pricing.charges import Charge, Flat, Package, PerUnit
+from meterline.pricing.maximum import MAXIMUM_SPEND_CODE
+from meterline.pricing.minimum import MINIMUM_SPEND_CODE
 from meterline.pricing.pricebook import PriceBook, Segment
 from meterline.pricing.rating import (
     RatedCharge,
     SegmentUsage,
     rate_additive,
     rate_flat,
+    rate_maximum_spend,
     rate_minimum_spend,
     rate_non_additive,
 )
@@ -94,29 +100,43 @@ def _unit_price(charge: Charge, segments: Sequence[Segment]) -> Decimal | None:
     return prices.pop() if len(prices) == 1 else None
 
 
-def subscription_lines(su: SubscriptionUsage, period: Period) -> list[dict[str, Any]]:
+def subscription_lines(
+    su: SubscriptionUsage, period: Period, timezone: str = "UTC", known_at: int | None = None
+) -> list[dict[str, Any]]:
     book, segments = su.book, su.segments
     lines: list[dict[str, Any]] = []
     usage_amounts: list[Decimal] = []
     flat: list[dict[str, Any]] = []
+    trial_end = su.subscription.trial_end(timezone)
+    # Flat fees are not billed for the trial (prorated): only the time after it counts.
+    paid = segments_after(segments, trial_end)
+    free_usage = trial_end is not None and su.subscription.trial_usage is TrialUsage.FREE
     for charge in _charges(segments):
+        if isinstance(charge, Flat) and charge.in_advance:
+            continue  # billed ahead: advance_lines below
         if isinstance(charge, Flat):
-            rated = rate_flat(book, charge.code, period.start, period.end, segments)
-            flat.append(_line(rated, book, f"{charge.code} (flat fee)", {}, None, None))
+            if any(s.version.charge(charge.code) for s in paid):
+                rated = rate_flat(book, charge.code, period.start, period.end, paid)
+                flat.append(_line(rated, book, f"{charge.code} (flat fee)", {}, None, None))
             continue
         groups = sorted(
             (g for (m, _), g in su.usage.items() if m == charge.meter), key=lambda g: g.dims
         )
         for g in groups:
             if g.meter.aggregation in ADDITIVE:
-                rated = rate_additive(
-                    book,
-                    charge.code,
-                    [
-                        SegmentUsage(s, q)
-                        for s, q in zip(segments, g.segment_quantities(), strict=True)
-                    ],
-                )
+                usage = [
+                    SegmentUsage(s, q, n)
+                    for s, q, n in zip(
+                        segments, g.segment_quantities(), g.segment_event_counts(), strict=True
+                    )
+                ]
+                if free_usage:
+                    usage = [_trial_free(u, trial_end) for u in usage]
+                rated = rate_additive(book, charge.code, usage)
+                if free_usage and trial_end is not None and trial_end > segments[0].start:
+                    rated = _with_note(
+                        rated, f"trial until {format_us(trial_end)}: usage in it is free"
+                    )
             else:
                 rated = rate_non_additive(book, charge.code, segments, g.period_quantity())
             usage_amounts.append(rated.amount)
@@ -128,10 +148,95 @@ def subscription_lines(su: SubscriptionUsage, period: Period) -> list[dict[str, 
                 _line(rated, book, description, dims, _unit_price(charge, segments), g.provenance())
             )
     lines.extend(flat)
-    minimum = rate_minimum_spend(book, segments, usage_amounts)
+    if known_at is not None:
+        lines.extend(_advance(su, period, timezone, known_at))
+    bounds = (period.start, period.end)
+    minimum = rate_minimum_spend(book, segments, usage_amounts, bounds)
     if minimum is not None:
         lines.append(_line(minimum, book, "minimum spend true-up", {}, None, None))
+    maximum = rate_maximum_spend(book, segments, usage_amounts, bounds)
+    if maximum is not None:
+        lines.append(_line(maximum, book, "maximum spend cap", {}, None, None))
     return lines
+
+
+def _advance(
+    su: SubscriptionUsage, period: Period, timezone: str, known_at: int
+) -> list[dict[str, Any]]:
+    """In-advance flat fees: the next period's, the first period's, unused time back."""
+    next_period = su.subscription.cycle(timezone).period_of(period.end)
+    out = []
+    for a in advance_lines(
+        su.subscription, su.book, period, next_period, su.segments, known_at, timezone
+    ):
+        line = _line(a.rated, su.book, a.description, a.dimensions, None, None)
+        if a.negate:
+            x = a.rated.explanation
+            amount = money(-a.rated.amount, su.book.currency)
+            line["amount"] = amount
+            line["model"] = "flat"
+            line["formula"] = f"-({x.derivation}) = {amount}"
+            line["explanation"] = {
+                **line["explanation"],
+                "amount": amount,
+                "exact_amount": fmt(-a.rated.exact_amount),
+                "formula": line["formula"],
+                "notes": [*line["explanation"]["notes"], a.description + ": billed in advance"],
+            }
+        out.append(line)
+    return out
+
+
+def _trial_free(u: SegmentUsage, trial_end: int | None) -> SegmentUsage:
+    """`trial_usage: free`: a segment inside the trial is billed as no usage."""
+    if trial_end is not None and u.segment.end <= trial_end:
+        return SegmentUsage(u.segment, Decimal(0), 0)
+    return u
+
+
+def _with_note(rated: RatedCharge, note: str) -> RatedCharge:
+    x = replace(rated.explanation, notes=(*rated.explanation.notes, note))
+    return replace(rated, explanation=x)
+
+
+# Lines that belong to "all usage" for a coupon besides metered lines: the spend limits.
+_USAGE_ADJUSTMENTS = frozenset({MINIMUM_SPEND_CODE, MAXIMUM_SPEND_CODE})
+
+
+def coupon_lines(
+    customer: Customer,
+    period: Period,
+    lines: Sequence[dict[str, Any]],
+    rounding: Rounding,
+    subs: Sequence[SubscriptionUsage],
+) -> list[dict[str, Any]]:
+    """Negative coupon lines, after minimum and maximum and before tax (DESIGN §7)."""
+    cycle = next(
+        (c for c in customer.cycles() if c.period_of(period.start) == period),
+        customer.cycles()[0],
+    )
+    live = [c for c in customer.coupons if c.applies(cycle, period)]
+    book = subs[-1].book.code if subs else ""
+    out = []
+    for d in apply_coupons(live, lines, _USAGE_ADJUSTMENTS, customer.currency, rounding):
+        explanation = d.explanation(customer.currency, rounding)
+        out.append(
+            {
+                "charge": d.coupon.line_code,
+                "description": f"coupon {d.coupon.code}",
+                "price_book": book,
+                "model": COUPON_MODEL,
+                "meter": None,
+                "dimensions": {},
+                "quantity": None,
+                "unit_price": None,
+                "amount": money(d.amount, customer.currency),
+                "formula": d.formula,
+                "explanation": explanation,
+                "usage": None,
+            }
+        )
+    return out
 
 
 def apply_credits(
@@ -171,7 +276,8 @@ def assemble(
     rounding = subs[-1].book.rounding if subs else Rounding.HALF_UP
     lines: list[dict[str, Any]] = []
     for su in subs:
-        lines.extend(subscription_lines(su, period))
+        lines.extend(subscription_lines(su, period, customer.timezone, cutoff))
+    lines.extend(coupon_lines(customer, period, lines, rounding, subs))
     for i, line in enumerate(lines, start=1):
         line["line"] = i
     subtotal = exact_sum([Decimal(line["amount"]) for line in lines])

@@ -48,9 +48,19 @@ class GroupUsage:
     keys: list[tuple[str, str]] = field(default_factory=list)
     events_digest: str | None = None  # precomputed over `keys` (see Measurement)
     format: int = 1  # document format: 1 names its events by digest, 2 by count only
+    segment_events: list[int] | None = None  # billable events per price segment
 
     def segment_quantities(self) -> list[Decimal]:
         return [result(s) or Decimal(0) for s in self.states]
+
+    def segment_event_counts(self) -> list[int | None]:
+        """Events per segment: what a fixed fee per event (percentage) multiplies.
+
+        None where unknown (a measurement that did not count them): pricing then
+        refuses a fixed fee per event rather than bill 0 events."""
+        if self.segment_events is not None:
+            return list(self.segment_events)
+        return [s.count if isinstance(s, CountState) else None for s in self.states]
 
     def period_quantity(self) -> Decimal:
         return result(merge_all(self.meter.aggregation, self.states)) or Decimal(0)
@@ -207,6 +217,7 @@ class _Acc:
         "lines",
         "meter",
         "new_keys",
+        "seg_events",
         "states",
         "windows",
     )
@@ -215,6 +226,7 @@ class _Acc:
         self.meter = meter
         self.states: list[State] = [empty(meter.aggregation) for _ in range(n)]
         self.counts = [0] * n  # count meters: events per segment (folded into states)
+        self.seg_events = [0] * n  # every meter: billable events per segment
         self.entries: list[list[tuple[int, str, Any]]] = [[] for _ in range(n)]
         self.windows: set[int] = set()
         self.keys: list[tuple[str, str]] = []  # sorted
@@ -300,6 +312,7 @@ class Measurement:
                 if acc is None:
                     acc = accs[key] = _Acc(m, n)
                 touched.add(key)
+                acc.seg_events[segment] += 1
                 if m.aggregation is count:
                     acc.counts[segment] += 1
                 else:
@@ -322,6 +335,7 @@ class Measurement:
                 set(acc.windows),
                 acc.keys,
                 acc.digest,
+                segment_events=list(acc.seg_events),
             )
         for m in self.meters:
             if not m.group_by and not any(k[0] == m.code for k in groups):

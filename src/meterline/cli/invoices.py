@@ -23,7 +23,11 @@ invoice_app = typer.Typer(
 def preview(
     ctx: typer.Context,
     customer: str = typer.Option(..., "--customer"),
-    period: str = typer.Option(..., "--period", help="YYYY-MM in the customer's timezone."),
+    period: str = typer.Option(
+        ...,
+        "--period",
+        help="2024-01, 2024-Q1, 2024, 2024-W03 or an anniversary start date, in the customer's timezone.",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """A draft computed as known now: no number, may change."""
@@ -38,7 +42,11 @@ def preview(
 @handles_errors
 def issue(
     ctx: typer.Context,
-    period: str = typer.Option(..., "--period", help="YYYY-MM in each customer's timezone."),
+    period: str = typer.Option(
+        ...,
+        "--period",
+        help="2024-01, 2024-Q1, 2024, 2024-W03 or an anniversary start date, in each customer's timezone.",
+    ),
     customer: str = typer.Option(None, "--customer", help="Only this customer."),
     force: bool = typer.Option(False, "--force", help="Issue even if the period is not closed."),
     as_json: bool = typer.Option(False, "--json"),

@@ -113,6 +113,7 @@ PRICE_BOOKS: list[dict[str, Any]] = [
             {
                 "version": "v1",
                 "effective_from": MONTH_START,
+                "maximum_spend": "5.00",  # a usage cap: the invoice shows a negative line
                 "charges": [
                     {
                         "code": "api",
@@ -198,6 +199,9 @@ def customer(i: int, cid: str) -> dict[str, Any]:
         out["credits"] = [
             {"id": f"promo-{cid}", "amount": "50.00", "granted_at": "2023-12-15T00:00:00Z"}
         ]
+    if i % 10 == 2:  # a launch coupon: 10% off usage for three billing periods
+        coupon = {"code": "LAUNCH10", "percent_off": "10", "duration": "repeating", "periods": 3}
+        out["coupons"] = [{**coupon, "start": MONTH_START}]
     return out
 
 

@@ -14,6 +14,7 @@ from meterline.ledger.accounts import (
     account_type,
     customer_credit,
     customer_of,
+    discounts,
     receivable,
     revenue,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "account_type",
     "customer_credit",
     "customer_of",
+    "discounts",
     "from_minor",
     "issue_entry",
     "payment_entry",

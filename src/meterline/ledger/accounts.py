@@ -6,6 +6,8 @@ Account names are text, "<class>" or "<class>:<qualifier>":
     cash                        asset      money received (or refunded)
     customer_credit:<customer>  liability  prepaid credit; debited as credit is used
     revenue:<charge>            revenue    billed usage and fees, per charge code
+    discounts:<code>            revenue    contra-revenue: caps (maximum_spend) and coupons,
+                                           a debit balance that reduces revenue
     tax_payable                 liability  tax billed, owed to the tax authority
 
 Balances are kept per account *and currency*: an entry is always in its
@@ -21,6 +23,7 @@ TAX_PAYABLE = "tax_payable"
 RECEIVABLE = "receivable"
 CUSTOMER_CREDIT = "customer_credit"
 REVENUE = "revenue"
+DISCOUNTS = "discounts"
 
 
 class AccountType(StrEnum):
@@ -39,6 +42,7 @@ _TYPES = {
     CASH: AccountType.ASSET,
     CUSTOMER_CREDIT: AccountType.LIABILITY,
     REVENUE: AccountType.REVENUE,
+    DISCOUNTS: AccountType.REVENUE,
     TAX_PAYABLE: AccountType.LIABILITY,
 }
 
@@ -53,6 +57,10 @@ def customer_credit(customer: str) -> str:
 
 def revenue(charge: str) -> str:
     return f"{REVENUE}:{charge}"
+
+
+def discounts(code: str) -> str:
+    return f"{DISCOUNTS}:{code}"
 
 
 def account_class(account: str) -> str:

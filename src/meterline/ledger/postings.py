@@ -10,6 +10,8 @@ every entry from the documents and compares it with the stored journal.
         Dr receivable:<customer>        total
         Dr customer_credit:<customer>   credits_applied
         Cr revenue:<charge>             sum of that charge's line amounts
+        Dr discounts:<code>             a cap or coupon line's amount (lines of the
+                                        adjustment models below: contra-revenue)
         Cr tax_payable                  tax
     payment (status -> paid)
         Dr cash                         total
@@ -30,7 +32,14 @@ from typing import Any
 
 from meterline.domain.decimals import exact_sum
 from meterline.domain.money import Currency
-from meterline.ledger.accounts import CASH, TAX_PAYABLE, customer_credit, receivable, revenue
+from meterline.ledger.accounts import (
+    CASH,
+    TAX_PAYABLE,
+    customer_credit,
+    discounts,
+    receivable,
+    revenue,
+)
 
 ZERO = Decimal(0)
 
@@ -117,12 +126,35 @@ def _checked(entry: Entry) -> Entry:
     return entry
 
 
+# Lines that reduce what usage earned rather than earn anything themselves.
+ADJUSTMENT_MODELS = frozenset({"maximum_spend", "coupon"})
+
+
 def revenue_by_charge(body: Mapping[str, Any]) -> dict[str, Decimal]:
-    """Line amounts per charge code, in charge order (deterministic)."""
+    """Line amounts per charge code, in charge order (deterministic); adjustments excluded."""
     out: dict[str, Decimal] = {}
     for line in body["lines"]:
+        if line.get("model") in ADJUSTMENT_MODELS:
+            continue
         out[line["charge"]] = out.get(line["charge"], ZERO) + Decimal(line["amount"])
     return dict(sorted(out.items()))
+
+
+def adjustments_by_code(body: Mapping[str, Any]) -> dict[str, Decimal]:
+    """Cap and coupon line amounts (negative on an invoice) per code, in code order."""
+    out: dict[str, Decimal] = {}
+    for line in body["lines"]:
+        if line.get("model") in ADJUSTMENT_MODELS:
+            out[line["charge"]] = out.get(line["charge"], ZERO) + Decimal(line["amount"])
+    return dict(sorted(out.items()))
+
+
+def revenue_accounts(body: Mapping[str, Any]) -> dict[str, Decimal]:
+    """What a document adds to each revenue-type account: revenue:<charge> for usage and
+    fees, discounts:<code> for caps and coupons (signed as on the document)."""
+    out = {revenue(c): a for c, a in revenue_by_charge(body).items()}
+    out.update({discounts(c): a for c, a in adjustments_by_code(body).items()})
+    return out
 
 
 def issue_entry(number: str, body: Mapping[str, Any]) -> Entry:
@@ -133,6 +165,7 @@ def issue_entry(number: str, body: Mapping[str, Any]) -> Entry:
         _debit(customer_credit(customer), Decimal(body.get("credits_applied") or "0")),
     ]
     candidates += [_credit(revenue(c), a) for c, a in revenue_by_charge(body).items()]
+    candidates += [_credit(discounts(c), a) for c, a in adjustments_by_code(body).items()]
     candidates.append(_credit(TAX_PAYABLE, Decimal(body["tax"])))
     kind = str(body.get("kind", "invoice")).replace("_", " ")
     return _checked(

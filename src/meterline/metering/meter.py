@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meterline.domain.canonical import content_hash as _content_hash
-from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.catalog_input import catalog_error, fields, items
 from meterline.domain.timestamps import (
     US_PER_DAY,
     US_PER_HOUR,
@@ -117,8 +117,7 @@ class Meter:
         return window_of(t_us, self.window_us)
 
 
-def _fail(path: str, message: str) -> MeterlineError:
-    return MeterlineError(ErrorCode.INVALID_CATALOG, f"{path}: {message}", path=path)
+_fail = catalog_error  # the one catalog vocabulary (domain/catalog_input.py)
 
 
 def _name(raw: Any, path: str, what: str) -> str:
@@ -130,14 +129,7 @@ def _name(raw: Any, path: str, what: str) -> str:
 
 
 def _parse_one(raw: Any, path: str) -> Meter:
-    if not isinstance(raw, Mapping):
-        raise _fail(path, f"a meter must be a mapping (got {type(raw).__name__})")
-    for key in raw:
-        if key not in _FIELDS:
-            raise _fail(f"{path}.{key}", f"unknown field (allowed: {', '.join(_FIELDS)})")
-    for key in ("code", "event_type", "aggregation"):
-        if key not in raw:
-            raise _fail(f"{path}.{key}", "is required")
+    raw = fields(raw, path, {"code", "event_type", "aggregation"}, set(_FIELDS))
 
     code = _name(raw["code"], f"{path}.code", "code")
     if len(code) > MAX_CODE_LENGTH or not _CODE.fullmatch(code):
@@ -211,11 +203,9 @@ def parse_meters(raw: Any) -> list[Meter]:
     The first error found is raised, with its path in the message and in
     ``details["path"]``. Meter codes must be unique within the list.
     """
-    if not isinstance(raw, list | tuple):
-        raise _fail("meters", f"must be a list of meter definitions (got {type(raw).__name__})")
     meters: list[Meter] = []
     seen: dict[str, int] = {}
-    for i, item in enumerate(raw):
+    for i, item in enumerate(items(raw, "meters")):
         meter = _parse_one(item, f"meters[{i}]")
         if meter.code in seen:
             first = seen[meter.code]

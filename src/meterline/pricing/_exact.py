@@ -73,3 +73,11 @@ def ratio(a: Decimal, numerator: int, denominator: int) -> Decimal:
     """
     with localcontext(_PRECISE):
         return a * numerator / denominator
+
+
+def precise_sub(a: Decimal, b: Decimal) -> Decimal:
+    """a - b to PRECISION significant digits, for a prorated amount (from `ratio`), which
+    has no finite decimal: exact subtraction could need more digits than it has. The
+    result rounds to the same minor unit as the true difference (see `ratio`)."""
+    with localcontext(_PRECISE):
+        return a - b

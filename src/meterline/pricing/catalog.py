@@ -17,48 +17,79 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from datetime import date, datetime
 from decimal import Decimal
-from typing import NoReturn
 
-from meterline.domain.decimals import fmt, parse_decimal
-from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain import catalog_input as ci
+from meterline.domain.decimals import fmt
+from meterline.domain.errors import MeterlineError
 from meterline.domain.money import Currency, Rounding
-from meterline.domain.timestamps import InvalidTimestamp, format_us, from_datetime, parse_rfc3339
+from meterline.domain.timestamps import format_us
 from meterline.pricing.charges import (
     Charge,
     ChargeModel,
+    Conversion,
+    ConversionRounding,
+    Dynamic,
     Flat,
     Graduated,
+    GraduatedPercentage,
     Package,
+    Percentage,
     PerUnit,
+    RateTier,
     Tier,
     Volume,
     tier_problem,
 )
+from meterline.pricing.maximum import MAXIMUM_SPEND_CODE
 from meterline.pricing.minimum import MINIMUM_SPEND_CODE
 from meterline.pricing.pricebook import PriceBookSpec, VersionSpec
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 _MODEL_FIELDS: dict[ChargeModel, tuple[set[str], set[str]]] = {
-    ChargeModel.PER_UNIT: ({"code", "model", "meter", "unit_price"}, set()),
-    ChargeModel.GRADUATED: ({"code", "model", "meter", "tiers"}, set()),
-    ChargeModel.VOLUME: ({"code", "model", "meter", "tiers"}, set()),
-    ChargeModel.PACKAGE: ({"code", "model", "meter", "package_size", "package_price"}, set()),
-    ChargeModel.FLAT: ({"code", "model", "amount"}, {"prorate"}),
+    ChargeModel.PER_UNIT: ({"code", "model", "meter", "unit_price"}, {"free_units", "conversion"}),
+    ChargeModel.GRADUATED: ({"code", "model", "meter", "tiers"}, {"conversion"}),
+    ChargeModel.VOLUME: ({"code", "model", "meter", "tiers"}, {"conversion"}),
+    ChargeModel.PACKAGE: (
+        {"code", "model", "meter", "package_size", "package_price"},
+        {"free_units", "conversion"},
+    ),
+    ChargeModel.FLAT: ({"code", "model", "amount"}, {"prorate", "in_advance"}),
+    ChargeModel.PERCENTAGE: (
+        {"code", "model", "meter", "rate"},
+        {"fixed_fee", "free_units", "free_events", "conversion"},
+    ),
+    ChargeModel.GRADUATED_PERCENTAGE: ({"code", "model", "meter", "tiers"}, {"conversion"}),
+    ChargeModel.DYNAMIC: ({"code", "model", "meter"}, {"multiplier", "conversion"}),
 }
+
+# Models that read a meter's sum: a rate of a count or of a maximum means nothing.
+_SUM_MODELS = {ChargeModel.PERCENTAGE, ChargeModel.GRADUATED_PERCENTAGE, ChargeModel.DYNAMIC}
+
+# The reserved line identities of spend limits.
+_RESERVED = {MINIMUM_SPEND_CODE: "the minimum-spend line", MAXIMUM_SPEND_CODE: "the cap line"}
 
 
 def parse_price_books(
-    raw: object, meters: AbstractSet[str], path: str = "price_books"
+    raw: object,
+    meters: AbstractSet[str],
+    path: str = "price_books",
+    sums: AbstractSet[str] | None = None,
 ) -> tuple[PriceBookSpec, ...]:
-    """Parse the `price_books` list; `meters` are the meter codes a charge may read."""
+    """Parse the `price_books` list; `meters` are the meter codes a charge may read.
+
+    `sums`, when given, are the codes of the meters that aggregate a sum: the
+    models that need one (percentage, graduated_percentage, dynamic) may only
+    read those.
+    """
     if raw is None:
         return ()
     books = [
         parse_price_book(item, meters, f"{path}[{i}]") for i, item in enumerate(_list(raw, path))
     ]
+    if sums is not None:
+        _check_sum_meters(books, sums, path)
     seen: dict[str, int] = {}
     for index, book in enumerate(books):
         if book.code in seen:
@@ -92,11 +123,17 @@ def parse_version(raw: object, meters: AbstractSet[str], path: str = "version") 
         raw,
         path,
         {"version", "effective_from", "charges"},
-        {"minimum_spend", "supersedes", "reason", "retroactive"},
+        {"minimum_spend", "maximum_spend", "supersedes", "reason", "retroactive"},
     )
     label = _code(data["version"], f"{path}.version")
     charges = _charges(data["charges"], meters, f"{path}.charges")
-    minimum = data.get("minimum_spend")
+    minimum, minimum_prorate = _spend(data.get("minimum_spend"), f"{path}.minimum_spend")
+    maximum, maximum_prorate = _spend(data.get("maximum_spend"), f"{path}.maximum_spend")
+    if minimum is not None and maximum is not None and minimum > maximum:
+        _fail(
+            f"{path}.minimum_spend",
+            f"minimum spend {fmt(minimum)} is above the maximum spend {fmt(maximum)}",
+        )
     supersedes = data.get("supersedes")
     reason = data.get("reason")
     retroactive = _bool(data.get("retroactive", False), f"{path}.retroactive")
@@ -112,11 +149,38 @@ def parse_version(raw: object, meters: AbstractSet[str], path: str = "version") 
         label=label,
         effective_from=_instant(data["effective_from"], f"{path}.effective_from"),
         charges=charges,
-        minimum_spend=None if minimum is None else _price(minimum, f"{path}.minimum_spend"),
+        minimum_spend=minimum,
+        minimum_prorate=minimum_prorate,
+        maximum_spend=maximum,
+        maximum_prorate=maximum_prorate,
         supersedes=supersedes,
         reason=reason,
         retroactive=retroactive,
     )
+
+
+def _spend(raw: object, path: str) -> tuple[Decimal | None, bool]:
+    """A spend limit: an amount, or {amount, prorate} to turn proration off."""
+    if raw is None:
+        return None, True
+    if isinstance(raw, Mapping):
+        data = _fields(raw, path, {"amount"}, {"prorate"})
+        return _price(data["amount"], f"{path}.amount"), _bool(
+            data.get("prorate", True), f"{path}.prorate"
+        )
+    return _price(raw, path), True
+
+
+def _check_sum_meters(books: Sequence[PriceBookSpec], sums: AbstractSet[str], path: str) -> None:
+    for b_index, book in enumerate(books):
+        for v_index, version in enumerate(book.versions):
+            for c_index, charge in enumerate(version.charges):
+                if charge.model in _SUM_MODELS and charge.meter not in sums:
+                    _fail(
+                        f"{path}[{b_index}].versions[{v_index}].charges[{c_index}].meter",
+                        f"model {charge.model.value} prices a sum: meter {charge.meter!r} "
+                        "must have aggregation sum",
+                    )
 
 
 def _check_history(versions: Sequence[VersionSpec], path: str) -> None:
@@ -226,24 +290,83 @@ def _charge(raw: object, meters: AbstractSet[str], path: str) -> Charge:
     required, optional = _MODEL_FIELDS[model]
     data = _fields(raw, path, required, optional)
     code = _code(data["code"], f"{path}.code")
-    if code == MINIMUM_SPEND_CODE:
-        _fail(f"{path}.code", f"{MINIMUM_SPEND_CODE!r} is reserved for the minimum-spend line")
+    if code in _RESERVED:
+        _fail(f"{path}.code", f"{code!r} is reserved for {_RESERVED[code]}")
     if model is ChargeModel.FLAT:
         prorate = _bool(data.get("prorate", True), f"{path}.prorate")
-        return Flat(code, _price(data["amount"], f"{path}.amount"), prorate)
+        in_advance = _bool(data.get("in_advance", False), f"{path}.in_advance")
+        return Flat(code, _price(data["amount"], f"{path}.amount"), prorate, in_advance)
     meter = _meter(data["meter"], meters, f"{path}.meter")
+    conversion = _conversion(data.get("conversion"), f"{path}.conversion")
+    free = _price(data.get("free_units", 0), f"{path}.free_units")
     match model:
         case ChargeModel.PER_UNIT:
-            return PerUnit(code, meter, _price(data["unit_price"], f"{path}.unit_price"))
+            price = _price(data["unit_price"], f"{path}.unit_price")
+            return PerUnit(code, meter, price, free, conversion)
         case ChargeModel.GRADUATED:
-            return Graduated(code, meter, _tiers(data["tiers"], f"{path}.tiers"))
+            return Graduated(code, meter, _tiers(data["tiers"], f"{path}.tiers"), conversion)
         case ChargeModel.VOLUME:
-            return Volume(code, meter, _tiers(data["tiers"], f"{path}.tiers"))
-        case _:
+            return Volume(code, meter, _tiers(data["tiers"], f"{path}.tiers"), conversion)
+        case ChargeModel.PACKAGE:
             size = _positive(data["package_size"], f"{path}.package_size")
-            return Package(
-                code, meter, size, _price(data["package_price"], f"{path}.package_price")
+            price = _price(data["package_price"], f"{path}.package_price")
+            return Package(code, meter, size, price, free, conversion)
+        case ChargeModel.PERCENTAGE:
+            return Percentage(
+                code,
+                meter,
+                ci.fraction(data["rate"], f"{path}.rate"),
+                _price(data.get("fixed_fee", 0), f"{path}.fixed_fee"),
+                free,
+                ci.count(data.get("free_events", 0), f"{path}.free_events"),
+                conversion,
             )
+        case ChargeModel.GRADUATED_PERCENTAGE:
+            tiers = _rate_tiers(data["tiers"], f"{path}.tiers")
+            return GraduatedPercentage(code, meter, tiers, conversion)
+        case _:
+            multiplier = _price(data.get("multiplier", 1), f"{path}.multiplier")
+            return Dynamic(code, meter, multiplier, conversion)
+
+
+def _conversion(raw: object, path: str) -> Conversion | None:
+    """{multiply_by?, divide_by?, round?, precision?}: meter value to billed quantity."""
+    if raw is None:
+        return None
+    data = _fields(raw, path, set(), {"multiply_by", "divide_by", "round", "precision"})
+    if not data:
+        _fail(path, "a conversion needs multiply_by or divide_by")
+    rounding = ci.choice(
+        data.get("round", "half_up"),
+        f"{path}.round",
+        [r.value for r in ConversionRounding],
+        "round",
+    )
+    return Conversion(
+        _positive(data.get("multiply_by", 1), f"{path}.multiply_by"),
+        _positive(data.get("divide_by", 1), f"{path}.divide_by"),
+        ConversionRounding(rounding),
+        ci.count(data.get("precision", 0), f"{path}.precision", 0, 12),
+    )
+
+
+def _rate_tiers(raw: object, path: str) -> tuple[RateTier, ...]:
+    tiers = []
+    for index, item in enumerate(_list(raw, path)):
+        here = f"{path}[{index}]"
+        data = _fields(item, here, {"up_to", "rate"}, {"flat_fee"})
+        up_to = data["up_to"]
+        tiers.append(
+            RateTier(
+                up_to=None if up_to is None else _decimal(up_to, f"{here}.up_to"),
+                rate=ci.fraction(data["rate"], f"{here}.rate"),
+                flat_fee=_price(data.get("flat_fee", 0), f"{here}.flat_fee"),
+            )
+        )
+    problem = tier_problem([tier.as_tier() for tier in tiers])
+    if problem is not None:
+        _fail(f"{path}[{problem[0]}]" if tiers else path, problem[1])
+    return tuple(tiers)
 
 
 def _tiers(raw: object, path: str) -> tuple[Tier, ...]:
@@ -265,43 +388,25 @@ def _tiers(raw: object, path: str) -> tuple[Tier, ...]:
     return tuple(tiers)
 
 
-# --- scalar fields -------------------------------------------------------------------------
+# --- scalar fields: the shared catalog vocabulary (domain/catalog_input.py) ----------------
 
-
-def _fail(path: str, message: str) -> NoReturn:
-    raise MeterlineError(ErrorCode.INVALID_CATALOG, f"{path}: {message}", path=path)
-
-
-def _mapping(raw: object, path: str) -> Mapping[str, object]:
-    if not isinstance(raw, Mapping):
-        _fail(path, f"expected a mapping, got {_kind(raw)}")
-    for key in raw:
-        if not isinstance(key, str):
-            _fail(path, f"field names must be strings, got {key!r}")
-    return raw
+_fail = ci.fail
+_mapping = ci.mapping
+_list = ci.items
+_bool = ci.boolean
+_decimal = ci.decimal
+_price = ci.price
+_positive = ci.positive
+_instant = ci.instant
+_kind = ci.kind
 
 
 def _fields(raw: object, path: str, required: set[str], optional: set[str]) -> Mapping[str, object]:
-    data = _mapping(raw, path)
-    for name in sorted(required - data.keys()):
-        hint = " (use null for no limit)" if name == "up_to" else ""
-        _fail(path, f"missing field {name!r}{hint}")
-    for name in sorted(data.keys() - required - optional):
-        expected = ", ".join(sorted(required | optional))
-        _fail(f"{path}.{name}", f"unknown field {name!r}; expected {expected}")
-    return data
-
-
-def _list(raw: object, path: str) -> list[object]:
-    if not isinstance(raw, list):
-        _fail(path, f"expected a list, got {_kind(raw)}")
-    return raw
+    return ci.fields(raw, path, required, optional, {"up_to": " (use null for no limit)"})
 
 
 def _text(raw: object, path: str) -> str:
-    if not isinstance(raw, str) or not raw.strip():
-        _fail(path, f"expected non-empty text, got {_kind(raw)}")
-    return raw
+    return ci.text(raw, path, max_length=10_000)
 
 
 def _code(raw: object, path: str) -> str:
@@ -313,12 +418,6 @@ def _code(raw: object, path: str) -> str:
             "at most 64, starting with a letter or digit)",
         )
     return text
-
-
-def _bool(raw: object, path: str) -> bool:
-    if not isinstance(raw, bool):
-        _fail(path, f"expected true or false, got {_kind(raw)}")
-    return raw
 
 
 def _model(raw: object, path: str) -> ChargeModel:
@@ -348,66 +447,3 @@ def _rounding(raw: object, path: str) -> Rounding:
     if raw not in {r.value for r in Rounding}:
         _fail(path, f"unknown rounding {raw!r}; expected half_up or half_even")
     return Rounding(str(raw))
-
-
-def _instant(raw: object, path: str) -> int:
-    if isinstance(raw, datetime):  # YAML parses unquoted timestamps itself
-        if raw.tzinfo is None:
-            _fail(path, f"{raw.isoformat()} has no UTC offset; write e.g. 2024-01-01T00:00:00Z")
-        return from_datetime(raw)
-    if isinstance(raw, date):
-        _fail(path, f"{raw.isoformat()} is a date; write an instant, e.g. {raw}T00:00:00Z")
-    try:
-        return parse_rfc3339(_text(raw, path))
-    except InvalidTimestamp as exc:
-        _fail(path, str(exc))
-
-
-def _decimal(raw: object, path: str) -> Decimal:
-    """An exact number: a decimal string or an integer; never a float or a boolean."""
-    if isinstance(raw, bool):
-        _fail(path, f"expected a number, got {_kind(raw)}")
-    if isinstance(raw, int):
-        return Decimal(raw)
-    if isinstance(raw, Decimal):  # JSON catalogs: decoded exactly, never via float
-        if not raw.is_finite():
-            _fail(path, f"{raw} is not a finite number")
-        return raw
-    if isinstance(raw, float):
-        _fail(
-            path,
-            f"{raw!r} is a float, which is not exact; write it as a decimal string "
-            f'("{raw!r}") or an integer',
-        )
-    if isinstance(raw, str):
-        value = parse_decimal(raw)
-        if value is not None:
-            return value
-        _fail(path, f"{raw!r} is not a decimal number")
-    _fail(path, f"expected a decimal string or an integer, got {_kind(raw)}")
-
-
-def _price(raw: object, path: str) -> Decimal:
-    value = _decimal(raw, path)
-    if value < 0:
-        _fail(path, f"price {fmt(value)} must not be negative")
-    return value
-
-
-def _positive(raw: object, path: str) -> Decimal:
-    value = _decimal(raw, path)
-    if value <= 0:
-        _fail(path, f"{fmt(value)} must be positive")
-    return value
-
-
-def _kind(raw: object) -> str:
-    if raw is None:
-        return "null"
-    if isinstance(raw, bool):
-        return f"the boolean {str(raw).lower()}"
-    if isinstance(raw, str):
-        return f"the text {raw!r}"
-    if isinstance(raw, int | float | Decimal):
-        return f"the number {raw!r}"
-    return type(raw).__name__

@@ -50,6 +50,11 @@ def price_text(value: Decimal, currency: Currency) -> str:
     return _group(text)
 
 
+def percent_text(rate: Decimal) -> str:
+    """A rate as a percentage, exact: 0.029 -> "2.9%", 0.00125 -> "0.125%"."""
+    return f"{_group(fmt(rate.scaleb(2)))}%"
+
+
 def money_text(amount: Decimal, currency: Currency) -> str:
     """Rounded money with grouping, for formulas: "10,055.00"."""
     return _group(money_str(amount, currency))

@@ -10,11 +10,13 @@ units this charge priced earlier in the period, and are priced with the
 segment's own version's tiers. A price change never resets a customer's tier.
 A tier's flat_fee is added once per period, in the segment where that tier
 (by position in the list) first receives units, from that segment's version.
+A period that measured 0 falls in the first tier and pays its flat fee, from
+the version in effect at the end of the period (units x price stay 0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -52,17 +54,34 @@ def price_graduated(
     currency: Currency,
     position: Decimal = ZERO,
     fees_charged: frozenset[int] = frozenset(),
+    zero_usage: bool = False,
 ) -> GraduatedResult:
-    """Price `units` starting after `position` units already priced this period."""
+    """Price `units` starting after `position` units already priced this period.
+
+    `zero_usage`: the whole period measured 0, which falls in the first tier
+    (the convention OpenMeter and Lago share): its flat fee is charged once.
+    """
+    return price_tiers(charge.tiers, units, currency, position, fees_charged, zero_usage, _terms)
+
+
+def price_tiers(
+    tiers: Sequence[Tier],
+    units: Decimal,
+    currency: Currency,
+    position: Decimal,
+    fees_charged: frozenset[int],
+    zero_usage: bool,
+    terms: Callable[[TierLine, Currency], list[str]],
+) -> GraduatedResult:
+    """Graduated tiers over (position, position + units]; shared with graduated_percentage."""
     if units < 0 or position < 0:
         raise ValueError("graduated pricing needs non-negative units and position")
     end = position + units
     lines: list[TierLine] = []
-    for index, (tier, (after, up_to)) in enumerate(
-        zip(charge.tiers, tier_ranges(charge.tiers), strict=True)
-    ):
+    for index, (tier, (after, up_to)) in enumerate(zip(tiers, tier_ranges(tiers), strict=True)):
         received = _overlap(position, end, after, up_to)
-        if received == 0:
+        at_zero = zero_usage and index == 0 and end == 0
+        if received == 0 and not at_zero:
             continue
         fee = ZERO if index in fees_charged else tier.flat_fee
         amount = total([mul(received, tier.unit_price), fee])
@@ -70,14 +89,16 @@ def price_graduated(
     charged = fees_charged | {line.tier - 1 for line in lines}
     priced = Priced(
         amount=total(line.amount for line in lines),
-        terms=tuple(term for line in lines for term in _terms(line, currency)),
+        terms=tuple(term for line in lines for term in terms(line, currency)),
         tiers=tuple(lines),
     )
     return GraduatedResult(priced, frozenset(charged))
 
 
 def _terms(line: TierLine, currency: Currency) -> list[str]:
-    terms = [f"{grouped(line.units)} x {price_text(line.unit_price, currency)}"]
+    terms = (
+        [f"{grouped(line.units)} x {price_text(line.unit_price, currency)}"] if line.units else []
+    )
     if line.flat_fee:
         terms.append(f"{price_text(line.flat_fee, currency)} (tier {line.tier} flat fee)")
     return terms

@@ -38,6 +38,9 @@ class VersionSpec:
     effective_from: int
     charges: tuple[Charge, ...]
     minimum_spend: Decimal | None = None
+    minimum_prorate: bool = True
+    maximum_spend: Decimal | None = None
+    maximum_prorate: bool = True
     supersedes: str | None = None
     reason: str | None = None
     retroactive: bool = False
@@ -47,19 +50,28 @@ class VersionSpec:
         codes = [charge.code for charge in self.charges]
         if len(set(codes)) != len(codes):
             raise ValueError(f"version {self.label}: charge codes must be unique, got {codes}")
+        if (
+            self.minimum_spend is not None
+            and self.maximum_spend is not None
+            and self.minimum_spend > self.maximum_spend
+        ):
+            raise ValueError(f"version {self.label}: minimum_spend exceeds maximum_spend")
         object.__setattr__(self, "content_hash", content_hash(self.definition()))
 
     def definition(self) -> dict[str, Any]:
         """The canonical definition, in catalog form; what the content hash covers."""
-        return {
+        data: dict[str, Any] = {
             "version": self.label,
             "effective_from": format_us(self.effective_from),
             "supersedes": self.supersedes,
             "reason": self.reason,
             "retroactive": self.retroactive,
-            "minimum_spend": None if self.minimum_spend is None else fmt(self.minimum_spend),
+            "minimum_spend": _spend(self.minimum_spend, self.minimum_prorate),
             "charges": [charge.definition() for charge in self.charges],
         }
+        if self.maximum_spend is not None:  # absent when unset: older hashes stay the same
+            data["maximum_spend"] = _spend(self.maximum_spend, self.maximum_prorate)
+        return data
 
     def charge(self, code: str) -> Charge | None:
         return next((charge for charge in self.charges if charge.code == code), None)
@@ -71,11 +83,21 @@ class VersionSpec:
             effective_from=self.effective_from,
             charges=self.charges,
             minimum_spend=self.minimum_spend,
+            minimum_prorate=self.minimum_prorate,
+            maximum_spend=self.maximum_spend,
+            maximum_prorate=self.maximum_prorate,
             supersedes=self.supersedes,
             reason=self.reason,
             retroactive=self.retroactive,
             recorded_seq=seq,
         )
+
+
+def _spend(amount: Decimal | None, prorate: bool) -> str | dict[str, Any] | None:
+    """A spend limit in catalog form: plain text when prorated (the default)."""
+    if amount is None:
+        return None
+    return fmt(amount) if prorate else {"amount": fmt(amount), "prorate": False}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,3 +195,17 @@ class PriceBook:
             else:
                 pieces.append(Segment(piece_start, piece_end, version))
         return tuple(pieces)
+
+
+def split_segments(segments: tuple[Segment, ...], at: int | None) -> tuple[Segment, ...]:
+    """The same segments with a boundary at `at` (a trial's end): the piece before and the
+    piece after keep their version, so prices do not change, only what is billed of them."""
+    if at is None:
+        return segments
+    out: list[Segment] = []
+    for s in segments:
+        if s.start < at < s.end:
+            out += [Segment(s.start, at, s.version), Segment(at, s.end, s.version)]
+        else:
+            out.append(s)
+    return tuple(out)

@@ -20,39 +20,54 @@ notes; its units do not advance the graduated tier position.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from types import UnionType
 
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import round_money
 from meterline.domain.timestamps import format_us
-from meterline.pricing._exact import total
+from meterline.pricing._exact import sub, total
 from meterline.pricing.charges import (
     ZERO,
     ChargeModel,
+    Dynamic,
     Flat,
     Graduated,
+    GraduatedPercentage,
     Package,
+    Percentage,
     PerUnit,
     UsageCharge,
     Volume,
 )
+from meterline.pricing.conversion import convert, describe, pricing_pairs
+from meterline.pricing.dynamic import price_dynamic
 from meterline.pricing.explanation import Basis, Explanation, Priced, SegmentLine, version_refs
 from meterline.pricing.flat import price_flat, price_flat_unprorated, prorated_total
 from meterline.pricing.graduated import price_graduated
+from meterline.pricing.graduated_percentage import price_graduated_percentage
+from meterline.pricing.maximum import MAXIMUM_SPEND_CODE, cap
 from meterline.pricing.minimum import MINIMUM_SPEND_CODE, true_up
 from meterline.pricing.package import price_package
 from meterline.pricing.per_unit import price_per_unit
+from meterline.pricing.percentage import PercentagePosition, price_percentage
+from meterline.pricing.percentage import advance as advance_percentage
 from meterline.pricing.pricebook import PriceBook, Segment
 from meterline.pricing.volume import price_volume
 
 
 @dataclass(frozen=True)
 class SegmentUsage:
-    """The quantity an additive meter measured in one segment, by event time."""
+    """The quantity an additive meter measured in one segment, by event time.
+
+    `events` is the number of events behind it; only models that charge per
+    event (percentage with a fixed_fee) need it, and rating never reads the store.
+    """
 
     segment: Segment
     quantity: Decimal
+    events: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,27 +122,76 @@ def _rate_usage(
     notes: tuple[str, ...],
 ) -> RatedCharge:
     present = _with_charge(usage, code)
-    period_total = total(u.quantity for u, _ in present)
-    last_volume = max((i for i, (_, c) in enumerate(present) if isinstance(c, Volume)), default=-1)
+    quantities, conversion_notes = _converted(present)
+    period_total = total(quantities)
+    last_volume = _last_index(present, Volume)
+    last_tiered = _last_index(present, Graduated | GraduatedPercentage)
     lines: list[SegmentLine] = []
     position, fees = ZERO, frozenset[int]()
-    for index, (u, charge) in enumerate(present):
-        _check_quantity(charge, u)
+    pct = PercentagePosition()
+    for index, ((u, charge), quantity) in enumerate(zip(present, quantities, strict=True)):
+        _check_quantity(charge, u, quantity)
+        zero_usage = period_total == 0 and index == last_tiered
         match charge:
             case Graduated():
-                result = price_graduated(charge, u.quantity, book.currency, position, fees)
+                result = price_graduated(
+                    charge, quantity, book.currency, position, fees, zero_usage
+                )
+                priced, fees = result.priced, result.fees_charged
+            case GraduatedPercentage():
+                result = price_graduated_percentage(
+                    charge, quantity, book.currency, position, fees, zero_usage
+                )
                 priced, fees = result.priced, result.fees_charged
             case Volume():
                 with_fee = index == last_volume
-                priced = price_volume(charge, u.quantity, period_total, book.currency, with_fee)
+                priced = price_volume(charge, quantity, period_total, book.currency, with_fee)
             case Package():
-                priced = price_package(charge, u.quantity, book.currency)
+                priced = price_package(charge, quantity, book.currency, position)
             case PerUnit():
-                priced = price_per_unit(charge, u.quantity, book.currency)
-        position += u.quantity
-        lines.append(_line(u.segment, u.quantity, priced))
+                priced = price_per_unit(charge, quantity, book.currency, position)
+            case Percentage():
+                priced = price_percentage(charge, quantity, u.events, book.currency, pct)
+                pct = advance_percentage(pct, quantity, u.events)
+            case Dynamic():
+                priced = price_dynamic(charge, quantity, book.currency)
+        if charge.conversion is not None:
+            pairs = pricing_pairs(u.quantity, quantity)
+            priced = replace(priced, pricing=pairs + priced.pricing, note=conversion_notes[index])
+        position += quantity
+        lines.append(_line(u.segment, quantity, priced))
     last = present[-1][1]
+    notes = notes + tuple(n for n in dict.fromkeys(conversion_notes) if n)
     return _finish(book, code, last.model, lines, basis, notes, last.meter, period_total)
+
+
+def _last_index(present: Sequence[tuple[SegmentUsage, UsageCharge]], kind: type | UnionType) -> int:
+    return max((i for i, (_, c) in enumerate(present) if isinstance(c, kind)), default=-1)
+
+
+def _converted(
+    present: Sequence[tuple[SegmentUsage, UsageCharge]],
+) -> tuple[list[Decimal], list[str]]:
+    """Each segment's quantity in the price's unit, and the words for it.
+
+    A conversion rounds the RUNNING total of the metered quantity and a segment
+    gets the difference, so the segments add up to the converted period total
+    (conversion.py); a segment without a conversion keeps its metered quantity.
+    """
+    quantities: list[Decimal] = []
+    words: list[str] = []
+    running = ZERO
+    for u, charge in present:
+        conv = charge.conversion
+        if conv is None:
+            quantities.append(u.quantity)
+            words.append("")
+        else:
+            before, after = convert(running, conv), convert(running + u.quantity, conv)
+            quantities.append(sub(after, before))
+            words.append(describe(u.quantity, sub(after, before), conv))
+        running += u.quantity
+    return quantities, words
 
 
 def _with_charge(
@@ -177,25 +241,79 @@ def rate_flat(
 
 
 def rate_minimum_spend(
-    book: PriceBook, segments: Sequence[Segment], usage_amounts: Sequence[Decimal]
+    book: PriceBook,
+    segments: Sequence[Segment],
+    usage_amounts: Sequence[Decimal],
+    period: tuple[int, int] | None = None,
 ) -> RatedCharge | None:
     """The true-up line, or None when there is no minimum or usage reaches it.
 
-    `usage_amounts` are the ROUNDED amounts of the period's usage lines.
+    `usage_amounts` are the ROUNDED amounts of the period's usage lines;
+    `period` is the billing period [start, end): with it, the minimum is
+    prorated by the active time of `segments` unless the version says
+    `prorate: false` (without it, the segments are taken as the whole period).
     """
     _check_segments(book, segments)
     version = segments[-1].version
     if version.minimum_spend is None:
         return None
-    priced = true_up(version.minimum_spend, total(usage_amounts), book.currency)
+    active, whole = _active(segments, period)
+    priced = true_up(
+        version.minimum_spend,
+        total(usage_amounts),
+        book.currency,
+        active,
+        whole,
+        version.minimum_prorate,
+    )
     if priced is None:
         return None
-    whole = Segment(segments[0].start, segments[-1].end, version)
     note = f"minimum spend of version {version.label}, in effect at the end of the period"
-    line = _line(whole, None, priced)
-    return _finish(
-        book, MINIMUM_SPEND_CODE, MINIMUM_SPEND_CODE, [line], Basis.END_OF_PERIOD, (note,)
+    return _spend_line(book, segments, MINIMUM_SPEND_CODE, priced, note)
+
+
+def rate_maximum_spend(
+    book: PriceBook,
+    segments: Sequence[Segment],
+    usage_amounts: Sequence[Decimal],
+    period: tuple[int, int] | None = None,
+) -> RatedCharge | None:
+    """The cap adjustment (a negative line), or None when there is no maximum or
+    usage stays within it. Same inputs and proration as `rate_minimum_spend`."""
+    _check_segments(book, segments)
+    version = segments[-1].version
+    if version.maximum_spend is None:
+        return None
+    active, whole = _active(segments, period)
+    priced = cap(
+        version.maximum_spend,
+        total(usage_amounts),
+        book.currency,
+        active,
+        whole,
+        version.maximum_prorate,
     )
+    if priced is None:
+        return None
+    note = f"maximum spend of version {version.label}, in effect at the end of the period"
+    return _spend_line(book, segments, MAXIMUM_SPEND_CODE, priced, note)
+
+
+def _active(segments: Sequence[Segment], period: tuple[int, int] | None) -> tuple[int, int]:
+    active = segments[-1].end - segments[0].start
+    if period is None:
+        return active, active
+    if not period[0] <= segments[0].start or segments[-1].end > period[1]:
+        raise ValueError("segments must lie within the billing period")
+    return active, period[1] - period[0]
+
+
+def _spend_line(
+    book: PriceBook, segments: Sequence[Segment], code: str, priced: Priced, note: str
+) -> RatedCharge:
+    whole = Segment(segments[0].start, segments[-1].end, segments[-1].version)
+    line = _line(whole, None, priced)
+    return _finish(book, code, code, [line], Basis.END_OF_PERIOD, (note,))
 
 
 def _usage_charge(segment: Segment, code: str) -> UsageCharge | None:
@@ -212,9 +330,13 @@ def _flat_charge(segment: Segment, code: str) -> Flat | None:
     return charge
 
 
-def _check_quantity(charge: UsageCharge, usage: SegmentUsage) -> None:
-    """Tiers and packages have no meaning for negative quantities; per_unit does."""
-    if usage.quantity < 0 and not isinstance(charge, PerUnit):
+def _check_quantity(charge: UsageCharge, usage: SegmentUsage, quantity: Decimal) -> None:
+    """Tiers, packages and free allowances have no meaning for negative quantities;
+    linear models (per_unit, dynamic, percentage) without free units do."""
+    linear = isinstance(charge, Dynamic) or (
+        isinstance(charge, PerUnit | Percentage) and not charge.free_units
+    )
+    if quantity < 0 and not linear:
         raise MeterlineError(
             ErrorCode.INVALID_ARGUMENT,
             f"charge {charge.code} ({charge.model}) cannot price the negative quantity "

@@ -1,7 +1,8 @@
 """volume: the one tier holding the whole period quantity prices every unit (DESIGN §5).
 
 Tiers [1000 @ 0.10, 10000 @ 0.08, null @ 0.05] at 5,000 units: 5,000 x 0.08 =
-400.00. A period quantity of 0 selects no tier and costs 0 (no flat fee).
+400.00. A period quantity of 0 falls in the first tier: 0 x its price plus its
+flat fee (the zero-usage convention OpenMeter and Lago share).
 
 Across a mid-period price change, the tier is selected by the PERIOD total
 against each segment's own version's tiers, and that segment's units are priced
@@ -22,10 +23,10 @@ from meterline.pricing.explanation import Priced, TierLine, grouped, price_text
 from meterline.pricing.graduated import tier_ranges
 
 
-def select_tier(tiers: Sequence[Tier], period_total: Decimal) -> int | None:
-    """Index of the tier whose range (after, up_to] holds the total; None for 0."""
+def select_tier(tiers: Sequence[Tier], period_total: Decimal) -> int:
+    """Index of the tier whose range (after, up_to] holds the total; 0 falls in the first."""
     if period_total <= 0:
-        return None
+        return 0
     for index, tier in enumerate(tiers):
         if tier.up_to is None or period_total <= tier.up_to:
             return index
@@ -43,8 +44,6 @@ def price_volume(
     if units < 0 or period_total < units:
         raise ValueError("volume pricing needs 0 <= units <= period_total")
     index = select_tier(charge.tiers, period_total)
-    if index is None:
-        return Priced(amount=ZERO, terms=(), pricing=(("period_quantity", "0"),))
     tier = charge.tiers[index]
     after, up_to = tier_ranges(charge.tiers)[index]
     fee = tier.flat_fee if with_flat_fee else ZERO

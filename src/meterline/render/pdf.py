@@ -52,7 +52,9 @@ LOCALE = "en_US"
 DEFAULT_SELLER_NAME = "meterline demo seller"
 
 _TITLES = {"invoice": "Invoice", "credit_note": "Credit note", "debit_note": "Debit note"}
-_TIERED_MODELS = frozenset({"graduated", "volume"})
+_TIERED_MODELS = frozenset({"graduated", "volume", "graduated_percentage"})
+# Lines that lower the usage total (a cap; later coupons): shown as adjustments.
+_ADJUSTMENT_MODELS = frozenset({"maximum_spend", "coupon"})
 _DASH = '<span class="muted">—</span>'
 
 
@@ -234,6 +236,15 @@ def _tag(tag: str, inner_html: str, cls: str = "") -> str:
 def _rows(pairs: list[tuple[str, str]]) -> str:
     """<tr><th>label</th><td>value</td></tr>: labels are escaped here, values are HTML."""
     return "\n".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in pairs)
+
+
+def _line_rate(line: Mapping[str, Any]) -> Any:
+    """The one rate of a percentage line, when every segment has the same."""
+    if line.get("model") != "percentage":
+        return None
+    segments = (line.get("explanation") or {}).get("segments") or []
+    rates = {(s.get("pricing") or {}).get("rate") for s in segments}
+    return rates.pop() if len(rates) == 1 else None
 
 
 def _is_zero(value: Any) -> bool:
@@ -437,8 +448,13 @@ class _Renderer:
                 sub += _tag("div", self._billed_and_now(line))
             metered = bool(line.get("meter"))
             quantity = _e(_quantity(line.get("quantity"))) if metered else ""
+            rate = _line_rate(line)
             if line.get("unit_price") is not None:
                 price = self.exact(line["unit_price"])
+            elif rate is not None:
+                price = _e(_percent(rate))
+            elif line.get("model") in _ADJUSTMENT_MODELS:
+                price = '<span class="muted">adjustment</span>'
             elif line.get("model") in _TIERED_MODELS:
                 price = '<span class="muted">tiered</span>'
             else:
@@ -553,8 +569,9 @@ class _Renderer:
             f'<div class="formula">{_e(formula)}</div></div>',
         ]
         segments = x.get("segments") or []
+        rates = line.get("model") == "graduated_percentage"
         for index, segment in enumerate(segments, start=1):
-            parts.append(self._segment(segment, index, len(segments)))
+            parts.append(self._segment(segment, index, len(segments), rates))
         notes = "".join(f"<li>{_e(note)}</li>" for note in x.get("notes") or [])
         if notes:
             parts.append(f'<div class="blk"><h3>Notes</h3><ul>{notes}</ul></div>')
@@ -582,7 +599,9 @@ class _Renderer:
             f"rounded once ({how}) to the currency's minor unit"
         )
 
-    def _segment(self, segment: Mapping[str, Any], index: int, count: int) -> str:
+    def _segment(
+        self, segment: Mapping[str, Any], index: int, count: int, rates: bool = False
+    ) -> str:
         label = f"Segment {index} of {count}" if count > 1 else "Priced period"
         head = (
             f"<strong>{_e(label)}:</strong> {_e(_utc(segment.get('start')))} → "
@@ -595,7 +614,7 @@ class _Renderer:
         out = [f'<div class="segment"><div class="segment-head">{head}</div>']
         tiers = segment.get("tiers") or []
         if tiers:
-            out.append(self._tier_table(tiers, segment.get("amount")))
+            out.append(self._tier_table(tiers, segment.get("amount"), rates))
         # Microsecond counts (a flat fee's active_us) are in the formula as days.
         terms = [
             f"{_e(str(k).replace('_', ' '))} = <code>{_e(v)}</code>"
@@ -609,8 +628,12 @@ class _Renderer:
         out.append("</div>")
         return "".join(out)
 
-    def _tier_table(self, tiers: list[Mapping[str, Any]], total: Any) -> str:
+    def _tier_table(self, tiers: list[Mapping[str, Any]], total: Any, rates: bool = False) -> str:
         with_fee = any(not _is_zero(t.get("flat_fee")) for t in tiers)
+
+        def price(value: Any) -> str:  # graduated_percentage tiers carry a rate
+            return _e(_percent(value)) if rates else self.exact(value)
+
         body = []
         for t in tiers:
             low = _quantity(t.get("from"))
@@ -619,7 +642,7 @@ class _Renderer:
             body.append(
                 f"<tr><td>{_e(t.get('tier'))}</td><td>{_e(bounds)}</td>"
                 f'<td class="num">{_e(_quantity(t.get("units")))}</td>'
-                f'<td class="num">{self.exact(t.get("unit_price"))}</td>{fee}'
+                f'<td class="num">{price(t.get("unit_price"))}</td>{fee}'
                 f'<td class="num">{self.exact(t.get("amount"))}</td></tr>'
             )
         columns = 6 if with_fee else 5
@@ -630,7 +653,8 @@ class _Renderer:
             '<table class="grid tiers"><colgroup><col class="w-tier"><col>'
             f'<col class="w-units"><col class="w-price">{fee_col}<col class="w-amount">'
             "</colgroup><thead><tr><th>Tier</th><th>Units in range</th>"
-            f'<th class="num">Units</th><th class="num">Unit price</th>{fee_head}'
+            f'<th class="num">Units</th><th class="num">{"Rate" if rates else "Unit price"}</th>'
+            f"{fee_head}"
             '<th class="num">Amount (exact)</th></tr></thead>'
             f"<tbody>{''.join(body)}</tbody>"
             f'<tfoot><tr><td colspan="{columns - 1}">Segment amount (exact, before rounding)'

@@ -11,6 +11,20 @@ def _row(cols: list[str], widths: list[int]) -> str:
     return "  ".join([left, *rest]).rstrip()
 
 
+# Models whose notes say something a reader needs: a unit conversion (both numbers),
+# a cap or a true-up, and which version's limit applied.
+_NOTED_MODELS = frozenset(
+    {"percentage", "graduated_percentage", "dynamic", "maximum_spend", "minimum_spend", "coupon"}
+)
+
+
+def _model_notes(line: dict[str, Any]) -> list[str]:
+    notes = list((line.get("explanation") or {}).get("notes") or [])
+    if line.get("model") in _NOTED_MODELS:
+        return notes
+    return [n for n in notes if " metered " in n]  # conversions: metered and billed quantity
+
+
 def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
     title = {"invoice": "INVOICE", "credit_note": "CREDIT NOTE", "debit_note": "DEBIT NOTE"}[
         doc["kind"]
@@ -65,6 +79,8 @@ def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
                 out.append(f"     now: {line['formula']}")
             else:
                 out.append(f"  {line['line']}. {line['charge']}: {line['formula']}")
+            for note in _model_notes(line):
+                out.append(f"     {note}")
             usage = line.get("usage")
             if usage and "events_digest" in usage:
                 w = usage["windows"]

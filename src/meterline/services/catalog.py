@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from meterline.billing.customers import parse_customers
 from meterline.domain.canonical import dumps
+from meterline.domain.catalog_input import catalog_error
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.metering import Meter, parse_meters
@@ -103,9 +104,9 @@ def _apply_meters(conn: Connection, meters: list[Meter], now_us: int, report: Ap
         prior = stored.get(m.code)
         if prior is not None:
             if prior[0] != m.content_hash:
-                raise MeterlineError(
-                    ErrorCode.INVALID_CATALOG,
-                    f"meters: meter {m.code!r} already exists with a different definition; meters "
+                raise catalog_error(
+                    "meters",
+                    f"meter {m.code!r} already exists with a different definition; meters "
                     "are immutable (their windows depend on it): define a new meter code instead",
                 )
             report.unchanged.append(f"meter {m.code}")
@@ -152,13 +153,11 @@ def _apply_customers(conn: Connection, raw: Any, now_us: int, report: ApplyRepor
         for j, sub in enumerate(customer.subscriptions):
             path = f"customers[{i}].subscriptions[{j}].price_book"
             if sub.price_book not in books:
-                raise MeterlineError(
-                    ErrorCode.INVALID_CATALOG, f"{path}: no price book {sub.price_book!r}"
-                )
+                raise catalog_error(path, f"no price book {sub.price_book!r}")
             if books[sub.price_book] != customer.currency.code:
-                raise MeterlineError(
-                    ErrorCode.INVALID_CATALOG,
-                    f"{path}: price book {sub.price_book} is in {books[sub.price_book]} but the "
+                raise catalog_error(
+                    path,
+                    f"price book {sub.price_book} is in {books[sub.price_book]} but the "
                     f"customer is billed in {customer.currency.code}",
                 )
         if apply_customer(conn, customer, now_us):
@@ -170,5 +169,6 @@ def _apply_customers(conn: Connection, raw: Any, now_us: int, report: ApplyRepor
 def _apply_price_books(
     conn: Connection, raw: Any, meters: dict[str, Meter], now_us: int, report: ApplyReport
 ) -> None:
-    for spec in parse_price_books(raw, frozenset(meters)):
+    sums = frozenset(code for code, m in meters.items() if m.aggregation == "sum")
+    for spec in parse_price_books(raw, frozenset(meters), sums=sums):
         apply_price_book(conn, spec, now_us, report.added, report.unchanged)

@@ -33,14 +33,14 @@ from meterline.billing.document import (
     with_format,
 )
 from meterline.billing.invoice import SubscriptionUsage, assemble
-from meterline.billing.periods import Period, month
+from meterline.billing.periods import Period, label_year, period_for_label
 from meterline.billing.usage import GroupUsage, Measurement, Row
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event
 from meterline.domain.timestamps import format_us
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
-from meterline.pricing.pricebook import PriceBook
+from meterline.pricing.pricebook import PriceBook, split_segments
 from meterline.services import measuring
 from meterline.store import documents, merkle, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
@@ -208,7 +208,7 @@ def gather(
     usage from raw events instead of the index (the reference the index is tested
     against; same result)."""
     customer = load_customer(conn, customer_id, known_at)
-    period = month(label, customer.timezone)
+    period = period_for_label(label, customer.cycles())
     subs = customer.subscriptions_in(period.start, period.end)
     if not subs:
         raise MeterlineError(
@@ -218,7 +218,8 @@ def gather(
     out = []
     for sub, (lo, hi) in subs:
         book = _book_at(conn, sub.price_book, known_at)
-        segments = book.segments(lo, hi, known_at)
+        trial_end = sub.trial_end(customer.timezone)  # a boundary: the trial is billed apart
+        segments = split_segments(book.segments(lo, hi, known_at), trial_end)
         used = sorted(
             {c.meter for s in segments for c in s.version.charges if not isinstance(c, Flat)}
         )
@@ -302,10 +303,14 @@ class IssueResult:
 
 def customers_for(store: Store, label: str) -> list[str]:
     """Customers with a subscription overlapping the period (in their timezone)."""
+    label_year(label)  # a malformed label is an error, not "no customers"
     with store.read() as conn:
         out = []
         for c in load_customers(conn):
-            p = month(label, c.timezone)
+            try:
+                p = period_for_label(label, c.cycles())
+            except MeterlineError:
+                continue  # no period of that label in this customer's billing cycles
             if c.subscriptions_in(p.start, p.end):
                 out.append(c.id)
         return out

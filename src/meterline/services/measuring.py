@@ -33,6 +33,11 @@ class _Group:
     states: list[State]
     events: int = 0
     windows: set[int] = field(default_factory=set)
+    seg_events: list[int] = field(default_factory=list)  # events per price segment
+
+    def __post_init__(self) -> None:
+        if not self.seg_events:
+            self.seg_events = [0] * len(self.states)
 
 
 def _raw_rows(
@@ -64,6 +69,8 @@ def _add_raw(
         )
         acc.states = [merge(a, b) for a, b in zip(acc.states, g.states, strict=True)]
         acc.events += g.events
+        for i, n in enumerate(g.segment_event_counts()):
+            acc.seg_events[i] += n or 0
 
 
 def _add_index(
@@ -107,6 +114,7 @@ def _add_index(
             acc = groups[(code, dims)] = _Group(meter, [empty(meter.aggregation)] * n)
         acc.states[piece.segment] = merge(acc.states[piece.segment], folded.state)
         acc.events += folded.events
+        acc.seg_events[piece.segment] += folded.events
     return True
 
 
@@ -145,11 +153,17 @@ def measure(
     out: dict[tuple[str, str], GroupUsage] = {}
     for (code, dims), g in groups.items():
         if g.events:
-            out[(code, dims)] = GroupUsage(g.meter, dims, g.states, g.events, format=FORMAT)
+            out[(code, dims)] = GroupUsage(
+                g.meter, dims, g.states, g.events, format=FORMAT, segment_events=g.seg_events
+            )
     n = len(boundaries)
     for m in meters:
         if not m.group_by and not any(k[0] == m.code for k in out):
             out[(m.code, "[]")] = GroupUsage(
-                m, "[]", [empty(m.aggregation) for _ in range(n)], format=FORMAT
+                m,
+                "[]",
+                [empty(m.aggregation) for _ in range(n)],
+                format=FORMAT,
+                segment_events=[0] * n,
             )
     return out

@@ -39,7 +39,7 @@ from meterline.domain.events import decode_json
 from meterline.domain.money import Currency, Rounding, round_money
 from meterline.domain.timestamps import US_PER_DAY, format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
-from meterline.ledger.postings import Entry, issue_entry, revenue_by_charge, status_entry
+from meterline.ledger.postings import Entry, issue_entry, revenue_accounts, status_entry
 from meterline.metering import Meter, aggregate, dimensions, merge, to_json, value_of, window_start
 from meterline.metering.bitemporal import Grain, IndexRow, RowKind, day_of, has_day_rollup
 from meterline.store import checkpoints, documents, journal, merkle, usage_index
@@ -849,7 +849,7 @@ def _summary(seq: int, doc: Issued, problems: list[str]) -> DocSummary:
     entry: Entry | None = None
     revenue: dict[str, Decimal] = {}
     try:
-        revenue = revenue_by_charge(body)
+        revenue = revenue_accounts(body)  # revenue:<charge> and discounts:<code>
         entry = issue_entry(doc.number, body)
     except (ValueError, KeyError, ArithmeticError) as exc:
         problems.append(f"{doc.number}: no balanced posting can be made: {exc}")
@@ -1051,8 +1051,8 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
         status = docs.status.get(d.number, Status.ISSUED)
         if status == Status.VOID:
             continue
-        for charge, amount in d.revenue.items():
-            add(f"revenue:{charge}", d.currency, -amount)
+        for account, amount in d.revenue.items():
+            add(account, d.currency, -amount)
         add(TAX_PAYABLE, d.currency, -d.tax)
         add(f"customer_credit:{d.customer_id}", d.currency, d.credits_applied)
         if status == Status.PAID:
