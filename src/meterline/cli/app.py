@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from meterline import __version__
+from meterline.cli import output
 from meterline.cli.context import (
     EXIT_OK,
     Settings,
@@ -20,6 +20,7 @@ from meterline.cli.context import (
     print_json,
     settings,
 )
+from meterline.cli.output import plural
 from meterline.domain.timestamps import format_us, from_datetime
 from meterline.ingest.readers import FORMATS, Item, read_file
 from meterline.ingest.service import IngestOptions, IngestReport
@@ -29,13 +30,23 @@ from meterline.wiring import ingestor_for
 
 app = typer.Typer(
     name="meterline",
-    help="Usage-based metering and invoicing whose numbers can be proved.",
+    help=(
+        "Usage-based metering and invoicing whose numbers can be proved.\n\n"
+        "Start with docs/QUICKSTART.md; `meterline COMMAND -h` shows each command's examples."
+    ),
     no_args_is_help=True,
+    rich_markup_mode=None,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 err = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"meterline {__version__}")
+        raise typer.Exit(EXIT_OK)
 
 
 @app.callback()
@@ -47,11 +58,10 @@ def main_options(
     now: str = typer.Option(
         None, "--now", help="Pin the receiving clock (RFC 3339; env METERLINE_NOW)."
     ),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+    ),
 ) -> None:
-    if version:
-        typer.echo(f"meterline {__version__}")
-        raise typer.Exit(EXIT_OK)
     ctx.obj = Settings(
         db=db or env_default("METERLINE_DB") or DEFAULT_URL,
         now=now or env_default("METERLINE_NOW"),
@@ -74,10 +84,11 @@ def _print_report(report: IngestReport) -> None:
         f"rejected {report.rejected:,}"
     )
     if report.rejects:
-        table = Table("index", "line", "code", "message", title="rejected (quarantined)")
-        for r in report.rejects[:20]:
-            table.add_row(str(r.index), str(r.line or ""), r.code, r.message)
-        Console().print(table)
+        output.table(
+            ("index", "line", "code", "message"),
+            [(str(r.index), str(r.line or ""), r.code, r.message) for r in report.rejects[:20]],
+            title="rejected (kept in quarantine: meterline quarantine list)",
+        )
         if len(report.rejects) > 20:
             typer.echo(f"... and {len(report.rejects) - 20:,} more (see --json)")
 
@@ -92,10 +103,25 @@ def ingest(
         False, "--backfill", help="Accept events older than the age bound (recorded as backfill)."
     ),
     fmt: str = typer.Option("auto", "--format", help="auto | ndjson | json | csv"),
-    batch_size: int = typer.Option(20_000, "--batch-size", min=1, max=1_000_000),
+    batch_size: int = typer.Option(
+        20_000, "--batch-size", min=1, max=1_000_000, help="Events per stored batch."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 2 if any event was rejected (valid events are still stored)."
+    ),
 ) -> None:
-    """Ingest usage events. Bad events are rejected with a code and quarantined."""
+    """Ingest usage events. Bad events are rejected with a code and quarantined.
+
+    Exit 0 when every valid event was stored or recognised as a duplicate; with
+    --strict, any rejected event makes the exit status 2.
+
+    \b
+    Examples:
+      meterline ingest examples/events.ndjson
+      cat events.ndjson | meterline ingest - --source gateway --json
+      meterline ingest late.csv --backfill --strict
+    """
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}")
     s = settings(ctx)
@@ -126,6 +152,12 @@ def ingest(
         print_json(report.to_dict())
     else:
         _print_report(report)
+    if strict and report.rejected:
+        fail(
+            f"{plural(report.rejected, 'event')} rejected (--strict); see the list above "
+            "or `meterline quarantine list`",
+            error="EVENTS_REJECTED",
+        )
 
 
 @app.command()
@@ -243,26 +275,24 @@ def usage(
     if as_json:
         print_json(out)
         return
-    table = Table(
-        "window start",
-        "end",
-        "dimensions",
-        "value",
-        "final",
-        "version",
-        title=f"{out['meter']} ({out['aggregation']}) for {customer}",
-    )
+    rows = []
     for w in out["windows"]:
         dims = ", ".join(f"{k}={v}" for k, v in w["dimensions"].items()) or "-"
-        table.add_row(
-            w["start"],
-            w["end"],
-            dims,
-            str(w["value"]),
-            "yes" if w["final"] else "no",
-            str(w["version"]),
+        rows.append(
+            (
+                w["start"],
+                w["end"],
+                dims,
+                str(w["value"]),
+                "yes" if w["final"] else "no",
+                str(w["version"]),
+            )
         )
-    Console().print(table)
+    output.table(
+        ("window start", "end", "dimensions", "value", "final", "version"),
+        rows,
+        title=f"{out['meter']} ({out['aggregation']}) for {customer}",
+    )
     for g in out["groups"]:
         dims = ", ".join(f"{k}={v}" for k, v in g["dimensions"].items())
         if dims:
@@ -318,10 +348,6 @@ def serve(
 
 
 def main() -> None:
-    try:
-        app()
-    except SystemExit:
-        raise
-    except Exception as exc:  # the last line of defence: never a traceback
-        sys.stderr.write(f"meterline: internal error: {type(exc).__name__}: {exc}\n")
-        sys.exit(70)
+    from meterline.cli.usage import run
+
+    sys.exit(run(app))

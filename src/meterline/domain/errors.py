@@ -41,6 +41,10 @@ class ErrorCode(StrEnum):
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     # usage
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    # command line and renderings (newcomer)
+    OUTPUT_UNWRITABLE = "OUTPUT_UNWRITABLE"
+    DEPENDENCY_MISSING = "DEPENDENCY_MISSING"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class MeterlineError(Exception):
