@@ -71,9 +71,11 @@ class Customer:
     tax_rate: Decimal = Decimal(0)
     subscriptions: tuple[Subscription, ...] = ()
     credits: tuple[CreditGrant, ...] = ()
+    billing_address: tuple[str, ...] = ()
+    payment_terms_days: int | None = None  # None: the default, net 30
 
     def definition(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "name": self.name,
             "currency": self.currency.code,
@@ -82,6 +84,12 @@ class Customer:
             "subscriptions": [s.to_dict() for s in self.subscriptions],
             "credits": [c.to_dict() for c in self.credits],
         }
+        # Optional finance details: only when set, so existing definitions hash as before.
+        if self.billing_address:
+            out["billing_address"] = list(self.billing_address)
+        if self.payment_terms_days is not None:
+            out["payment_terms"] = f"net {self.payment_terms_days}"
+        return out
 
     @property
     def content_hash(self) -> str:
@@ -134,7 +142,29 @@ def _decimal(raw: Any, path: str) -> Decimal:
     return value
 
 
-_FIELDS = {"id", "name", "currency", "timezone", "tax_rate", "subscriptions", "credits"}
+_FIELDS = {
+    "id",
+    "name",
+    "currency",
+    "timezone",
+    "tax_rate",
+    "subscriptions",
+    "credits",
+    "billing_address",
+    "payment_terms",
+}
+
+
+def parse_payment_terms(raw: Any, path: str) -> int | None:
+    """`net 30`, `net30` or a number of days (0..365); None when absent."""
+    if raw is None:
+        return None
+    text_ = str(raw).strip().lower() if not isinstance(raw, bool) else ""
+    if text_.startswith("net"):
+        text_ = text_[3:].strip()
+    if not text_.isdigit() or not 0 <= int(text_) <= 365:
+        raise _fail(path, f'{raw!r}: expected "net N" or N days, N from 0 to 365')
+    return int(text_)
 
 
 def parse_customer(raw: Any, path: str) -> Customer:
@@ -192,6 +222,8 @@ def parse_customer(raw: Any, path: str) -> Customer:
         )
     if len({c.id for c in credits}) != len(credits):
         raise _fail(f"{path}.credits", "credit grant ids must be unique")
+    from meterline.billing.seller import parse_address
+
     return Customer(
         cid,
         _str(raw["name"], f"{path}.name"),
@@ -200,6 +232,8 @@ def parse_customer(raw: Any, path: str) -> Customer:
         tax,
         tuple(subs),
         tuple(sorted(credits, key=lambda c: (c.granted_at, c.id))),
+        parse_address(raw.get("billing_address"), f"{path}.billing_address"),
+        parse_payment_terms(raw.get("payment_terms"), f"{path}.payment_terms"),
     )
 
 

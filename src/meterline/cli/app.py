@@ -202,8 +202,17 @@ from meterline.cli import consume  # noqa: E402
 
 consume.register(app)
 
+from meterline.cli import quarantine, status  # noqa: E402
+
+status.register(app)
+quarantine.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+
+from meterline.cli import catalog_read  # noqa: E402
+
+catalog_read.register(catalog_app)
 
 
 @catalog_app.command("apply")
