@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from meterline import __version__
 from meterline.api import (
     billing_routes,
+    docs_routes,
     catalog_routes,
     health,
     ingest_routes,
@@ -106,5 +107,6 @@ def create_app(
     app.include_router(ledger_routes.router(ctx))
     app.include_router(health.router(ctx))
     app.include_router(metrics.router(ctx.metrics))
+    app.include_router(docs_routes.router("/openapi.json", "meterline"))
     openapi.install(app, BILLING_SCHEMAS, ledger_routes.LEDGER_SCHEMAS)
     return app

@@ -42,6 +42,10 @@ BILLING_SCHEMAS: dict[str, Schema] = {
             "meters": {"type": "array", "items": {"type": "object"}},
             "price_books": {"type": "array", "items": {"type": "object"}},
             "customers": {"type": "array", "items": {"type": "object"}},
+            "seller": {
+                "type": "object",
+                "description": "Who issues the documents: name, address (lines), tax_id, email.",
+            },
         },
         "additionalProperties": False,
         "example": {
@@ -212,6 +216,14 @@ BILLING_SCHEMAS: dict[str, Schema] = {
             "issued_at": _INSTANT,
             "previous_hash": STR,
             "document_hash": STR,
+            "finance": {
+                "type": "object",
+                "description": (
+                    "Not hashed: seller, bill_to (name, customer_id, address), issue_date, "
+                    "due_date (issue date + payment terms, customer's timezone), "
+                    "payment_terms, tax_percent, period_local, tax_note (corrections)."
+                ),
+            },
         },
     ),
     "DocumentList": {"type": "array", "items": ref("Document")},

@@ -8,7 +8,16 @@ from pathlib import Path
 import typer
 
 from meterline.billing.document import Status
-from meterline.cli.context import EXIT_DISCREPANCY, fail, handles_errors, print_json, settings
+from meterline.cli.context import (
+    EXIT_DISCREPANCY,
+    error_line,
+    fail,
+    handles_errors,
+    print_json,
+    settings,
+)
+from meterline.cli.output import plural
+from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import from_datetime
 from meterline.render.text import render_text
 from meterline.services import invoicing
@@ -45,7 +54,12 @@ def issue(
 ) -> None:
     """Issue invoices for a period; a customer-period is never invoiced twice."""
     s = settings(ctx)
-    result = invoicing.issue(s.store(), period, from_datetime(s.clock().now()), customer, force)
+    try:
+        result = invoicing.issue(s.store(), period, from_datetime(s.clock().now()), customer, force)
+    except MeterlineError as exc:
+        if exc.code == ErrorCode.PERIOD_NOT_CLOSED:
+            fail(f"{exc.message}; see `meterline status`, or --force to issue anyway", error=exc.code)
+        raise
     if as_json:
         print_json([d.to_dict() for d in result.issued])
     else:
@@ -59,9 +73,13 @@ def issue(
             f"{len(result.issued)} issued, {len(result.already)} already issued, {len(result.refused)} refused"
         )
     for _cid, message in result.refused:
-        sys.stderr.write(f"meterline: PERIOD_NOT_CLOSED: {message}\n")
+        error_line(f"PERIOD_NOT_CLOSED: {message}")
     if result.refused:
-        raise typer.Exit(2)
+        fail(
+            f"{plural(len(result.refused), 'customer')} refused: see `meterline status`, "
+            "or --force to issue anyway",
+            error=ErrorCode.PERIOD_NOT_CLOSED,
+        )
 
 
 @invoice_app.command("list")
@@ -122,6 +140,17 @@ def render(
     output: str = typer.Option(None, "-o", "--output", help="File to write (required for pdf)."),
 ) -> None:
     """Render an issued document as JSON, text or PDF."""
+    if fmt not in ("json", "text", "pdf"):
+        fail(f"--format must be json, text or pdf, got {fmt!r}")
+    if fmt == "pdf" and output is None:
+        output = f"{number}.pdf"
+    if output is not None:
+        target = Path(output)
+        if not target.parent.is_dir():
+            fail(
+                f"cannot write {output}: the directory {target.parent} does not exist",
+                error=ErrorCode.OUTPUT_UNWRITABLE,
+            )
     doc = invoicing.show(settings(ctx).store(), number).to_dict()
     if fmt == "json":
         import msgspec
@@ -129,19 +158,36 @@ def render(
         data = msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
     elif fmt == "text":
         data = render_text(doc).encode()
-    elif fmt == "pdf":
-        from meterline.render.pdf import render_pdf
-
-        data = render_pdf(doc)
-        if output is None:
-            output = f"{number}.pdf"
     else:
-        fail("--format must be json, text or pdf")
+        data = _pdf(doc)
     if output is None:
         sys.stdout.buffer.write(data)
-    else:
+        return
+    try:
         Path(output).write_bytes(data)
-        typer.echo(f"wrote {output}")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror}", error=ErrorCode.OUTPUT_UNWRITABLE)
+    typer.echo(f"wrote {output}")
+
+
+def _pdf(doc: dict[str, object]) -> bytes:
+    """The PDF, or a coded line saying what is missing (WeasyPrint or its libraries)."""
+    try:
+        from meterline.render.pdf import render_pdf
+    except (ImportError, OSError) as exc:
+        fail(
+            f"PDF rendering needs WeasyPrint and its system libraries "
+            f"(pip install 'meterline[pdf]'): {' '.join(str(exc).split())[:200]}",
+            error=ErrorCode.DEPENDENCY_MISSING,
+        )
+    try:
+        return render_pdf(doc)
+    except (ImportError, OSError) as exc:
+        fail(
+            f"PDF rendering needs WeasyPrint and its system libraries "
+            f"(pip install 'meterline[pdf]'): {' '.join(str(exc).split())[:200]}",
+            error=ErrorCode.DEPENDENCY_MISSING,
+        )
 
 
 def _status(ctx: typer.Context, number: str, status: Status, reason: str) -> None:
@@ -207,7 +253,8 @@ def explain(
         if ln.get("usage"):
             u = ln["usage"]
             typer.echo(
-                f"  {u['event_count']:,} events, {u['windows']['count']} windows of {u['windows']['size']}, digest {u['events_digest']}"
+                f"  {plural(u['event_count'], 'event')}, {plural(u['windows']['count'], 'window')} "
+                f"of {u['windows']['size']}, digest {u['events_digest']}"
             )
     if "events" in out:
         p = out["page"]
@@ -215,9 +262,11 @@ def explain(
             f"\nevents {p['offset'] + 1}..{p['offset'] + len(out['events'])} of {p['total']:,}:"
         )
         for e in out["events"]:
-            typer.echo(f"  {e['event_time']}  {e['source']}/{e['event_id']}  value={e['value']}")
+            value = "" if e["value"] is None else f"  value={e['value']}"
+            typer.echo(f"  {e['event_time']}  {e['source']}/{e['event_id']}{value}")
         typer.echo(
-            f"digest over all {p['total']:,} events {'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
+            f"digest over all {plural(p['total'], 'event')} "
+            f"{'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
         )
 
 
@@ -266,7 +315,8 @@ def rerate(
         for why in d.body["reasons"]:
             typer.echo(f"  - {why}")
     typer.echo(
-        f"{len(result.issued)} corrections issued, {len(result.unchanged)} invoices unchanged"
+        f"{plural(len(result.issued), 'correction')} issued, "
+        f"{plural(len(result.unchanged), 'invoice')} unchanged"
     )
 
 
