@@ -208,7 +208,10 @@ def _write_documents(store: Store, out: Path, outcome: Outcome, console: Console
     pdf_dir = out / "pdf"
     docs_dir.mkdir(exist_ok=True)
     pdf_dir.mkdir(exist_ok=True)
-    everything = invoicing.list_all(store)
+    from meterline.services.finance import with_finance
+
+    with store.read() as conn:  # seller, dates and terms as known at each cutoff
+        everything = [with_finance(conn, d) for d in invoicing.list_all(store)]
     for d in everything:
         data = msgspec.json.format(msgspec.json.encode(d.to_dict()), indent=2)
         (docs_dir / f"{d.number}.json").write_bytes(data + b"\n")
