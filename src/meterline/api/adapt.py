@@ -22,12 +22,12 @@ import msgspec
 from fastapi import Request
 from fastapi.responses import Response
 
-from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 from meterline.api.body import media_type, read_body, unsupported
 from meterline.api.context import AppContext
 from meterline.api.errors import ApiError
 from meterline.billing.periods import parse_label
 from meterline.domain.errors import ErrorCode
+from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 from meterline.domain.timestamps import InvalidTimestamp, format_us, parse_rfc3339
 
 T = TypeVar("T")

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from meterline import __version__
 from meterline.api import (
     billing_routes,
-    docs_routes,
     catalog_routes,
+    docs_routes,
     health,
     ingest_routes,
     ledger_routes,

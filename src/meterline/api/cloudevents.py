@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 
-from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 from meterline.api.native import check_json, invalid_json, raw_elements
 from meterline.domain.errors import ErrorCode
 from meterline.domain.events import MAX_ID_LENGTH, decode_json
+from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 
 SPECVERSION = "1.0"
 # attribute -> native field, in the order they are checked

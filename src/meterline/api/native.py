@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import msgspec
 
-from meterline.domain.json_errors import describe_decode_error
 from meterline.api.errors import ApiError
 from meterline.domain.errors import ErrorCode
+from meterline.domain.json_errors import describe_decode_error
 from meterline.ingest.readers import Item
 
 JSON_TYPES = ("application/json",)

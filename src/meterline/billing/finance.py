@@ -23,7 +23,7 @@ DEFAULT_PAYMENT_TERMS_DAYS = 30
 
 
 def percent(rate: Any) -> str:
-    """"0.19" -> "19%", "0.075" -> "7.5%", "0" -> "0%" (exact, no float)."""
+    """ "0.19" -> "19%", "0.075" -> "7.5%", "0" -> "0%" (exact, no float)."""
     try:
         value = Decimal(str(rate)) * 100
     except InvalidOperation:

@@ -67,7 +67,9 @@ def parse_seller(raw: Any, path: str = "seller") -> Seller | None:
         raise _fail(path, "expected a mapping with name, address, tax_id")
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
-        raise _fail(path, f"unknown field(s) {', '.join(unknown)} (expected {', '.join(sorted(_FIELDS))})")
+        raise _fail(
+            path, f"unknown field(s) {', '.join(unknown)} (expected {', '.join(sorted(_FIELDS))})"
+        )
     if "name" not in raw:
         raise _fail(f"{path}.name", "missing")
     return Seller(

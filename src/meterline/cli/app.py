@@ -59,7 +59,11 @@ def main_options(
         None, "--now", help="Pin the receiving clock (RFC 3339; env METERLINE_NOW)."
     ),
     version: bool = typer.Option(
-        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and exit.",
     ),
 ) -> None:
     ctx.obj = Settings(

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from meterline.cli import output
 from meterline.cli.context import handles_errors, print_json, settings
 from meterline.domain.canonical import dumps
 from meterline.services.audit import entries
-
-out = Console()
 
 
 @handles_errors
@@ -25,17 +22,20 @@ def audit(
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "at", "actor", "action", "seq", "details")
-    for r in rows:
-        table.add_row(
-            str(r["id"]),
-            r["at"],
-            r["actor"],
-            r["action"],
-            str(r["seq"]),
-            dumps(r["details"]).decode(),
-        )
-    out.print(table)
+    output.table(
+        ("id", "at", "actor", "action", "seq", "details"),
+        [
+            (
+                str(r["id"]),
+                r["at"],
+                r["actor"],
+                r["action"],
+                str(r["seq"]),
+                dumps(r["details"]).decode(),
+            )
+            for r in rows
+        ],
+    )
 
 
 def register(app: typer.Typer) -> None:

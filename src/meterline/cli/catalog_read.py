@@ -73,7 +73,9 @@ def catalog_validate(
         typer.echo(f"{file}: valid (checked on its own; no store to check it against)")
         return
     report = apply_catalog(store, doc, from_datetime(s.clock().now()), dry_run=True)
-    typer.echo(f"{file}: valid; applying it would add {len(report.added)}, leave {len(report.unchanged)} unchanged")
+    typer.echo(
+        f"{file}: valid; applying it would add {len(report.added)}, leave {len(report.unchanged)} unchanged"
+    )
     for item in report.added:
         typer.echo(f"  would add {item}")
 

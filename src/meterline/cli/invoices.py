@@ -58,7 +58,9 @@ def issue(
         result = invoicing.issue(s.store(), period, from_datetime(s.clock().now()), customer, force)
     except MeterlineError as exc:
         if exc.code == ErrorCode.PERIOD_NOT_CLOSED:
-            fail(f"{exc.message}; see `meterline status`, or --force to issue anyway", error=exc.code)
+            fail(
+                f"{exc.message}; see `meterline status`, or --force to issue anyway", error=exc.code
+            )
         raise
     if as_json:
         print_json([d.to_dict() for d in result.issued])

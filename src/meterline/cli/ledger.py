@@ -16,6 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from meterline.cli import output
 from meterline.cli.context import EXIT_DISCREPANCY, handles_errors, print_json, settings
 from meterline.services import ledger
 from meterline.services.reconcile import ReconcileReport, reconcile
@@ -23,7 +24,6 @@ from meterline.services.reconcile import ReconcileReport, reconcile
 ledger_app = typer.Typer(
     help="The double-entry journal and account balances.", no_args_is_help=True
 )
-out = Console()
 err = Console(stderr=True)
 
 
@@ -39,10 +39,13 @@ def balances(
     if as_json:
         print_json(rows)
         return
-    table = Table("account", "type", "currency", "debit", "credit", "balance")
-    for r in rows:
-        table.add_row(r["account"], r["type"], r["currency"], r["debit"], r["credit"], r["balance"])
-    out.print(table)
+    output.table(
+        ("account", "type", "currency", "debit", "credit", "balance"),
+        [
+            (r["account"], r["type"], r["currency"], r["debit"], r["credit"], r["balance"])
+            for r in rows
+        ],
+    )
 
 
 @ledger_app.command("journal")
@@ -71,7 +74,7 @@ def journal(
                 "" if ln["credit"].strip("0.") == "" else f"{ln['credit']} {e['currency']}",
             )
         table.add_section()
-    out.print(table)
+    output.console().print(table)
 
 
 def _run(store_settings: typer.Context, show_progress: bool) -> ReconcileReport:
@@ -103,16 +106,18 @@ def reconcile_command(ctx: typer.Context, as_json: bool = typer.Option(False, "-
     if as_json:
         print_json(report.to_json())
     else:
-        table = Table("check", "result", "details", title=f"reconcile at seq {report.cutoff_seq}")
-        for c in report.checks:
-            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.details)
-        out.print(table)
+        output.table(
+            ("check", "result", "details"),
+            [(c.name, "ok" if c.ok else "FAIL", c.details) for c in report.checks],
+            title=f"reconcile at seq {report.cutoff_seq}",
+        )
         if report.warnings:
-            warn = Table("warning", "count", "details", title="unbilled usage (warnings)")
-            for w in report.warnings:
-                warn.add_row(w.name, str(w.count), w.details)
-            out.print(warn)
-        out.print("[green]the books tie out[/]" if report.ok else "[red]reconciliation FAILED[/]")
+            output.table(
+                ("warning", "count", "details"),
+                [(w.name, str(w.count), w.details) for w in report.warnings],
+                title="unbilled usage (warnings)",
+            )
+        typer.echo("the books tie out" if report.ok else "reconciliation FAILED")
     if not report.ok:
         raise typer.Exit(EXIT_DISCREPANCY)
 

@@ -95,7 +95,11 @@ def replay(
     store = s.store()
     clock = s.clock()
     report = replay_entries(
-        store, ingestor_for(store, clock), None if all_ else list(ids), from_datetime(clock.now()), backfill
+        store,
+        ingestor_for(store, clock),
+        None if all_ else list(ids),
+        from_datetime(clock.now()),
+        backfill,
     )
     if as_json:
         print_json(report.to_dict())

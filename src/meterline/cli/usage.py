@@ -55,9 +55,7 @@ def run(app: typer.Typer, args: list[str] | None = None) -> int:
         return 0
     except UsageError as exc:
         message = " ".join(exc.format_message().split())
-        error_line(
-            f"INVALID_ARGUMENT: {message} (see `{_command_path(exc.ctx)} -h`)"
-        )
+        error_line(f"INVALID_ARGUMENT: {message} (see `{_command_path(exc.ctx)} -h`)")
         return EXIT_BAD_INPUT
     except ClickException as exc:
         error_line(f"INVALID_ARGUMENT: {exc.format_message()}")

@@ -203,7 +203,11 @@ def customer(i: int, cid: str) -> dict[str, Any]:
             "currency": "JPY",
             "timezone": "Asia/Tokyo",
             "tax_rate": "0.10",
-            "billing_address": [f"{i % 9 + 1}-1-1 Marunouchi", "Chiyoda-ku, Tokyo 100-0005", "Japan"],
+            "billing_address": [
+                f"{i % 9 + 1}-1-1 Marunouchi",
+                "Chiyoda-ku, Tokyo 100-0005",
+                "Japan",
+            ],
             "subscriptions": [{"price_book": "japan", "start": LOCAL_MONTH_START["Asia/Tokyo"]}],
         }
     out: dict[str, Any] = {

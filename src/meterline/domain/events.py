@@ -17,9 +17,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 from meterline.domain.decimals import fmt
 from meterline.domain.errors import ErrorCode
+from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 from meterline.domain.timestamps import (
     US_PER_DAY,
     US_PER_MINUTE,

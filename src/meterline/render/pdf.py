@@ -462,9 +462,7 @@ class _Renderer:
             metered = bool(line.get("meter"))
             quantity = _e(_quantity(line.get("quantity"))) if metered else ""
             prices = unit_price_lines(line, lambda v: _exact_money(v, self.code))
-            price = (
-                "".join(_tag("div", _e(p), "price") for p in prices) if prices else _DASH
-            )
+            price = "".join(_tag("div", _e(p), "price") for p in prices) if prices else _DASH
             rows.append(
                 "<tr>"
                 f'<td class="muted">{_e(line.get("line"))}</td>'

@@ -8,6 +8,7 @@ definition needs a new meter code.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ def apply_seller_section(
     if seller is None:
         return
     (added if apply_seller(conn, seller, now_us) else unchanged).append(f"seller {seller.name}")
+
 
 _TOP_LEVEL = {"meters", "price_books", "customers", "seller"}
 
@@ -155,10 +157,8 @@ def apply_catalog(
     """Apply a catalog; with `dry_run`, run every check of a real apply and roll back."""
     doc = validate_shape(doc)
     report = ApplyReport()
-    try:
+    with contextlib.suppress(_DryRun):
         _apply(store, doc, now_us, report, dry_run)
-    except _DryRun:
-        pass
     return report
 
 

@@ -41,9 +41,7 @@ def catalog_as_known(store: Store) -> dict[str, Any]:
             versions = [
                 decode_json(r[0])
                 for r in conn.execute(
-                    text(
-                        "SELECT definition FROM price_versions WHERE book_code = :c ORDER BY seq"
-                    ),
+                    text("SELECT definition FROM price_versions WHERE book_code = :c ORDER BY seq"),
                     {"c": code},
                 )
             ]

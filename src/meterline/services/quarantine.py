@@ -105,7 +105,9 @@ def replay(
     report = ReplayReport()
     found = {int(r.id) for r in rows}
     for missing in sorted(set(ids or []) - found):
-        report.outcomes.append(ReplayOutcome(missing, "not_found", "INVALID_ARGUMENT", "no such quarantine entry"))
+        report.outcomes.append(
+            ReplayOutcome(missing, "not_found", "INVALID_ARGUMENT", "no such quarantine entry")
+        )
     for r in rows:
         raw = bytes(r.raw)
         source = r.source or DEFAULT_SOURCE
@@ -123,7 +125,9 @@ def replay(
             report.outcomes.append(ReplayOutcome(int(r.id), "duplicate"))
         else:
             reject = result.rejects[0]
-            report.outcomes.append(ReplayOutcome(int(r.id), "rejected", reject.code, reject.message))
+            report.outcomes.append(
+                ReplayOutcome(int(r.id), "rejected", reject.code, reject.message)
+            )
     return report
 
 

@@ -44,7 +44,9 @@ def period_closes_at(period: Period, meters: list[Meter]) -> int:
     closing = period.end
     last = period.end - 1
     for m in meters:
-        closing = max(closing, window_start(last, m.window_us) + m.window_us + m.allowed_lateness_us)
+        closing = max(
+            closing, window_start(last, m.window_us) + m.window_us + m.allowed_lateness_us
+        )
     return closing
 
 
@@ -112,9 +114,7 @@ def status(store: Store, now_us: int) -> dict[str, Any]:
         sources = load_sources(conn)
         watermark = current_watermark(conn, now_us)
         active = set(active_sources(sources, now_us))
-        late = conn.execute(
-            text("SELECT COUNT(*), MAX(received_at) FROM late_arrivals")
-        ).one()
+        late = conn.execute(text("SELECT COUNT(*), MAX(received_at) FROM late_arrivals")).one()
         pending = conn.execute(text("SELECT COUNT(*) FROM rerate_marks")).scalar_one()
         meters = {m.code: m for m in load_meters(conn)}
         periods: list[OpenPeriod] = []

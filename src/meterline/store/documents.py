@@ -235,9 +235,7 @@ def _open_notes(conn: Connection, doc: Issued) -> list[Issued]:
     return [n for n in notes if n.status == Status.ISSUED]
 
 
-def _record_status(
-    conn: Connection, doc: Issued, status: Status, reason: str, now_us: int
-) -> None:
+def _record_status(conn: Connection, doc: Issued, status: Status, reason: str, now_us: int) -> None:
     number = doc.number
     seq = sequence.take(conn)
     conn.execute(
