@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
-from tests.api.server import Server
 from tests.billing_support import FEB_US, calls, catalog, clock, close_january, setup
 from tests.support import event, ingest
 
@@ -333,48 +332,3 @@ def test_invoice_finance_details_text_and_pdf(store: Store, tmp_path: Path) -> N
     assert "Tax 19%" in page1 and "1 – 1,000 at $0.02" in page1
     assert "Seller Ltd" in page1 and "Springfield" in page1
     assert re.search(r"\d{20,}", page1.replace(",", "")) is None
-
-
-# --- API ----------------------------------------------------------------------------
-
-
-def test_api_docs_are_served_without_a_cdn(server: Server) -> None:
-    with server.client(None) as c:
-        for path in ("/docs", "/redoc"):
-            r = c.get(path)
-            assert r.status_code == 200 and "cdn" not in r.text.lower()
-            assert "googleapis" not in r.text
-            for asset in re.findall(r'(?:src|href)="(/docs/static/[^"]+)"', r.text):
-                assert c.get(asset).status_code == 200
-
-
-def test_api_period_not_closed_speaks_api_terms_and_rfc3339(server: Server, store: Store) -> None:
-    setup(store)
-    ingest(store, clock("2024-02-01T12:00:00Z"), calls(2))
-    with server.client() as c:
-        r = c.post("/v1/invoices/issue", json={"period": "2024-01", "customer": "acme"})
-    assert r.status_code == 409, r.text
-    err = r.json()["error"]
-    assert "--force" not in err["message"] and '"force": true' in err["message"]
-    for key in ("watermark", "closes_at"):
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", err["details"][key])
-
-
-def test_cloudevents_batch_whose_only_event_was_rejected(server: Server) -> None:
-    bad = {
-        "specversion": "1.0",
-        "id": "x1",
-        "source": "s",
-        "type": "api_call",
-        "subject": "acme",
-        "time": "not a time",
-    }
-    with server.client() as c:
-        r = c.post(
-            "/api/v1/events",
-            content=json.dumps([bad]),
-            headers={"Content-Type": "application/cloudevents-batch+json"},
-        )
-    assert r.status_code == 400
-    assert "others were stored" not in r.json()["detail"]
-    assert "nothing was stored" in r.json()["detail"]

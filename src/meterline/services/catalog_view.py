@@ -59,4 +59,5 @@ def catalog_as_known(store: Store) -> dict[str, Any]:
     if seller is not None:
         out["seller"] = seller.definition()
     out.update({"meters": meters, "price_books": books, "customers": customers})
-    return _plain(out)
+    plain: dict[str, Any] = _plain(out)
+    return plain
