@@ -75,7 +75,9 @@ def finance_details(
     if customer is not None and customer.payment_terms_days is not None:
         terms = customer.payment_terms_days
     issue_day = None if issued_at is None else local_date(issued_at, timezone)
-    due_day = None if issue_day is None else issue_day + timedelta(days=terms)
+    # A credit note is owed to the customer, not by them: it has no due date.
+    payable = body.get("kind") != "credit_note"
+    due_day = None if issue_day is None or not payable else issue_day + timedelta(days=terms)
     return {
         "seller": None if seller is None else seller.definition(),
         "bill_to": {

@@ -116,9 +116,10 @@ def _ingest_file(
             IngestOptions(origin=f"demo:{path.name}", backfill=backfill),
             lambda n: bar.advance(task, n),
         )
+    kept = " (quarantined with their raw input)" if report.rejected else ""
     console.print(
         f"{path.name}: accepted {report.accepted:,}, duplicates {report.duplicates:,}, "
-        f"rejected {report.rejected:,} (quarantined with their raw input)"
+        f"rejected {report.rejected:,}{kept}"
     )
     return report
 

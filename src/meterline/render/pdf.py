@@ -47,7 +47,7 @@ from weasyprint.urls import URLFetcher
 from meterline.domain.errors import MeterlineError
 from meterline.domain.money import Currency, format_money
 from meterline.pricing.explanation import grouped
-from meterline.render.price_words import unit_price_lines
+from meterline.render.price_words import segment_prices, unit_price_lines
 
 LOCALE = "en_US"
 DEFAULT_SELLER_NAME = "meterline demo seller"
@@ -370,7 +370,7 @@ class _Renderer:
         if fin.get("due_date"):
             due = date.fromisoformat(str(fin["due_date"]))
             rows.append(("Due date", _tag("strong", _e(_long_date(due)))))
-        if fin.get("payment_terms"):
+        if fin.get("payment_terms") and fin.get("due_date"):
             rows.append(("Payment terms", _e(str(fin["payment_terms"]).capitalize())))
         rows.append(("Billing period", period))
         if self.doc.get("corrects"):
@@ -461,8 +461,7 @@ class _Renderer:
                 sub += _tag("div", self._billed_and_now(line))
             metered = bool(line.get("meter"))
             quantity = _e(_quantity(line.get("quantity"))) if metered else ""
-            prices = unit_price_lines(line, lambda v: _exact_money(v, self.code))
-            price = "".join(_tag("div", _e(p), "price") for p in prices) if prices else _DASH
+            price = self._price_cell(line)
             rows.append(
                 "<tr>"
                 f'<td class="muted">{_e(line.get("line"))}</td>'
@@ -476,6 +475,19 @@ class _Renderer:
         if not rows:
             rows.append('<tr><td></td><td colspan="4" class="muted">No lines.</td></tr>')
         return "\n".join(rows)
+
+    def _price_cell(self, line: Mapping[str, Any]) -> str:
+        """Prices per their unit; with a price change, each version and its days."""
+        prices = segment_prices(line, lambda v: _exact_money(v, self.code), self.zone.key)
+        if not prices:
+            fallback = unit_price_lines(line, lambda v: _exact_money(v, self.code))
+            return "".join(_tag("div", _e(p), "price") for p in fallback) or _DASH
+        out = []
+        for version, parts in prices:
+            if len(prices) > 1:
+                out.append(_tag("div", _e(version), "price version"))
+            out += [_tag("div", _e(p), "price") for p in parts]
+        return "".join(out)
 
     def _billed_and_now(self, line: Mapping[str, Any]) -> str:
         """A correction line: "billed $178.75 (12,500) → now $190.25 (13,500)"."""

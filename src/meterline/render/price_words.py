@@ -57,39 +57,68 @@ def _tier_range(tier: Mapping[str, Any], model: str) -> str:
     return f"{first} – {_qty(up)}"
 
 
-def segment_prices(line: Mapping[str, Any], money: Money) -> list[tuple[str, str]]:
-    """(version, price text) per priced segment of a metered line, duplicates merged."""
+def _days(seg: Mapping[str, Any], timezone: str) -> str:
+    """A segment's local days: "Jan 1–15", "Jan 16 – Feb 2"."""
+    from zoneinfo import ZoneInfo
+
+    from meterline.domain.timestamps import parse_rfc3339, to_datetime
+
+    try:
+        tz = ZoneInfo(timezone)
+        first = to_datetime(parse_rfc3339(str(seg["start"]))).astimezone(tz).date()
+        last = to_datetime(parse_rfc3339(str(seg["end"])) - 1).astimezone(tz).date()
+    except (KeyError, ValueError, Exception):
+        return ""
+    if first == last:
+        return f"{first:%b} {first.day}"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first:%b} {first.day}–{last.day}"
+    return f"{first:%b} {first.day} – {last:%b} {last.day}"
+
+
+def segment_prices(
+    line: Mapping[str, Any], money: Money, timezone: str = "UTC"
+) -> list[tuple[str, list[str]]]:
+    """(version and its local days, price parts) per priced segment of a metered
+    line; neighbouring segments with the same price are merged. Parts are short
+    phrases ("1 – 10 at $0.02", "$0.50 per 1,000") a rendering may put on lines."""
     x: Mapping[str, Any] = line.get("explanation") or {}
     model = str(line.get("model") or x.get("model") or "")
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, list[str]]] = []
     for seg in x.get("segments") or []:
-        version = str(seg.get("version") or "")
+        days = _days(seg, timezone)
+        version = f"{seg.get('version') or ''} ({days})" if days else str(seg.get("version") or "")
         pricing: Mapping[str, Any] = seg.get("pricing") or {}
+        parts: list[str]
         if model == "package" and pricing.get("package_size") is not None:
-            text = f"{money(pricing.get('package_price'))} per {_qty(pricing['package_size'])}"
-        elif model in ("graduated", "volume") and seg.get("tiers"):
+            parts = [f"{money(pricing.get('package_price'))} per {_qty(pricing['package_size'])}"]
+        elif model == "volume" and seg.get("tiers"):
+            t = seg["tiers"][-1]  # one tier prices every unit
+            fee = "" if not _dec(t.get("flat_fee")) else f" + {money(t.get('flat_fee'))}"
+            parts = [
+                f"{money(t.get('unit_price'))} each{fee}",
+                f"all units (tier {_tier_range(t, model)})",
+            ]
+        elif model == "graduated" and seg.get("tiers"):
             parts = [
                 f"{_tier_range(t, model)} at {money(t.get('unit_price'))}"
                 + ("" if not _dec(t.get("flat_fee")) else f" + {money(t.get('flat_fee'))}")
                 for t in seg["tiers"]
             ]
-            text = "; ".join(parts)
-            if model == "volume":  # one tier prices every unit
-                t = seg["tiers"][-1]
-                text = f"{money(t.get('unit_price'))} each (all units, volume tier {_tier_range(t, model)})"
         elif model == "per_unit" and pricing.get("unit_price") is not None:
-            text = f"{money(pricing['unit_price'])} each"
+            parts = [f"{money(pricing['unit_price'])} each"]
         else:
             continue
-        if not out or out[-1][1] != text:
-            out.append((version, text))
+        if not out or out[-1][1] != parts:
+            out.append((version, parts))
     return out
 
 
-def unit_price_lines(line: Mapping[str, Any], money: Money) -> list[str]:
+def unit_price_lines(line: Mapping[str, Any], money: Money, timezone: str = "UTC") -> list[str]:
     """The unit-price cell of a line: one entry per distinct price, with its version
-    when the price changed within the period."""
-    prices = segment_prices(line, money)
+    and days when the price changed within the period. A graduated line lists the
+    tiers each version actually priced (tier position carries across versions)."""
+    prices = segment_prices(line, money, timezone)
     if not prices:
         price = line.get("unit_price")
         if price is None or not line.get("meter"):
@@ -98,5 +127,5 @@ def unit_price_lines(line: Mapping[str, Any], money: Money) -> list[str]:
             return [f"{money(price)} per package"]
         return [f"{money(price)} each"]
     if len(prices) == 1:
-        return [prices[0][1]]
-    return [f"{version}: {text}" for version, text in prices]
+        return ["; ".join(prices[0][1])]
+    return [f"{version}: {'; '.join(parts)}" for version, parts in prices]

@@ -47,10 +47,12 @@ def _header(doc: dict[str, Any]) -> list[str]:
         f"status:   {doc['status']}"
         + ("  (issued before the period closed: forced)" if doc.get("forced") else "")
     )
-    if fin.get("issue_date"):
+    if fin.get("issue_date") and fin.get("due_date"):
         out.append(
             f"issued:   {fin['issue_date']}   due: {fin['due_date']} ({fin['payment_terms']})"
         )
+    elif fin.get("issue_date"):
+        out.append(f"issued:   {fin['issue_date']}")
     elif doc.get("number") is None:
         out.append(f"issued:   not yet (draft); payment terms {fin.get('payment_terms', 'net 30')}")
     local = fin.get("period_local")
@@ -83,7 +85,7 @@ def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
     for line in doc["lines"]:
         desc = f"{line['line']:<3}{line['description']}"
         out.append(_row([desc[:46], _qty(line.get("quantity")), line["amount"]], WIDTHS))
-        for price in unit_price_lines(line, money):
+        for price in unit_price_lines(line, money, str(doc.get("timezone") or "UTC")):
             out.append(f"     price {price}")
     out.append(rule)
     rate = fin.get("tax_percent") or doc.get("tax_rate", "0")
