@@ -75,7 +75,13 @@ def main_options(
 @app.command()
 @handles_errors
 def init(ctx: typer.Context) -> None:
-    """Create the store, or upgrade it to the current schema."""
+    """Create the store, or upgrade it to the current schema.
+
+    \b
+    Examples:
+      meterline init
+      meterline --db postgresql://user@host/meterline init
+    """
     s = settings(ctx)
     store = s.store(initialised=False)
     revision = store.upgrade()
@@ -171,7 +177,7 @@ def retract(
     event_id: str = typer.Argument(..., help="The event_id to retract."),
     source: str = typer.Option("default", "--source", help="The event's source."),
     reason: str = typer.Option(..., "--reason", help="Why (kept with the retraction)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Retract an event: it stays in the store but no longer counts from now on."""
     s = settings(ctx)
@@ -224,9 +230,15 @@ catalog_read.register(catalog_app)
 def catalog_apply(
     ctx: typer.Context,
     file: str = typer.Argument(..., help="Catalog file (YAML or JSON)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Apply a catalog. Idempotent; existing versions are never changed."""
+    """Apply a catalog. Idempotent; existing versions are never changed.
+
+    \b
+    Examples:
+      meterline catalog apply examples/catalog.yaml
+      meterline catalog validate catalog.yaml   (check first, apply nothing)
+    """
     from meterline.services.catalog import apply_catalog, load_file
 
     s = settings(ctx)
@@ -263,9 +275,15 @@ def usage(
     from_: str = typer.Option(..., "--from", help="Start (RFC 3339, inclusive)."),
     to: str = typer.Option(..., "--to", help="End (RFC 3339, exclusive)."),
     window: str = typer.Option(None, "--window", help="Roll windows up: 1m, 1h or 1d."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Usage per event-time window with finality and version, and the range total."""
+    """Usage per event-time window with finality and version, and the range total.
+
+    \b
+    Examples:
+      meterline usage --customer acme --meter api_calls --from 2024-01-01T00:00:00Z --to 2024-02-01T00:00:00Z
+      meterline usage --customer acme --meter tokens --from 2024-01-01T00:00:00Z --to 2024-01-02T00:00:00Z --window 1d --json
+    """
     from meterline.domain.timestamps import parse_duration
     from meterline.services.usage import query_usage
 

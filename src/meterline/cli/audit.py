@@ -15,7 +15,7 @@ def audit(
     ctx: typer.Context,
     limit: int = typer.Option(None, "--limit", min=1, help="Only the newest N rows."),
     action: str = typer.Option(None, "--action", help="Only this action (e.g. issue, ingest)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """The audit trail of every state-changing command, oldest first."""
     rows = entries(settings(ctx).store(), limit, action)

@@ -33,9 +33,14 @@ def preview(
     ctx: typer.Context,
     customer: str = typer.Option(..., "--customer"),
     period: str = typer.Option(..., "--period", help="YYYY-MM in the customer's timezone."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """A draft computed as known now: no number, may change."""
+    """A draft computed as known now: no number, may change.
+
+    \b
+    Examples:
+      meterline invoice preview --customer acme --period 2024-02
+    """
     doc = invoicing.preview(settings(ctx).store(), customer, period)
     if as_json:
         print_json(doc)
@@ -50,9 +55,18 @@ def issue(
     period: str = typer.Option(..., "--period", help="YYYY-MM in each customer's timezone."),
     customer: str = typer.Option(None, "--customer", help="Only this customer."),
     force: bool = typer.Option(False, "--force", help="Issue even if the period is not closed."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Issue invoices for a period; a customer-period is never invoiced twice."""
+    """Issue invoices for a period; a customer-period is never invoiced twice.
+
+    A period is issued only once it is closed (see `meterline status`); until
+    then it is refused with PERIOD_NOT_CLOSED unless --force.
+
+    \b
+    Examples:
+      meterline invoice issue --period 2024-01
+      meterline invoice issue --period 2024-01 --customer acme --json
+    """
     s = settings(ctx)
     try:
         result = invoicing.issue(s.store(), period, from_datetime(s.clock().now()), customer, force)
@@ -89,7 +103,7 @@ def issue(
 def list_(
     ctx: typer.Context,
     customer: str = typer.Option(None, "--customer"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Issued documents, oldest first."""
     docs = invoicing.list_all(settings(ctx).store(), customer)
@@ -122,8 +136,8 @@ def list_(
 @handles_errors
 def show(
     ctx: typer.Context,
-    number: str = typer.Argument(...),
-    as_json: bool = typer.Option(False, "--json"),
+    number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """One issued document."""
     doc = invoicing.show(settings(ctx).store(), number).to_dict()
@@ -137,11 +151,17 @@ def show(
 @handles_errors
 def render(
     ctx: typer.Context,
-    number: str = typer.Argument(...),
+    number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
     fmt: str = typer.Option("text", "--format", help="json | text | pdf"),
     output: str = typer.Option(None, "-o", "--output", help="File to write (required for pdf)."),
 ) -> None:
-    """Render an issued document as JSON, text or PDF."""
+    """Render an issued document as JSON, text or PDF.
+
+    \b
+    Examples:
+      meterline invoice render INV-000001 --format pdf -o INV-000001.pdf
+      meterline invoice render CN-000001 --format text
+    """
     if fmt not in ("json", "text", "pdf"):
         fail(f"--format must be json, text or pdf, got {fmt!r}")
     if fmt == "pdf" and output is None:
@@ -202,7 +222,7 @@ def _status(ctx: typer.Context, number: str, status: Status, reason: str) -> Non
 @handles_errors
 def pay(
     ctx: typer.Context,
-    number: str = typer.Argument(...),
+    number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
     reason: str = typer.Option("payment received", "--reason"),
 ) -> None:
     """Mark an issued document paid."""
@@ -213,7 +233,7 @@ def pay(
 @handles_errors
 def void(
     ctx: typer.Context,
-    number: str = typer.Argument(...),
+    number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
     reason: str = typer.Option("voided", "--reason"),
 ) -> None:
     """Void an issued document (its content stays; its status changes)."""
@@ -228,9 +248,15 @@ def explain(
     events: bool = typer.Option(False, "--events", help="List the line's source events (paged)."),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000),
     offset: int = typer.Option(0, "--offset", min=0),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Why a line costs what it does, down to its source events as known at the cutoff."""
+    """Why a line costs what it does, down to its source events as known at the cutoff.
+
+    \b
+    Examples:
+      meterline explain INV-000001
+      meterline explain INV-000001 --line 1 --events --limit 20
+    """
     from meterline.services.explain import explain as explain_doc
 
     out = explain_doc(settings(ctx).store(), number, line, events, limit, offset)
@@ -276,7 +302,7 @@ def explain(
 def verify(
     ctx: typer.Context,
     number: str = typer.Argument(None, help="One document (default: all)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Recompute issued documents at their cutoff; exit 1 if any does not reproduce."""
     from meterline.services.verification import verify as verify_docs
@@ -298,9 +324,15 @@ def rerate(
     customer: str = typer.Option(None, "--customer"),
     period: str = typer.Option(None, "--period", help="YYYY-MM"),
     reason: str = typer.Option(None, "--reason", help="Mark the period by hand, with this reason."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Re-rate issued periods as known now; issue credit/debit notes for differences."""
+    """Re-rate issued periods as known now; issue credit/debit notes for differences.
+
+    \b
+    Examples:
+      meterline rerate
+      meterline rerate --customer acme --period 2024-01 --reason "contract fix"
+    """
     from meterline.services.corrections import rerate as rerate_periods
 
     if reason and not (customer and period):

@@ -32,7 +32,7 @@ err = Console(stderr=True)
 def balances(
     ctx: typer.Context,
     customer: str = typer.Option(None, "--customer", help="Only this customer's documents."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Balance of every account, per currency (a projection of the journal)."""
     rows = ledger.balances(settings(ctx).store(), customer)
@@ -54,7 +54,7 @@ def journal(
     ctx: typer.Context,
     limit: int = typer.Option(None, "--limit", min=1, help="Only the newest N entries."),
     customer: str = typer.Option(None, "--customer", help="Only this customer's entries."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Journal entries, oldest first."""
     entries = ledger.journal(settings(ctx).store(), limit, customer)
@@ -100,7 +100,10 @@ def _run(store_settings: typer.Context, show_progress: bool) -> ReconcileReport:
 
 
 @handles_errors
-def reconcile_command(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def reconcile_command(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
     """Check that the books tie out; exit 1 on any discrepancy (warnings do not fail)."""
     report = _run(ctx, sys.stderr.isatty() and not as_json)
     if as_json:

@@ -31,8 +31,9 @@ def _plain(command: Command) -> None:
             longest = max(param.opts, key=len).lstrip("-")
             param.metavar = longest.upper().replace("-", "_")
         elif isinstance(param, TyperArgument) and param.metavar is None:
-            name = (param.name or "arg").upper().removesuffix("_")
-            param.metavar = f"{name}..." if param.nargs != 1 else name
+            param.metavar = (param.name or "arg").upper().removesuffix("_")
+            # The name says it all; no "<str>" or "<list[int]>" after it.
+            setattr(param, "display_type_rich", lambda ctx: None)  # noqa: B010
     if isinstance(command, TyperGroup):
         for sub in command.commands.values():
             _plain(sub)
