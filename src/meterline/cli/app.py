@@ -179,7 +179,12 @@ def retract(
     reason: str = typer.Option(..., "--reason", help="Why (kept with the retraction)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Retract an event: it stays in the store but no longer counts from now on."""
+    """Retract an event: it stays in the store but no longer counts from now on.
+
+    \b
+    Examples:
+      meterline retract ev-42 --source gateway --reason "staging traffic"
+    """
     s = settings(ctx)
     store = s.store()
     now_us = from_datetime(s.clock().now())
@@ -340,7 +345,13 @@ def demo(
     events: int = typer.Option(1_000_000, "--events", min=1000, help="Events to generate."),
     customers: int = typer.Option(300, "--customers", min=1, help="Customers to generate."),
 ) -> None:
-    """Run a realistic synthetic month end to end on a fresh SQLite store."""
+    """Run a realistic synthetic month end to end on a fresh SQLite store.
+
+    \b
+    Examples:
+      meterline demo
+      meterline demo --out /tmp/demo --events 20000 --customers 12
+    """
     from pathlib import Path
 
     from meterline.demo.run import run_demo
@@ -361,7 +372,15 @@ def serve(
         10 * 1024 * 1024, "--max-body-bytes", min=1, help="Largest accepted request body."
     ),
 ) -> None:
-    """Run the HTTP API (keys from env METERLINE_API_KEYS="KEY:ingest,KEY2:admin")."""
+    """Run the HTTP API (keys from env METERLINE_API_KEYS="KEY:ingest,KEY2:admin").
+
+    Interactive documentation at /docs and /redoc.
+
+    \b
+    Examples:
+      meterline serve --port 8080
+      METERLINE_API_KEYS="k1:ingest,k2:admin" meterline serve --host 0.0.0.0
+    """
     import logging
 
     import uvicorn

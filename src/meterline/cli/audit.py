@@ -17,7 +17,13 @@ def audit(
     action: str = typer.Option(None, "--action", help="Only this action (e.g. issue, ingest)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """The audit trail of every state-changing command, oldest first."""
+    """The audit trail of every state-changing command, oldest first.
+
+    \b
+    Examples:
+      meterline audit --limit 20
+      meterline audit --action issue --json
+    """
     rows = entries(settings(ctx).store(), limit, action)
     if as_json:
         print_json(rows)

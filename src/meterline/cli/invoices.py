@@ -105,7 +105,13 @@ def list_(
     customer: str = typer.Option(None, "--customer"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Issued documents, oldest first."""
+    """Issued documents, oldest first.
+
+    \b
+    Examples:
+      meterline invoice list
+      meterline invoice list --customer acme --json
+    """
     docs = invoicing.list_all(settings(ctx).store(), customer)
     if as_json:
         print_json(
@@ -139,7 +145,13 @@ def show(
     number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """One issued document."""
+    """One issued document: lines, totals, seller, dates and terms.
+
+    \b
+    Examples:
+      meterline invoice show INV-000001
+      meterline invoice show CN-000001 --json
+    """
     doc = invoicing.show(settings(ctx).store(), number).to_dict()
     if as_json:
         print_json(doc)
@@ -223,9 +235,14 @@ def _status(ctx: typer.Context, number: str, status: Status, reason: str) -> Non
 def pay(
     ctx: typer.Context,
     number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
-    reason: str = typer.Option("payment received", "--reason"),
+    reason: str = typer.Option("payment received", "--reason", help="Kept with the status change."),
 ) -> None:
-    """Mark an issued document paid."""
+    """Mark an issued document paid.
+
+    \b
+    Examples:
+      meterline invoice pay INV-000001 --reason "wire 2024-03-01"
+    """
     _status(ctx, number, Status.PAID, reason)
 
 
@@ -234,9 +251,17 @@ def pay(
 def void(
     ctx: typer.Context,
     number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
-    reason: str = typer.Option("voided", "--reason"),
+    reason: str = typer.Option("voided", "--reason", help="Kept with the status change."),
 ) -> None:
-    """Void an issued document (its content stays; its status changes)."""
+    """Void an issued document (its content stays; its status changes).
+
+    Voiding an invoice voids its open credit and debit notes with it; it is
+    refused while one of them is paid.
+
+    \b
+    Examples:
+      meterline invoice void INV-000001 --reason "issued to the wrong customer"
+    """
     _status(ctx, number, Status.VOID, reason)
 
 
@@ -304,7 +329,13 @@ def verify(
     number: str = typer.Argument(None, help="One document (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Recompute issued documents at their cutoff; exit 1 if any does not reproduce."""
+    """Recompute issued documents at their cutoff; exit 1 if any does not reproduce.
+
+    \b
+    Examples:
+      meterline verify
+      meterline verify INV-000001 --json
+    """
     from meterline.services.verification import verify as verify_docs
 
     report = verify_docs(settings(ctx).store(), number)

@@ -34,7 +34,13 @@ def balances(
     customer: str = typer.Option(None, "--customer", help="Only this customer's documents."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Balance of every account, per currency (a projection of the journal)."""
+    """Balance of every account, per currency (a projection of the journal).
+
+    \b
+    Examples:
+      meterline ledger balances
+      meterline ledger balances --customer acme --json
+    """
     rows = ledger.balances(settings(ctx).store(), customer)
     if as_json:
         print_json(rows)
@@ -56,7 +62,12 @@ def journal(
     customer: str = typer.Option(None, "--customer", help="Only this customer's entries."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Journal entries, oldest first."""
+    """Journal entries, oldest first.
+
+    \b
+    Examples:
+      meterline ledger journal --limit 20
+    """
     entries = ledger.journal(settings(ctx).store(), limit, customer)
     if as_json:
         print_json(entries)
@@ -104,7 +115,13 @@ def reconcile_command(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Check that the books tie out; exit 1 on any discrepancy (warnings do not fail)."""
+    """Check that the books tie out; exit 1 on any discrepancy (warnings do not fail).
+
+    \b
+    Examples:
+      meterline reconcile
+      meterline reconcile --json
+    """
     report = _run(ctx, sys.stderr.isatty() and not as_json)
     if as_json:
         print_json(report.to_json())
