@@ -332,3 +332,118 @@ def test_invoice_finance_details_text_and_pdf(store: Store, tmp_path: Path) -> N
     assert "Tax 19%" in page1 and "1 – 1,000 at $0.02" in page1
     assert "Seller Ltd" in page1 and "Springfield" in page1
     assert re.search(r"\d{20,}", page1.replace(",", "")) is None
+
+
+def test_demo_subscriptions_start_at_local_midnight() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from meterline.demo.catalog import catalog as demo_catalog
+    from meterline.demo.workload import Workload
+
+    doc = demo_catalog(Workload(customers=20, events=1000))
+    assert doc["seller"]["name"] and doc["seller"]["address"]
+    zones = set()
+    for c in doc["customers"]:
+        assert c["billing_address"]
+        start = datetime.fromisoformat(c["subscriptions"][0]["start"].replace("Z", "+00:00"))
+        local = start.astimezone(ZoneInfo(c["timezone"]))
+        if c["timezone"] in ("Europe/Berlin", "Asia/Tokyo"):
+            zones.add(c["timezone"])
+            assert (local.day, local.hour, local.minute) == (1, 0, 0), c["id"]
+    assert zones == {"Europe/Berlin", "Asia/Tokyo"}
+
+
+JPY_CATALOG = {
+    "meters": [
+        {"code": "api_calls", "event_type": "api_call", "aggregation": "count"},
+        {"code": "tokens", "event_type": "llm_call", "aggregation": "sum", "property": "tokens"},
+    ],
+    "price_books": [
+        {
+            "code": "japan",
+            "currency": "JPY",
+            "versions": [
+                {
+                    "version": "v1",
+                    "effective_from": "2023-12-01T00:00:00Z",
+                    "charges": [
+                        {
+                            "code": "api",
+                            "meter": "api_calls",
+                            "model": "per_unit",
+                            "unit_price": "2",
+                        },
+                        {
+                            "code": "tok",
+                            "meter": "tokens",
+                            "model": "package",
+                            "package_size": 1000,
+                            "package_price": "60",
+                        },
+                        {"code": "platform", "model": "flat", "amount": "5000"},
+                    ],
+                }
+            ],
+        }
+    ],
+    "customers": [
+        {
+            "id": "kk",
+            "name": "Kabushiki Kaisha Example",
+            "currency": "JPY",
+            "timezone": "Asia/Tokyo",
+            "tax_rate": "0.10",
+            "payment_terms": "net 45",
+            "billing_address": ["1-1-1 Marunouchi", "Tokyo"],
+            # 10:00 local on 3 January: the flat fee is prorated to an inexact decimal
+            "subscriptions": [{"price_book": "japan", "start": "2024-01-03T01:00:00Z"}],
+        }
+    ],
+    "seller": {"name": "Seller KK", "address": ["Tokyo"]},
+}
+
+
+def test_jpy_invoice_and_credit_note_pdfs_by_text(store: Store, tmp_path: Path) -> None:
+    from meterline.domain.timestamps import parse_rfc3339
+    from meterline.services.catalog import apply_catalog
+    from meterline.services.retraction import retract_event
+
+    apply_catalog(store, JPY_CATALOG, parse_rfc3339("2024-01-01T00:00:00Z"))
+    events = [
+        event(f"k{i}", customer="kk", time=f"2024-01-{10 + i:02d}T03:00:00Z") for i in range(5)
+    ]
+    events.append(
+        event(
+            "t1",
+            customer="kk",
+            type_="llm_call",
+            time="2024-01-12T03:00:00Z",
+            props={"tokens": 12345},
+        )
+    )
+    ingest(store, clock("2024-02-01T12:00:00Z"), events)
+    ingest(
+        store,
+        clock("2024-02-01T12:00:00Z"),
+        [event("hb", customer="nobody", type_="ping", time="2024-02-01T11:00:00Z")],
+    )
+    invoicing.issue(store, "2024-01", FEB_US)
+    retract_event(store, "default", "k1", "test traffic", FEB_US + 10**9)
+    (note,) = rerate(store, FEB_US + 2 * 10**9).issued
+    assert note.number == "CN-000001"
+    for number, must in (
+        (
+            "INV-000001",
+            ["Due date", "March 17, 2024", "Tax 10%", "¥60 per 1,000", "¥2 each", "Net 45"],
+        ),
+        ("CN-000001", ["Tax 10%", "Tax: The tax on this note", "¥2 each"]),
+    ):
+        path = tmp_path / f"{number}.pdf"
+        proc = run("invoice", "render", number, "--format", "pdf", "-o", str(path), db=store.url)
+        assert proc.returncode == 0, proc.stderr
+        page1 = PdfReader(path).pages[0].extract_text()
+        for text in must:
+            assert text in page1, (number, text, page1)
+        assert re.search(r"\d{20,}", page1.replace(",", "").replace(".", "")) is None, page1
+    assert "Due date" not in PdfReader(tmp_path / "CN-000001.pdf").pages[0].extract_text()
