@@ -168,9 +168,10 @@ BREAKS: dict[str, tuple[Callable[[Any], None], str, str]] = {
     "altered window aggregate": (
         lambda c: c.execute(
             text(
-                "UPDATE windows SET state = :st, event_count = 999 "
-                "WHERE customer_id = 'beta' AND window_start = "
-                "(SELECT MIN(window_start) FROM windows WHERE customer_id = 'beta')"
+                "UPDATE usage_index SET state = :st, events = 999 "
+                "WHERE customer_id = 'beta' AND meter_code = 'api_calls' AND grain = 'w' "
+                "AND bucket_start = (SELECT MIN(bucket_start) FROM usage_index "
+                "WHERE customer_id = 'beta' AND meter_code = 'api_calls' AND grain = 'w')"
             ),
             {"st": '{"count":999,"kind":"count"}'},
         ),
@@ -272,9 +273,9 @@ def test_large_series_are_recomputed_in_chunks(
         BREAKS["altered window aggregate"][0](conn)
         conn.execute(
             text(
-                "INSERT INTO windows (meter_code, customer_id, dimensions, window_start, "
-                "window_end, state, event_count, version, last_seq, updated_at) VALUES "
-                "('api_calls', 'acme', '[]', 0, 3600000000, :st, 1, 1, 1, 0)"
+                "INSERT INTO usage_index (customer_id, meter_code, grain, bucket_start, "
+                "dimensions, seq, first_seq, kind, state, events) VALUES "
+                "('acme', 'api_calls', 'w', 0, '[]', 1, 1, 'add', :st, 1)"
             ),
             {"st": '{"count":1,"kind":"count"}'},
         )

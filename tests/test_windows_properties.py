@@ -10,7 +10,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 from tests.conftest import reset
 from tests.support import event, ingest
 
@@ -77,15 +76,10 @@ def unique(evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def stored_windows(store: Store) -> dict[tuple[str, str, str, int], tuple[str, int]]:
+    from meterline.store.usage_index import folded_windows
+
     with store.read() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT meter_code, customer_id, dimensions, window_start, state, event_count FROM windows"
-            )
-        )
-        return {
-            (r[0], r[1], r[2], int(r[3])): (str(r[4]), int(r[5])) for r in rows if int(r[5]) > 0
-        }
+        return {k: v for k, v in folded_windows(conn).items() if v[1] > 0}
 
 
 def recomputed(store: Store) -> dict[tuple[str, str, str, int], tuple[str, int]]:

@@ -190,7 +190,7 @@ def test_explain_pages_events_and_rerate_corrects(server: Server, store: Store) 
             page = http.get("/v1/invoices/INV-000001/explain", params=params)
             assert page.status_code == 200, page.text
             body = page.json()
-            assert body["digest_matches"] is True and body["page"]["total"] == 23
+            assert body["count_matches"] is True and body["page"]["total"] == 23
             seen += [e["event_id"] for e in body["events"]]
             pages += 1
             if body["page"]["next_cursor"] is None:

@@ -152,4 +152,4 @@ def test_sdk_events_reach_usage_and_an_issued_invoice(server: Server, store: Sto
         ).json()
         assert sorted(e["event_id"] for e in explained["events"]) == [f"om-{i}" for i in range(4)]
         assert {e["source"] for e in explained["events"]} == {"openmeter-sdk"}
-        assert explained["digest_matches"] is True
+        assert explained["count_matches"] is True

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from meterline import __version__
+from meterline import __version__, console
 from meterline.api import (
     billing_routes,
     catalog_routes,
@@ -109,4 +109,5 @@ def create_app(
     app.include_router(metrics.router(ctx.metrics))
     app.include_router(docs_routes.router("/openapi.json", "meterline"))
     openapi.install(app, BILLING_SCHEMAS, ledger_routes.LEDGER_SCHEMAS)
+    console.install(app, ctx)
     return app

@@ -216,6 +216,10 @@ BILLING_SCHEMAS: dict[str, Schema] = {
             "issued_at": _INSTANT,
             "previous_hash": STR,
             "document_hash": STR,
+            "format": {
+                "type": "integer",
+                "description": "Document format; absent = 1 (lines carry an events digest).",
+            },
             "finance": {
                 "type": "object",
                 "description": (
@@ -279,6 +283,7 @@ BILLING_SCHEMAS: dict[str, Schema] = {
                     }
                 },
             ),
+            "count_matches": {"type": "boolean"},
             "digest": STR,
             "digest_matches": {"type": "boolean"},
         },

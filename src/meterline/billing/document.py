@@ -38,6 +38,24 @@ class Status(StrEnum):
 
 GENESIS = "0" * 64
 
+FORMAT = 2
+"""The document format new documents are issued in. Format 1 (no ``format``
+field): lines carry an events digest over their sorted event keys, recomputed
+from raw events. Format 2: usage comes from the bitemporal usage index and
+lines carry their event count, no digest (DESIGN §4, §7)."""
+
+
+def format_of(body: dict[str, Any]) -> int:
+    """The format a document was issued under (absent = 1)."""
+    return int(body.get("format", 1))
+
+
+def with_format(body: dict[str, Any], fmt: int) -> dict[str, Any]:
+    """Mark a body with its format (format 1 bodies carry no field, as issued)."""
+    if fmt >= 2:
+        body["format"] = fmt
+    return body
+
 
 def number_text(kind: Kind, n: int) -> str:
     return f"{kind.prefix}-{n:06d}"

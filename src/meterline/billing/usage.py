@@ -47,6 +47,7 @@ class GroupUsage:
     windows: set[int] = field(default_factory=set)
     keys: list[tuple[str, str]] = field(default_factory=list)
     events_digest: str | None = None  # precomputed over `keys` (see Measurement)
+    format: int = 1  # document format: 1 names its events by digest, 2 by count only
 
     def segment_quantities(self) -> list[Decimal]:
         return [result(s) or Decimal(0) for s in self.states]
@@ -64,10 +65,15 @@ class GroupUsage:
         return _digest(_lines(sorted(self.keys)))
 
     def provenance(self) -> dict[str, Any]:
-        ws = sorted(self.windows)
-        size = self.meter.window_us
         from meterline.domain.timestamps import format_us
         from meterline.metering import format_duration
+
+        size = self.meter.window_us
+        if self.format >= 2:
+            # Format 2 (DESIGN §7): what the usage index answers exactly at any
+            # cutoff; the events themselves are listed by drill-down.
+            return {"event_count": self.events, "window": format_duration(size)}
+        ws = sorted(self.windows)
 
         return {
             "event_count": self.events,

@@ -305,10 +305,14 @@ def explain(
                 )
         if ln.get("usage"):
             u = ln["usage"]
-            typer.echo(
-                f"  {plural(u['event_count'], 'event')}, {plural(u['windows']['count'], 'window')} "
-                f"of {u['windows']['size']}, digest {u['events_digest']}"
-            )
+            if "events_digest" in u:
+                typer.echo(
+                    f"  {plural(u['event_count'], 'event')}, "
+                    f"{plural(u['windows']['count'], 'window')} of {u['windows']['size']}, "
+                    f"digest {u['events_digest']}"
+                )
+            else:
+                typer.echo(f"  {plural(u['event_count'], 'event')}, windows of {u['window']}")
     if "events" in out:
         p = out["page"]
         typer.echo(
@@ -317,10 +321,16 @@ def explain(
         for e in out["events"]:
             value = "" if e["value"] is None else f"  value={e['value']}"
             typer.echo(f"  {e['event_time']}  {e['source']}/{e['event_id']}{value}")
-        typer.echo(
-            f"digest over all {plural(p['total'], 'event')} "
-            f"{'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
-        )
+        if "digest_matches" in out:
+            typer.echo(
+                f"digest over all {plural(p['total'], 'event')} "
+                f"{'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
+            )
+        else:
+            typer.echo(
+                f"{plural(p['total'], 'event')} "
+                f"{'match' if out['count_matches'] else 'DO NOT match'} the line's event count"
+            )
 
 
 @handles_errors

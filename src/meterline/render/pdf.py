@@ -678,8 +678,10 @@ class _Renderer:
     def _usage(self, usage: Mapping[str, Any], n: Any) -> str:
         windows: Mapping[str, Any] = usage.get("windows") or {}
         count = windows.get("count") or 0
-        size = windows.get("size")
-        if count:
+        size = windows.get("size") or usage.get("window")
+        if "windows" not in usage:
+            window_text = f"windows of {size}"
+        elif count:
             window_text = (
                 f"{_plural(count, 'window')} of {size}, from {_utc(windows.get('first'))} "
                 f"to {_utc(windows.get('last'))}"
@@ -689,8 +691,9 @@ class _Renderer:
         facts = [
             ("Events", _e(_plural(usage.get("event_count"), "event"))),
             ("Windows", _e(window_text)),
-            ("Events digest", _tag("span", _e(usage.get("events_digest")), "hash")),
         ]
+        if usage.get("events_digest"):  # format-1 documents only
+            facts.append(("Events digest", _tag("span", _e(usage.get("events_digest")), "hash")))
         if self.number:
             command = f"meterline explain {self.number} --line {n} --events"
             drill = (

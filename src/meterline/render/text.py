@@ -111,12 +111,16 @@ def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
             else:
                 out.append(f"  {line['line']}. {line['charge']}: {line['formula']}")
             usage = line.get("usage")
-            if usage:
+            if usage and "events_digest" in usage:
                 w = usage["windows"]
                 out.append(
                     f"     {_plural(usage['event_count'], 'event')} in "
                     f"{_plural(w['count'], 'window')} of {w['size']}"
                     f"; events digest {usage['events_digest'][:16]}"
+                )
+            elif usage:
+                out.append(
+                    f"     {_plural(usage['event_count'], 'event')} (windows of {usage['window']})"
                 )
     out.append("")
     out.append(f"cutoff seq {doc['cutoff_seq']}; content hash {doc['content_hash']}")

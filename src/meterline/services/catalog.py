@@ -23,12 +23,11 @@ from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.metering import Meter, parse_meters
 from meterline.pricing.catalog import parse_price_books
-from meterline.store import audit, sequence
+from meterline.store import audit, sequence, usage_index
 from meterline.store.customer_catalog import apply_customer
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters, stored_definitions
 from meterline.store.price_catalog import apply_price_book
-from meterline.store.window_index import recompute, write_rows
 
 
 def apply_seller_section(
@@ -141,9 +140,7 @@ def _apply_meters(conn: Connection, meters: list[Meter], now_us: int, report: Ap
             },
         )
         # A meter defined after its events arrived: index what is already stored.
-        rows = recompute(conn, m)
-        write_rows(conn, rows, {m.code: m.window_us}, now_us)
-        report.windows_built += len(rows)
+        report.windows_built += usage_index.build_meter(conn, m, seq)
         report.added.append(f"meter {m.code}")
 
 

@@ -21,27 +21,26 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from meterline.billing.document import Issued, Kind, Status, body_hash, money
+from meterline.billing.credit_note import BilledSoFar, diff
+from meterline.billing.document import (
+    FORMAT,
+    Issued,
+    Kind,
+    Status,
+    body_hash,
+    format_of,
+    money,
+    with_format,
+)
 from meterline.billing.periods import Period
-from meterline.domain.canonical import dumps
-from meterline.domain.decimals import exact_sum, fmt
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Currency
 from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import invoicing
 from meterline.store import audit, documents, sequence
 from meterline.store.database import Store
+from meterline.store.facts import facts
 from meterline.store.window_index import add_mark
-
-LineKey = tuple[str, str, str]  # price book, charge, canonical dimensions
-
-
-def line_key(line: dict[str, Any]) -> LineKey:
-    return (line["price_book"], line["charge"], dumps(line["dimensions"]).decode())
-
-
-def _dec(text_: str | None) -> Decimal:
-    return Decimal(0) if text_ is None else Decimal(text_)
 
 
 @dataclass
@@ -50,22 +49,15 @@ class Billed:
 
     invoice: Issued
     notes: list[Issued]
-    quantity: dict[LineKey, Decimal] = field(default_factory=dict)
-    amount: dict[LineKey, Decimal] = field(default_factory=dict)
-    tax: Decimal = Decimal(0)
-    cutoff: int = 0
+    so_far: BilledSoFar
+
+    @property
+    def cutoff(self) -> int:
+        return self.so_far.cutoff
 
     @classmethod
     def of(cls, invoice: Issued, notes: list[Issued]) -> Billed:
-        b = cls(invoice, notes)
-        for doc in [invoice, *notes]:
-            for line in doc.body["lines"]:
-                k = line_key(line)
-                b.quantity[k] = b.quantity.get(k, Decimal(0)) + _dec(line.get("quantity"))
-                b.amount[k] = b.amount.get(k, Decimal(0)) + _dec(line["amount"])
-            b.tax += _dec(doc.body["tax"])
-            b.cutoff = max(b.cutoff, int(doc.body["cutoff_seq"]))
-        return b
+        return cls(invoice, notes, BilledSoFar.of([d.body for d in [invoice, *notes]]))
 
 
 def notes_for(conn: Connection, number: str, before_seq: int | None = None) -> list[Issued]:
@@ -100,144 +92,78 @@ def reasons(conn: Connection, billed: Billed, k2: int) -> list[str]:
         parse_rfc3339(body["period"]["end"]),
     )
     k1, number = billed.cutoff, billed.invoice.number
-    params = {"c": c, "lo": lo, "hi": hi, "k1": k1, "k2": k2}
+    changed = facts(conn).changes(c, lo, hi, k1, k2)
     out = []
-    # A few facts since K1: walk them by seq, not the customer's whole period.
-    plus = "+" if invoicing.seq_driven(conn.dialect.name, k1, k2) else ""
-    late = conn.execute(
-        text(
-            "SELECT COUNT(*), SUM(CASE WHEN backfill THEN 1 ELSE 0 END) FROM events WHERE "
-            f"{plus}customer_id = :c AND {plus}event_time >= :lo AND {plus}event_time < :hi "
-            "AND seq > :k1 AND seq <= :k2"
-        ),
-        params,
-    ).one()
-    if int(late[0]):
-        backfilled = int(late[1] or 0)
-        extra = f" ({backfilled} of them backfilled)" if backfilled else ""
-        out.append(f"{int(late[0])} events received after {number} was issued{extra}")
-    retracted = conn.execute(
-        text(
-            "SELECT COUNT(*) FROM retractions r JOIN events e ON e.seq = r.event_seq WHERE e.customer_id = :c "
-            "AND e.event_time >= :lo AND e.event_time < :hi AND r.seq > :k1 AND r.seq <= :k2"
-        ),
-        params,
-    ).scalar_one()
-    if int(retracted):
-        out.append(f"{int(retracted)} events retracted")
+    if changed.events:
+        extra = f" ({changed.backfilled} of them backfilled)" if changed.backfilled else ""
+        out.append(f"{changed.events} events received after {number} was issued{extra}")
+    if changed.retracted:
+        out.append(f"{changed.retracted} events retracted")
     books = sorted({s["price_book"] for s in body.get("subscriptions", [])})
     if books:
-        rows = conn.execute(
-            text(
-                "SELECT book_code, label, definition FROM price_versions WHERE seq > :k1 AND seq <= :k2 "
-                "AND effective_from < :hi ORDER BY seq"
-            ),
-            params,
-        ).all()
-        from meterline.domain.events import decode_json
-
-        for book, label, definition in rows:
+        for book, label, definition in changed.price_versions:
             if book in books:
-                why = decode_json(definition).get("reason")
+                why = definition.get("reason")
                 out.append(
                     f"price version {label} of {book} recorded retroactively"
                     + (f": {why}" if why else "")
                 )
-    changed = conn.execute(
-        text("SELECT COUNT(*) FROM customers WHERE customer_id = :c AND seq > :k1 AND seq <= :k2"),
-        params,
-    ).scalar_one()
-    if int(changed):
+    if changed.customer_versions:
         out.append(f"customer {c}'s terms changed (new catalog version)")
-    manual = conn.execute(
-        text(
-            "SELECT reason FROM rerate_marks WHERE customer_id = :c AND kind = 'manual' AND from_us < :hi "
-            "AND to_us > :lo AND seq > :k1 AND seq <= :k2 ORDER BY seq"
-        ),
-        params,
-    ).all()
-    out.extend(f"re-rating requested: {r[0]}" for r in manual)
+    out.extend(f"re-rating requested: {r}" for r in changed.manual_marks)
     return out
 
 
 def correction_body(
-    conn: Connection, invoice: Issued, notes: list[Issued], k2: int
+    conn: Connection,
+    invoice: Issued,
+    notes: list[Issued],
+    k2: int,
+    doc_format: int = FORMAT,
+    checkpoint: bool = False,
 ) -> dict[str, Any] | None:
-    """The correction of `invoice` as known at K2, or None when nothing differs."""
+    """The correction of `invoice` as known at K2 (in document format `doc_format`),
+    or None when nothing differs."""
     billed = Billed.of(invoice, notes)
     body = invoice.body
-    fresh = invoicing.compute_body(conn, body["customer_id"], body["period"]["label"], k2)
+    fresh = invoicing.compute_body(
+        conn, body["customer_id"], body["period"]["label"], k2, doc_format
+    )
     currency = Currency(body["currency"])
-    new_lines = {line_key(line): line for line in fresh["lines"]}
-    keys = list(new_lines) + [k for k in billed.amount if k not in new_lines]
-    lines = []
-    for k in keys:
-        new = new_lines.get(k)
-        nq, na = (
-            (_dec(new.get("quantity")), _dec(new["amount"])) if new else (Decimal(0), Decimal(0))
-        )
-        bq, ba = billed.quantity.get(k, Decimal(0)), billed.amount.get(k, Decimal(0))
-        if nq == bq and na == ba:
-            continue
-        template = new or _billed_line(billed, k)
-        lines.append(
-            {
-                "charge": template["charge"],
-                "description": template["description"],
-                "price_book": template["price_book"],
-                "model": template["model"],
-                "meter": template.get("meter"),
-                "dimensions": template["dimensions"],
-                "quantity": fmt(nq - bq),
-                "unit_price": template.get("unit_price"),
-                "amount": money(na - ba, currency),
-                "billed_quantity": fmt(bq),
-                "billed_amount": money(ba, currency),
-                "new_quantity": fmt(nq),
-                "new_amount": money(na, currency),
-                "formula": new["formula"] if new else "no longer billed",
-                "explanation": new["explanation"] if new else None,
-                "usage": new.get("usage") if new else None,
-            }
-        )
-    new_tax = _dec(fresh["tax"])
-    tax_delta = new_tax - billed.tax
-    if not lines and tax_delta == 0:
+    found = diff(billed.so_far, fresh["lines"], Decimal(fresh["tax"]), currency)
+    if found is None:
         return None
-    for i, line in enumerate(lines, start=1):
-        line["line"] = i
-    subtotal = exact_sum([_dec(line["amount"]) for line in lines])
-    total = subtotal + tax_delta
-    kind = Kind.DEBIT_NOTE if total > 0 else Kind.CREDIT_NOTE
-    return {
-        "kind": str(kind),
-        "customer_id": fresh["customer_id"],
-        "customer_name": fresh["customer_name"],
-        "currency": fresh["currency"],
-        "timezone": fresh["timezone"],
-        "period": fresh["period"],
-        "subscriptions": fresh["subscriptions"],
-        "lines": lines,
-        "subtotal": money(subtotal, currency),
-        "tax_rate": fresh["tax_rate"],
-        "tax": money(tax_delta, currency),
-        "credits": [],
-        "credits_applied": money(Decimal(0), currency),
-        "total": money(total, currency),
-        "corrects": invoice.number,
-        "reasons": reasons(conn, billed, k2),
-        "billed_cutoff_seq": billed.cutoff,
-        "cutoff_seq": k2,
-        "price_versions": fresh["price_versions"],
-    }
-
-
-def _billed_line(billed: Billed, k: LineKey) -> dict[str, Any]:
-    for doc in [billed.invoice, *billed.notes]:
-        for line in doc.body["lines"]:
-            if line_key(line) == k:
-                return dict(line)
-    raise AssertionError(k)
+    kind, lines, subtotal, tax_delta, total = (
+        found.kind,
+        found.lines,
+        found.subtotal,
+        found.tax,
+        found.total,
+    )
+    return with_format(
+        {
+            "kind": str(kind),
+            "customer_id": fresh["customer_id"],
+            "customer_name": fresh["customer_name"],
+            "currency": fresh["currency"],
+            "timezone": fresh["timezone"],
+            "period": fresh["period"],
+            "subscriptions": fresh["subscriptions"],
+            "lines": lines,
+            "subtotal": money(subtotal, currency),
+            "tax_rate": fresh["tax_rate"],
+            "tax": money(tax_delta, currency),
+            "credits": [],
+            "credits_applied": money(Decimal(0), currency),
+            "total": money(total, currency),
+            "corrects": invoice.number,
+            "reasons": reasons(conn, billed, k2),
+            "billed_cutoff_seq": billed.cutoff,
+            "cutoff_seq": k2,
+            "price_versions": fresh["price_versions"],
+        },
+        doc_format,
+    )
 
 
 def recompute_note(conn: Connection, doc: Issued) -> dict[str, Any]:
@@ -245,7 +171,11 @@ def recompute_note(conn: Connection, doc: Issued) -> dict[str, Any]:
     invoice = documents.get(conn, doc.body["corrects"])
     seq = _doc_seq(conn, doc.number)
     body = correction_body(
-        conn, invoice, notes_for(conn, invoice.number, before_seq=seq), int(doc.body["cutoff_seq"])
+        conn,
+        invoice,
+        notes_for(conn, invoice.number, before_seq=seq),
+        int(doc.body["cutoff_seq"]),
+        format_of(doc.body),
     )
     if body is None:
         raise MeterlineError(
@@ -271,10 +201,6 @@ def _invoices(conn: Connection, customer: str | None, label: str | None) -> list
     return out
 
 
-_PENDING = text(
-    "SELECT 1 FROM rerate_marks WHERE customer_id = :c AND from_us < :hi AND to_us > :lo "
-    "AND seq > :k UNION ALL SELECT 1 FROM customers WHERE customer_id = :c AND seq > :k"
-)
 _BILLED_CUTOFF = text("SELECT MAX(cutoff_seq) FROM documents WHERE number = :n OR corrects = :n")
 
 
@@ -290,13 +216,12 @@ def _needs_rerate(conn: Connection, invoice: Issued) -> bool:
         return True
     body = invoice.body
     k = int(conn.execute(_BILLED_CUTOFF, {"n": invoice.number}).scalar_one())
-    params = {
-        "c": body["customer_id"],
-        "lo": parse_rfc3339(body["period"]["start"]),
-        "hi": parse_rfc3339(body["period"]["end"]),
-        "k": k,
-    }
-    return conn.execute(_PENDING, params).first() is not None
+    return facts(conn).pending(
+        body["customer_id"],
+        parse_rfc3339(body["period"]["start"]),
+        parse_rfc3339(body["period"]["end"]),
+        k,
+    )
 
 
 def rerate(
@@ -336,7 +261,7 @@ def rerate(
                 sequence.advance(conn, k + 1)
                 audit.record(conn, "rerate.mark", {"number": number, "reason": reason}, now_us)
             k2 = sequence.lock(conn)
-            body = correction_body(conn, invoice, notes_for(conn, number), k2)
+            body = correction_body(conn, invoice, notes_for(conn, number), k2, checkpoint=True)
             if body is None:
                 result.unchanged.append(number)
                 continue

@@ -1,8 +1,9 @@
 """Drill-down from an invoice line to its source events (DESIGN §7).
 
 How a support engineer answers "I didn't make those calls": the line's events
-as known at the document's cutoff, paged, with a digest recomputed over all of
-them that must equal the digest printed on the invoice.
+as known at the document's cutoff, paged, with their count, which must equal
+the line's event count (and, for format-1 documents, a digest recomputed over
+all of them that must equal the digest printed on the invoice).
 """
 
 from __future__ import annotations
@@ -113,11 +114,20 @@ def explain(
                         }
                     )
                 total += 1
-        for source, event_id in sorted(keys):
-            digest.update(f"{source}\x1f{event_id}\n".encode())
-        return out | {
+        listed = {
             "events": page,
             "page": {"offset": offset, "limit": limit, "total": total},
-            "digest": digest.hexdigest(),
-            "digest_matches": digest.hexdigest() == chosen["usage"]["events_digest"],
+            "count_matches": total == chosen["usage"]["event_count"],
         }
+        if "events_digest" not in chosen["usage"]:
+            return out | listed  # format 2: the line names its events by count
+        for source, event_id in sorted(keys):
+            digest.update(f"{source}\x1f{event_id}\n".encode())
+        return (
+            out
+            | listed
+            | {
+                "digest": digest.hexdigest(),
+                "digest_matches": digest.hexdigest() == chosen["usage"]["events_digest"],
+            }
+        )

@@ -1,5 +1,9 @@
 """Invoices: preview (a draft as known now) and issue (DESIGN §7).
 
+Usage is read from the bitemporal usage index (`services/measuring.py`);
+documents of format 1 (issued before it) are recomputed by the legacy
+raw-event path, `measure_legacy`, so they keep verifying.
+
 Issuing one customer-period is one transaction holding the knowledge-sequence
 lock: the cutoff K is the last seq, the body is computed from the store as
 known at K, and number, chain link and document seq are taken in the same
@@ -15,11 +19,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from meterline.billing.customers import Customer
-from meterline.billing.document import Issued, Kind, Status, body_hash, draft_dict
+from meterline.billing.document import (
+    FORMAT,
+    Issued,
+    Kind,
+    Status,
+    body_hash,
+    draft_dict,
+    with_format,
+)
 from meterline.billing.invoice import SubscriptionUsage, assemble
 from meterline.billing.periods import Period, month
 from meterline.billing.usage import GroupUsage, Measurement, Row
@@ -29,69 +41,29 @@ from meterline.domain.timestamps import format_us
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
 from meterline.pricing.pricebook import PriceBook
+from meterline.services import measuring
 from meterline.store import documents, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
+from meterline.store.facts import SEQ_DRIVEN_MAX, facts
 from meterline.store.meter_catalog import load_meters
 from meterline.store.price_catalog import load_price_book
 from meterline.store.window_index import current_watermark
-
-_EVENTS = text(
-    "SELECT e.seq, e.source, e.event_id, e.customer_id, e.event_type, e.event_time, e.properties, "
-    "e.content_hash FROM events e WHERE e.customer_id = :c AND e.event_type IN :types "
-    "AND e.event_time >= :lo AND e.event_time < :hi AND e.seq <= :k AND NOT EXISTS "
-    "(SELECT 1 FROM retractions r WHERE r.source = e.source AND r.event_id = e.event_id AND r.seq <= :k) "
-    "ORDER BY e.event_time, e.source, e.event_id"
-).bindparams(bindparam("types", expanding=True))
 
 
 def fetch_events(
     conn: Connection, customer: str, event_types: list[str], lo: int, hi: int, known_at: int
 ) -> Iterator[Event]:
-    """The customer's events in [lo, hi) as known at K (retractions applied)."""
-    if not event_types:
-        return
-    rows = conn.execute(
-        _EVENTS, {"c": customer, "types": sorted(event_types), "lo": lo, "hi": hi, "k": known_at}
-    )
-    for r in rows:
-        yield Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])
-
-
-def _usage_sql(dialect: str, types: int) -> str:
-    """`_EVENTS` for the measuring path: only the columns it reads, no ORDER BY
-    (measuring is order-independent), in the driver's parameter style."""
-
-    def p(name: str) -> str:
-        return f"%({name})s" if dialect == "postgresql" else f":{name}"
-
-    marks = ", ".join(p(f"t{i}") for i in range(types))
-    return (
-        "SELECT e.source, e.event_id, e.event_type, e.event_time, e.properties FROM events e "
-        f"WHERE e.customer_id = {p('c')} AND e.event_type IN ({marks}) "
-        f"AND e.event_time >= {p('lo')} AND e.event_time < {p('hi')} AND e.seq <= {p('k')} "
-        "AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
-        f"AND r.event_id = e.event_id AND r.seq <= {p('k')})"
-    )
-
-
-# Up to this many facts learnt since K1, reading "what is new" walks the seq
-# index (a few rows) rather than the customer's whole span in the usage index.
-# SQLite has no statistics to choose by itself; PostgreSQL does.
-SEQ_DRIVEN_MAX = 50_000
+    """The customer's events in [lo, hi) as known at K (retractions applied), in time order."""
+    for _, ev in facts(conn).events(
+        known_at, customer=customer, event_types=event_types, lo=lo, hi=hi, ordered=True
+    ):
+        yield ev
 
 
 def seq_driven(dialect: str, k1: int, k2: int) -> bool:
+    """Whether reading facts in (K1, K2] walks the seq index (see `store.facts`)."""
     return dialect == "sqlite" and k2 - k1 <= SEQ_DRIVEN_MAX
-
-
-def _since_sql(dialect: str, types: int, by_seq: bool) -> str:
-    """`_usage_sql` restricted to seq > :k1."""
-    sql = _usage_sql(dialect, types)
-    p = "%(k1)s" if dialect == "postgresql" else ":k1"
-    if by_seq:  # unary + keeps SQLite off the (customer, type, time) index
-        sql = sql.replace("WHERE e.customer_id", "WHERE +e.customer_id")
-    return sql + f" AND e.seq > {p}"
 
 
 def usage_rows(
@@ -103,25 +75,8 @@ def usage_rows(
     known_at: int,
     after: int | None = None,
 ) -> list[Row]:
-    """The rows `Measurement` reads: the same events as `fetch_events`, read
-    through the driver's cursor (no per-row ORM objects); with `after`, only
-    those with seq > after."""
-    if not event_types:
-        return []
-    params: dict[str, Any] = {"c": customer, "lo": lo, "hi": hi, "k": known_at}
-    params.update({f"t{i}": t for i, t in enumerate(sorted(event_types))})
-    if after is None:
-        sql = _usage_sql(conn.dialect.name, len(event_types))
-    else:
-        by_seq = seq_driven(conn.dialect.name, after, known_at)
-        sql, params["k1"] = _since_sql(conn.dialect.name, len(event_types), by_seq), after
-    raw = conn.connection.driver_connection
-    cur = raw.cursor()  # type: ignore[union-attr]
-    try:
-        cur.execute(sql, params)
-        return list(cur.fetchall())
-    finally:
-        cur.close()
+    """The rows `Measurement` reads (see `Facts.measure_rows`)."""
+    return facts(conn).measure_rows(customer, event_types, lo, hi, known_at, after)
 
 
 # --- measured usage, kept for large spans ------------------------------------
@@ -144,14 +99,7 @@ _measured_lock = threading.Lock()
 
 
 def _retracted_since(conn: Connection, customer: str, k1: int, k2: int) -> bool:
-    row = conn.execute(
-        text(
-            "SELECT 1 FROM retractions r JOIN events e ON e.seq = r.event_seq "
-            "WHERE r.seq > :k1 AND r.seq <= :k2 AND e.customer_id = :c LIMIT 1"
-        ),
-        {"k1": k1, "k2": k2, "c": customer},
-    ).first()
-    return row is not None
+    return facts(conn).retracted_between(customer, k1, k2) > 0
 
 
 def _keep(conn: Connection, key: tuple[Any, ...], known_at: int, m: Measurement) -> None:
@@ -170,7 +118,7 @@ def _keep(conn: Connection, key: tuple[Any, ...], known_at: int, m: Measurement)
     event.listen(conn, "commit", keep, once=True)
 
 
-def measure(
+def measure_legacy(
     conn: Connection,
     customer: str,
     meters: list[Meter],
@@ -178,7 +126,9 @@ def measure(
     boundaries: list[int],
     known_at: int,
 ) -> dict[tuple[str, str], GroupUsage]:
-    """Usage of `meters` for the customer over `span` as known at K, per segment."""
+    """Format-1 usage (LEGACY: documents issued before the usage index, which
+    carry an events digest per line): every raw event of the span as known at
+    K, per segment. Kept so those documents keep verifying bit for bit."""
     lo, hi = span
     types = sorted({m.event_type for m in meters})
     key = (customer, tuple(meters), lo, hi, tuple(boundaries))
@@ -210,10 +160,7 @@ _book_cache: dict[tuple[Any, ...], PriceBook] = {}
 
 
 def _meters_at(conn: Connection, known_at: int) -> list[Meter]:
-    rows = conn.execute(
-        text("SELECT definition FROM meters WHERE seq <= :k ORDER BY seq"), {"k": known_at}
-    ).all()
-    key = tuple(str(r[0]) for r in rows)
+    key = tuple(facts(conn).meter_definitions(known_at))
     found = _meter_cache.get(key)
     if found is None:
         found = load_meters(conn, known_at)
@@ -224,19 +171,11 @@ def _meters_at(conn: Connection, known_at: int) -> list[Meter]:
 
 
 def _book_at(conn: Connection, code: str, known_at: int) -> PriceBook:
-    book = conn.execute(
-        text("SELECT currency, rounding FROM price_books WHERE code = :c"), {"c": code}
-    ).first()
-    versions = conn.execute(
-        text(
-            "SELECT seq, content_hash FROM price_versions WHERE book_code = :c AND seq <= :k "
-            "ORDER BY seq"
-        ),
-        {"c": code, "k": known_at},
-    ).all()
+    port = facts(conn)
+    book = port.price_book_header(code)
     if book is None:
         return load_price_book(conn, code, known_at)  # raises the usual error
-    key = (code, str(book[0]), str(book[1]), tuple((int(q), str(h)) for q, h in versions))
+    key = (code, book[0], book[1], tuple(port.price_version_hashes(code, known_at)))
     found = _book_cache.get(key)
     if found is None:
         found = load_price_book(conn, code, known_at)
@@ -256,7 +195,18 @@ class Billing:
     meters: dict[str, Meter]
 
 
-def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Billing:
+def gather(
+    conn: Connection,
+    customer_id: str,
+    label: str,
+    known_at: int,
+    fmt: int = FORMAT,
+    raw: bool = False,
+    checkpoint: bool = False,
+) -> Billing:
+    """What the invoice is computed from, as known at K. ``raw`` measures format-2
+    usage from raw events instead of the index (the reference the index is tested
+    against; same result)."""
     customer = load_customer(conn, customer_id, known_at)
     period = month(label, customer.timezone)
     subs = customer.subscriptions_in(period.start, period.end)
@@ -278,17 +228,37 @@ def gather(conn: Connection, customer_id: str, label: str, known_at: int) -> Bil
                 ErrorCode.UNKNOWN_METER, f"price book {book.code} uses unknown meter(s) {missing}"
             )
         sub_meters = [meters[code] for code in used]
-        usage = measure(
-            conn, customer.id, sub_meters, (lo, hi), [s.start for s in segments], known_at
-        )
+        boundaries = [s.start for s in segments]
+        if fmt >= 2:
+            usage = measuring.measure(
+                conn,
+                customer.id,
+                sub_meters,
+                (lo, hi),
+                boundaries,
+                known_at,
+                raw=raw,
+                checkpoint=checkpoint,
+            )
+        else:
+            usage = measure_legacy(conn, customer.id, sub_meters, (lo, hi), boundaries, known_at)
         out.append(SubscriptionUsage(sub, book, (lo, hi), tuple(segments), usage))
     return Billing(customer, period, out, meters)
 
 
-def compute_body(conn: Connection, customer_id: str, label: str, known_at: int) -> dict[str, Any]:
-    b = gather(conn, customer_id, label, known_at)
+def compute_body(
+    conn: Connection,
+    customer_id: str,
+    label: str,
+    known_at: int,
+    fmt: int = FORMAT,
+    raw: bool = False,
+    checkpoint: bool = False,
+) -> dict[str, Any]:
+    """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
+    b = gather(conn, customer_id, label, known_at, fmt, raw, checkpoint)
     spent = documents.credits_spent(conn, customer_id, known_at)
-    return assemble(b.customer, b.period, b.subscriptions, known_at, spent)
+    return with_format(assemble(b.customer, b.period, b.subscriptions, known_at, spent), fmt)
 
 
 def closes_at(b: Billing) -> int:
@@ -367,7 +337,7 @@ def _issue_one(
         existing = documents.invoice_for(conn, customer_id, label)
         if existing is not None:
             return existing
-        billing = gather(conn, customer_id, label, k)
+        billing = gather(conn, customer_id, label, k, checkpoint=True)
         closing = closes_at(billing)
         watermark = current_watermark(conn, now_us)
         if not force and (watermark is None or watermark < closing):
@@ -381,7 +351,9 @@ def _issue_one(
                 closes_at=format_us(closing),
             )
         spent = documents.credits_spent(conn, customer_id, k)
-        body = assemble(billing.customer, billing.period, billing.subscriptions, k, spent)
+        body = with_format(
+            assemble(billing.customer, billing.period, billing.subscriptions, k, spent), FORMAT
+        )
         return documents.append(
             conn, Kind.INVOICE, body, body_hash(body), billing.period, now_us, force
         )

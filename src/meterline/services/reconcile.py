@@ -40,8 +40,9 @@ from meterline.domain.money import Currency, Rounding, round_money
 from meterline.domain.timestamps import format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
 from meterline.ledger.postings import Entry, issue_entry, revenue_by_charge, status_entry
-from meterline.metering import Meter, aggregate, dimensions, to_json, value_of, window_start
-from meterline.store import documents, journal
+from meterline.metering import Meter, aggregate, dimensions, merge, to_json, value_of, window_start
+from meterline.metering.bitemporal import Grain, IndexRow, RowKind, day_of, has_day_rollup
+from meterline.store import documents, journal, usage_index
 from meterline.store.customer_catalog import load_customers
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
@@ -299,20 +300,50 @@ def _chunks(meter: Meter, s: Series) -> list[tuple[int | None, int | None]]:
 
 
 def _stored_windows(
-    conn: Connection, meter: str, customer: str, lo: int | None, hi: int | None
+    conn: Connection, meter: Meter, customer: str, lo: int | None, hi: int | None
 ) -> dict[WindowKey, tuple[str, int]]:
-    sql = (
-        "SELECT dimensions, window_start, state, event_count FROM windows "
-        "WHERE meter_code = :m AND customer_id = :c"
+    """The usage index folded to the present, at window grain and at day grain
+    (day keys carry the grain in their dimensions slot: see `_day_keys`)."""
+    ranges = (
+        [(Grain.WINDOW, lo, hi)]
+        if lo is not None and hi is not None
+        else [(Grain.WINDOW, -(2**62), 2**62)]
     )
-    params: dict[str, Any] = {"m": meter, "c": customer}
-    if lo is not None and hi is not None:
-        sql += " AND window_start >= :lo AND window_start < :hi"
-        params |= {"lo": lo, "hi": hi}
-    return {
-        (meter, customer, str(d), int(s)): (str(st), int(n))
-        for d, s, st, n in conn.execute(text(sql), params)
-    }
+    if has_day_rollup(meter.window_us):
+        ranges.append((Grain.DAY, ranges[0][1], ranges[0][2]))
+    got = usage_index.read(conn, customer, [meter.code], ranges, None, whole=True)
+    out: dict[WindowKey, tuple[str, int]] = {}
+    for (code, cust, grain, dims, start), f in got.folded({meter.code: meter.aggregation}).items():
+        key_dims = dims if grain == Grain.WINDOW else f"day:{dims}"
+        out[(code, cust, key_dims, start)] = (to_json(f.state), f.events)
+    return out
+
+
+def _events_of(rows: list[IndexRow]) -> int:
+    """A bucket's live event count from its rows, whatever its meter (unknown here)."""
+    events = 0
+    for r in sorted(rows, key=lambda r: (r.seq, r.kind.is_state)):
+        if r.kind.is_state:
+            events = r.events
+        else:
+            events += r.events if r.kind is RowKind.ADD else -r.events
+    return events
+
+
+def _with_days(meter: Meter, fresh: dict[WindowKey, WindowRow]) -> dict[WindowKey, WindowRow]:
+    """Recomputed windows plus their UTC-day rollups (keys as in `_stored_windows`)."""
+    if not has_day_rollup(meter.window_us):
+        return fresh
+    out = dict(fresh)
+    for (code, cust, dims, start), row in fresh.items():
+        key = (code, cust, f"day:{dims}", day_of(start))
+        prior = out.get(key)
+        out[key] = (
+            row
+            if prior is None
+            else WindowRow(merge(prior.state, row.state), prior.event_count + row.event_count, 0)
+        )
+    return out
 
 
 def _key_text(key: WindowKey) -> str:
@@ -358,33 +389,49 @@ def check_windows(
         empty = to_json(aggregate(m.aggregation, []))
         chunks = _chunks(m, s)
         for lo, hi in chunks:
-            fresh = recompute(conn, m, s.customer, lo, hi)
-            stored = _stored_windows(conn, m.code, s.customer, lo, hi)
+            fresh = _with_days(m, recompute(conn, m, s.customer, lo, hi))
+            stored = _stored_windows(conn, m, s.customer, lo, hi)
             checked += _compare_windows(fresh, stored, empty, problems)
         if chunks[0][0] is not None:
-            outside = conn.execute(
-                text(
-                    "SELECT COUNT(*) FROM windows WHERE meter_code = :m AND customer_id = :c "
-                    "AND event_count > 0 AND (window_start < :lo OR window_start >= :hi)"
-                ),
-                {"m": m.code, "c": s.customer, "lo": chunks[0][0], "hi": chunks[-1][1]},
-            ).scalar_one()
-            if int(outside):
+            every = _stored_windows(conn, m, s.customer, None, None)
+            lo_all, hi_all = chunks[0][0], chunks[-1][1]
+            assert lo_all is not None and hi_all is not None
+            outside = sum(
+                1
+                for (_, _, _, start), (_, n) in every.items()
+                if n and not lo_all <= start < hi_all
+            )
+            if outside:
                 problems.append(
                     f"{outside} windows of {m.code}/{s.customer} lie outside the customer's events"
                 )
     tick("windows", len(work), len(work))
-    known = {m.code for m in meters}
-    for code, customer, n, events in conn.execute(
+    by_code = {m.code: m for m in meters}
+    for code, customer in conn.execute(
         text(
-            "SELECT meter_code, customer_id, COUNT(*), SUM(event_count) FROM windows "
-            "GROUP BY meter_code, customer_id ORDER BY meter_code, customer_id"
+            "SELECT DISTINCT meter_code, customer_id FROM usage_index "
+            "ORDER BY meter_code, customer_id"
         )
     ):
-        if (str(code), str(customer)) in seen or int(events or 0) == 0:
+        if (str(code), str(customer)) in seen:
             continue
-        why = "an unknown meter" if str(code) not in known else "no stored events"
-        problems.append(f"{n} windows of {code}/{customer} count {events} events but have {why}")
+        meter = by_code.get(str(code))
+        if meter is None:
+            why = "an unknown meter"
+            rows = usage_index.read(
+                conn, str(customer), [str(code)], [(Grain.WINDOW, -(2**62), 2**62)], None
+            ).rows
+            counted = [_events_of(rs) for rs in rows.values()]
+            n, events = len(counted), sum(counted)
+        else:
+            why = "no stored events"
+            stored = _stored_windows(conn, meter, str(customer), None, None)
+            counted = [c for (_, _, d, _), (_, c) in stored.items() if not d.startswith("day:")]
+            n, events = len(counted), sum(counted)
+        if events:
+            problems.append(
+                f"{n} windows of {code}/{customer} count {events} events but have {why}"
+            )
     return _result(
         "window_aggregates",
         problems,

@@ -1,6 +1,6 @@
-"""Usage queries over the window index (DESIGN §4, §12 `usage`).
+"""Usage queries over the usage index (DESIGN §4, §12 `usage`).
 
-Per-window values come from stored window states; the range total follows
+Per-window values are the index folded to the present; the range total follows
 §4: count and sum add, min and max take the extreme, unique_count and latest
 merge whole states over the range rather than adding window values.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from meterline.domain.decimals import fmt
@@ -19,13 +18,14 @@ from meterline.metering import (
     Meter,
     decode_dimensions,
     dimensions_dict,
-    from_json,
     is_aligned,
     is_final,
     merge_all,
     result,
     window_start,
 )
+from meterline.metering.bitemporal import Grain
+from meterline.store import usage_index
 from meterline.store.meter_catalog import load_meters
 from meterline.store.window_index import current_watermark
 
@@ -64,21 +64,18 @@ def query_usage(
                 f"{name} {format_us(t)} is not on a window boundary of the {size // 60_000_000}-minute windows",
             )
     watermark = current_watermark(conn, now_us)
-    rows = conn.execute(
-        text(
-            "SELECT dimensions, window_start, state, version FROM windows WHERE meter_code = :m "
-            "AND customer_id = :c AND window_start >= :lo AND window_start < :hi "
-            "ORDER BY window_start, dimensions"
-        ),
-        {"m": meter.code, "c": customer, "lo": from_us, "hi": to_us},
-    ).all()
+    got = usage_index.read(
+        conn, customer, [meter.code], [(Grain.WINDOW, from_us, to_us)], None, whole=True
+    )
     # Roll windows up to the requested size, per dimension group.
     rolled: dict[tuple[int, str], tuple[list[Any], int]] = {}
-    for dims, start, state, version in rows:
-        key = (window_start(int(start), size), str(dims))
+    for (_, _, _, dims, start), folded in sorted(
+        got.folded({meter.code: meter.aggregation}).items()
+    ):
+        key = (window_start(start, size), dims)
         states, v = rolled.get(key, ([], 0))
-        states.append(from_json(state, meter.aggregation))
-        rolled[key] = (states, max(v, int(version)))
+        states.append(folded.state)
+        rolled[key] = (states, max(v, folded.version))
     windows = []
     groups: dict[str, list[Any]] = {}
     for (start, dims), (states, version) in sorted(rolled.items()):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash
+from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash, format_of
 from meterline.domain.errors import MeterlineError
 from meterline.store import documents
 from meterline.store.database import Store
@@ -35,13 +35,18 @@ class Report:
 
 
 def recompute(conn: Any, doc: Issued) -> dict[str, Any]:
-    """The body as the store knows it at the document's cutoff."""
+    """The body as the store knows it at the document's cutoff, recomputed the
+    way its format prescribes (format 1: legacy raw events; 2: usage index)."""
     from meterline.services import corrections, invoicing
 
     body = doc.body
     if doc.kind == Kind.INVOICE:
         return invoicing.compute_body(
-            conn, body["customer_id"], body["period"]["label"], int(body["cutoff_seq"])
+            conn,
+            body["customer_id"],
+            body["period"]["label"],
+            int(body["cutoff_seq"]),
+            format_of(body),
         )
     return corrections.recompute_note(conn, doc)
 

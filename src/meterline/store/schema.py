@@ -110,24 +110,6 @@ meters = Table(
     Column("recorded_at", BigInteger, nullable=False),
 )
 
-# The window index: one mergeable aggregate state per (meter, customer,
-# dimension group, window). An index for speed and live usage; the event log
-# stays the truth and reconciliation recomputes these from it.
-windows = Table(
-    "windows",
-    metadata,
-    Column("meter_code", String(64), primary_key=True),
-    Column("customer_id", String(256), primary_key=True),
-    Column("dimensions", Text, primary_key=True),
-    Column("window_start", BigInteger, primary_key=True),
-    Column("window_end", BigInteger, nullable=False),
-    Column("state", Text, nullable=False),
-    Column("event_count", BigInteger, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("last_seq", BigInteger, nullable=False),
-    Column("updated_at", BigInteger, nullable=False),
-)
-
 source_watermarks = Table(
     "source_watermarks",
     metadata,
@@ -291,6 +273,27 @@ audit_log = Table(
     Column("actor", String(256), nullable=False),
     Column("action", String(64), nullable=False),
     Column("details", Text, nullable=False),
+)
+
+
+# --- usage index (issue 17) ---------------------------------------------------
+# The bitemporal usage index (DESIGN §4; metering/bitemporal.py): append-only
+# rows per (customer, meter, grain, bucket, dimension group), each tagged with
+# the seq range of the facts that caused it. Replaces the current-state
+# `windows` table (dropped by migration 0005).
+usage_index = Table(
+    "usage_index",
+    metadata,
+    Column("customer_id", String(256), primary_key=True),
+    Column("meter_code", String(64), primary_key=True),
+    Column("grain", String(1), primary_key=True),
+    Column("bucket_start", BigInteger, primary_key=True),
+    Column("dimensions", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("kind", String(3), primary_key=True),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("events", BigInteger, nullable=False),
 )
 
 # --- newcomer: the seller shown on documents (DESIGN §7), a versioned fact ----

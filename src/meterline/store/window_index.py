@@ -1,12 +1,14 @@
-"""The window index, kept in step with the event log inside each transaction.
+"""The ingest hook: the usage index, lateness and watermarks, kept in step
+with the event log inside each transaction.
 
-Per batch: events are grouped by (meter, customer, dimension group, window),
-folded into partial states, and merged into the stored states. Because merge
-is associative and commutative, the stored state never depends on arrival
-order or batch split; reconciliation proves it by recomputing from raw events.
+Per batch: the batch's `add` rows are appended to the bitemporal usage index
+(`store/usage_index.py`, one statement, no read-modify-write). The same
+transaction records late arrivals (the rule is `metering.classify_lateness`,
+the one place it lives), advances the watermarks and marks customer time
+ranges for re-rating, so the index and the log cannot diverge.
 
-The same transaction records late arrivals, advances the watermarks and marks
-customer time ranges for re-rating, so the index and the log cannot diverge.
+`fold` and `recompute` fold raw events into window states: the reference
+reconciliation compares the index with.
 """
 
 from __future__ import annotations
@@ -15,29 +17,29 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event, Rejection, decode_json
 from meterline.metering import (
     Aggregation,
+    LatenessStatus,
     Meter,
     SourceState,
     aggregate,
+    classify_lateness,
     dimensions,
     encode_dimensions,
-    from_json,
-    is_final,
-    merge,
-    to_json,
     value_of,
     window_start,
 )
 from meterline.metering import advance as advance_sources
 from meterline.metering import global_watermark as compute_global
 from meterline.metering.watermark import DEFAULT_IDLE_TIMEOUT_US
+from meterline.store import sequence, usage_index
 from meterline.store.event_log import AppendResult, BatchHeader, Retraction
+from meterline.store.facts import facts
 from meterline.store.meter_catalog import MeterCatalog
 
 WindowKey = tuple[str, str, str, int]  # meter code, customer, dimensions, window start
@@ -98,104 +100,6 @@ def fold(
         key: WindowRow(aggregate(kinds[key], bucket), len(bucket), last[key])
         for key, bucket in entries.items()
     }
-
-
-# Windows of one meter whose starts are further apart than this are read by
-# separate queries, so one straggler from weeks ago does not widen every read.
-_CLUSTER_GAP_US = 6 * 3_600_000_000
-_CUSTOMERS_PER_QUERY = 500
-
-
-def _clusters(starts: list[int]) -> list[tuple[int, int]]:
-    ordered = sorted(set(starts))
-    out: list[tuple[int, int]] = []
-    lo = prev = ordered[0]
-    for s in ordered[1:]:
-        if s - prev > _CLUSTER_GAP_US:
-            out.append((lo, prev))
-            lo = s
-        prev = s
-    out.append((lo, prev))
-    return out
-
-
-def _load_rows(conn: Connection, keys: list[WindowKey]) -> dict[WindowKey, tuple[str, int, int]]:
-    """Stored (state, event_count, version) for the given keys.
-
-    A few queries per batch rather than one per (meter, customer): per meter and
-    cluster of window starts, customers in IN-lists, which the (customer, meter,
-    start) index serves directly.
-    """
-    if not keys:
-        return {}
-    by_meter: dict[str, list[tuple[str, int]]] = {}
-    for meter, customer, _, start in keys:
-        by_meter.setdefault(meter, []).append((customer, start))
-    wanted = set(keys)
-    found: dict[WindowKey, tuple[str, int, int]] = {}
-    sql = text(
-        "SELECT customer_id, dimensions, window_start, state, event_count, version FROM windows "
-        "WHERE meter_code = :m AND customer_id IN :cs AND window_start BETWEEN :lo AND :hi"
-    ).bindparams(bindparam("cs", expanding=True))
-    for meter, pairs in by_meter.items():
-        for lo, hi in _clusters([start for _, start in pairs]):
-            customers = sorted({c for c, start in pairs if lo <= start <= hi})
-            for i in range(0, len(customers), _CUSTOMERS_PER_QUERY):
-                chunk = customers[i : i + _CUSTOMERS_PER_QUERY]
-                rows = conn.execute(sql, {"m": meter, "cs": chunk, "lo": lo, "hi": hi})
-                for customer, dims, start, state, count, version in rows:
-                    key = (meter, str(customer), str(dims), int(start))
-                    if key in wanted:
-                        found[key] = (str(state), int(count), int(version))
-    return found
-
-
-def write_rows(
-    conn: Connection,
-    rows: Mapping[WindowKey, WindowRow],
-    window_sizes: Mapping[str, int],
-    now_us: int,
-    *,
-    replace: bool = False,
-) -> None:
-    """Merge partial states into the stored ones (or replace them: recomputation)."""
-    existing = _load_rows(conn, list(rows))
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for key, row in rows.items():
-        meter, customer, dims, start = key
-        params = {"m": meter, "c": customer, "d": dims, "s": start, "q": row.last_seq, "t": now_us}
-        prior = existing.get(key)
-        if prior is None:
-            inserts.append(
-                params
-                | {"e": start + window_sizes[meter], "st": to_json(row.state), "n": row.event_count}
-            )
-            continue
-        if replace:
-            state, count = row.state, row.event_count
-        else:
-            state = merge(from_json(prior[0]), row.state)
-            count = prior[1] + row.event_count
-        updates.append(params | {"st": to_json(state), "n": count})
-    if inserts:
-        conn.execute(
-            text(
-                "INSERT INTO windows (meter_code, customer_id, dimensions, window_start, window_end, "
-                "state, event_count, version, last_seq, updated_at) "
-                "VALUES (:m, :c, :d, :s, :e, :st, :n, 1, :q, :t)"
-            ),
-            inserts,
-        )
-    if updates:
-        conn.execute(
-            text(
-                "UPDATE windows SET state = :st, event_count = :n, version = version + 1, "
-                "last_seq = CASE WHEN last_seq > :q THEN last_seq ELSE :q END, updated_at = :t "
-                "WHERE meter_code = :m AND customer_id = :c AND dimensions = :d AND window_start = :s"
-            ),
-            updates,
-        )
 
 
 def load_sources(conn: Connection) -> dict[str, SourceState]:
@@ -261,9 +165,7 @@ class WindowIndex:
         previous = stored_global(conn)
         before = compute_global(sources, now, self.idle_timeout_us, previous=previous)
         by_type = self.catalog.by_type
-        rows = fold(by_type, result.accepted)
-        sizes = {code: m.window_us for code, m in self.catalog.by_code.items()}
-        write_rows(conn, rows, sizes, now)
+        usage_index.append(conn, usage_index.fold_events(by_type, result.accepted))
         self._record_lateness(conn, header, result, before)
         if not header.backfill:
             after_sources = advance_sources(
@@ -288,9 +190,12 @@ class WindowIndex:
                 continue
             is_late = False
             for m in meters:
-                start = window_start(ev.event_time, m.window_us)
-                end = start + m.window_us
-                if not header.backfill and is_final(end, m.allowed_lateness_us, watermark):
+                if header.backfill:
+                    break
+                lateness = classify_lateness(
+                    ev.event_time, m.window_us, m.allowed_lateness_us, watermark
+                )
+                if lateness.status is LatenessStatus.LATE:
                     assert watermark is not None
                     is_late = True
                     late.append(
@@ -300,9 +205,9 @@ class WindowIndex:
                             "e": ev.event_id,
                             "m": m.code,
                             "c": ev.customer_id,
-                            "ws": start,
-                            "we": end,
-                            "by": watermark - (end + m.allowed_lateness_us),
+                            "ws": lateness.window.start,
+                            "we": lateness.window.end,
+                            "by": lateness.late_by_us,
                             "w": watermark,
                             "t": header.received_at,
                         }
@@ -359,48 +264,27 @@ class WindowIndex:
                 )
 
     def on_retract(self, conn: Connection, retraction: Retraction, now_us: int) -> None:
-        """Recompute the retracted event's windows from the log, and mark its period."""
+        """Index rows for the retraction (see `usage_index.on_retraction`), and mark its period."""
         if retraction.already:
             return
         self.catalog.refresh(conn)
         row = conn.execute(
             text(
-                "SELECT customer_id, event_type, event_time, properties FROM events WHERE seq = :q"
+                "SELECT source, event_id, customer_id, event_type, event_time, properties, "
+                "content_hash FROM events WHERE seq = :q"
             ),
             {"q": retraction.event_seq},
         ).one()
-        customer, event_type, event_time, properties = (
-            str(row[0]),
-            str(row[1]),
-            int(row[2]),
-            str(row[3]),
-        )
-        meters = self.catalog.by_type.get(event_type, [])
-        props = decode_json(properties)
-        for m in meters:
-            try:
-                dims = encode_dimensions(dimensions(m, props))
-                value_of(m, props)
-            except MeterlineError:
-                continue
-            start = window_start(event_time, m.window_us)
-            fresh = recompute(conn, m, customer, start, start + m.window_us)
-            key = (m.code, customer, dims, start)
-            row_state = fresh.get(key) or WindowRow(aggregate(m.aggregation, []), 0, retraction.seq)
-            write_rows(
-                conn,
-                {key: WindowRow(row_state.state, row_state.event_count, retraction.seq)},
-                {m.code: m.window_us},
-                now_us,
-                replace=True,
-            )
+        ev = Event(row[0], row[1], row[2], row[3], int(row[4]), row[5], row[6])
+        meters = self.catalog.by_type.get(ev.event_type, [])
+        usage_index.on_retraction(conn, meters, ev, retraction.seq)
         if meters:
             add_mark(
                 conn,
                 retraction.seq,
-                customer,
-                event_time,
-                event_time + 1,
+                ev.customer_id,
+                ev.event_time,
+                ev.event_time + 1,
                 "retraction",
                 f"event ({retraction.source}, {retraction.event_id}) retracted: {retraction.reason}",
                 1,
@@ -417,30 +301,11 @@ def recompute(
     as_of: int | None = None,
 ) -> dict[WindowKey, WindowRow]:
     """Window states recomputed from the raw log (not retracted as known at `as_of`)."""
-    clauses = ["e.event_type = :type"]
-    params: dict[str, Any] = {"type": meter.event_type}
-    if customer is not None:
-        clauses.append("e.customer_id = :customer")
-        params["customer"] = customer
-    if start is not None:
-        clauses.append("e.event_time >= :start")
-        params["start"] = start
-    if end is not None:
-        clauses.append("e.event_time < :end")
-        params["end"] = end
-    known = "" if as_of is None else " AND r.seq <= :k"
-    if as_of is not None:
-        clauses.append("e.seq <= :k")
-        params["k"] = as_of
-    sql = (
-        "SELECT e.seq, e.source, e.event_id, e.customer_id, e.event_type, e.event_time, e.properties, "
-        "e.content_hash FROM events e WHERE "
-        + " AND ".join(clauses)
-        + " AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
-        "AND r.event_id = e.event_id" + known + ")"
-    )
-    events = (
-        (int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7]))
-        for r in conn.execute(text(sql), params)
+    events = facts(conn).events(
+        sequence.current(conn) if as_of is None else as_of,
+        customer=customer,
+        event_types=[meter.event_type],
+        lo=start,
+        hi=end,
     )
     return fold({meter.event_type: [meter]}, events)

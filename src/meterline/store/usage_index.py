@@ -1,0 +1,399 @@
+"""The bitemporal usage index in the store: append-only rows, written set-based
+in the transaction of the fact that causes them, folded as known at any K.
+
+See ``metering/bitemporal.py`` for the row kinds and the fold. Table
+``usage_index``: one row per (customer, meter, grain, bucket, dimension group)
+and cause; nothing is ever updated or deleted. Writes are one ``executemany``
+per fact (an ingest batch, a retraction, a meter); reads are one query per
+customer and span, proportional to the rows of the buckets asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+
+from meterline.domain.errors import MeterlineError
+from meterline.domain.events import Event, decode_json
+from meterline.metering import (
+    Aggregation,
+    Meter,
+    aggregate,
+    dimensions,
+    encode_dimensions,
+    from_json,
+    merge,
+    to_json,
+    value_of,
+    window_start,
+)
+from meterline.metering.bitemporal import (
+    SUBTRACTABLE,
+    Folded,
+    Grain,
+    IndexRow,
+    RowKind,
+    day_of,
+    fold_rows,
+    has_day_rollup,
+)
+from meterline.store.facts import facts
+
+BucketKey = tuple[str, str, str, str, int]
+"""meter code, customer, grain, dimensions, bucket start."""
+
+
+@dataclass
+class _Acc:
+    meter: Meter
+    entries: list[tuple[int, str, Any]]
+    first_seq: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A row to append: what changed in one bucket, and the seq range that caused it."""
+
+    kind: RowKind
+    state: Any
+    events: int
+    first_seq: int
+    seq: int
+
+
+def _readings(meters: Sequence[Meter], props: Mapping[str, Any]) -> list[tuple[Meter, str, Any]]:
+    out = []
+    for m in meters:
+        try:
+            value = value_of(m, props)
+            dims = encode_dimensions(dimensions(m, props))
+        except MeterlineError:
+            continue  # stored but unreadable by this meter; reconciliation lists it
+        out.append((m, dims, value))
+    return out
+
+
+def _needs_properties(meters: Sequence[Meter]) -> bool:
+    return any(m.aggregation != Aggregation.COUNT or m.group_by for m in meters)
+
+
+def fold_events(
+    by_type: Mapping[str, Sequence[Meter]], events: Iterable[tuple[int, Event]]
+) -> dict[BucketKey, Delta]:
+    """``add`` deltas of a set of events, per window and per day rollup.
+
+    Computed in Python from the events' parsed values; one row per bucket
+    touched, tagged with the least and greatest seq of its events.
+    """
+    accs: dict[tuple[str, str, str, int], _Acc] = {}
+    for seq, ev in events:
+        meters = by_type.get(ev.event_type)
+        if not meters:
+            continue
+        props = decode_json(ev.properties) if _needs_properties(meters) else {}
+        for m, dims, value in _readings(meters, props):
+            key = (m.code, ev.customer_id, dims, window_start(ev.event_time, m.window_us))
+            acc = accs.get(key)
+            if acc is None:
+                accs[key] = acc = _Acc(m, [], seq, seq)
+            acc.entries.append((ev.event_time, ev.event_id, value))
+            acc.first_seq = min(acc.first_seq, seq)
+            acc.seq = max(acc.seq, seq)
+    out: dict[BucketKey, Delta] = {}
+    for (code, customer, dims, start), acc in accs.items():
+        state = aggregate(acc.meter.aggregation, acc.entries)
+        n = len(acc.entries)
+        out[(code, customer, Grain.WINDOW, dims, start)] = Delta(
+            RowKind.ADD, state, n, acc.first_seq, acc.seq
+        )
+        if has_day_rollup(acc.meter.window_us):
+            dkey = (code, customer, Grain.DAY, dims, day_of(start))
+            prior = out.get(dkey)
+            if prior is None:
+                out[dkey] = Delta(RowKind.ADD, state, n, acc.first_seq, acc.seq)
+            else:
+                out[dkey] = Delta(
+                    RowKind.ADD,
+                    merge(prior.state, state),
+                    prior.events + n,
+                    min(prior.first_seq, acc.first_seq),
+                    max(prior.seq, acc.seq),
+                )
+    return out
+
+
+_INSERT = text(
+    "INSERT INTO usage_index (customer_id, meter_code, grain, bucket_start, dimensions, seq, "
+    "first_seq, kind, state, events) VALUES (:c, :m, :g, :b, :d, :q, :f, :k, :s, :n)"
+)
+
+
+def append(conn: Connection, deltas: Mapping[BucketKey, Delta]) -> None:
+    """Append rows: one statement for the whole set."""
+    if not deltas:
+        return
+    conn.execute(
+        _INSERT,
+        [
+            {
+                "c": customer,
+                "m": code,
+                "g": str(grain),
+                "b": start,
+                "d": dims,
+                "q": d.seq,
+                "f": d.first_seq,
+                "k": str(d.kind),
+                "s": to_json(d.state),
+                "n": d.events,
+            }
+            for (code, customer, grain, dims, start), d in sorted(deltas.items())
+        ],
+    )
+
+
+def as_states(deltas: Mapping[BucketKey, Delta], kind: RowKind, seq: int) -> dict[BucketKey, Delta]:
+    """The same buckets re-tagged as ``kind`` rows of one fact (a meter, a retraction)."""
+    return {k: Delta(kind, d.state, d.events, seq, seq) for k, d in deltas.items()}
+
+
+def raw_events(
+    conn: Connection,
+    event_type: str,
+    known_at: int,
+    customer: str | None = None,
+    lo: int | None = None,
+    hi: int | None = None,
+) -> list[tuple[int, Event]]:
+    """(seq, event) of one type as known at K, retractions applied."""
+    return list(
+        facts(conn).events(known_at, customer=customer, event_types=[event_type], lo=lo, hi=hi)
+    )
+
+
+def build_meter(conn: Connection, meter: Meter, seq: int) -> int:
+    """A meter applied after its events: ``set`` rows over what is stored, at its seq."""
+    events = raw_events(conn, meter.event_type, seq)
+    deltas = fold_events({meter.event_type: [meter]}, events)
+    append(conn, as_states(deltas, RowKind.SET, seq))
+    return sum(1 for k in deltas if k[2] == Grain.WINDOW)
+
+
+def on_retraction(
+    conn: Connection, meters: Sequence[Meter], event: Event, retraction_seq: int
+) -> None:
+    """Rows for a retraction at ``retraction_seq`` (already recorded in this transaction).
+
+    Count and sum: ``sub`` rows of the event's own contribution. Min, max,
+    latest, unique_count: the affected window and day re-folded from raw events
+    as known at the retraction, written as ``set`` rows.
+    """
+    props = decode_json(event.properties)
+    out: dict[BucketKey, Delta] = {}
+    for m, dims, value in _readings(meters, props):
+        start = window_start(event.event_time, m.window_us)
+        keys = [(m.code, event.customer_id, Grain.WINDOW, dims, start)]
+        if has_day_rollup(m.window_us):
+            keys.append((m.code, event.customer_id, Grain.DAY, dims, day_of(start)))
+        if m.aggregation in SUBTRACTABLE:
+            state = aggregate(m.aggregation, [(event.event_time, event.event_id, value)])
+            for key in keys:
+                out[key] = Delta(RowKind.SUB, state, 1, retraction_seq, retraction_seq)
+            continue
+        lo = day_of(start) if has_day_rollup(m.window_us) else start
+        fresh = fold_events(
+            {m.event_type: [m]},
+            raw_events(
+                conn, m.event_type, retraction_seq, event.customer_id, lo, lo + 86_400_000_000
+            ),
+        )
+        for key in keys:
+            got = fresh.get(key)
+            state = got.state if got is not None else aggregate(m.aggregation, [])
+            out[key] = Delta(
+                RowKind.SET, state, got.events if got else 0, retraction_seq, retraction_seq
+            )
+    append(conn, out)
+
+
+@dataclass
+class Read:
+    """Index rows of some buckets as known at K, and whether any row straddles K."""
+
+    rows: dict[BucketKey, list[IndexRow]]
+    straddles: bool
+
+    def folded(self, kinds: Mapping[str, Aggregation]) -> dict[BucketKey, Folded]:
+        return {k: fold_rows(kinds[k[0]], rows) for k, rows in self.rows.items()}
+
+
+_FROM_STATE = (
+    " AND u.seq >= COALESCE((SELECT MAX(s.seq) FROM usage_index s "
+    "WHERE s.customer_id = u.customer_id AND s.meter_code = u.meter_code "
+    "AND s.grain = u.grain AND s.bucket_start = u.bucket_start "
+    "AND s.dimensions = u.dimensions AND s.kind IN ('set', 'cpt'){k}), 0)"
+)
+
+
+def read(
+    conn: Connection,
+    customer: str | None,
+    meter_codes: Sequence[str],
+    ranges: Sequence[tuple[Grain, int, int]],
+    known_at: int | None,
+    *,
+    whole: bool = False,
+) -> Read:
+    """Rows of the customer's buckets of ``grain`` in [lo, hi) per range, seq <= K.
+
+    With ``known_at`` None: everything stored (the present). Only the rows from
+    each bucket's latest state row <= K on, unless ``whole`` (every row: window
+    versions, the deep check of reconciliation).
+    """
+    out: dict[BucketKey, list[IndexRow]] = {}
+    straddles = False
+    if not meter_codes or not ranges:
+        return Read(out, straddles)
+    params: dict[str, Any] = {"ms": sorted(set(meter_codes))}
+    where = []
+    for i, (grain, lo, hi) in enumerate(ranges):
+        where.append(f"(grain = :g{i} AND bucket_start >= :lo{i} AND bucket_start < :hi{i})")
+        params |= {f"g{i}": str(grain), f"lo{i}": lo, f"hi{i}": hi}
+    sql = (
+        "SELECT meter_code, customer_id, grain, dimensions, bucket_start, seq, first_seq, kind, "
+        "state, events FROM usage_index u WHERE meter_code IN :ms AND (" + " OR ".join(where) + ")"
+    )
+    if customer is not None:
+        sql += " AND customer_id = :c"
+        params["c"] = customer
+    if known_at is not None:
+        sql += " AND first_seq <= :k"
+        params["k"] = known_at
+    if not whole:
+        sql += _FROM_STATE.format(k="" if known_at is None else " AND s.seq <= :k")
+    stmt = text(sql).bindparams(bindparam("ms", expanding=True))
+    for code, cust, grain, dims, start, seq, first, kind, state, n in conn.execute(stmt, params):
+        if known_at is not None and int(seq) > known_at:
+            straddles = True
+            continue
+        key = (str(code), str(cust), str(grain), str(dims), int(start))
+        parsed = _STATES.get(state)
+        if parsed is None:
+            if len(_STATES) >= _STATES_SIZE:
+                _STATES.clear()
+            parsed = _STATES[state] = from_json(state)
+        out.setdefault(key, []).append(IndexRow(int(seq), int(first), _KINDS[kind], parsed, int(n)))
+    return Read(out, straddles)
+
+
+# Parsed state texts (states are immutable values; texts repeat across buckets).
+_STATES: dict[str, Any] = {}
+_STATES_SIZE = 100_000
+_KINDS = {k.value: k for k in RowKind}
+
+
+def _meters_with_seq(conn: Connection) -> list[tuple[int, Meter]]:
+    from meterline.metering import parse_meters
+
+    rows = conn.execute(text("SELECT seq, definition FROM meters ORDER BY seq")).all()
+    meters = parse_meters([decode_json(r[1]) for r in rows])
+    return [(int(r[0]), m) for r, m in zip(rows, meters, strict=True)]
+
+
+def rebuild(conn: Connection) -> None:
+    """Write the index of an existing store as live ingestion would have.
+
+    Per meter: ``set`` rows at the meter's seq over the events stored before
+    it; one ``add`` row per bucket and ingest batch for the events after it;
+    then every later retraction of its events, in seq order.
+    """
+    for meter_seq, m in _meters_with_seq(conn):
+        build_meter(conn, m, meter_seq)
+        rows = conn.execute(
+            text(
+                "SELECT seq, source, event_id, customer_id, event_type, event_time, properties, "
+                "content_hash, batch_id FROM events WHERE event_type = :t AND seq > :q "
+                "ORDER BY batch_id, seq"
+            ),
+            {"t": m.event_type, "q": meter_seq},
+        )
+        batch: list[tuple[int, Event]] = []
+        current: int | None = None
+        for r in rows:
+            if current is not None and int(r[8]) != current:
+                append(conn, fold_events({m.event_type: [m]}, batch))
+                batch = []
+            current = int(r[8])
+            batch.append((int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])))
+        append(conn, fold_events({m.event_type: [m]}, batch))
+        retracted = conn.execute(
+            text(
+                "SELECT r.seq, e.source, e.event_id, e.customer_id, e.event_type, e.event_time, "
+                "e.properties, e.content_hash FROM retractions r JOIN events e ON e.seq = r.event_seq "
+                "WHERE e.event_type = :t AND r.seq > :q ORDER BY r.seq"
+            ),
+            {"t": m.event_type, "q": meter_seq},
+        ).all()
+        for r in retracted:
+            ev = Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])
+            on_retraction(conn, [m], ev, int(r[0]))
+
+
+def current_windows(conn: Connection) -> list[dict[str, Any]]:
+    """The index folded to the present at window grain, in the old ``windows`` shape
+    (for a downgrade)."""
+    kinds = {m.code: m for _, m in _meters_with_seq(conn)}
+    got = read(conn, None, sorted(kinds), [(Grain.WINDOW, -(2**62), 2**62)], None, whole=True)
+    out = []
+    for (code, customer, _, dims, start), rows in sorted(got.rows.items()):
+        m = kinds[code]
+        f = fold_rows(m.aggregation, rows)
+        out.append(
+            {
+                "m": code,
+                "c": customer,
+                "d": dims,
+                "s": start,
+                "e": start + m.window_us,
+                "st": to_json(f.state),
+                "n": f.events,
+                "v": f.version,
+                "q": max(r.seq for r in rows),
+            }
+        )
+    return out
+
+
+def folded_windows(
+    conn: Connection, known_at: int | None = None
+) -> dict[tuple[str, str, str, int], tuple[str, int]]:
+    """Every window of the index as known at K (None: now): key -> (state JSON, events)."""
+    kinds = {m.code: m.aggregation for _, m in _meters_with_seq(conn)}
+    got = read(conn, None, sorted(kinds), [(Grain.WINDOW, -(2**62), 2**62)], known_at)
+    return {
+        (code, customer, dims, start): (to_json(f.state), f.events)
+        for (code, customer, _, dims, start), f in got.folded(kinds).items()
+    }
+
+
+# A read that folds more rows than this since a bucket's last state appends a
+# checkpoint, so the next read of that bucket starts there.
+CHECKPOINT_AFTER = 8
+
+
+def checkpoint(conn: Connection, got: Read, kinds: Mapping[str, Aggregation], seq: int) -> int:
+    """Append ``cpt`` rows at ``seq`` (the current seq, in a write transaction
+    holding the knowledge lock) for the buckets of ``got`` folded from many rows."""
+    out: dict[BucketKey, Delta] = {}
+    for key, rows in got.rows.items():
+        if len(rows) <= CHECKPOINT_AFTER or any(r.seq == seq and r.kind.is_state for r in rows):
+            continue
+        f = fold_rows(kinds[key[0]], rows)
+        out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
+    append(conn, out)
+    return len(out)
