@@ -38,7 +38,11 @@ def test_every_state_change_is_attributed_and_timed(
     with pytest.raises(MeterlineError):
         invoicing.set_status(store, "CN-000001", Status.VOID, "too late", LATER_US)
     rerate(store, LATER_US, "acme", "2024-01", reason="customer dispute #42")
-    invoicing.set_status(store, "INV-000001", Status.VOID, "issued in error", LATER_US)
+    # Voiding INV-000001 is refused now that its credit note is paid (SEMANTICS.md)
+    # and a refused change leaves no audit row; paying it is recorded.
+    with pytest.raises(MeterlineError):
+        invoicing.set_status(store, "INV-000001", Status.VOID, "issued in error", LATER_US)
+    invoicing.set_status(store, "INV-000001", Status.PAID, "paid", LATER_US)
 
     rows = entries(store)
     assert [r["action"] for r in rows] == [
@@ -51,7 +55,7 @@ def test_every_state_change_is_attributed_and_timed(
         "rerate",
         "pay",
         "rerate.mark",
-        "void",
+        "pay",
     ]
     assert {r["actor"] for r in rows} == {"ops@example.com", "api:billing-bot"}
     assert rows[7]["actor"] == "api:billing-bot"

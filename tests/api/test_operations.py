@@ -128,9 +128,11 @@ def test_probes_metrics_and_openapi(server: Server) -> None:
         assert all("422" not in op["responses"] for op in ingest_ops)
         assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
 
-        for page in ("/docs", "/redoc"):  # no CDN-backed docs pages
-            missing = anonymous.get(page)
-            assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
+        for page in ("/docs", "/redoc"):  # docs pages with vendored assets, no CDN
+            shown = anonymous.get(page)
+            assert shown.status_code == 200 and "cdn." not in shown.text
+        missing = anonymous.get("/docs/static/nothing.js")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
         wrong_method = anonymous.get("/v1/events")
         assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
         assert wrong_method.json()["error"]["code"] == "METHOD_NOT_ALLOWED"

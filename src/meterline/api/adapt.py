@@ -27,6 +27,7 @@ from meterline.api.context import AppContext
 from meterline.api.errors import ApiError
 from meterline.billing.periods import label_year
 from meterline.domain.errors import ErrorCode
+from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 from meterline.domain.timestamps import InvalidTimestamp, format_us, parse_rfc3339
 
 T = TypeVar("T")
@@ -176,10 +177,10 @@ async def json_body(request: Request, ctx: AppContext, kind: type[T], *, optiona
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        raise bad(f"invalid body: {exc}") from None
+        raise bad(f"invalid body: {describe_validation_error(exc)}") from None
     except msgspec.DecodeError as exc:
         raise ApiError(
-            400, str(ErrorCode.INVALID_JSON), f"the body is not valid JSON: {exc}"
+            400, str(ErrorCode.INVALID_JSON), f"the body is {describe_decode_error(exc)}"
         ) from None
 
 

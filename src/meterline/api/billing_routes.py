@@ -209,7 +209,7 @@ def router(ctx: AppContext) -> APIRouter:
                 {
                     400: "An invalid body.",
                     404: "No such customer (UNKNOWN_CUSTOMER).",
-                    409: "The period is not closed (PERIOD_NOT_CLOSED); use force.",
+                    409: 'The period is not closed (PERIOD_NOT_CLOSED); send "force": true to issue anyway.',
                     413: "The body exceeds the configured limit.",
                     415: "Unsupported Content-Type.",
                     422: "No subscription in the period, or no price in effect.",
@@ -230,7 +230,8 @@ def router(ctx: AppContext) -> APIRouter:
                 409,
                 str(ErrorCode.PERIOD_NOT_CLOSED),
                 f"{len(result.refused)} customer(s) refused: the period is not closed; "
-                f"{len(issued)} issued, {len(result.already)} already issued",
+                f"{len(issued)} issued, {len(result.already)} already issued; send "
+                '"force": true in the request body to issue anyway',
                 {
                     "issued": issued,
                     "already": [{"customer_id": c, "number": n} for c, n in result.already],

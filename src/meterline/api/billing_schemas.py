@@ -54,6 +54,10 @@ BILLING_SCHEMAS: dict[str, Schema] = {
             "meters": {"type": "array", "items": {"type": "object"}},
             "price_books": {"type": "array", "items": {"type": "object"}},
             "customers": {"type": "array", "items": {"type": "object"}},
+            "seller": {
+                "type": "object",
+                "description": "Who issues the documents: name, address (lines), tax_id, email.",
+            },
         },
         "additionalProperties": False,
         "example": {
@@ -236,6 +240,14 @@ BILLING_SCHEMAS: dict[str, Schema] = {
             "format": {
                 "type": "integer",
                 "description": "Document format; absent = 1 (lines carry an events digest).",
+            },
+            "finance": {
+                "type": "object",
+                "description": (
+                    "Not hashed: seller, bill_to (name, customer_id, address), issue_date, "
+                    "due_date (issue date + payment terms, customer's timezone), "
+                    "payment_terms, tax_percent, period_local, tax_note (corrections)."
+                ),
             },
         },
     ),

@@ -23,6 +23,7 @@ import msgspec
 from meterline.api.native import check_json, invalid_json, raw_elements
 from meterline.domain.errors import ErrorCode
 from meterline.domain.events import MAX_ID_LENGTH, decode_json
+from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 
 SPECVERSION = "1.0"
 # attribute -> native field, in the order they are checked
@@ -110,9 +111,11 @@ def to_native(raw: bytes) -> dict[str, Any] | CloudEventError:
     try:
         obj = decode_json(raw)
     except msgspec.ValidationError as exc:  # a number beyond the accepted range
-        return CloudEventError(ErrorCode.INVALID_FIELD, f"data: {exc}", None)
+        return CloudEventError(
+            ErrorCode.INVALID_FIELD, f"data: {describe_validation_error(exc)}", None
+        )
     except msgspec.DecodeError as exc:
-        return CloudEventError(ErrorCode.INVALID_JSON, f"malformed JSON: {exc}", None)
+        return CloudEventError(ErrorCode.INVALID_JSON, describe_decode_error(exc), None)
     try:
         return _map(obj)
     except _Bad as bad:
@@ -138,5 +141,5 @@ def split_cloudevents(body: bytes, batch: bool | None) -> list[bytes]:
             return raw_elements(text)
         check_json(text)
     except msgspec.DecodeError as exc:
-        raise invalid_json(f"request body is not valid JSON: {exc}") from None
+        raise invalid_json(f"request body is {describe_decode_error(exc)}") from None
     return [text]

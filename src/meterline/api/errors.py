@@ -146,7 +146,10 @@ async def _meterline_error(request: Request, exc: Exception) -> Response:
         log.warning("store not ready: %s", exc)
         message = "the store is unavailable or not initialised; try again later"
         return error_response(request.url.path, status, str(exc.code), message)
-    return error_response(request.url.path, status, str(exc.code), exc.message, exc.details)
+    message = exc.message
+    if exc.code == ErrorCode.PERIOD_NOT_CLOSED:
+        message += '; send "force": true in the request body to issue anyway (marked forced)'
+    return error_response(request.url.path, status, str(exc.code), message, exc.details)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -105,6 +105,21 @@ async def _run(ctx: AppContext, endpoint: str, work: Callable[[], IngestReport])
     return report
 
 
+def rejected_message(accepted: int, duplicates: int, rejected: int) -> str:
+    """What a partly (or wholly) rejected batch did, without claiming what did not happen."""
+    total = accepted + duplicates + rejected
+    if rejected == total:
+        if total == 1:
+            return "the event was rejected; nothing was stored"
+        return f"all {total} events were rejected; nothing was stored"
+    kept = accepted + duplicates
+    were = "was" if kept == 1 else "were"
+    return (
+        f"{rejected} of {total} events {'was' if rejected == 1 else 'were'} rejected; "
+        f"the other {kept} {were} stored (or already stored)"
+    )
+
+
 def router(ctx: AppContext) -> APIRouter:
     api = APIRouter(tags=["ingestion"])
     can_ingest = [Depends(require(Scope.INGEST, ctx.keys))]
@@ -178,10 +193,7 @@ def router(ctx: AppContext) -> APIRouter:
         if not report.rejected:
             return Response(status_code=204)
         summary = report.to_dict()
-        message = (
-            f"{report.rejected} of {report.accepted + report.duplicates + report.rejected} "
-            "events were rejected; the others were stored"
-        )
+        message = rejected_message(report.accepted, report.duplicates, report.rejected)
         extra: dict[str, Any] = {"errors": summary["rejects"]}
         body_out = problem(400, EVENTS_REJECTED, message, summary, extra)
         return Response(msgspec.json.encode(body_out), 400, media_type=PROBLEM_JSON)

@@ -11,6 +11,7 @@ import msgspec
 
 from meterline.api.errors import ApiError
 from meterline.domain.errors import ErrorCode
+from meterline.domain.json_errors import describe_decode_error
 from meterline.ingest.readers import Item
 
 JSON_TYPES = ("application/json",)
@@ -60,7 +61,7 @@ def split_json(body: bytes) -> list[Item]:
         hint = ""
         if head == b"{" and b"\n" in text:
             hint = " (for one event per line use Content-Type: application/x-ndjson)"
-        raise invalid_json(f"request body is not valid JSON: {exc}{hint}") from None
+        raise invalid_json(f"request body is {describe_decode_error(exc)}{hint}") from None
     raise invalid_json("request body must be a JSON object (one event) or array (a batch)")
 
 

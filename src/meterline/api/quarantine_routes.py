@@ -7,22 +7,19 @@ binary or truncated input can be recovered byte for byte.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import anyio
 import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from meterline.api import openapi as oa
 from meterline.api.auth import Scope, require
 from meterline.api.context import AppContext, StoreHandle
 from meterline.api.errors import ApiError
 from meterline.domain.errors import ErrorCode
-from meterline.domain.timestamps import format_us
-from meterline.store.schema import quarantine
+from meterline.services import quarantine as quarantine_service
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -62,36 +59,8 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
-def _text(raw: bytes) -> str | None:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def read_page(handle: StoreHandle, after: int, limit: int) -> dict[str, Any]:
-    store = handle.ready_store()
-    q = quarantine.c
-    query = select(quarantine).where(q.id > after).order_by(q.id).limit(limit + 1)
-    with store.read() as conn:
-        rows = conn.execute(query).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [
-        {
-            "id": int(r.id),
-            "batch_id": int(r.batch_id),
-            "position": int(r.position),
-            "source": r.source,
-            "code": r.code,
-            "message": r.message,
-            "raw": _text(bytes(r.raw)),
-            "raw_base64": base64.b64encode(bytes(r.raw)).decode("ascii"),
-            "received_at": format_us(int(r.received_at)),
-        }
-        for r in rows
-    ]
-    return {"items": items, "next_after": items[-1]["id"] if more else None}
+    return quarantine_service.read_page(handle.ready_store(), after, limit)
 
 
 def router(ctx: AppContext) -> APIRouter:

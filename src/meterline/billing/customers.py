@@ -15,6 +15,7 @@ from typing import Any
 
 from meterline.billing.coupons import Coupon, parse_coupon
 from meterline.billing.periods import Anchor, BillingCycle, Cycle, zone
+from meterline.billing.seller import parse_address
 from meterline.domain import catalog_input as ci
 from meterline.domain.canonical import content_hash
 from meterline.domain.decimals import fmt
@@ -108,9 +109,11 @@ class Customer:
     subscriptions: tuple[Subscription, ...] = ()
     credits: tuple[CreditGrant, ...] = ()
     coupons: tuple[Coupon, ...] = ()
+    billing_address: tuple[str, ...] = ()
+    payment_terms_days: int | None = None  # None: the default, net 30
 
     def definition(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "name": self.name,
             "currency": self.currency.code,
@@ -121,6 +124,12 @@ class Customer:
             # only when present: the content hash of customers without coupons stays the same
             **({"coupons": [c.definition() for c in self.coupons]} if self.coupons else {}),
         }
+        # Optional finance details: only when set, so existing definitions hash as before.
+        if self.billing_address:
+            out["billing_address"] = list(self.billing_address)
+        if self.payment_terms_days is not None:
+            out["payment_terms"] = f"net {self.payment_terms_days}"
+        return out
 
     @property
     def content_hash(self) -> str:
@@ -143,7 +152,18 @@ class Customer:
 
 _fail = ci.catalog_error  # the one catalog vocabulary (domain/catalog_input.py)
 
-_FIELDS = {"id", "name", "currency", "timezone", "tax_rate", "subscriptions", "credits", "coupons"}
+_FIELDS = {
+    "id",
+    "name",
+    "currency",
+    "timezone",
+    "tax_rate",
+    "subscriptions",
+    "credits",
+    "coupons",
+    "billing_address",
+    "payment_terms",
+}
 _SUBSCRIPTION = (
     {"price_book", "start"},
     {
@@ -155,6 +175,18 @@ _SUBSCRIPTION = (
     },
 )
 _CREDIT = {"id", "amount", "granted_at"}, {"expires_at"}
+
+
+def parse_payment_terms(raw: Any, path: str) -> int | None:
+    """`net 30`, `net30` or a number of days (0..365); None when absent."""
+    if raw is None:
+        return None
+    text_ = str(raw).strip().lower() if not isinstance(raw, bool) else ""
+    if text_.startswith("net"):
+        text_ = text_[3:].strip()
+    if not text_.isdigit() or not 0 <= int(text_) <= 365:
+        raise _fail(path, f'{raw!r}: expected "net N" or N days, N from 0 to 365')
+    return int(text_)
 
 
 def parse_customer(raw: Any, path: str) -> Customer:
@@ -197,6 +229,8 @@ def parse_customer(raw: Any, path: str) -> Customer:
         tuple(subs),
         tuple(sorted(credits, key=lambda c: (c.granted_at, c.id))),
         tuple(coupons),
+        parse_address(data.get("billing_address"), f"{path}.billing_address"),
+        parse_payment_terms(data.get("payment_terms"), f"{path}.payment_terms"),
     )
 
 

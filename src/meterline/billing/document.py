@@ -97,10 +97,12 @@ class Issued:
     issued_at: str
     forced: bool
     status: Status = Status.ISSUED
+    finance: dict[str, Any] | None = None  # billing/finance.py; not part of the body
 
     def to_dict(self) -> dict[str, Any]:
-        """The public JSON shape (DESIGN §12): body plus envelope."""
-        return {
+        """The public JSON shape (DESIGN §12): body plus envelope (plus, when the
+        store supplied it, the finance block: seller, dates, terms; not hashed)."""
+        out = {
             "number": self.number,
             "kind": str(self.kind),
             "status": str(self.status),
@@ -111,6 +113,9 @@ class Issued:
             "previous_hash": self.previous_hash,
             "document_hash": self.document_hash,
         }
+        if self.finance is not None:
+            out["finance"] = self.finance
+        return out
 
 
 def draft_dict(body: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from meterline import __version__
+from meterline.cli import output
 from meterline.cli.context import (
     EXIT_OK,
     Settings,
@@ -20,6 +20,7 @@ from meterline.cli.context import (
     print_json,
     settings,
 )
+from meterline.cli.output import plural
 from meterline.domain.timestamps import format_us, from_datetime
 from meterline.ingest.readers import FORMATS, Item, read_file
 from meterline.ingest.service import IngestOptions, IngestReport
@@ -29,13 +30,23 @@ from meterline.wiring import ingestor_for
 
 app = typer.Typer(
     name="meterline",
-    help="Usage-based metering and invoicing whose numbers can be proved.",
+    help=(
+        "Usage-based metering and invoicing whose numbers can be proved.\n\n"
+        "Start with docs/QUICKSTART.md; `meterline COMMAND -h` shows each command's examples."
+    ),
     no_args_is_help=True,
+    rich_markup_mode=None,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 err = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"meterline {__version__}")
+        raise typer.Exit(EXIT_OK)
 
 
 @app.callback()
@@ -47,11 +58,14 @@ def main_options(
     now: str = typer.Option(
         None, "--now", help="Pin the receiving clock (RFC 3339; env METERLINE_NOW)."
     ),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and exit.",
+    ),
 ) -> None:
-    if version:
-        typer.echo(f"meterline {__version__}")
-        raise typer.Exit(EXIT_OK)
     ctx.obj = Settings(
         db=db or env_default("METERLINE_DB") or DEFAULT_URL,
         now=now or env_default("METERLINE_NOW"),
@@ -61,7 +75,13 @@ def main_options(
 @app.command()
 @handles_errors
 def init(ctx: typer.Context) -> None:
-    """Create the store, or upgrade it to the current schema."""
+    """Create the store, or upgrade it to the current schema.
+
+    \b
+    Examples:
+      meterline init
+      meterline --db postgresql://user@host/meterline init
+    """
     s = settings(ctx)
     store = s.store(initialised=False)
     revision = store.upgrade()
@@ -74,10 +94,11 @@ def _print_report(report: IngestReport) -> None:
         f"rejected {report.rejected:,}"
     )
     if report.rejects:
-        table = Table("index", "line", "code", "message", title="rejected (quarantined)")
-        for r in report.rejects[:20]:
-            table.add_row(str(r.index), str(r.line or ""), r.code, r.message)
-        Console().print(table)
+        output.table(
+            ("index", "line", "code", "message"),
+            [(str(r.index), str(r.line or ""), r.code, r.message) for r in report.rejects[:20]],
+            title="rejected (kept in quarantine: meterline quarantine list)",
+        )
         if len(report.rejects) > 20:
             typer.echo(f"... and {len(report.rejects) - 20:,} more (see --json)")
 
@@ -92,13 +113,28 @@ def ingest(
         False, "--backfill", help="Accept events older than the age bound (recorded as backfill)."
     ),
     fmt: str = typer.Option("auto", "--format", help="auto | ndjson | json | csv"),
-    batch_size: int = typer.Option(20_000, "--batch-size", min=1, max=1_000_000),
+    batch_size: int = typer.Option(
+        20_000, "--batch-size", min=1, max=1_000_000, help="Events per stored batch."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, help="Validation processes (one writer stores in order)."
     ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 2 if any event was rejected (valid events are still stored)."
+    ),
 ) -> None:
-    """Ingest usage events. Bad events are rejected with a code and quarantined."""
+    """Ingest usage events. Bad events are rejected with a code and quarantined.
+
+    Exit 0 when every valid event was stored or recognised as a duplicate; with
+    --strict, any rejected event makes the exit status 2.
+
+    \b
+    Examples:
+      meterline ingest examples/events.ndjson
+      cat events.ndjson | meterline ingest - --source gateway --json
+      meterline ingest late.csv --backfill --strict
+    """
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}")
     s = settings(ctx)
@@ -131,6 +167,12 @@ def ingest(
         print_json(report.to_dict())
     else:
         _print_report(report)
+    if strict and report.rejected:
+        fail(
+            f"{plural(report.rejected, 'event')} rejected (--strict); see the list above "
+            "or `meterline quarantine list`",
+            error="EVENTS_REJECTED",
+        )
 
 
 @app.command()
@@ -140,9 +182,14 @@ def retract(
     event_id: str = typer.Argument(..., help="The event_id to retract."),
     source: str = typer.Option("default", "--source", help="The event's source."),
     reason: str = typer.Option(..., "--reason", help="Why (kept with the retraction)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Retract an event: it stays in the store but no longer counts from now on."""
+    """Retract an event: it stays in the store but no longer counts from now on.
+
+    \b
+    Examples:
+      meterline retract ev-42 --source gateway --reason "staging traffic"
+    """
     s = settings(ctx)
     store = s.store()
     now_us = from_datetime(s.clock().now())
@@ -181,8 +228,17 @@ webhooks.register(app)
 exports.register(app)
 proofs.register(app)
 
+from meterline.cli import quarantine, status  # noqa: E402
+
+status.register(app)
+quarantine.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+
+from meterline.cli import catalog_read  # noqa: E402
+
+catalog_read.register(catalog_app)
 
 
 @catalog_app.command("apply")
@@ -190,9 +246,15 @@ app.add_typer(catalog_app, name="catalog")
 def catalog_apply(
     ctx: typer.Context,
     file: str = typer.Argument(..., help="Catalog file (YAML or JSON)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Apply a catalog. Idempotent; existing versions are never changed."""
+    """Apply a catalog. Idempotent; existing versions are never changed.
+
+    \b
+    Examples:
+      meterline catalog apply examples/catalog.yaml
+      meterline catalog validate catalog.yaml   (check first, apply nothing)
+    """
     from meterline.services.catalog import apply_catalog, load_file
 
     s = settings(ctx)
@@ -229,9 +291,15 @@ def usage(
     from_: str = typer.Option(..., "--from", help="Start (RFC 3339, inclusive)."),
     to: str = typer.Option(..., "--to", help="End (RFC 3339, exclusive)."),
     window: str = typer.Option(None, "--window", help="Roll windows up: 1m, 1h or 1d."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Usage per event-time window with finality and version, and the range total."""
+    """Usage per event-time window with finality and version, and the range total.
+
+    \b
+    Examples:
+      meterline usage --customer acme --meter api_calls --from 2024-01-01T00:00:00Z --to 2024-02-01T00:00:00Z
+      meterline usage --customer acme --meter tokens --from 2024-01-01T00:00:00Z --to 2024-01-02T00:00:00Z --window 1d --json
+    """
     from meterline.domain.timestamps import parse_duration
     from meterline.services.usage import query_usage
 
@@ -254,26 +322,24 @@ def usage(
     if as_json:
         print_json(out)
         return
-    table = Table(
-        "window start",
-        "end",
-        "dimensions",
-        "value",
-        "final",
-        "version",
-        title=f"{out['meter']} ({out['aggregation']}) for {customer}",
-    )
+    rows = []
     for w in out["windows"]:
         dims = ", ".join(f"{k}={v}" for k, v in w["dimensions"].items()) or "-"
-        table.add_row(
-            w["start"],
-            w["end"],
-            dims,
-            str(w["value"]),
-            "yes" if w["final"] else "no",
-            str(w["version"]),
+        rows.append(
+            (
+                w["start"],
+                w["end"],
+                dims,
+                str(w["value"]),
+                "yes" if w["final"] else "no",
+                str(w["version"]),
+            )
         )
-    Console().print(table)
+    output.table(
+        ("window start", "end", "dimensions", "value", "final", "version"),
+        rows,
+        title=f"{out['meter']} ({out['aggregation']}) for {customer}",
+    )
     for g in out["groups"]:
         dims = ", ".join(f"{k}={v}" for k, v in g["dimensions"].items())
         if dims:
@@ -290,7 +356,13 @@ def demo(
     events: int = typer.Option(1_000_000, "--events", min=1000, help="Events to generate."),
     customers: int = typer.Option(300, "--customers", min=1, help="Customers to generate."),
 ) -> None:
-    """Run a realistic synthetic month end to end on a fresh SQLite store."""
+    """Run a realistic synthetic month end to end on a fresh SQLite store.
+
+    \b
+    Examples:
+      meterline demo
+      meterline demo --out /tmp/demo --events 20000 --customers 12
+    """
     from pathlib import Path
 
     from meterline.demo.run import run_demo
@@ -317,7 +389,15 @@ def serve(
         False, "--no-webhooks", help="Do not run the webhook dispatcher in this process."
     ),
 ) -> None:
-    """Run the HTTP API (keys from env METERLINE_API_KEYS="KEY:ingest,KEY2:admin")."""
+    """Run the HTTP API (keys from env METERLINE_API_KEYS="KEY:ingest,KEY2:admin").
+
+    Interactive documentation at /docs and /redoc.
+
+    \b
+    Examples:
+      meterline serve --port 8080
+      METERLINE_API_KEYS="k1:ingest,k2:admin" meterline serve --host 0.0.0.0
+    """
     import logging
 
     import uvicorn
@@ -353,10 +433,6 @@ def serve(
 
 
 def main() -> None:
-    try:
-        app()
-    except SystemExit:
-        raise
-    except Exception as exc:  # the last line of defence: never a traceback
-        sys.stderr.write(f"meterline: internal error: {type(exc).__name__}: {exc}\n")
-        sys.exit(70)
+    from meterline.cli.usage import run
+
+    sys.exit(run(app))

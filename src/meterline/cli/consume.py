@@ -48,6 +48,10 @@ def consume(
     """Consume usage events from Kafka: store each batch, then commit its offsets.
 
     Runs until SIGTERM/SIGINT, then finishes the batch, commits and exits.
+
+    \b
+    Examples:
+      meterline consume --brokers localhost:9092 --topic usage
     """
     try:
         from meterline.kafka.consumer import KafkaWorker, WorkerSettings, stop_on_signals

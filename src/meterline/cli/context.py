@@ -36,6 +36,8 @@ class Settings:
             raise MeterlineError(ErrorCode.INVALID_ARGUMENT, f"--now: {exc}") from None
 
     def store(self, *, initialised: bool = True) -> Store:
+        if initialised:
+            require_existing_file(self.db)
         store = open_store(self.db)
         if initialised:
             store.require_initialised()
@@ -48,9 +50,42 @@ def settings(ctx: typer.Context) -> Settings:
     return obj
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """One clear line on stderr, never a traceback."""
-    sys.stderr.write(f"meterline: {message}\n")
+def require_existing_file(url: str) -> None:
+    """Only `init` creates a store: any other command on a SQLite file that does
+    not exist says so instead of leaving an empty database file behind."""
+    from sqlalchemy.engine import make_url
+
+    from meterline.store.database import engine_url, safe_url
+
+    try:
+        parsed = make_url(engine_url(url))
+    except Exception:
+        return  # open_store reports the bad URL with its code
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if str(parsed.database).startswith("file:"):
+        return
+    if not os.path.exists(str(parsed.database)):
+        raise MeterlineError(
+            ErrorCode.STORE_NOT_INITIALISED,
+            f"no store at {safe_url(url)}; run `meterline init` to create it",
+        )
+
+
+def error_line(text: str) -> None:
+    """The one error style: `meterline: CODE: message` on one line of stderr."""
+    one = " ".join(text.split())
+    sys.stderr.write(f"meterline: {one}\n")
+    sys.stderr.flush()
+
+
+def fail(
+    message: str,
+    code: int = EXIT_BAD_INPUT,
+    error: ErrorCode | str = ErrorCode.INVALID_ARGUMENT,
+) -> NoReturn:
+    """One clear line on stderr with a stable code, never a traceback."""
+    error_line(f"{error}: {message}")
     raise typer.Exit(code)
 
 
@@ -64,9 +99,10 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except MeterlineError as exc:
-            fail(str(exc))
+            error_line(str(exc))
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
-            fail("interrupted; committed batches are kept, re-run to resume", 130)
+            fail("committed batches are kept, re-run to resume", 130, "INTERRUPTED")
         except BrokenPipeError:
             raise typer.Exit(EXIT_OK) from None
 

@@ -8,7 +8,16 @@ from pathlib import Path
 import typer
 
 from meterline.billing.document import Status
-from meterline.cli.context import EXIT_DISCREPANCY, fail, handles_errors, print_json, settings
+from meterline.cli.context import (
+    EXIT_DISCREPANCY,
+    error_line,
+    fail,
+    handles_errors,
+    print_json,
+    settings,
+)
+from meterline.cli.output import plural
+from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import from_datetime
 from meterline.render.text import render_text
 from meterline.services import invoicing
@@ -28,9 +37,14 @@ def preview(
         "--period",
         help="2024-01, 2024-Q1, 2024, 2024-W03 or an anniversary start date, in the customer's timezone.",
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """A draft computed as known now: no number, may change."""
+    """A draft computed as known now: no number, may change.
+
+    \b
+    Examples:
+      meterline invoice preview --customer acme --period 2024-02
+    """
     doc = invoicing.preview(settings(ctx).store(), customer, period)
     if as_json:
         print_json(doc)
@@ -49,17 +63,33 @@ def issue(
     ),
     customer: str = typer.Option(None, "--customer", help="Only this customer."),
     force: bool = typer.Option(False, "--force", help="Issue even if the period is not closed."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Issue invoices for a period; a customer-period is never invoiced twice."""
+    """Issue invoices for a period; a customer-period is never invoiced twice.
+
+    A period is issued only once it is closed (see `meterline status`); until
+    then it is refused with PERIOD_NOT_CLOSED unless --force.
+
+    \b
+    Examples:
+      meterline invoice issue --period 2024-01
+      meterline invoice issue --period 2024-01 --customer acme --json
+    """
     s = settings(ctx)
     store, now_us = s.store(), from_datetime(s.clock().now())
-    if customer is None:  # shared with concurrent runs on PostgreSQL (services/invoice_run.py)
-        from meterline.services import invoice_run
+    try:
+        if customer is None:  # shared with concurrent runs on PostgreSQL (services/invoice_run.py)
+            from meterline.services import invoice_run
 
-        result = invoice_run.run(store, period, now_us, force)
-    else:
-        result = invoicing.issue(store, period, now_us, customer, force)
+            result = invoice_run.run(store, period, now_us, force)
+        else:
+            result = invoicing.issue(store, period, now_us, customer, force)
+    except MeterlineError as exc:
+        if exc.code == ErrorCode.PERIOD_NOT_CLOSED:
+            fail(
+                f"{exc.message}; see `meterline status`, or --force to issue anyway", error=exc.code
+            )
+        raise
     if as_json:
         print_json([d.to_dict() for d in result.issued])
     else:
@@ -73,9 +103,13 @@ def issue(
             f"{len(result.issued)} issued, {len(result.already)} already issued, {len(result.refused)} refused"
         )
     for _cid, message in result.refused:
-        sys.stderr.write(f"meterline: PERIOD_NOT_CLOSED: {message}\n")
+        error_line(f"PERIOD_NOT_CLOSED: {message}")
     if result.refused:
-        raise typer.Exit(2)
+        fail(
+            f"{plural(len(result.refused), 'customer')} refused: see `meterline status`, "
+            "or --force to issue anyway",
+            error=ErrorCode.PERIOD_NOT_CLOSED,
+        )
 
 
 @invoice_app.command("list")
@@ -83,9 +117,15 @@ def issue(
 def list_(
     ctx: typer.Context,
     customer: str = typer.Option(None, "--customer"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Issued documents, oldest first."""
+    """Issued documents, oldest first.
+
+    \b
+    Examples:
+      meterline invoice list
+      meterline invoice list --customer acme --json
+    """
     docs = invoicing.list_all(settings(ctx).store(), customer)
     if as_json:
         print_json(
@@ -116,10 +156,16 @@ def list_(
 @handles_errors
 def show(
     ctx: typer.Context,
-    number: str = typer.Argument(...),
-    as_json: bool = typer.Option(False, "--json"),
+    number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """One issued document."""
+    """One issued document: lines, totals, seller, dates and terms.
+
+    \b
+    Examples:
+      meterline invoice show INV-000001
+      meterline invoice show CN-000001 --json
+    """
     doc = invoicing.show(settings(ctx).store(), number).to_dict()
     if as_json:
         print_json(doc)
@@ -131,11 +177,28 @@ def show(
 @handles_errors
 def render(
     ctx: typer.Context,
-    number: str = typer.Argument(...),
+    number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
     fmt: str = typer.Option("text", "--format", help="json | text | pdf"),
     output: str = typer.Option(None, "-o", "--output", help="File to write (required for pdf)."),
 ) -> None:
-    """Render an issued document as JSON, text or PDF."""
+    """Render an issued document as JSON, text or PDF.
+
+    \b
+    Examples:
+      meterline invoice render INV-000001 --format pdf -o INV-000001.pdf
+      meterline invoice render CN-000001 --format text
+    """
+    if fmt not in ("json", "text", "pdf"):
+        fail(f"--format must be json, text or pdf, got {fmt!r}")
+    if fmt == "pdf" and output is None:
+        output = f"{number}.pdf"
+    if output is not None:
+        target = Path(output)
+        if not target.parent.is_dir():
+            fail(
+                f"cannot write {output}: the directory {target.parent} does not exist",
+                error=ErrorCode.OUTPUT_UNWRITABLE,
+            )
     doc = invoicing.show(settings(ctx).store(), number).to_dict()
     if fmt == "json":
         import msgspec
@@ -143,19 +206,36 @@ def render(
         data = msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
     elif fmt == "text":
         data = render_text(doc).encode()
-    elif fmt == "pdf":
-        from meterline.render.pdf import render_pdf
-
-        data = render_pdf(doc)
-        if output is None:
-            output = f"{number}.pdf"
     else:
-        fail("--format must be json, text or pdf")
+        data = _pdf(doc)
     if output is None:
         sys.stdout.buffer.write(data)
-    else:
+        return
+    try:
         Path(output).write_bytes(data)
-        typer.echo(f"wrote {output}")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror}", error=ErrorCode.OUTPUT_UNWRITABLE)
+    typer.echo(f"wrote {output}")
+
+
+def _pdf(doc: dict[str, object]) -> bytes:
+    """The PDF, or a coded line saying what is missing (WeasyPrint or its libraries)."""
+    try:
+        from meterline.render.pdf import render_pdf
+    except (ImportError, OSError) as exc:
+        fail(
+            f"PDF rendering needs WeasyPrint and its system libraries "
+            f"(pip install 'meterline[pdf]'): {' '.join(str(exc).split())[:200]}",
+            error=ErrorCode.DEPENDENCY_MISSING,
+        )
+    try:
+        return render_pdf(doc)
+    except (ImportError, OSError) as exc:
+        fail(
+            f"PDF rendering needs WeasyPrint and its system libraries "
+            f"(pip install 'meterline[pdf]'): {' '.join(str(exc).split())[:200]}",
+            error=ErrorCode.DEPENDENCY_MISSING,
+        )
 
 
 def _status(ctx: typer.Context, number: str, status: Status, reason: str) -> None:
@@ -168,10 +248,15 @@ def _status(ctx: typer.Context, number: str, status: Status, reason: str) -> Non
 @handles_errors
 def pay(
     ctx: typer.Context,
-    number: str = typer.Argument(...),
-    reason: str = typer.Option("payment received", "--reason"),
+    number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
+    reason: str = typer.Option("payment received", "--reason", help="Kept with the status change."),
 ) -> None:
-    """Mark an issued document paid."""
+    """Mark an issued document paid.
+
+    \b
+    Examples:
+      meterline invoice pay INV-000001 --reason "wire 2024-03-01"
+    """
     _status(ctx, number, Status.PAID, reason)
 
 
@@ -179,10 +264,18 @@ def pay(
 @handles_errors
 def void(
     ctx: typer.Context,
-    number: str = typer.Argument(...),
-    reason: str = typer.Option("voided", "--reason"),
+    number: str = typer.Argument(..., help="Document number, e.g. INV-000001."),
+    reason: str = typer.Option("voided", "--reason", help="Kept with the status change."),
 ) -> None:
-    """Void an issued document (its content stays; its status changes)."""
+    """Void an issued document (its content stays; its status changes).
+
+    Voiding an invoice voids its open credit and debit notes with it; it is
+    refused while one of them is paid.
+
+    \b
+    Examples:
+      meterline invoice void INV-000001 --reason "issued to the wrong customer"
+    """
     _status(ctx, number, Status.VOID, reason)
 
 
@@ -194,9 +287,15 @@ def explain(
     events: bool = typer.Option(False, "--events", help="List the line's source events (paged)."),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000),
     offset: int = typer.Option(0, "--offset", min=0),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Why a line costs what it does, down to its source events as known at the cutoff."""
+    """Why a line costs what it does, down to its source events as known at the cutoff.
+
+    \b
+    Examples:
+      meterline explain INV-000001
+      meterline explain INV-000001 --line 1 --events --limit 20
+    """
     from meterline.services.explain import explain as explain_doc
 
     out = explain_doc(settings(ctx).store(), number, line, events, limit, offset)
@@ -222,24 +321,29 @@ def explain(
             u = ln["usage"]
             if "events_digest" in u:
                 typer.echo(
-                    f"  {u['event_count']:,} events, {u['windows']['count']} windows of {u['windows']['size']}, digest {u['events_digest']}"
+                    f"  {plural(u['event_count'], 'event')}, "
+                    f"{plural(u['windows']['count'], 'window')} of {u['windows']['size']}, "
+                    f"digest {u['events_digest']}"
                 )
             else:
-                typer.echo(f"  {u['event_count']:,} events, windows of {u['window']}")
+                typer.echo(f"  {plural(u['event_count'], 'event')}, windows of {u['window']}")
     if "events" in out:
         p = out["page"]
         typer.echo(
             f"\nevents {p['offset'] + 1}..{p['offset'] + len(out['events'])} of {p['total']:,}:"
         )
         for e in out["events"]:
-            typer.echo(f"  {e['event_time']}  {e['source']}/{e['event_id']}  value={e['value']}")
+            value = "" if e["value"] is None else f"  value={e['value']}"
+            typer.echo(f"  {e['event_time']}  {e['source']}/{e['event_id']}{value}")
         if "digest_matches" in out:
             typer.echo(
-                f"digest over all {p['total']:,} events {'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
+                f"digest over all {plural(p['total'], 'event')} "
+                f"{'matches' if out['digest_matches'] else 'DOES NOT match'} the invoice"
             )
         else:
             typer.echo(
-                f"{p['total']:,} events {'match' if out['count_matches'] else 'DO NOT match'} the line's event count"
+                f"{plural(p['total'], 'event')} "
+                f"{'match' if out['count_matches'] else 'DO NOT match'} the line's event count"
             )
 
 
@@ -247,9 +351,15 @@ def explain(
 def verify(
     ctx: typer.Context,
     number: str = typer.Argument(None, help="One document (default: all)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Recompute issued documents at their cutoff; exit 1 if any does not reproduce."""
+    """Recompute issued documents at their cutoff; exit 1 if any does not reproduce.
+
+    \b
+    Examples:
+      meterline verify
+      meterline verify INV-000001 --json
+    """
     from meterline.services.verification import verify as verify_docs
 
     report = verify_docs(settings(ctx).store(), number)
@@ -269,9 +379,15 @@ def rerate(
     customer: str = typer.Option(None, "--customer"),
     period: str = typer.Option(None, "--period", help="YYYY-MM"),
     reason: str = typer.Option(None, "--reason", help="Mark the period by hand, with this reason."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Re-rate issued periods as known now; issue credit/debit notes for differences."""
+    """Re-rate issued periods as known now; issue credit/debit notes for differences.
+
+    \b
+    Examples:
+      meterline rerate
+      meterline rerate --customer acme --period 2024-01 --reason "contract fix"
+    """
     from meterline.services.corrections import rerate as rerate_periods
 
     if reason and not (customer and period):
@@ -288,7 +404,8 @@ def rerate(
         for why in d.body["reasons"]:
             typer.echo(f"  - {why}")
     typer.echo(
-        f"{len(result.issued)} corrections issued, {len(result.unchanged)} invoices unchanged"
+        f"{plural(len(result.issued), 'correction')} issued, "
+        f"{plural(len(result.unchanged), 'invoice')} unchanged"
     )
 
 

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from meterline.cli import output
 from meterline.cli.context import EXIT_DISCREPANCY, handles_errors, print_json, settings
 from meterline.domain.timestamps import from_datetime
 from meterline.services import ledger, webhooks
@@ -24,7 +25,6 @@ from meterline.services.reconcile import ReconcileReport, reconcile
 ledger_app = typer.Typer(
     help="The double-entry journal and account balances.", no_args_is_help=True
 )
-out = Console()
 err = Console(stderr=True)
 
 
@@ -33,17 +33,26 @@ err = Console(stderr=True)
 def balances(
     ctx: typer.Context,
     customer: str = typer.Option(None, "--customer", help="Only this customer's documents."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Balance of every account, per currency (a projection of the journal)."""
+    """Balance of every account, per currency (a projection of the journal).
+
+    \b
+    Examples:
+      meterline ledger balances
+      meterline ledger balances --customer acme --json
+    """
     rows = ledger.balances(settings(ctx).store(), customer)
     if as_json:
         print_json(rows)
         return
-    table = Table("account", "type", "currency", "debit", "credit", "balance")
-    for r in rows:
-        table.add_row(r["account"], r["type"], r["currency"], r["debit"], r["credit"], r["balance"])
-    out.print(table)
+    output.table(
+        ("account", "type", "currency", "debit", "credit", "balance"),
+        [
+            (r["account"], r["type"], r["currency"], r["debit"], r["credit"], r["balance"])
+            for r in rows
+        ],
+    )
 
 
 @ledger_app.command("journal")
@@ -52,9 +61,14 @@ def journal(
     ctx: typer.Context,
     limit: int = typer.Option(None, "--limit", min=1, help="Only the newest N entries."),
     customer: str = typer.Option(None, "--customer", help="Only this customer's entries."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Journal entries, oldest first."""
+    """Journal entries, oldest first.
+
+    \b
+    Examples:
+      meterline ledger journal --limit 20
+    """
     entries = ledger.journal(settings(ctx).store(), limit, customer)
     if as_json:
         print_json(entries)
@@ -72,7 +86,7 @@ def journal(
                 "" if ln["credit"].strip("0.") == "" else f"{ln['credit']} {e['currency']}",
             )
         table.add_section()
-    out.print(table)
+    output.console().print(table)
 
 
 def _run(store_settings: typer.Context, show_progress: bool, full: bool) -> ReconcileReport:
@@ -100,14 +114,20 @@ def _run(store_settings: typer.Context, show_progress: bool, full: bool) -> Reco
 @handles_errors
 def reconcile_command(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     full: bool = typer.Option(
         False, "--full", help="Check everything, not only what changed since the last clean run."
     ),
 ) -> None:
     """Check that the books tie out; exit 1 on any discrepancy (warnings do not fail).
 
-    Incremental after a clean run (its checkpoint); --full checks the whole store."""
+    Incremental after a clean run (its checkpoint); --full checks the whole store.
+
+    \b
+    Examples:
+      meterline reconcile
+      meterline reconcile --full --json
+    """
     report = _run(ctx, sys.stderr.isatty() and not as_json, full)
     webhooks.reconcile_finished(
         settings(ctx).store(), report.to_json(), from_datetime(settings(ctx).clock().now())
@@ -115,21 +135,19 @@ def reconcile_command(
     if as_json:
         print_json(report.to_json())
     else:
-        table = Table(
-            "check",
-            "result",
-            "details",
-            title=f"reconcile ({report.mode}) of seq {report.checkpoint['from_seq'] + 1}..{report.cutoff_seq}",
+        output.table(
+            ("check", "result", "details"),
+            [(c.name, "ok" if c.ok else "FAIL", c.details) for c in report.checks],
+            title=f"reconcile ({report.mode}) of seq "
+            f"{report.checkpoint['from_seq'] + 1}..{report.cutoff_seq}",
         )
-        for c in report.checks:
-            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.details)
-        out.print(table)
         if report.warnings:
-            warn = Table("warning", "count", "details", title="unbilled usage (warnings)")
-            for w in report.warnings:
-                warn.add_row(w.name, str(w.count), w.details)
-            out.print(warn)
-        out.print("[green]the books tie out[/]" if report.ok else "[red]reconciliation FAILED[/]")
+            output.table(
+                ("warning", "count", "details"),
+                [(w.name, str(w.count), w.details) for w in report.warnings],
+                title="unbilled usage (warnings)",
+            )
+        typer.echo("the books tie out" if report.ok else "reconciliation FAILED")
     if not report.ok:
         raise typer.Exit(EXIT_DISCREPANCY)
 

@@ -16,6 +16,21 @@ from meterline.demo.workload import Workload
 
 MONTH_START = "2024-01-01T00:00:00Z"
 MID_MONTH = "2024-01-15T00:00:00Z"
+# Books for customers east of UTC start a day early: their January begins before
+# 2024-01-01T00:00Z (local midnight), and a subscription starting then needs a price.
+EARLY_START = "2023-12-31T00:00:00Z"
+# Local midnight of 2024-01-01: a subscription from then covers the whole month.
+LOCAL_MONTH_START = {
+    "Europe/Berlin": "2023-12-31T23:00:00Z",
+    "Asia/Tokyo": "2023-12-31T15:00:00Z",
+}
+
+SELLER: dict[str, Any] = {
+    "name": "Meterline Demo GmbH",
+    "address": ["Friedrichstraße 68", "10117 Berlin", "Germany"],
+    "tax_id": "DE 123 456 789",
+    "email": "billing@meterline.example",
+}
 
 METERS: list[dict[str, Any]] = [
     {
@@ -112,7 +127,7 @@ PRICE_BOOKS: list[dict[str, Any]] = [
         "versions": [
             {
                 "version": "v1",
-                "effective_from": MONTH_START,
+                "effective_from": EARLY_START,
                 "maximum_spend": "5.00",  # a usage cap: the invoice shows a negative line
                 "charges": [
                     {
@@ -140,7 +155,7 @@ PRICE_BOOKS: list[dict[str, Any]] = [
         "code": "japan",
         "currency": "JPY",
         "versions": [
-            {"version": "v1", "effective_from": MONTH_START, "charges": _japan_charges("2")}
+            {"version": "v1", "effective_from": EARLY_START, "charges": _japan_charges("2")}
         ],
     },
 ]
@@ -154,7 +169,7 @@ JAPAN_FIX: dict[str, Any] = {
                 PRICE_BOOKS[2]["versions"][0],
                 {
                     "version": "v1b",
-                    "effective_from": MONTH_START,
+                    "effective_from": EARLY_START,
                     "supersedes": "v1",
                     "reason": "API unit price entered as 2 JPY; the signed contract says 1.5 JPY",
                     "retroactive": True,
@@ -176,7 +191,11 @@ def customer(i: int, cid: str) -> dict[str, Any]:
             "currency": "EUR",
             "timezone": "Europe/Berlin",
             "tax_rate": "0.19",
-            "subscriptions": [{"price_book": "growth-eur", **sub}],
+            "billing_address": [f"Musterstraße {i % 90 + 1}", "80331 München", "Germany"],
+            "payment_terms": "net 14",
+            "subscriptions": [
+                {"price_book": "growth-eur", "start": LOCAL_MONTH_START["Europe/Berlin"]}
+            ],
         }
     if i % 10 == 7:
         return {
@@ -185,7 +204,12 @@ def customer(i: int, cid: str) -> dict[str, Any]:
             "currency": "JPY",
             "timezone": "Asia/Tokyo",
             "tax_rate": "0.10",
-            "subscriptions": [{"price_book": "japan", **sub}],
+            "billing_address": [
+                f"{i % 9 + 1}-1-1 Marunouchi",
+                "Chiyoda-ku, Tokyo 100-0005",
+                "Japan",
+            ],
+            "subscriptions": [{"price_book": "japan", "start": LOCAL_MONTH_START["Asia/Tokyo"]}],
         }
     out: dict[str, Any] = {
         "id": cid,
@@ -193,6 +217,7 @@ def customer(i: int, cid: str) -> dict[str, Any]:
         "currency": "USD",
         "timezone": "America/New_York" if i % 4 == 1 else "UTC",
         "tax_rate": "0.0825" if i % 3 == 0 else "0",
+        "billing_address": [f"{100 + i} Market Street", "San Francisco, CA 94105", "USA"],
         "subscriptions": [{"price_book": "standard", **sub}],
     }
     if i % 5 == 0:
@@ -209,6 +234,7 @@ def catalog(workload: Workload) -> dict[str, Any]:
     """The whole catalog; the workload's last customer is deliberately left out."""
     ids = workload.customer_ids()[:-1]
     return {
+        "seller": SELLER,
         "meters": METERS,
         "price_books": PRICE_BOOKS,
         "customers": [customer(i, cid) for i, cid in enumerate(ids)],

@@ -116,9 +116,10 @@ def _ingest_file(
             IngestOptions(origin=f"demo:{path.name}", backfill=backfill),
             lambda n: bar.advance(task, n),
         )
+    kept = " (quarantined with their raw input)" if report.rejected else ""
     console.print(
         f"{path.name}: accepted {report.accepted:,}, duplicates {report.duplicates:,}, "
-        f"rejected {report.rejected:,} (quarantined with their raw input)"
+        f"rejected {report.rejected:,}{kept}"
     )
     return report
 
@@ -208,7 +209,10 @@ def _write_documents(store: Store, out: Path, outcome: Outcome, console: Console
     pdf_dir = out / "pdf"
     docs_dir.mkdir(exist_ok=True)
     pdf_dir.mkdir(exist_ok=True)
-    everything = invoicing.list_all(store)
+    from meterline.services.finance import with_finance
+
+    with store.read() as conn:  # seller, dates and terms as known at each cutoff
+        everything = [with_finance(conn, d) for d in invoicing.list_all(store)]
     for d in everything:
         data = msgspec.json.format(msgspec.json.encode(d.to_dict()), indent=2)
         (docs_dir / f"{d.number}.json").write_bytes(data + b"\n")

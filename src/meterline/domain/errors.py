@@ -48,6 +48,10 @@ class ErrorCode(StrEnum):
     # webhooks and exports (DESIGN §14, §7)
     WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
     EXPORT_PRECISION = "EXPORT_PRECISION"
+    # command line and renderings (newcomer)
+    OUTPUT_UNWRITABLE = "OUTPUT_UNWRITABLE"
+    DEPENDENCY_MISSING = "DEPENDENCY_MISSING"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class MeterlineError(Exception):

@@ -19,6 +19,7 @@ import msgspec
 
 from meterline.domain.decimals import fmt
 from meterline.domain.errors import ErrorCode
+from meterline.domain.json_errors import describe_decode_error, describe_validation_error
 from meterline.domain.timestamps import (
     US_PER_DAY,
     US_PER_MINUTE,
@@ -326,9 +327,9 @@ def _validate_slowly(
     try:
         obj = _decoder.decode(raw)
     except msgspec.ValidationError as exc:  # raised by _canonical_number
-        return Rejection(ErrorCode.INVALID_FIELD, f"properties: {exc}")
+        return Rejection(ErrorCode.INVALID_FIELD, f"properties: {describe_validation_error(exc)}")
     except msgspec.DecodeError as exc:
-        return Rejection(ErrorCode.INVALID_JSON, f"malformed JSON: {exc}")
+        return Rejection(ErrorCode.INVALID_JSON, describe_decode_error(exc))
     try:
         return _validate(obj, default_source, now_us, limits, backfill)
     except _Invalid as exc:

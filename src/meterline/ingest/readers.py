@@ -18,6 +18,7 @@ import msgspec
 
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json, encode_json
+from meterline.domain.json_errors import describe_decode_error
 
 FORMATS = ("auto", "ndjson", "json", "csv")
 _NO_OBJECT: Any = object()
@@ -68,7 +69,9 @@ def read_json(stream: BinaryIO, name: str) -> Iterator[Item]:
     try:
         value = decode_json(data)
     except msgspec.DecodeError as exc:
-        raise MeterlineError(ErrorCode.INVALID_JSON, f"{name} is not valid JSON: {exc}") from None
+        raise MeterlineError(
+            ErrorCode.INVALID_JSON, f"{name}: {describe_decode_error(exc)}"
+        ) from None
     values = value if isinstance(value, list) else [value]
     for obj in values:
         yield Item(encode_json(obj), 0, obj)

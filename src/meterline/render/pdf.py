@@ -47,12 +47,12 @@ from weasyprint.urls import URLFetcher
 from meterline.domain.errors import MeterlineError
 from meterline.domain.money import Currency, format_money
 from meterline.pricing.explanation import grouped
+from meterline.render.price_words import segment_prices, unit_price_lines
 
 LOCALE = "en_US"
 DEFAULT_SELLER_NAME = "meterline demo seller"
 
 _TITLES = {"invoice": "Invoice", "credit_note": "Credit note", "debit_note": "Debit note"}
-_TIERED_MODELS = frozenset({"graduated", "volume", "graduated_percentage"})
 # Lines that lower the usage total (a cap; later coupons): shown as adjustments.
 _ADJUSTMENT_MODELS = frozenset({"maximum_spend", "coupon"})
 _DASH = '<span class="muted">—</span>'
@@ -80,9 +80,22 @@ class Seller:
         )
 
 
+def _seller_of(doc: Mapping[str, Any]) -> Seller | None:
+    """The seller recorded in the catalog as known at the document's cutoff."""
+    found = (doc.get("finance") or {}).get("seller")
+    if not found:
+        return None
+    return Seller(
+        name=str(found["name"]),
+        address_lines=tuple(found.get("address") or ()),
+        tax_id=found.get("tax_id"),
+        email=found.get("email"),
+    )
+
+
 def render_html(doc: Mapping[str, Any], seller: Seller | None = None) -> str:
     """The document as one self-contained HTML page (CSS inlined, nothing external)."""
-    return _Renderer(doc, seller or Seller.from_env()).html()
+    return _Renderer(doc, seller or _seller_of(doc) or Seller.from_env()).html()
 
 
 def render_pdf(doc: Mapping[str, Any], seller: Seller | None = None) -> bytes:
@@ -358,10 +371,19 @@ class _Renderer:
             if issued is None
             else _e(_long_date(issued.astimezone(self.zone).date()))
         )
-        period = _e(self._period_label()) + _tag(
-            "span", _e(f"{self._period_dates()} ({self.zone.key})"), "small muted block"
+        period = (
+            _e(self._period_label())
+            + _tag("span", _e(self._period_dates()), "small muted block")
+            + _tag("span", _e(self.zone.key), "small muted block nowrap")
         )
-        rows = [("Number", number), ("Issue date", issue_date), ("Billing period", period)]
+        fin: Mapping[str, Any] = self.doc.get("finance") or {}
+        rows = [("Number", number), ("Issue date", issue_date)]
+        if fin.get("due_date"):
+            due = date.fromisoformat(str(fin["due_date"]))
+            rows.append(("Due date", _tag("strong", _e(_long_date(due)))))
+        if fin.get("payment_terms") and fin.get("due_date"):
+            rows.append(("Payment terms", _e(str(fin["payment_terms"]).capitalize())))
+        rows.append(("Billing period", period))
         if self.doc.get("corrects"):
             rows.append(("Corrects", _tag("strong", _e(self.doc["corrects"]))))
         if self.status:
@@ -370,6 +392,8 @@ class _Renderer:
 
     def _customer(self) -> str:
         parts = [_tag("div", _e(self.customer), "name")]
+        bill_to: Mapping[str, Any] = (self.doc.get("finance") or {}).get("bill_to") or {}
+        parts += [_tag("div", _e(line)) for line in bill_to.get("address") or []]
         if self.doc.get("customer_id"):
             parts.append(_tag("div", f"Customer ID: {_e(self.doc['customer_id'])}"))
         parts.append(_tag("div", f"Billing time zone: {_e(self.zone.key)}", "small muted"))
@@ -448,17 +472,7 @@ class _Renderer:
                 sub += _tag("div", self._billed_and_now(line))
             metered = bool(line.get("meter"))
             quantity = _e(_quantity(line.get("quantity"))) if metered else ""
-            rate = _line_rate(line)
-            if line.get("unit_price") is not None:
-                price = self.exact(line["unit_price"])
-            elif rate is not None:
-                price = _e(_percent(rate))
-            elif line.get("model") in _ADJUSTMENT_MODELS:
-                price = '<span class="muted">adjustment</span>'
-            elif line.get("model") in _TIERED_MODELS:
-                price = '<span class="muted">tiered</span>'
-            else:
-                price = _DASH
+            price = self._price_cell(line)
             rows.append(
                 "<tr>"
                 f'<td class="muted">{_e(line.get("line"))}</td>'
@@ -472,6 +486,26 @@ class _Renderer:
         if not rows:
             rows.append('<tr><td></td><td colspan="4" class="muted">No lines.</td></tr>')
         return "\n".join(rows)
+
+    def _price_cell(self, line: Mapping[str, Any]) -> str:
+        """Prices per their unit; with a price change, each version and its days.
+        Percentage charges show their rate; caps and coupons are adjustments."""
+        if line.get("unit_price") is None:
+            rate = _line_rate(line)
+            if rate is not None:
+                return _tag("div", _e(_percent(rate)), "price")
+            if line.get("model") in _ADJUSTMENT_MODELS:
+                return '<span class="muted">adjustment</span>'
+        prices = segment_prices(line, lambda v: _exact_money(v, self.code), self.zone.key)
+        if not prices:
+            fallback = unit_price_lines(line, lambda v: _exact_money(v, self.code))
+            return "".join(_tag("div", _e(p), "price") for p in fallback) or _DASH
+        out = []
+        for version, parts in prices:
+            if len(prices) > 1:
+                out.append(_tag("div", _e(version), "price version"))
+            out += [_tag("div", _e(p), "price") for p in parts]
+        return "".join(out)
 
     def _billed_and_now(self, line: Mapping[str, Any]) -> str:
         """A correction line: "billed $178.75 (12,500) → now $190.25 (13,500)"."""
@@ -491,7 +525,7 @@ class _Renderer:
         rows = [
             ("Subtotal", self.money(self.doc.get("subtotal"))),
             (
-                f"Tax ({_percent(rate)})" if rate is not None else "Tax",
+                f"Tax {_percent(rate)}" if rate is not None else "Tax",
                 self.money(self.doc.get("tax")),
             ),
         ]
@@ -517,6 +551,12 @@ class _Renderer:
             "The following pages explain how each line was computed: the formula, the prices "
             "in effect, the tier breakdown and the events behind it.",
         ]
+        fin: Mapping[str, Any] = self.doc.get("finance") or {}
+        if fin.get("tax_note"):
+            parts.insert(0, f"Tax: {_e(fin['tax_note'])}")
+        if fin.get("due_date") and self.kind != "credit_note" and not self.is_draft:
+            due = _long_date(date.fromisoformat(str(fin["due_date"])))
+            parts.insert(0, f"Payment due by {_e(due)} ({_e(fin.get('payment_terms'))}).")
         if self.seller.email:
             parts.append(f"Questions about this document: {_e(self.seller.email)}")
         return "\n".join(_tag("p", p) for p in parts)

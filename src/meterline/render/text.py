@@ -1,8 +1,18 @@
-"""A document as plain text: what a terminal, an email or a support ticket shows."""
+"""A document as plain text: what a terminal, an email or a support ticket shows.
+
+Dates are local to the customer's timezone (the period as its first and last
+day, the issue and due dates); prices are shown per their unit ("$0.50 per
+1,000", tier ranges); exact decimals stay in the "how each line was computed"
+part, never in the table.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from meterline.render.price_words import _qty, money_for, unit_price_lines
+
+WIDTHS = [46, 16, 16]
 
 
 def _row(cols: list[str], widths: list[int]) -> str:
@@ -25,48 +35,83 @@ def _model_notes(line: dict[str, Any]) -> list[str]:
     return [n for n in notes if " metered " in n]  # conversions: metered and billed quantity
 
 
-def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _header(doc: dict[str, Any]) -> list[str]:
+    fin: dict[str, Any] = doc.get("finance") or {}
     title = {"invoice": "INVOICE", "credit_note": "CREDIT NOTE", "debit_note": "DEBIT NOTE"}[
         doc["kind"]
     ]
     number = doc.get("number") or "DRAFT (not issued)"
     period = doc["period"]
-    out = [
-        f"{title} {number}",
+    out = [f"{title} {number}"]
+    seller = fin.get("seller")
+    if seller:
+        who = ", ".join([seller["name"], *seller.get("address", [])])
+        out.append(f"from:     {who}")
+        if seller.get("tax_id"):
+            out.append(f"          tax id {seller['tax_id']}")
+    bill = fin.get("bill_to") or {}
+    out.append(f"bill to:  {doc.get('customer_name', '')} ({doc['customer_id']})")
+    for line in bill.get("address") or []:
+        out.append(f"          {line}")
+    out.append(
         f"status:   {doc['status']}"
-        + ("  (issued before the period closed: forced)" if doc.get("forced") else ""),
-        f"customer: {doc.get('customer_name', '')} ({doc['customer_id']})",
-        f"period:   {period.get('label', '')} [{period['start']} .. {period['end']}) {doc.get('timezone', '')}",
-        f"currency: {doc['currency']}",
-    ]
+        + ("  (issued before the period closed: forced)" if doc.get("forced") else "")
+    )
+    if fin.get("issue_date") and fin.get("due_date"):
+        out.append(
+            f"issued:   {fin['issue_date']}   due: {fin['due_date']} ({fin['payment_terms']})"
+        )
+    elif fin.get("issue_date"):
+        out.append(f"issued:   {fin['issue_date']}")
+    elif doc.get("number") is None:
+        out.append(f"issued:   not yet (draft); payment terms {fin.get('payment_terms', 'net 30')}")
+    local = fin.get("period_local")
+    if local:
+        out.append(
+            f"period:   {period.get('label', '')}: {local['first_day']} to {local['last_day']} "
+            f"({local['timezone']})"
+        )
+    else:
+        out.append(
+            f"period:   {period.get('label', '')} [{period['start']} .. {period['end']}) "
+            f"{doc.get('timezone', '')}"
+        )
+    out.append(f"currency: {doc['currency']}")
     if doc.get("corrects"):
         out.append(f"corrects: {doc['corrects']}")
     for reason in doc.get("reasons", []):
         out.append(f"reason:   {reason}")
+    return out
+
+
+def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
+    fin: dict[str, Any] = doc.get("finance") or {}
+    money = money_for(str(doc["currency"]))
+    out = _header(doc)
     out.append("")
-    widths = [44, 16, 14, 14]
-    out.append(_row(["#  description", "quantity", "unit price", "amount"], widths))
-    out.append("-" * (sum(widths) + 6))
+    out.append(_row(["#  description", "quantity", "amount"], WIDTHS))
+    rule = "-" * (sum(WIDTHS) + 4)
+    out.append(rule)
     for line in doc["lines"]:
         desc = f"{line['line']:<3}{line['description']}"
-        out.append(
-            _row(
-                [
-                    desc[:44],
-                    line.get("quantity") or "",
-                    line.get("unit_price") or "",
-                    line["amount"],
-                ],
-                widths,
-            )
-        )
-    out.append("-" * (sum(widths) + 6))
-    totals = [("subtotal", doc["subtotal"]), (f"tax ({doc.get('tax_rate', '0')})", doc["tax"])]
+        out.append(_row([desc[:46], _qty(line.get("quantity")), line["amount"]], WIDTHS))
+        for price in unit_price_lines(line, money, str(doc.get("timezone") or "UTC")):
+            out.append(f"     price {price}")
+    out.append(rule)
+    rate = fin.get("tax_percent") or doc.get("tax_rate", "0")
+    totals = [("subtotal", doc["subtotal"]), (f"tax {rate}", doc["tax"])]
     if doc.get("credits_applied") and doc["credits_applied"].strip("0.-"):
         totals.append(("credits applied", "-" + doc["credits_applied"]))
     totals.append(("TOTAL " + doc["currency"], doc["total"]))
     for label, value in totals:
-        out.append(_row([label, "", "", value], widths))
+        out.append(_row([label, "", value], WIDTHS))
+    if fin.get("tax_note"):
+        out.append("")
+        out.append(f"tax: {fin['tax_note']}")
     if explain:
         out.append("")
         out.append("how each line was computed:")
@@ -85,11 +130,14 @@ def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
             if usage and "events_digest" in usage:
                 w = usage["windows"]
                 out.append(
-                    f"     {usage['event_count']:,} events in {w['count']} windows of {w['size']}"
+                    f"     {_plural(usage['event_count'], 'event')} in "
+                    f"{_plural(w['count'], 'window')} of {w['size']}"
                     f"; events digest {usage['events_digest'][:16]}"
                 )
             elif usage:
-                out.append(f"     {usage['event_count']:,} events (windows of {usage['window']})")
+                out.append(
+                    f"     {_plural(usage['event_count'], 'event')} (windows of {usage['window']})"
+                )
     out.append("")
     out.append(f"cutoff seq {doc['cutoff_seq']}; content hash {doc['content_hash']}")
     return "\n".join(out) + "\n"

@@ -8,6 +8,7 @@ definition needs a new meter code.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,20 @@ from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters, stored_definitions
 from meterline.store.price_catalog import apply_price_book
 
-_TOP_LEVEL = {"meters", "price_books", "customers"}
+
+def apply_seller_section(
+    conn: Connection, raw: Any, now_us: int, added: list[str], unchanged: list[str]
+) -> None:
+    from meterline.billing.seller import parse_seller
+    from meterline.store.seller_catalog import apply_seller
+
+    seller = parse_seller(raw)
+    if seller is None:
+        return
+    (added if apply_seller(conn, seller, now_us) else unchanged).append(f"seller {seller.name}")
+
+
+_TOP_LEVEL = {"meters", "price_books", "customers", "seller"}
 
 
 @dataclass
@@ -131,9 +145,24 @@ def _apply_meters(conn: Connection, meters: list[Meter], now_us: int, report: Ap
         report.added.append(f"meter {m.code}")
 
 
-def apply_catalog(store: Store, doc: dict[str, Any], now_us: int) -> ApplyReport:
+class _DryRun(Exception):
+    """Raised inside the transaction of a dry run so that nothing is kept."""
+
+
+def apply_catalog(
+    store: Store, doc: dict[str, Any], now_us: int, dry_run: bool = False
+) -> ApplyReport:
+    """Apply a catalog; with `dry_run`, run every check of a real apply and roll back."""
     doc = validate_shape(doc)
     report = ApplyReport()
+    with contextlib.suppress(_DryRun):
+        _apply(store, doc, now_us, report, dry_run)
+    return report
+
+
+def _apply(
+    store: Store, doc: dict[str, Any], now_us: int, report: ApplyReport, dry_run: bool
+) -> None:
     with store.write() as conn:
         sequence.lock(conn)  # one catalog change at a time, in seq order
         new_meters = parse_meters(doc.get("meters") or [])
@@ -141,8 +170,10 @@ def apply_catalog(store: Store, doc: dict[str, Any], now_us: int) -> ApplyReport
         all_meters = {m.code: m for m in load_meters(conn)}
         _apply_price_books(conn, doc.get("price_books") or [], all_meters, now_us, report)
         _apply_customers(conn, doc.get("customers"), now_us, report)
+        apply_seller_section(conn, doc.get("seller"), now_us, report.added, report.unchanged)
         audit.catalog_apply(conn, report, now_us)
-    return report
+        if dry_run:
+            raise _DryRun
 
 
 def _apply_customers(conn: Connection, raw: Any, now_us: int, report: ApplyReport) -> None:

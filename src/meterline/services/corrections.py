@@ -278,4 +278,9 @@ def rerate(
                     conn, Kind(body["kind"]), body, body_hash(body), period_, now_us, False
                 )
             )
+    if result.issued:  # the same public shape as `invoice show` (finance details)
+        from meterline.services.finance import with_finance
+
+        with store.read() as conn:
+            result.issued = [with_finance(conn, d) for d in result.issued]
     return result

@@ -56,7 +56,9 @@ def explain(
         }
         if line is None:
             if events:
-                raise MeterlineError(ErrorCode.INVALID_ARGUMENT, "--events needs --line N")
+                raise MeterlineError(
+                    ErrorCode.INVALID_ARGUMENT, "listing events needs a line number (line N)"
+                )
             return header | {"lines": doc["lines"]}
         chosen = _line(doc, line)
         out = header | {"line": chosen}

@@ -289,9 +289,13 @@ def closes_at(b: Billing) -> int:
 
 
 def preview(store: Store, customer_id: str, label: str) -> dict[str, Any]:
+    from meterline.services.finance import details
+
     with store.read() as conn:
         k = sequence.current(conn)
-        return draft_dict(compute_body(conn, customer_id, label, k))
+        draft = draft_dict(compute_body(conn, customer_id, label, k))
+        draft["finance"] = details(conn, draft, None)
+        return draft
 
 
 @dataclass
@@ -333,6 +337,11 @@ def issue(
             result.already.append((cid, issued))
         else:
             result.issued.append(issued)
+    if result.issued:
+        from meterline.services.finance import with_finance
+
+        with store.read() as conn:
+            result.issued = [with_finance(conn, d) for d in result.issued]
     return result
 
 
@@ -368,9 +377,10 @@ def invoice_body(
         raise MeterlineError(
             ErrorCode.PERIOD_NOT_CLOSED,
             f"{label} for {customer_id} is not closed: the watermark is {seen}; the period "
-            f"closes when it reaches {format_us(closing)} (use --force to issue anyway)",
-            watermark=watermark,
-            closes_at=closing,
+            f"closes when it reaches {format_us(closing)} (the end of its last window plus "
+            "the allowed lateness)",
+            watermark=None if watermark is None else format_us(watermark),
+            closes_at=format_us(closing),
         )
     spent = documents.credits_spent(conn, customer_id, k)
     body = finish_body(
@@ -380,8 +390,11 @@ def invoice_body(
 
 
 def show(store: Store, number: str) -> Issued:
+    """One issued document, with its finance details (seller, dates, terms)."""
+    from meterline.services.finance import with_finance
+
     with store.read() as conn:
-        return documents.get(conn, number)
+        return with_finance(conn, documents.get(conn, number))
 
 
 def list_all(store: Store, customer: str | None = None) -> list[Issued]:

@@ -12,6 +12,7 @@ and names every record that differs (lists are capped, counts are not):
     ledger_receivable    receivable per customer == its open documents
     ledger_revenue       revenue per charge, tax, credit and cash vs documents
     hash_chain           the document chain and gapless numbering
+    void_corrections     no open credit/debit note corrects a void invoice
 
 Unbilled usage is reported as warnings: the books can tie out while usage
 waits. Work is streamed or grouped in SQL: events are never all in memory;
@@ -200,6 +201,7 @@ def reconcile(
                 )
             ],
         )
+        run(["void_corrections"], lambda: [check_void_corrections(conn, docs)])
         tree = TreeCheck()
         run(["merkle_log"], lambda: [check_merkle(conn, scope, report.cutoff_seq, tree, tick)])
         tick("warnings", 0, 1)
@@ -259,6 +261,24 @@ def _record_checkpoint(
             {"sweep_next": tree.sweep_next},
         )
     report.checkpoint["recorded"] = cp.checkpoint_hash
+
+
+def check_void_corrections(conn: Connection, docs: Documents) -> Check:
+    """No open credit or debit note corrects a void invoice: voiding an invoice
+    voids its notes (SEMANTICS.md), else the receivable would keep a correction
+    of something the customer no longer owes."""
+    rows = conn.execute(
+        text("SELECT number, corrects FROM documents WHERE corrects IS NOT NULL ORDER BY seq")
+    ).all()
+    problems = [
+        f"{note} is {docs.status.get(str(note), Status.ISSUED)} but corrects void {invoice}"
+        for note, invoice in rows
+        if docs.status.get(str(invoice)) == Status.VOID
+        and docs.status.get(str(note), Status.ISSUED) != Status.VOID
+    ]
+    return _result(
+        "void_corrections", problems, f"{len(rows)} corrections: none left open on a void invoice"
+    )
 
 
 # 1. Ingestion ----------------------------------------------------------------

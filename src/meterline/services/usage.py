@@ -53,11 +53,11 @@ def query_usage(
     if size < meter.window_us or size % meter.window_us:
         raise MeterlineError(
             ErrorCode.INVALID_ARGUMENT,
-            f"--window must be a multiple of meter {meter.code}'s window",
+            f"window must be a multiple of meter {meter.code}'s window",
         )
     if to_us <= from_us:
-        raise MeterlineError(ErrorCode.INVALID_ARGUMENT, "--to must be after --from")
-    for name, t in (("--from", from_us), ("--to", to_us)):
+        raise MeterlineError(ErrorCode.INVALID_ARGUMENT, "'to' must be after 'from'")
+    for name, t in (("'from'", from_us), ("'to'", to_us)):
         if not is_aligned(t, size):
             raise MeterlineError(
                 ErrorCode.INVALID_ARGUMENT,

@@ -17,6 +17,10 @@ from sqlalchemy.engine import Connection, Engine
 from meterline.domain.errors import ErrorCode, MeterlineError
 
 DEFAULT_URL = "sqlite:///meterline.db"
+# Seconds a PostgreSQL connection attempt may take, including the server's first
+# answer, before it fails with STORE_UNAVAILABLE; `?connect_timeout=N` in the URL
+# overrides it. Without it a server that accepts TCP but never answers hangs forever.
+DEFAULT_CONNECT_TIMEOUT_S = 10
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -150,13 +154,22 @@ def open_store(url: str = DEFAULT_URL) -> Store:
         )
         _sqlite_setup(engine)
     else:
-        engine = sa.create_engine(full, pool_pre_ping=True)
+        connect_args = {}
+        if "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
+        engine = sa.create_engine(full, pool_pre_ping=True, connect_args=connect_args)
     try:
         with engine.connect():
             pass
     except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "failed"
+        if "timeout" in reason.lower():
+            limit = parsed.query.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S)
+            reason = (
+                f"no answer within {limit} s (connection timeout; "
+                "set ?connect_timeout=N in the URL to wait longer)"
+            )
         raise MeterlineError(
-            ErrorCode.STORE_UNAVAILABLE,
-            f"cannot open {safe_url(url)}: {str(exc.orig).strip().splitlines()[0]}",
+            ErrorCode.STORE_UNAVAILABLE, f"cannot open {safe_url(url)}: {reason}"
         ) from None
     return Store(url=url, engine=engine)

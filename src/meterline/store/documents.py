@@ -209,6 +209,35 @@ def set_status(conn: Connection, number: str, status: Status, reason: str, now_u
         raise MeterlineError(
             ErrorCode.INVALID_STATUS_CHANGE, f"{number} is {current}; it cannot become {status}"
         )
+    notes = _open_notes(conn, doc) if status == Status.VOID else []
+    _record_status(conn, doc, status, reason, now_us)
+    for note in notes:  # voiding an invoice voids its open corrections with it
+        _record_status(conn, note, Status.VOID, f"{number} voided: {reason}", now_us)
+    return status
+
+
+def _open_notes(conn: Connection, doc: Issued) -> list[Issued]:
+    """The credit and debit notes of an invoice that is being voided, all of them
+    open (issued). A paid note means money already moved on the correction: the
+    invoice cannot simply be voided then, so that is refused (SEMANTICS.md)."""
+    if doc.kind != Kind.INVOICE:
+        return []
+    rows = conn.execute(
+        text("SELECT number FROM documents WHERE corrects = :n ORDER BY seq"), {"n": doc.number}
+    ).all()
+    notes = [get(conn, str(r[0])) for r in rows]
+    paid = [n.number for n in notes if n.status == Status.PAID]
+    if paid:
+        raise MeterlineError(
+            ErrorCode.INVALID_STATUS_CHANGE,
+            f"{doc.number} cannot be voided: its correction(s) {', '.join(paid)} are paid; "
+            "refund or re-issue instead",
+        )
+    return [n for n in notes if n.status == Status.ISSUED]
+
+
+def _record_status(conn: Connection, doc: Issued, status: Status, reason: str, now_us: int) -> None:
+    number = doc.number
     seq = sequence.take(conn)
     conn.execute(
         text(
@@ -227,7 +256,6 @@ def set_status(conn: Connection, number: str, status: Status, reason: str, now_u
         now_us,
     )
     webhook_facts.status_changed(conn, number, doc.body, str(status), reason, seq, now_us)
-    return status
 
 
 def instant(text_: str) -> int:

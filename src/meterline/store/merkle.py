@@ -78,6 +78,7 @@ FACT_KINDS: list[FactKind] = [
         ("book_code", "label", "effective_from", "definition", "content_hash", "recorded_at"),
     ),
     FactKind(schema.customers, ("customer_id", "definition", "content_hash", "recorded_at")),
+    FactKind(schema.seller_versions, ("definition", "content_hash", "recorded_at")),
     FactKind(
         schema.documents,
         (

@@ -424,3 +424,13 @@ reconcile_checkpoints = Table(
     Column("checkpoint_hash", String(64), nullable=False),
     Column("state", Text, nullable=False),
 )
+
+# --- newcomer: the seller shown on documents (DESIGN §7), a versioned fact ----
+seller_versions = Table(
+    "seller_versions",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("definition", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)

@@ -1,7 +1,7 @@
 """Webhooks: endpoints, the outbox, deliveries and their attempts.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0008
 
 The period-closing cursor starts at the store's current global watermark, so
 upgrading an existing store announces only periods that close from now on.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
