@@ -102,8 +102,8 @@ def test_a_clean_workload_ties_out_and_reports_unbilled_usage(store: Store) -> N
         "ledger_receivable",
         "ledger_revenue",
         "hash_chain",
-        "merkle_log",
         "void_corrections",
+        "merkle_log",
     ]
     warnings = {w["name"]: w for w in out["warnings"]}
     assert set(warnings) == {"unknown_customers", "unmetered_event_types", "no_subscription"}
