@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy import Boolean, Integer, Table, bindparam, text
+from sqlalchemy import Boolean, Integer, Table, bindparam, inspect, text
 from sqlalchemy.engine import Connection
 
 from meterline.domain import merkle
@@ -166,10 +166,10 @@ class Facts:
     kinds: dict[int, str] = field(default_factory=dict)  # seq -> table, to name rows
 
 
-def facts_in(conn: Connection, lo: int, hi: int) -> Facts:
+def facts_in(conn: Connection, lo: int, hi: int, kinds: Sequence[FactKind] | None = None) -> Facts:
     """Every fact with lo < seq <= hi, hashed from its row."""
     out = Facts({}, [], {})
-    for kind in FACT_KINDS:
+    for kind in FACT_KINDS if kinds is None else kinds:
         cond = f" AND {kind.where}" if kind.where else ""
         rows = raw_rows(
             conn,
@@ -328,7 +328,12 @@ def write_nodes(conn: Connection, rows: Iterable[tuple[int, int, bytes]]) -> Non
         cur.close()
 
 
-def extend(conn: Connection, upto: int, known: dict[int, bytes] | None = None) -> int:
+def extend(
+    conn: Connection,
+    upto: int,
+    known: dict[int, bytes] | None = None,
+    kinds: Sequence[FactKind] | None = None,
+) -> int:
     """Append leaves for seqs (stored size, upto]; `known` gives content hashes the
     caller already has (ingestion), the rest are read from the fact rows."""
     start = size(conn)
@@ -337,7 +342,7 @@ def extend(conn: Connection, upto: int, known: dict[int, bytes] | None = None) -
     hashes = dict(known or {})
     missing = [s for s in range(start + 1, upto + 1) if s not in hashes]
     if missing:
-        found = facts_in(conn, missing[0] - 1, missing[-1])
+        found = facts_in(conn, missing[0] - 1, missing[-1], kinds)
         for s in missing:
             hashes[s] = found.hashes.get(s, NO_FACT)
     nodes = Nodes(conn)
@@ -364,11 +369,16 @@ def remember(conn: Connection, seq_hashes: Iterable[tuple[int, str]]) -> None:
 
 
 def build(conn: Connection, upto: int, chunk: int = 100_000) -> None:
-    """Build (or finish) the tree of an existing store, chunk by chunk (migration)."""
+    """Build (or finish) the tree of an existing store, chunk by chunk (migration).
+
+    Only fact tables that exist are read: a migration that runs before the one that
+    creates a later fact kind's table has no such facts yet."""
+    present = set(inspect(conn).get_table_names())
+    kinds = [k for k in FACT_KINDS if k.name in present]
     at = size(conn)
     while at < upto:
         nxt = min(upto, at + chunk)
-        extend(conn, nxt)
+        extend(conn, nxt, None, kinds)
         at = nxt
 
 
