@@ -31,6 +31,7 @@ from meterline.metering import (
     value_of,
     window_start,
 )
+from meterline.metering.aggregation import CountState
 from meterline.metering.bitemporal import (
     SUBTRACTABLE,
     Folded,
@@ -91,11 +92,12 @@ def fold_events(
     touched, tagged with the least and greatest seq of its events.
     """
     accs: dict[tuple[str, str, str, int], _Acc] = {}
+    needs = {t: _needs_properties(ms) for t, ms in by_type.items()}
     for seq, ev in events:
         meters = by_type.get(ev.event_type)
         if not meters:
             continue
-        props = decode_json(ev.properties) if _needs_properties(meters) else {}
+        props = decode_json(ev.properties) if needs[ev.event_type] else {}
         for m, dims, value in _readings(meters, props):
             key = (m.code, ev.customer_id, dims, window_start(ev.event_time, m.window_us))
             acc = accs.get(key)
@@ -106,8 +108,9 @@ def fold_events(
             acc.seq = max(acc.seq, seq)
     out: dict[BucketKey, Delta] = {}
     for (code, customer, dims, start), acc in accs.items():
-        state = aggregate(acc.meter.aggregation, acc.entries)
         n = len(acc.entries)
+        kind = acc.meter.aggregation
+        state = CountState(n) if kind is Aggregation.COUNT else aggregate(kind, acc.entries)
         out[(code, customer, Grain.WINDOW, dims, start)] = Delta(
             RowKind.ADD, state, n, acc.first_seq, acc.seq
         )
