@@ -115,12 +115,14 @@ def test_operator_story(world: tuple[Seeded, Server], page: Any) -> None:
     assert events.count() > 0
     href = events.first.locator("a", has_text="inclusion proof").get_attribute("href")
     assert href is not None
-    assert href.startswith(f"/v1/invoices/{seeded.late_invoice}/proofs?event_id=")
+    assert href.startswith(f"/console/invoices/{seeded.late_invoice}/proof?event_id=")
     assert "&source=" in href
-    # format-1 lines match by digest, format-2 lines (c22ab0b) by event count
-    assert 'badge ok">matches the invoice' in page.content() or (
-        "badge ok\">the line's event count" in page.content()
-    )
+    events_url = page.url
+    events.first.locator("a", has_text="inclusion proof").click()
+    assert "verifies" in page.locator("section.panel").first.inner_text()
+    assert page.locator("ol li code").count() > 0  # the audit path, leaf to root
+    page.goto(events_url)
+    assert "badge ok\">the line's event count" in page.content()
     if page.locator(".pager a", has_text="Next").count():
         page.locator(".pager a", has_text="Next").click()
         assert "offset=" in page.url

@@ -3,6 +3,7 @@ sessions, CSRF, the pages, re-rating, fix-and-replay, share links, the audit tra
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from urllib.parse import urlsplit
@@ -92,6 +93,13 @@ def test_pages_rerate_replay_and_share(server: Server, store: Store) -> None:
             page = http.get(path)
             assert page.status_code == 200, (path, page.text[:500])
             assert needle in page.text, path
+        events_page = http.get(f"/console/invoices/{invoice}/lines/1/events").text
+        proof_href = re.search(r'href="(/console/invoices/[^"]+/proof\?[^"]+)"', events_page)
+        assert proof_href is not None
+        proof = http.get(html.unescape(proof_href.group(1)))
+        assert proof.status_code == 200 and "verifies" in proof.text
+        missing = http.get(f"/console/invoices/{invoice}/proof?event_id=nope&source=default")
+        assert missing.status_code == 404
         assert http.get("/console/invoices/INV-999999").status_code == 404
         assert http.get("/console/invoices/x/lines/notanumber").status_code == 400
 

@@ -228,6 +228,13 @@ def explain(
     return explain_document(handle.ready_store(), number, line, events, limit, offset)
 
 
+def proof(handle: StoreHandle, number: str, event_id: str, source: str | None) -> dict[str, Any]:
+    """An event's inclusion proof against the document's tree head (services/proofs.py)."""
+    from meterline.services.proofs import prove
+
+    return prove(handle.ready_store(), number, event_id, source)
+
+
 def rerate_preview(handle: StoreHandle, number: str) -> dict[str, Any] | None:
     """The note re-rating `number` would issue now, or None when nothing differs."""
     store = handle.ready_store()

@@ -469,6 +469,21 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
         data = await run(work)
         return render(request, "line.html", session, page_size=EVENTS_PAGE, **data)
 
+    async def event_proof(request: Request, session: Session) -> Response:
+        """One source event's inclusion proof (DESIGN §2), with the session's access:
+        the path from its leaf to the root the invoice records, and whether it checks."""
+        number = request.path_params["number"]
+        event_id = request.query_params.get("event_id", "")
+        source = request.query_params.get("source") or None
+
+        def work() -> dict[str, Any]:
+            doc = queries.document(ctx.handle, number).to_dict()
+            return {"d": doc, "p": queries.proof(ctx.handle, number, event_id, source)}
+
+        data = await run(work)
+        return render(request, "proof.html", session, **data)
+
+    api.add_api_route("/invoices/{number}/proof", page(event_proof), methods=["GET"])
     api.add_api_route("/invoices/{number}/lines/{line}", page(line), methods=["GET"])
     api.add_api_route("/invoices/{number}/lines/{line}/events", page(line_events), methods=["GET"])
 
