@@ -191,9 +191,8 @@ class _FlakyIngestor:
         self.calls: list[int] = []
 
     def ingest(self, items: list[Item], options: Any, progress: Any = None) -> Any:
-        from meterline.ingest.service import IngestReport
-
         from meterline.domain.errors import ErrorCode, MeterlineError
+        from meterline.ingest.service import IngestReport
 
         self.calls.append(len(items))
         if len(self.calls) == 1:
