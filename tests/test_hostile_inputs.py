@@ -166,3 +166,92 @@ def test_an_event_the_database_refuses_is_isolated_and_the_rest_stored(
     assert b'"poison"' in q[0][2]
     again = ingest(store, clock, events)  # rerunning never sticks on the same line
     assert (again.accepted, again.duplicates, again.rejected) == (0, 7, 1)
+
+
+# -- catalog bounds and the month-end run ---------------------------------------
+
+
+def _book(code: str, price: str) -> dict[str, object]:
+    return {
+        "code": code,
+        "currency": "USD",
+        "versions": [
+            {
+                "version": "v1",
+                "effective_from": "2024-01-01T00:00:00Z",
+                "charges": [
+                    {"code": "api", "meter": "api_calls", "model": "per_unit", "unit_price": price}
+                ],
+            }
+        ],
+    }
+
+
+def _two_customers(price: str = "0.02") -> dict[str, object]:
+    return {
+        "meters": [{"code": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+        "price_books": [_book("standard", "0.02"), _book("premium", price)],
+        "customers": [
+            {
+                "id": cid,
+                "name": cid,
+                "currency": "USD",
+                "subscriptions": [{"price_book": book, "start": "2024-01-01T00:00:00Z"}],
+            }
+            for cid, book in (("acme", "standard"), ("beta", "premium"), ("gamma", "standard"))
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("1e400", "out of range"),
+        ("1000000000000000", "out of range"),
+        ("0.0000000000001", "digits after the decimal point"),
+        ("NaN", "not a decimal"),
+        ("Infinity", "not a decimal"),
+    ],
+)
+def test_catalog_refuses_a_price_like_1e400_naming_its_path(
+    store: Store, value: str, why: str
+) -> None:
+    from meterline.domain.errors import MeterlineError
+    from meterline.domain.timestamps import parse_rfc3339
+    from meterline.services.catalog import apply_catalog
+
+    with pytest.raises(MeterlineError) as caught:
+        apply_catalog(store, _two_customers(value), parse_rfc3339("2024-01-01T00:00:00Z"))
+    assert caught.value.code == ErrorCode.INVALID_CATALOG
+    assert "price_books[1].versions[0].charges[0].unit_price" in caught.value.message
+    assert why in caught.value.message
+    with store.read() as conn:  # nothing of the catalog was applied
+        assert conn.execute(text("SELECT COUNT(*) FROM price_books")).scalar_one() == 0
+
+
+def test_month_end_run_isolates_a_customer_that_cannot_be_invoiced(store: Store) -> None:
+    from meterline.domain.timestamps import parse_rfc3339
+    from meterline.services import invoicing
+    from meterline.services.catalog import apply_catalog
+    from tests.billing_support import FEB, FEB_US, calls, clock, close_january
+
+    apply_catalog(store, _two_customers(), parse_rfc3339("2024-01-01T00:00:00Z"))
+    ingest(
+        store,
+        clock(FEB),
+        calls(10) + calls(10, "b", "beta") + calls(10, "g", "gamma"),
+    )
+    close_january(store)
+    # A price recorded before the bounds existed (or edited in the database).
+    with store.write() as conn:
+        conn.execute(
+            text(
+                "UPDATE price_versions SET definition = replace(definition, '0.02', '1e400') "
+                "WHERE book_code = 'premium'"
+            )
+        )
+    result = invoicing.issue(store, "2024-01", FEB_US)
+    assert sorted(d.body["customer_id"] for d in result.issued) == ["acme", "gamma"]
+    assert [(c, code) for c, code, _ in result.failed] == [("beta", "INVALID_CATALOG")]
+    again = invoicing.issue(store, "2024-01", FEB_US)  # the others are not issued twice
+    assert not again.issued and len(again.already) == 2 and len(again.failed) == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from meterline.billing.periods import zone
 from meterline.domain.canonical import content_hash
-from meterline.domain.decimals import fmt, parse_decimal
+from meterline.domain.decimals import catalog_decimal_problem, fmt, parse_decimal
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Currency
 from meterline.domain.timestamps import InvalidTimestamp, format_us, parse_rfc3339
@@ -122,6 +122,14 @@ def _instant(raw: Any, path: str) -> int:
 
 
 def _decimal(raw: Any, path: str) -> Decimal:
+    value = _exact_number(raw, path)
+    problem = catalog_decimal_problem(value)
+    if problem is not None:
+        raise _fail(path, problem)
+    return value
+
+
+def _exact_number(raw: Any, path: str) -> Decimal:
     if isinstance(raw, bool) or raw is None:
         raise _fail(path, "expected a decimal string")
     if isinstance(raw, int | Decimal):

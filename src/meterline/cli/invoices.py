@@ -57,10 +57,14 @@ def issue(
             typer.echo(f"already issued {number} for {cid}")
         typer.echo(
             f"{len(result.issued)} issued, {len(result.already)} already issued, {len(result.refused)} refused"
+            + (f", {len(result.failed)} failed" if result.failed else "")
         )
     for _cid, message in result.refused:
         sys.stderr.write(f"meterline: PERIOD_NOT_CLOSED: {message}\n")
-    if result.refused:
+    for cid, code, message in result.failed:
+        line = message if cid in message else f"{cid}: {message}"
+        sys.stderr.write(f"meterline: {code}: {' '.join(line.split())}\n")
+    if result.refused or result.failed:
         raise typer.Exit(2)
 
 

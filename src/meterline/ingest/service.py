@@ -14,11 +14,8 @@ from itertools import islice
 from time import perf_counter
 from typing import Any
 
-import psycopg
-from sqlalchemy import exc as sa_exc
-
 from meterline.domain.clock import Clock
-from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.errors import ErrorCode
 from meterline.domain.events import (
     DEFAULT_SOURCE,
     Event,
@@ -30,7 +27,7 @@ from meterline.domain.events import (
 from meterline.domain.timestamps import from_datetime
 from meterline.ingest.readers import Item
 from meterline.store import audit
-from meterline.store.database import Store
+from meterline.store.database import Store, is_transient
 from meterline.store.event_log import (
     AppendResult,
     BatchHeader,
@@ -140,24 +137,6 @@ def prepare(
             seen.add(key)
             candidates.append(Candidate(index, outcome, item.raw))
     return PreparedBatch(candidates, rejects, repeats)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A failure of the store rather than of the data: retry later, never quarantine."""
-    if isinstance(exc, MeterlineError):
-        return exc.code == ErrorCode.STORE_UNAVAILABLE
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    transient = (
-        sa_exc.OperationalError,
-        sa_exc.InterfaceError,
-        sa_exc.DisconnectionError,
-        sa_exc.TimeoutError,
-        psycopg.OperationalError,
-        psycopg.InterfaceError,
-        OSError,
-    )
-    return isinstance(exc, transient)
 
 
 def _batches(items: Iterable[Item], size: int) -> Iterator[list[tuple[int, Item]]]:

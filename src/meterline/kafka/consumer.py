@@ -47,7 +47,6 @@ from meterline.ingest.service import (
     Ingestor,
     IngestReport,
     RejectInfo,
-    is_transient,
 )
 from meterline.kafka.batching import (
     Batch,
@@ -63,6 +62,7 @@ from meterline.kafka.deadletter import (
     dead_letter_topic,
     dead_letters,
 )
+from meterline.store.database import is_transient
 
 log = logging.getLogger("meterline.kafka")
 

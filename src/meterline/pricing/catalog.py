@@ -21,7 +21,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import NoReturn
 
-from meterline.domain.decimals import fmt, parse_decimal
+from meterline.domain.decimals import catalog_decimal_problem, fmt, parse_decimal
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Currency, Rounding
 from meterline.domain.timestamps import InvalidTimestamp, format_us, from_datetime, parse_rfc3339
@@ -364,6 +364,15 @@ def _instant(raw: object, path: str) -> int:
 
 
 def _decimal(raw: object, path: str) -> Decimal:
+    """An exact number within the catalog bounds (decimals.catalog_decimal_problem)."""
+    value = _exact_number(raw, path)
+    problem = catalog_decimal_problem(value)
+    if problem is not None:
+        _fail(path, problem)
+    return value
+
+
+def _exact_number(raw: object, path: str) -> Decimal:
     """An exact number: a decimal string or an integer; never a float or a boolean."""
     if isinstance(raw, bool):
         _fail(path, f"expected a number, got {_kind(raw)}")

@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -93,6 +95,24 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the store rather than of the data: retry later, never quarantine."""
+    if isinstance(exc, MeterlineError):
+        return exc.code == ErrorCode.STORE_UNAVAILABLE
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    transient = (
+        sa_exc.OperationalError,
+        sa_exc.InterfaceError,
+        sa_exc.DisconnectionError,
+        sa_exc.TimeoutError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        OSError,
+    )
+    return isinstance(exc, transient)
 
 
 def safe_url(url: str) -> str:
