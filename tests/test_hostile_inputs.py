@@ -230,10 +230,11 @@ def test_catalog_refuses_a_price_like_1e400_naming_its_path(
 
 
 def test_month_end_run_isolates_a_customer_that_cannot_be_invoiced(store: Store) -> None:
+    from tests.billing_support import FEB, FEB_US, calls, clock, close_january
+
     from meterline.domain.timestamps import parse_rfc3339
     from meterline.services import invoicing
     from meterline.services.catalog import apply_catalog
-    from tests.billing_support import FEB, FEB_US, calls, clock, close_january
 
     apply_catalog(store, _two_customers(), parse_rfc3339("2024-01-01T00:00:00Z"))
     ingest(

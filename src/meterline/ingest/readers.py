@@ -18,6 +18,7 @@ import msgspec
 
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json, encode_json
+from meterline.ingest.jsonsplit import split_array
 
 FORMATS = ("auto", "ndjson", "json", "csv")
 _NO_OBJECT: Any = object()
@@ -74,12 +75,17 @@ def read_json(stream: BinaryIO, name: str) -> Iterator[Item]:
     """A JSON array (one item per element, cut out as raw bytes so each is
     validated, and rejected, on its own) or one JSON value (one item)."""
     data = stream.read().strip()
+    elements: list[bytes] | None
     try:
         if data[:1] == b"[":
             elements = [bytes(raw) for raw in _raw_array.decode(data)]
         else:
             elements = [bytes(_raw_value.decode(data))]
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except RecursionError:  # an element nested too deep: cut without recursing
+        elements = split_array(data) if data[:1] == b"[" else [data]
+        if elements is None:
+            raise MeterlineError(ErrorCode.INVALID_JSON, f"{name} is not valid JSON") from None
+    except msgspec.DecodeError as exc:
         raise MeterlineError(
             ErrorCode.INVALID_JSON, f"{name} is not valid JSON: {str(exc)[:200]}"
         ) from None

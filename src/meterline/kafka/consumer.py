@@ -215,6 +215,7 @@ class KafkaWorker:
             self._flush(consumer)  # graceful stop: finish the batch and commit it
         finally:
             consumer.close()  # revokes: commits what is stored, drops the rest
+            self.dead_letters.close()
         log.info("stopped: %s", self.stats.to_dict())
         return self.stats
 

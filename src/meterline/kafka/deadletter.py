@@ -138,3 +138,9 @@ class DeadLetterPublisher:
             )
             return False
         return True
+
+    def close(self) -> None:
+        """Drop the producer (every letter was flushed by `publish`)."""
+        if self._producer is not None:
+            self._producer.flush(1.0)
+            self._producer = None
