@@ -98,8 +98,16 @@ def hostile_event(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 3))):
         target = draw(
             st.sampled_from(
-                ["event_id", "customer_id", "event_type", "event_time", "source", "properties"]
-                + ["sorce", "extra"]
+                [
+                    "event_id",
+                    "customer_id",
+                    "event_type",
+                    "event_time",
+                    "source",
+                    "properties",
+                    "sorce",
+                    "extra",
+                ]
             )
         )
         if target == "event_time":
