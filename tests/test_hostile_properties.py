@@ -170,9 +170,11 @@ def test_invoice_run_with_a_customer_that_cannot_be_invoiced_exits_2(
 
 @pytest.mark.xdist_group("kafka")
 def test_kafka_any_message_is_dead_lettered_or_stored_never_blocks(
-    store: Store, clock: Clock, brokers: str
+    store: Store, clock: Clock, request: pytest.FixtureRequest
 ) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
+
+    brokers: str = request.getfixturevalue("brokers")
 
     apply_catalog(store, CATALOG, parse_rfc3339("2024-01-01T00:00:00Z"))
     expected: set[str] = set()
