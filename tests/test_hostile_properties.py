@@ -174,7 +174,7 @@ def test_kafka_any_message_is_dead_lettered_or_stored_never_blocks(
 ) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    brokers: str = request.getfixturevalue("brokers")
+    url: str = request.getfixturevalue("brokers")
 
     apply_catalog(store, CATALOG, parse_rfc3339("2024-01-01T00:00:00Z"))
     expected: set[str] = set()
@@ -183,16 +183,16 @@ def test_kafka_any_message_is_dead_lettered_or_stored_never_blocks(
     @given(lines=st.lists(hostile_line(), min_size=3, max_size=12))
     def run(lines: list[bytes]) -> None:
         topic = f"hostile-{uuid.uuid4().hex[:10]}"
-        admin = AdminClient({"bootstrap.servers": brokers})
+        admin = AdminClient({"bootstrap.servers": url})
         for future in admin.create_topics([NewTopic(topic, num_partitions=3)]).values():
             future.result(15)
         goods = [good_event() for _ in range(len(lines) + 1)]
         values = _with_good(lines, goods)
-        ends = _produce(brokers, topic, [(b"k%d" % (i % 3), v) for i, v in enumerate(values)])
+        ends = _produce(url, topic, [(b"k%d" % (i % 3), v) for i, v in enumerate(values)])
         group = f"g-{uuid.uuid4().hex[:6]}"
-        running = Running(_worker(store, clock, brokers, topic, group, batch_size=5))
+        running = Running(_worker(store, clock, url, topic, group, batch_size=5))
         try:
-            _wait_for(lambda: _committed(brokers, topic, group) == ends, what="offsets committed")
+            _wait_for(lambda: _committed(url, topic, group) == ends, what="offsets committed")
         finally:
             running.stop()
         assert running.error is None
