@@ -4,6 +4,7 @@ quarantined with a stable code and never takes its batch with it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -256,3 +257,31 @@ def test_month_end_run_isolates_a_customer_that_cannot_be_invoiced(store: Store)
     assert [(c, code) for c, code, _ in result.failed] == [("beta", "INVALID_CATALOG")]
     again = invoicing.issue(store, "2024-01", FEB_US)  # the others are not issued twice
     assert not again.issued and len(again.already) == 2 and len(again.failed) == 1
+
+
+# -- durability -----------------------------------------------------------------
+
+
+def test_sqlite_is_synchronous_full_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An acknowledged batch survives power loss: each commit syncs the WAL."""
+    from meterline.domain.errors import MeterlineError
+    from meterline.store.database import open_store
+
+    monkeypatch.delenv("METERLINE_SQLITE_SYNC", raising=False)
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    modes = {}
+    for env, expected in ((None, 2), ("NORMAL", 1), ("full", 2)):
+        if env is not None:
+            monkeypatch.setenv("METERLINE_SQLITE_SYNC", env)
+        store = open_store(url)
+        with store.read() as conn:
+            modes[env] = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        store.dispose()
+        assert modes[env] == expected, env
+    monkeypatch.setenv("METERLINE_SQLITE_SYNC", "SOMETIMES")
+    with pytest.raises(MeterlineError) as caught:
+        open_store(url)
+    assert caught.value.code == ErrorCode.INVALID_ARGUMENT
