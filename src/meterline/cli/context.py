@@ -15,7 +15,7 @@ import typer
 from meterline.domain.clock import Clock, FixedClock, SystemClock
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import InvalidTimestamp, parse_rfc3339, to_datetime
-from meterline.store.database import DEFAULT_URL, Store, open_store
+from meterline.store.database import DEFAULT_URL, Store, is_transient, open_store
 
 EXIT_OK = 0
 EXIT_DISCREPANCY = 1
@@ -69,6 +69,13 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
             fail("interrupted; committed batches are kept, re-run to resume", 130)
         except BrokenPipeError:
             raise typer.Exit(EXIT_OK) from None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The store went away mid-command: committed batches are kept and
+            # a re-run resumes (deduplicated); not an internal error.
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+            fail(f"{ErrorCode.STORE_UNAVAILABLE}: the store is unavailable ({reason}); re-run")
 
     return wrapper
 
