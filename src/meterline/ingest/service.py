@@ -7,6 +7,7 @@ event is deduplicated on (source, event_id) against the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +39,8 @@ from meterline.store.event_log import (
 )
 from meterline.store.partitions import Partitions, month_of
 from meterline.store.window_index import WindowIndex, check_properties
+
+log = logging.getLogger("meterline.ingest")
 
 DEFAULT_BATCH_SIZE = 20_000
 
@@ -232,6 +235,7 @@ class Ingestor:
         index, item = entry
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         message = f"the store refused this event ({type(exc).__name__}: {reason})"
+        log.warning("quarantined an event the store refused (item %d): %s", index, message)
         now_us = from_datetime(self.clock.now())
         header = BatchHeader(now_us, options.origin, options.source, options.backfill)
         reject = Reject(index, None, ErrorCode.STORE_REJECTED, message, item.raw)
