@@ -202,3 +202,33 @@ def test_kafka_any_message_is_dead_lettered_or_stored_never_blocks(
 
     run()
     assert_reconciles(store)
+
+
+def test_cli_instants_at_the_edges_of_the_calendar_are_bad_input(
+    store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "one.ndjson"
+    path.write_text(json.dumps(good_event()) + "\n")
+    for edge in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "meterline",
+                "--db",
+                store.url,
+                "--now",
+                edge,
+                "ingest",
+                str(path),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert b"INVALID_ARGUMENT" in proc.stderr and b"Traceback" not in proc.stderr
+        usage = meterline(
+            store.url, "usage", "--customer", "acme", "--meter", "m", "--from", edge, "--to", edge
+        )
+        assert usage.returncode == 2, usage.stderr
+        assert len(usage.stderr.splitlines()) == 1

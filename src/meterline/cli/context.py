@@ -14,6 +14,7 @@ import typer
 
 from meterline.domain.clock import Clock, FixedClock, SystemClock
 from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.events import MAX_EVENT_TIME_US, MIN_EVENT_TIME_US
 from meterline.domain.timestamps import InvalidTimestamp, parse_rfc3339, to_datetime
 from meterline.store.database import DEFAULT_URL, Store, is_transient, open_store
 
@@ -31,9 +32,16 @@ class Settings:
         if self.now is None:
             return SystemClock()
         try:
-            return FixedClock(to_datetime(parse_rfc3339(self.now)))
+            now_us = parse_rfc3339(self.now)
         except InvalidTimestamp as exc:
             raise MeterlineError(ErrorCode.INVALID_ARGUMENT, f"--now: {exc}") from None
+        if not MIN_EVENT_TIME_US <= now_us < MAX_EVENT_TIME_US:
+            raise MeterlineError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"--now: {self.now!r} is outside the supported range "
+                "1970-01-01T00:00:00Z to 9000-01-01T00:00:00Z",
+            )
+        return FixedClock(to_datetime(now_us))
 
     def store(self, *, initialised: bool = True) -> Store:
         store = open_store(self.db)
