@@ -130,3 +130,28 @@ def test_deep_and_nul_elements_are_rejected_one_by_one(server: Server, store: St
     assert (out["accepted"], out["rejected"]) == (2, 2)
     assert [x["code"] for x in out["rejects"]] == ["NESTING_TOO_DEEP", "INVALID_TEXT"]
     assert {g["event_id"] for g in goods} <= stored_ids(store)
+
+
+def test_issue_run_with_a_customer_that_cannot_be_invoiced_is_422_with_the_rest_issued(
+    server: Server, store: Store
+) -> None:
+    from tests.api.server import ADMIN_KEY
+    from tests.test_hostile_inputs import _two_customers
+
+    apply_catalog(store, _two_customers(), parse_rfc3339("2024-01-01T00:00:00Z"))
+    with store.write() as conn:
+        conn.execute(
+            text(
+                "UPDATE price_versions SET definition = replace(definition, '0.02', '1e400') "
+                "WHERE book_code = 'premium'"
+            )
+        )
+    with server.client(ADMIN_KEY) as http:
+        r = http.post("/v1/invoices/issue", json={"period": "2024-01", "force": True})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "INVOICE_RUN_INCOMPLETE"
+    assert [(f["customer_id"], f["code"]) for f in error["details"]["failed"]] == [
+        ("beta", "INVALID_CATALOG")
+    ]
+    assert sorted(d["customer_id"] for d in error["details"]["issued"]) == ["acme", "gamma"]
