@@ -218,3 +218,8 @@ def test_edges_of_the_supported_range_are_accepted() -> None:
     big = validate_bytes(with_(properties={"n": 10**60, "d": 1e-60}), now_us=NOW)
     assert isinstance(big, Event)
     assert big.to_dict()["properties"]["d"] == Decimal("1e-60")
+
+
+def test_a_default_source_that_no_store_can_hold_is_refused() -> None:
+    out = validate_bytes(with_(source=...), now_us=NOW, default_source="s\x00")
+    assert isinstance(out, Rejection) and out.code == ErrorCode.INVALID_TEXT

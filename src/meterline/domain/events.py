@@ -362,8 +362,6 @@ def _validate(obj: Any, default_source: str, now_us: int, limits: Limits, backfi
         raise _Invalid(
             ErrorCode.INVALID_FIELD, f"'source' must be a string of 1 to {MAX_ID_LENGTH} characters"
         )
-    else:
-        _check_text("source", source)
     props = obj.get("properties")
     if props is None:
         props = {}
@@ -404,6 +402,7 @@ def _finish(
             f"event_time {format_us(event_time)} is older than "
             f"{limits.max_age_us // US_PER_DAY} days; ingest it as a backfill to bill it",
         )
+    _check_text("source", source)  # also the default (--source, ?source=) when absent
     properties = _encoder.encode(props).decode()
     canonical = _encoder.encode(
         {
@@ -463,8 +462,6 @@ def validate_bytes(
         _check_text("event_id", fast.event_id)
         _check_text("customer_id", fast.customer_id)
         _check_text("event_type", fast.event_type)
-        if fast.source is not None:
-            _check_text("source", fast.source)
         event_time = _parse_time(fast.event_time)
         if fast.properties:
             _check_properties(fast.properties, "properties", 1)
