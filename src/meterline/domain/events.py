@@ -110,6 +110,17 @@ class _WellFormed(msgspec.Struct, forbid_unknown_fields=True):
 _fast_decoder = msgspec.json.Decoder(_WellFormed, float_hook=_canonical_number)
 
 
+def unicode_problem(value: str) -> str | None:
+    """Why a text is not valid Unicode (a lone surrogate, possible from CSV
+    decoded with surrogateescape), or None. Property strings only need this:
+    they are stored inside canonical JSON, where a NUL is the escape \\u0000."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (lone surrogate or invalid UTF-8)"
+    return None
+
+
 def text_problem(value: str) -> str | None:
     """Why a text cannot be stored identically on SQLite and PostgreSQL, or None.
 
@@ -127,7 +138,7 @@ def text_problem(value: str) -> str | None:
 
 
 def _check_properties(value: Any, path: str, depth: int) -> None:
-    """Depth, text and number bounds of a decoded `properties` value.
+    """Depth, Unicode and number bounds of a decoded `properties` value.
 
     Hot path: leaves are checked inline and a path is only formatted for an
     error, so a flat object of a few keys costs about a microsecond."""
@@ -139,8 +150,8 @@ def _check_properties(value: Any, path: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _Invalid(ErrorCode.INVALID_FIELD, f"{path}: keys must be strings")
-            if not key.isascii() or "\x00" in key:
-                problem = text_problem(key)
+            if not key.isascii():
+                problem = unicode_problem(key)
                 if problem is not None:
                     raise _Invalid(ErrorCode.INVALID_TEXT, f"{path}: a key {problem}")
             _check_item(item, path, key, depth)
@@ -158,9 +169,9 @@ def _check_properties(value: Any, path: str, depth: int) -> None:
 def _check_item(item: Any, parent: str, at: str | int | None, depth: int) -> None:
     kind = type(item)
     if kind is str:
-        if item.isascii() and "\x00" not in item:
+        if item.isascii():
             return
-        problem = text_problem(item)
+        problem = unicode_problem(item)
         if problem is not None:
             raise _Invalid(ErrorCode.INVALID_TEXT, f"{_path(parent, at)} {problem}")
     elif kind is int:
@@ -180,7 +191,7 @@ def _check_item(item: Any, parent: str, at: str | int | None, depth: int) -> Non
     elif isinstance(item, dict | list):  # subclasses: the slow, general path
         _check_properties(item, _path(parent, at), depth + 1)
     elif isinstance(item, str):
-        problem = text_problem(item)
+        problem = unicode_problem(item)
         if problem is not None:
             raise _Invalid(ErrorCode.INVALID_TEXT, f"{_path(parent, at)} {problem}")
     else:
