@@ -192,7 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=IngestOptions().batch_size)
     parser.add_argument("--profile", action="store_true", help="cProfile each run")
     parser.add_argument("--top", type=int, default=25, help="profile rows to print")
+    parser.add_argument(
+        "--sync-compare",
+        action="store_true",
+        help="SQLite only: the same file with synchronous=NORMAL, then FULL (the default); "
+        "prints the FULL/NORMAL time ratio (issue 11, docs/DURABILITY.md)",
+    )
     args = parser.parse_args(argv)
+    if args.sync_compare:
+        return sync_compare(args.events, args.batch_size)
 
     backends = ["sqlite", "postgres"] if args.backend == "all" else [args.backend]
     files = [d for d in datasets(args.events) if args.case in ("all", d.name)]
@@ -210,6 +218,28 @@ def main(argv: list[str] | None = None) -> int:
         print(HEADER)
         for r in results:
             print(_row(r))
+    return 0
+
+
+def sync_compare(lines: int, batch_size: int) -> int:
+    """Ingest the plain file into SQLite with synchronous=NORMAL and FULL, in
+    the same run, and print the cost of surviving power loss as a ratio."""
+    data = datasets(lines)[0]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, batch size {batch_size:,}")
+    print(f"{'sync':7} {HEADER}", flush=True)
+    seconds: dict[str, float] = {}
+    previous = os.environ.get("METERLINE_SQLITE_SYNC")
+    try:
+        for mode in ("NORMAL", "FULL"):
+            os.environ["METERLINE_SQLITE_SYNC"] = mode
+            print(f"{mode:7} ", end="")
+            seconds[mode] = run_case("sqlite", data, True, batch_size, False, 0).seconds
+    finally:
+        if previous is None:
+            os.environ.pop("METERLINE_SQLITE_SYNC", None)
+        else:
+            os.environ["METERLINE_SQLITE_SYNC"] = previous
+    print(f"FULL/NORMAL time ratio: {seconds['FULL'] / seconds['NORMAL']:.3f}")
     return 0
 
 

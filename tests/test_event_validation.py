@@ -8,7 +8,14 @@ from decimal import Decimal
 import pytest
 
 from meterline.domain.errors import ErrorCode
-from meterline.domain.events import Event, Limits, Rejection, validate_bytes
+from meterline.domain.events import (
+    MAX_EVENT_TIME_US,
+    Event,
+    Limits,
+    Rejection,
+    validate_bytes,
+    validate_object,
+)
 from meterline.domain.timestamps import format_us, parse_rfc3339
 
 NOW = parse_rfc3339("2024-02-10T00:00:00Z")
@@ -139,3 +146,86 @@ def test_nanoseconds_truncate_to_microseconds() -> None:
     ev = validate_bytes(with_(event_time="2024-02-01T00:00:00.123456789Z"), now_us=NOW)
     assert isinstance(ev, Event)
     assert format_us(ev.event_time) == "2024-02-01T00:00:00.123456Z"
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"n":' * depth + b"1" + b"}" * depth
+
+
+EDGE = [
+    ("misspelt source", with_(sorce="gateway"), ErrorCode.UNKNOWN_FIELD),
+    ("extra field", with_(amount=3), ErrorCode.UNKNOWN_FIELD),
+    ("NUL in event_id", with_(event_id="e\x00"), ErrorCode.INVALID_TEXT),
+    ("NUL in source", with_(source="s\x00"), ErrorCode.INVALID_TEXT),
+    ("lone surrogate", b'{"event_id":"\\ud800","customer_id":"c"}', ErrorCode.INVALID_JSON),
+    ("invalid utf-8", b'{"event_id":"\xff","customer_id":"c"}', ErrorCode.INVALID_JSON),
+    (
+        "after year 9000",
+        with_(event_time="9999-12-31T23:59:59-01:00"),
+        ErrorCode.INVALID_EVENT_TIME,
+    ),
+    ("before 1970", with_(event_time="0001-01-01T00:00:00+01:00"), ErrorCode.INVALID_EVENT_TIME),
+    ("year zero", with_(event_time="0000-01-01T00:00:00Z"), ErrorCode.INVALID_EVENT_TIME),
+    ("non-ascii digits", with_(event_time="٢٠٢٤-02-01T00:00:00Z"), ErrorCode.INVALID_EVENT_TIME),
+    ("huge integer", with_(properties={"n": 10**70}), ErrorCode.INVALID_FIELD),
+    ("tiny decimal", b'{"event_id":"e","properties":{"n":1e-70}}', ErrorCode.INVALID_FIELD),
+    ("1e400", b'{"event_id":"e","properties":{"n":1e400}}', ErrorCode.INVALID_FIELD),
+    (
+        "too many digits",
+        b'{"event_id":"e","properties":{"n":1.' + b"3" * 70 + b"}}",
+        ErrorCode.INVALID_FIELD,
+    ),
+    (
+        "5000-digit integer",
+        b'{"event_id":"e","properties":{"n":' + b"9" * 5000 + b"}}",
+        ErrorCode.INVALID_FIELD,
+    ),
+    ("33 levels deep", with_(properties=json.loads(_nested(33))), ErrorCode.NESTING_TOO_DEEP),
+    (
+        "1000 levels deep",
+        b'{"event_id":"e","properties":' + _nested(1000) + b"}",
+        ErrorCode.NESTING_TOO_DEEP,
+    ),
+    ("100000 levels deep", b"[" * 100_000 + b"]" * 100_000, ErrorCode.NESTING_TOO_DEEP),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "code"), EDGE, ids=[b[0] for b in EDGE])
+def test_edge_bounds_are_rejected_with_their_code(name: str, raw: bytes, code: ErrorCode) -> None:
+    limits = Limits(max_event_bytes=1 << 20)
+    outcome = validate_bytes(raw, now_us=NOW, limits=limits, backfill=True)
+    assert isinstance(outcome, Rejection), name
+    assert outcome.code == code, outcome.message
+    assert "\n" not in outcome.message and len(outcome.message) < 500
+
+
+def test_bounds_hold_for_decoded_objects_too() -> None:
+    obj = json.loads(with_(properties={"k": "a\udc80b"}).decode("utf-8", "surrogatepass"))
+    out = validate_object(obj, now_us=NOW)
+    assert isinstance(out, Rejection) and out.code == ErrorCode.INVALID_TEXT
+    out = validate_object(dict(GOOD, sorce="x"), now_us=NOW)
+    assert isinstance(out, Rejection) and out.code == ErrorCode.UNKNOWN_FIELD
+
+
+def test_edges_of_the_supported_range_are_accepted() -> None:
+    for t in ("1970-01-01T00:00:00Z", "8999-12-31T23:59:59.999999Z", "1970-01-01T01:00:00+01:00"):
+        ev = validate_bytes(with_(event_time=t), now_us=MAX_EVENT_TIME_US, backfill=True)
+        assert isinstance(ev, Event), t
+    deep = validate_bytes(with_(properties=json.loads(_nested(32))), now_us=NOW)
+    assert isinstance(deep, Event)
+    big = validate_bytes(with_(properties={"n": 10**60, "d": 1e-60}), now_us=NOW)
+    assert isinstance(big, Event)
+    assert big.to_dict()["properties"]["d"] == Decimal("1e-60")
+
+
+def test_a_default_source_that_no_store_can_hold_is_refused() -> None:
+    out = validate_bytes(with_(source=...), now_us=NOW, default_source="s\x00")
+    assert isinstance(out, Rejection) and out.code == ErrorCode.INVALID_TEXT
+
+
+def test_nul_inside_properties_is_held_as_a_json_escape() -> None:
+    """Properties are stored as canonical JSON text, where NUL is the escape
+    \\u0000: both stores hold it, so only ids and source refuse NUL."""
+    ev = validate_bytes(with_(properties={"r\x00": "a\x00b"}), now_us=NOW)
+    assert isinstance(ev, Event)
+    assert "\x00" not in ev.properties and "\\u0000" in ev.properties

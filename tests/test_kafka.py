@@ -154,6 +154,9 @@ class _Msg:
     def value(self) -> bytes:
         return self._v
 
+    def key(self) -> bytes | None:
+        return None
+
 
 class _FakeConsumer:
     def __init__(self, worker_box: list[KafkaWorker], messages: list[_Msg]) -> None:
@@ -188,11 +191,12 @@ class _FlakyIngestor:
         self.calls: list[int] = []
 
     def ingest(self, items: list[Item], options: Any, progress: Any = None) -> Any:
+        from meterline.domain.errors import ErrorCode, MeterlineError
         from meterline.ingest.service import IngestReport
 
         self.calls.append(len(items))
         if len(self.calls) == 1:
-            raise RuntimeError("database down")
+            raise MeterlineError(ErrorCode.STORE_UNAVAILABLE, "database down")
         return IngestReport(accepted=len(items), batches=1)
 
 
@@ -604,3 +608,75 @@ def test_sigkill_mid_stream_then_restart_stores_each_event_once(
     assert stats["accepted"] == n - partial
     assert stats["rejected"] == 0
     assert _committed(brokers, topic, group) == ends
+
+
+def _read_topic(brokers: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:
+    c = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": f"reader-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            for m in c.consume(num_messages=100, timeout=0.5):
+                if m.error() is None:
+                    out.append(m)
+    finally:
+        c.close()
+    return out
+
+
+def test_poison_messages_go_to_the_dead_letter_topic_and_offsets_advance(
+    store: Store, clock: Clock, brokers: str, topic: str
+) -> None:
+    """Issue 11: poison messages never block a partition; each goes to
+    "<topic>.dlq" with its reason, and every good event beside it is stored."""
+    deep = '{"n":' * 1000 + "1" + "}" * 1000
+    poison: list[tuple[bytes, bytes | None]] = [
+        (b"c0", b"{not json"),
+        (b"c1", json.dumps(_event(901, event_time="9999-12-31T23:59:59-01:00")).encode()),
+        (b"c2", json.dumps(_event(902, event_id="nul\u0000id")).encode()),
+        (
+            b"c3",
+            (
+                '{"event_id":"e903","customer_id":"c3","event_type":"api_call",'
+                '"event_time":"2024-02-01T00:00:00Z","properties":' + deep + "}"
+            ).encode(),
+        ),
+        (b"c4", json.dumps(_event(904, sorce="gw")).encode()),
+        (b"c5", b"\xff\xfe\x00garbage"),
+    ]
+    messages = [_single(i) for i in range(30)] + poison + [_single(i) for i in range(30, 60)]
+    ends = _produce(brokers, topic, messages)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    running = Running(_worker(store, clock, brokers, topic, group, batch_size=10))
+    try:
+        _wait_for(lambda: _committed(brokers, topic, group) == ends, what="offsets committed")
+    finally:
+        running.stop()
+    assert running.error is None
+    assert _count(store) == 60
+    assert _count(store, "quarantine") == len(poison)
+    assert running.worker.stats.dead_letters == len(poison)
+    letters = _read_topic(brokers, f"{topic}.dlq", len(poison))
+    assert sorted(m.value() for m in letters) == sorted(v for _, v in poison if v is not None)
+    codes = set()
+    for m in letters:
+        headers = dict(m.headers())
+        assert headers["meterline.topic"].decode() == topic
+        assert int(headers["meterline.offset"]) >= 0
+        assert headers["meterline.message"]
+        codes.add(headers["meterline.code"].decode())
+    assert codes == {
+        "INVALID_JSON",
+        "INVALID_EVENT_TIME",
+        "INVALID_TEXT",
+        "NESTING_TOO_DEEP",
+        "UNKNOWN_FIELD",
+    }

@@ -178,7 +178,11 @@ def router(ctx: AppContext) -> APIRouter:
                 {
                     400: "A missing or invalid parameter.",
                     404: "No such customer (UNKNOWN_CUSTOMER).",
-                    422: "No subscription in the period, or no price in effect.",
+                    422: (
+                        "No subscription in the period, or no price in effect; or, for a run "
+                        "over all customers, some could not be invoiced "
+                        "(INVOICE_RUN_INCOMPLETE, `details.failed`; the others were issued)."
+                    ),
                 }
             ),
         },
@@ -225,6 +229,23 @@ def router(ctx: AppContext) -> APIRouter:
             ctx, lambda: invoicing.issue(store(), label, now_us(), customer, body.force)
         )
         issued = [d.to_dict() for d in result.issued]
+        if result.failed:
+            raise ApiError(
+                422,
+                str(ErrorCode.INVOICE_RUN_INCOMPLETE),
+                f"{len(result.failed)} customer(s) could not be invoiced; "
+                f"{len(issued)} issued, {len(result.already)} already issued, "
+                f"{len(result.refused)} refused (period not closed)",
+                {
+                    "issued": issued,
+                    "already": [{"customer_id": c, "number": n} for c, n in result.already],
+                    "refused": [{"customer_id": c, "message": m} for c, m in result.refused],
+                    "failed": [
+                        {"customer_id": c, "code": code, "message": m}
+                        for c, code, m in result.failed
+                    ],
+                },
+            )
         if result.refused:
             raise ApiError(
                 409,

@@ -27,7 +27,7 @@ from meterline.api.errors import EVENTS_REJECTED, PROBLEM_JSON, ApiError, proble
 from meterline.api.ingesting import ingest_cloudevents, ingest_native
 from meterline.api.native import ACCEPTED_TYPES, NDJSON_TYPES
 from meterline.domain.errors import ErrorCode
-from meterline.domain.events import DEFAULT_SOURCE, MAX_ID_LENGTH
+from meterline.domain.events import DEFAULT_SOURCE, MAX_ID_LENGTH, text_problem
 from meterline.ingest.service import IngestOptions, IngestReport
 
 CE_SINGLE = "application/cloudevents+json"
@@ -85,11 +85,11 @@ _CE_BODY = {
 def _query_options(request: Request, origin: str) -> IngestOptions:
     params = request.query_params
     source = params.get("source", DEFAULT_SOURCE)
-    if not source or len(source) > MAX_ID_LENGTH:
+    if not source or len(source) > MAX_ID_LENGTH or text_problem(source) is not None:
         raise ApiError(
             400,
             str(ErrorCode.INVALID_ARGUMENT),
-            f"source must be 1 to {MAX_ID_LENGTH} characters",
+            f"source must be 1 to {MAX_ID_LENGTH} characters, with no NUL",
         )
     flag = params.get("backfill", "false").lower()
     if flag not in _TRUE + _FALSE:

@@ -12,6 +12,7 @@ import msgspec
 from meterline.api.errors import ApiError
 from meterline.domain.errors import ErrorCode
 from meterline.domain.json_errors import describe_decode_error
+from meterline.ingest.jsonsplit import split_array
 from meterline.ingest.readers import Item
 
 JSON_TYPES = ("application/json",)
@@ -23,13 +24,26 @@ _value = msgspec.json.Decoder(msgspec.Raw)
 
 
 def raw_elements(text: bytes) -> list[bytes]:
-    """The elements of a JSON array, each as the exact bytes sent (msgspec.DecodeError if malformed)."""
-    return [bytes(raw) for raw in _array.decode(text)]
+    """The elements of a JSON array, each as the exact bytes sent (msgspec.DecodeError if malformed).
+
+    An element nested deeper than msgspec can follow is cut out without
+    recursing, and then rejected on its own (NESTING_TOO_DEEP)."""
+    try:
+        return [bytes(raw) for raw in _array.decode(text)]
+    except RecursionError:
+        elements = split_array(text)
+        if elements is None:
+            raise msgspec.DecodeError("malformed JSON array") from None
+        return elements
 
 
 def check_json(text: bytes) -> None:
-    """Raise msgspec.DecodeError unless `text` is one well-formed JSON value."""
-    _value.decode(text)
+    """Raise msgspec.DecodeError unless `text` is one well-formed JSON value (a
+    single value nested too deep passes: the validator rejects it)."""
+    try:
+        _value.decode(text)
+    except RecursionError:
+        return
 
 
 def invalid_json(message: str) -> ApiError:

@@ -18,7 +18,12 @@ from meterline.domain.events import MAX_ID_LENGTH
 
 Schema = dict[str, Any]
 
-_ID: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
+_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_LENGTH,
+    "pattern": "^[^\\u0000]+$",  # PostgreSQL text holds no NUL (issue 11: INVALID_TEXT)
+}
 
 
 def ref(name: str) -> Schema:
@@ -28,8 +33,12 @@ def ref(name: str) -> Schema:
 SCHEMAS: dict[str, Schema] = {
     "Event": {
         "type": "object",
-        "description": "A usage event in meterline's native format (DESIGN §3).",
+        "description": (
+            "A usage event in meterline's native format (DESIGN §3). Any other top-level "
+            "field is rejected (UNKNOWN_FIELD); texts hold no NUL (INVALID_TEXT)."
+        ),
         "required": ["event_id", "customer_id", "event_type", "event_time"],
+        "additionalProperties": False,
         "properties": {
             "event_id": _ID,
             "customer_id": _ID,

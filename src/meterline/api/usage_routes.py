@@ -70,6 +70,12 @@ _RETRACT_BODY = {
                     "reason": {"type": "string", "minLength": 1},
                 },
                 "additionalProperties": False,
+                # The key of the native Event example: retracting what was sent.
+                "example": {
+                    "event_id": "evt_001",
+                    "source": "gateway",
+                    "reason": "sent twice by the gateway",
+                },
             }
         }
     },

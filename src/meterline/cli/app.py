@@ -274,12 +274,19 @@ def catalog_apply(
 
 
 def _instant(name: str, value: str) -> int:
+    from meterline.domain.events import MAX_EVENT_TIME_US, MIN_EVENT_TIME_US
     from meterline.domain.timestamps import InvalidTimestamp, parse_rfc3339
 
     try:
-        return parse_rfc3339(value)
+        us = parse_rfc3339(value)
     except InvalidTimestamp as exc:
         fail(f"{name}: {exc}")
+    if not MIN_EVENT_TIME_US <= us <= MAX_EVENT_TIME_US:
+        fail(
+            f"INVALID_ARGUMENT: {name}: {value!r} is outside the supported range "
+            "1970-01-01T00:00:00Z to 9000-01-01T00:00:00Z"
+        )
+    return us
 
 
 @app.command()

@@ -42,6 +42,11 @@ def consume(
     client: list[str] = typer.Option(
         [], "-X", "--client-option", help="librdkafka property KEY=VALUE (repeatable)."
     ),
+    dead_letter_topic: str = typer.Option(
+        "",
+        "--dead-letter-topic",
+        help="Topic for messages that cannot be stored (default: TOPIC.dlq).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every stored batch."),
     as_json: bool = typer.Option(False, "--json", help="Print the final counts as JSON."),
 ) -> None:
@@ -77,6 +82,7 @@ def consume(
             batch_size=batch_size,
             max_wait_ms=max_wait_ms,
             client=_client_options(client),
+            dead_letter_topic=dead_letter_topic or None,
         )
         worker = KafkaWorker(ingestor_for(store, s.clock()), worker_settings)
     except ValueError as exc:

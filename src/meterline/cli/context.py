@@ -14,8 +14,9 @@ import typer
 
 from meterline.domain.clock import Clock, FixedClock, SystemClock
 from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.events import MAX_EVENT_TIME_US, MIN_EVENT_TIME_US
 from meterline.domain.timestamps import InvalidTimestamp, parse_rfc3339, to_datetime
-from meterline.store.database import DEFAULT_URL, Store, open_store
+from meterline.store.database import DEFAULT_URL, Store, is_transient, open_store
 
 EXIT_OK = 0
 EXIT_DISCREPANCY = 1
@@ -31,9 +32,16 @@ class Settings:
         if self.now is None:
             return SystemClock()
         try:
-            return FixedClock(to_datetime(parse_rfc3339(self.now)))
+            now_us = parse_rfc3339(self.now)
         except InvalidTimestamp as exc:
             raise MeterlineError(ErrorCode.INVALID_ARGUMENT, f"--now: {exc}") from None
+        if not MIN_EVENT_TIME_US <= now_us < MAX_EVENT_TIME_US:
+            raise MeterlineError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"--now: {self.now!r} is outside the supported range "
+                "1970-01-01T00:00:00Z to 9000-01-01T00:00:00Z",
+            )
+        return FixedClock(to_datetime(now_us))
 
     def store(self, *, initialised: bool = True) -> Store:
         if initialised:
@@ -105,6 +113,13 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
             fail("committed batches are kept, re-run to resume", 130, "INTERRUPTED")
         except BrokenPipeError:
             raise typer.Exit(EXIT_OK) from None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The store went away mid-command: committed batches are kept and
+            # a re-run resumes (deduplicated); not an internal error.
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+            fail(f"{ErrorCode.STORE_UNAVAILABLE}: the store is unavailable ({reason}); re-run")
 
     return wrapper
 

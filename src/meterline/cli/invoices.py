@@ -101,14 +101,27 @@ def issue(
             typer.echo(f"already issued {number} for {cid}")
         typer.echo(
             f"{len(result.issued)} issued, {len(result.already)} already issued, {len(result.refused)} refused"
+            + (f", {len(result.failed)} failed" if result.failed else "")
         )
     for _cid, message in result.refused:
         error_line(f"PERIOD_NOT_CLOSED: {message}")
-    if result.refused:
+    for cid, code, message in result.failed:
+        line = message if cid in message else f"{cid}: {message}"
+        error_line(f"{code}: {' '.join(line.split())}")
+    if result.refused or result.failed:
+        parts = []
+        if result.refused:
+            parts.append(
+                f"{plural(len(result.refused), 'customer')} not closed: see `meterline status`, "
+                "or --force to issue anyway"
+            )
+        if result.failed:
+            parts.append(f"{plural(len(result.failed), 'customer')} could not be invoiced")
         fail(
-            f"{plural(len(result.refused), 'customer')} refused: see `meterline status`, "
-            "or --force to issue anyway",
-            error=ErrorCode.PERIOD_NOT_CLOSED,
+            "; ".join(parts),
+            error=ErrorCode.INVOICE_RUN_INCOMPLETE
+            if result.failed
+            else ErrorCode.PERIOD_NOT_CLOSED,
         )
 
 

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import NoReturn
 
-from meterline.domain.decimals import fmt, parse_decimal
+from meterline.domain.decimals import catalog_decimal_problem, fmt, parse_decimal
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import InvalidTimestamp, from_datetime, parse_rfc3339
 
@@ -90,7 +90,17 @@ def boolean(raw: object, path: str) -> bool:
 
 
 def decimal(raw: object, path: str) -> Decimal:
-    """An exact number: a decimal string, an integer or a Decimal; never a float or a boolean."""
+    """An exact number within the catalog bounds (decimals.catalog_decimal_problem):
+    a price like 1e400 is refused here, at `catalog apply`, not at month end."""
+    value = _exact_number(raw, path)
+    problem = catalog_decimal_problem(value)
+    if problem is not None:
+        fail(path, problem)
+    return value
+
+
+def _exact_number(raw: object, path: str) -> Decimal:
+    """A decimal string, an integer or a Decimal; never a float or a boolean."""
     if isinstance(raw, bool):
         fail(path, f"expected a number, got {kind(raw)}")
     if isinstance(raw, int):

@@ -62,3 +62,32 @@ def exact_sum(values: list[Decimal]) -> Decimal:
     with localcontext() as ctx:
         ctx.prec = PRECISION
         return sum(values, Decimal(0))
+
+
+# Bounds of every decimal in a catalog (prices, amounts, rates, tier bounds,
+# package sizes, minimum spends, tax rates, credits): below 10^15 (a
+# quadrillion in any currency) with at most 12 fraction digits. A price times
+# any metered quantity (metering.values bounds) then stays far inside the
+# exact arithmetic of pricing._exact, and "1e400" is refused where it is typed.
+CATALOG_MAX_INTEGER_DIGITS = 15
+CATALOG_MAX_FRACTION_DIGITS = 12
+
+
+def catalog_decimal_problem(value: Decimal) -> str | None:
+    """Why a catalog decimal is out of bounds, or None (checked on the tuple,
+    so a huge exponent costs nothing)."""
+    if not value.is_finite():
+        return f"{value} is not a finite number"
+    if value.is_zero():
+        return None
+    if value.adjusted() >= CATALOG_MAX_INTEGER_DIGITS:
+        return (
+            f"{value} is out of range (at most {CATALOG_MAX_INTEGER_DIGITS} digits "
+            "before the decimal point)"
+        )
+    _sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if -(exponent + trailing) > CATALOG_MAX_FRACTION_DIGITS:
+        return f"{value} has more than {CATALOG_MAX_FRACTION_DIGITS} digits after the decimal point"
+    return None

@@ -26,6 +26,11 @@ class ErrorCode(StrEnum):
     # cutoff, or the document predates the Merkle log and records no tree head.
     EVENT_AFTER_CUTOFF = "EVENT_AFTER_CUTOFF"
     NO_TREE_HEAD = "NO_TREE_HEAD"
+    # ingestion bounds (issue 11): see docs/SEMANTICS.md "Hostile input"
+    UNKNOWN_FIELD = "UNKNOWN_FIELD"
+    INVALID_TEXT = "INVALID_TEXT"
+    NESTING_TOO_DEEP = "NESTING_TOO_DEEP"
+    STORE_REJECTED = "STORE_REJECTED"
     # input files
     INVALID_INPUT = "INVALID_INPUT"
     # catalog and pricing (DESIGN §5)
@@ -40,6 +45,8 @@ class ErrorCode(StrEnum):
     PERIOD_NOT_CLOSED = "PERIOD_NOT_CLOSED"
     DOCUMENT_NOT_FOUND = "DOCUMENT_NOT_FOUND"
     INVALID_STATUS_CHANGE = "INVALID_STATUS_CHANGE"
+    INVOICE_RUN_INCOMPLETE = "INVOICE_RUN_INCOMPLETE"
+    INVOICE_FAILED = "INVOICE_FAILED"
     # store
     STORE_NOT_INITIALISED = "STORE_NOT_INITIALISED"
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -23,6 +23,7 @@ from meterline.domain.json_errors import describe_decode_error, describe_validat
 from meterline.domain.timestamps import (
     US_PER_DAY,
     US_PER_MINUTE,
+    US_PER_SECOND,
     InvalidTimestamp,
     format_us,
     parse_rfc3339,
@@ -30,18 +31,63 @@ from meterline.domain.timestamps import (
 
 DEFAULT_SOURCE = "default"
 MAX_ID_LENGTH = 256
-# Decimals beyond this magnitude are refused: a 10^400 "quantity" is a bug
-# upstream, and accepting it would let one event blow up every aggregate.
+FIELDS = frozenset(("event_id", "customer_id", "event_type", "event_time", "source", "properties"))
+# Numbers anywhere in properties: at most this many significant digits and a
+# magnitude between 10^-60 and 10^61. That is the precision every decimal
+# operation runs at (decimals.PRECISION), so a stored number is always exact;
+# a 10^400 "quantity" is a bug upstream, and accepting it would let one event
+# blow up every aggregate. Metered properties have tighter bounds
+# (metering.values).
 MAX_DECIMAL_EXPONENT = 60
+MAX_NUMBER_DIGITS = 60
+_MAX_INT = 10 ** (MAX_DECIMAL_EXPONENT + 1)
+# Nesting of `properties` (the object itself is depth 1). Deep enough for any
+# real payload, shallow enough that no recursive reader can overflow its stack.
+MAX_DEPTH = 32
+# The event_time range: [1970-01-01T00:00:00Z, 9000-01-01T00:00:00Z). Every
+# computation downstream (windows, local days and periods in any IANA zone,
+# month and year arithmetic, PostgreSQL month partitions) stays inside
+# years 1..9999 with centuries to spare, and instants stay non-negative.
+MIN_EVENT_TIME_US = 0
+MAX_EVENT_TIME_US = 221845392000 * US_PER_SECOND  # 9000-01-01T00:00:00Z
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _number_problem(value: Decimal | int) -> str | None:
+    """Why a number is outside the documented bounds, or None."""
+    if isinstance(value, int):
+        return None if -_MAX_INT < value < _MAX_INT else "is out of range (at most 10^61)"
+    if not value.is_finite():
+        return "is not a finite number"
+    if value.is_zero():
+        return None
+    if abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
+        return f"is out of range (magnitude 10^-{MAX_DECIMAL_EXPONENT} to 10^{MAX_DECIMAL_EXPONENT + 1})"
+    if len(value.normalize(_WIDE).as_tuple().digits) > MAX_NUMBER_DIGITS:
+        return f"has more than {MAX_NUMBER_DIGITS} significant digits"
+    return None
+
+
+_WIDE = Context(prec=100_000)
 
 
 def _canonical_number(literal: str) -> Decimal:
     """float_hook: every non-integer JSON number becomes its canonical Decimal
     while decoding, so 1200.0 and 1.2e3 are stored (and hashed) as 1200."""
+    if len(literal) > 2 * MAX_NUMBER_DIGITS + 10:
+        raise _OutOfRange("number out of range (too many digits)")
     value = Decimal(literal)
-    if abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
-        raise ValueError("number out of range")
+    problem = _number_problem(value)
+    if problem is not None:
+        raise _OutOfRange(f"number {problem}")
     return Decimal(fmt(value))
+
+
+class NestingTooDeep(msgspec.DecodeError):
+    """A JSON document nested deeper than any decoder stack can follow."""
 
 
 _decoder = msgspec.json.Decoder(float_hook=_canonical_number)
@@ -50,7 +96,7 @@ _encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
-class _WellFormed(msgspec.Struct):
+class _WellFormed(msgspec.Struct, forbid_unknown_fields=True):
     """The shape of a valid event, checked in C. Anything that does not fit
     takes the slow path, which finds the precise error code."""
 
@@ -63,6 +109,103 @@ class _WellFormed(msgspec.Struct):
 
 
 _fast_decoder = msgspec.json.Decoder(_WellFormed, float_hook=_canonical_number)
+
+
+def unicode_problem(value: str) -> str | None:
+    """Why a text is not valid Unicode (a lone surrogate, possible from CSV
+    decoded with surrogateescape), or None. Property strings only need this:
+    they are stored inside canonical JSON, where a NUL is the escape \\u0000."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (lone surrogate or invalid UTF-8)"
+    return None
+
+
+def text_problem(value: str) -> str | None:
+    """Why a text cannot be stored identically on SQLite and PostgreSQL, or None.
+
+    PostgreSQL text holds no NUL and only valid UTF-8, so a lone surrogate
+    (possible from CSV decoded with surrogateescape) is refused on both.
+    """
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode (lone surrogate or invalid UTF-8)"
+    return None
+
+
+def _check_properties(value: Any, path: str, depth: int) -> None:
+    """Depth, Unicode and number bounds of a decoded `properties` value.
+
+    Hot path: leaves are checked inline and a path is only formatted for an
+    error, so a flat object of a few keys costs about a microsecond."""
+    if isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            raise _Invalid(
+                ErrorCode.NESTING_TOO_DEEP, f"{path} is nested more than {MAX_DEPTH} levels deep"
+            )
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Invalid(ErrorCode.INVALID_FIELD, f"{path}: keys must be strings")
+            if not key.isascii():
+                problem = unicode_problem(key)
+                if problem is not None:
+                    raise _Invalid(ErrorCode.INVALID_TEXT, f"{path}: a key {problem}")
+            _check_item(item, path, key, depth)
+    elif isinstance(value, list):
+        if depth > MAX_DEPTH:
+            raise _Invalid(
+                ErrorCode.NESTING_TOO_DEEP, f"{path} is nested more than {MAX_DEPTH} levels deep"
+            )
+        for i, item in enumerate(value):
+            _check_item(item, path, i, depth)
+    else:
+        _check_item(value, path, None, depth - 1)
+
+
+def _check_item(item: Any, parent: str, at: str | int | None, depth: int) -> None:
+    kind = type(item)
+    if kind is str:
+        if item.isascii():
+            return
+        problem = unicode_problem(item)
+        if problem is not None:
+            raise _Invalid(ErrorCode.INVALID_TEXT, f"{_path(parent, at)} {problem}")
+    elif kind is int:
+        if -_MAX_INT < item < _MAX_INT:
+            return
+        raise _Invalid(
+            ErrorCode.INVALID_FIELD, f"{_path(parent, at)} is out of range (at most 10^61)"
+        )
+    elif kind is bool or item is None:
+        return
+    elif kind is dict or kind is list:
+        _check_properties(item, _path(parent, at), depth + 1)
+    elif isinstance(item, int | Decimal):
+        problem = _number_problem(item)
+        if problem is not None:
+            raise _Invalid(ErrorCode.INVALID_FIELD, f"{_path(parent, at)} {problem}")
+    elif isinstance(item, dict | list):  # subclasses: the slow, general path
+        _check_properties(item, _path(parent, at), depth + 1)
+    elif isinstance(item, str):
+        problem = unicode_problem(item)
+        if problem is not None:
+            raise _Invalid(ErrorCode.INVALID_TEXT, f"{_path(parent, at)} {problem}")
+    else:
+        raise _Invalid(
+            ErrorCode.INVALID_FIELD,
+            f"{_path(parent, at)} holds a {type(item).__name__}, not a JSON value",
+        )
+
+
+def _path(parent: str, at: str | int | None) -> str:
+    if at is None:
+        return parent
+    return f"{parent}[{at}]" if isinstance(at, int) else f"{parent}.{at[:40]}"
 
 
 @dataclass(frozen=True)
@@ -111,14 +254,21 @@ class _Invalid(Exception):
 
 
 def decode_json(data: bytes | str) -> Any:
-    """Decode JSON with every non-integer number as an exact, canonical Decimal."""
-    return _decoder.decode(data)
+    """Decode JSON with every non-integer number as an exact, canonical Decimal.
+
+    Raises msgspec.DecodeError (NestingTooDeep, or ValidationError for a
+    number out of range) for anything it cannot hold; never RecursionError."""
+    try:
+        return _decoder.decode(data)
+    except RecursionError:
+        raise NestingTooDeep("JSON nested too deep") from None
 
 
 def _canonical_value(value: Any, path: str) -> Any:
     if isinstance(value, Decimal):
-        if not value.is_finite() or abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
-            raise _Invalid(ErrorCode.INVALID_FIELD, f"{path}: number out of range")
+        problem = _number_problem(value)
+        if problem is not None:
+            raise _Invalid(ErrorCode.INVALID_FIELD, f"{path}: number {problem}")
         return Decimal(fmt(value))
     if isinstance(value, dict):
         return {k: _canonical_value(v, f"{path}.{k}") for k, v in value.items()}
@@ -147,7 +297,14 @@ def _required_str(obj: dict[str, Any], name: str) -> str:
         )
     if not value or len(value) > MAX_ID_LENGTH:
         raise _Invalid(ErrorCode.INVALID_FIELD, f"{name!r} must be 1 to {MAX_ID_LENGTH} characters")
+    _check_text(name, value)
     return value
+
+
+def _check_text(name: str, value: str) -> None:
+    problem = text_problem(value)
+    if problem is not None:
+        raise _Invalid(ErrorCode.INVALID_TEXT, f"{name!r} {problem}")
 
 
 def _json_type(value: Any) -> str:
@@ -175,16 +332,36 @@ def _event_time(obj: dict[str, Any]) -> int:
             ErrorCode.INVALID_EVENT_TIME,
             f"'event_time' must be an RFC 3339 string with an offset, got {_json_type(value)}",
         )
+    return _parse_time(value)
+
+
+def _parse_time(value: str) -> int:
+    """An RFC 3339 instant inside [MIN_EVENT_TIME_US, MAX_EVENT_TIME_US)."""
     try:
-        return parse_rfc3339(value)
+        us = parse_rfc3339(value)
     except InvalidTimestamp as exc:
-        raise _Invalid(ErrorCode.INVALID_EVENT_TIME, str(exc)) from None
+        raise _Invalid(ErrorCode.INVALID_EVENT_TIME, str(exc)[:300]) from None
+    if not MIN_EVENT_TIME_US <= us < MAX_EVENT_TIME_US:
+        raise _Invalid(
+            ErrorCode.INVALID_EVENT_TIME,
+            f"event_time {value[:64]!r} is outside the supported range "
+            "1970-01-01T00:00:00Z to 9000-01-01T00:00:00Z (exclusive)",
+        )
+    return us
 
 
 def _validate(obj: Any, default_source: str, now_us: int, limits: Limits, backfill: bool) -> Event:
     if not isinstance(obj, dict):
         raise _Invalid(
             ErrorCode.INVALID_JSON, f"an event must be a JSON object, got {_json_type(obj)}"
+        )
+    unknown = [k for k in obj if k not in FIELDS]
+    if unknown:
+        name = str(unknown[0])
+        shown = name[:64] if text_problem(name) is None else ascii(name[:64])
+        raise _Invalid(
+            ErrorCode.UNKNOWN_FIELD,
+            f"unknown field {shown!r}; an event has only {', '.join(sorted(FIELDS))}",
         )
     event_id = _required_str(obj, "event_id")
     customer_id = _required_str(obj, "customer_id")
@@ -204,8 +381,10 @@ def _validate(obj: Any, default_source: str, now_us: int, limits: Limits, backfi
         raise _Invalid(
             ErrorCode.INVALID_FIELD, f"'properties' must be a JSON object, got {_json_type(props)}"
         )
-    elif _needs_canonicalising(props):
-        props = _canonical_value(props, "properties")
+    else:
+        _check_properties(props, "properties", 1)
+        if _needs_canonicalising(props):
+            props = _canonical_value(props, "properties")
     return _finish(
         source, event_id, customer_id, event_type, event_time, props, now_us, limits, backfill
     )
@@ -235,6 +414,7 @@ def _finish(
             f"event_time {format_us(event_time)} is older than "
             f"{limits.max_age_us // US_PER_DAY} days; ingest it as a backfill to bill it",
         )
+    _check_text("source", source)  # also the default (--source, ?source=) when absent
     properties = _encoder.encode(props).decode()
     return Event(
         source=source,
@@ -299,13 +479,15 @@ def validate_bytes(
         )
     try:
         fast = _fast_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return _validate_slowly(raw, default_source, now_us, limits, backfill)
     try:
-        try:
-            event_time = parse_rfc3339(fast.event_time)
-        except InvalidTimestamp as exc:
-            raise _Invalid(ErrorCode.INVALID_EVENT_TIME, str(exc)) from None
+        _check_text("event_id", fast.event_id)
+        _check_text("customer_id", fast.customer_id)
+        _check_text("event_type", fast.event_type)
+        event_time = _parse_time(fast.event_time)
+        if fast.properties:
+            _check_properties(fast.properties, "properties", 1)
         return _finish(
             fast.source or default_source,
             fast.event_id,
@@ -325,7 +507,9 @@ def _validate_slowly(
     raw: bytes, default_source: str, now_us: int, limits: Limits, backfill: bool
 ) -> Event | Rejection:
     try:
-        obj = _decoder.decode(raw)
+        obj = decode_json(raw)
+    except NestingTooDeep:
+        return Rejection(ErrorCode.NESTING_TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
     except msgspec.ValidationError as exc:  # raised by _canonical_number
         return Rejection(ErrorCode.INVALID_FIELD, f"properties: {describe_validation_error(exc)}")
     except msgspec.DecodeError as exc:

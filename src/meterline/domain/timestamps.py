@@ -21,13 +21,14 @@ _ONE_US = timedelta(microseconds=1)
 # digits are accepted (Go and Java emit nanoseconds); the instant is truncated
 # to the microsecond, the precision billing works at.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
 )
 
 
 # The common shape, "...Z", parsed without building a datetime: the day's
 # start comes from a small cache, the rest is integer arithmetic.
-_ZULU = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?[Zz]")
+_ZULU = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?[Zz]", re.ASCII)
 _day_start: dict[str, int] = {}
 
 

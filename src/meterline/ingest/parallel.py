@@ -39,7 +39,7 @@ from meterline.ingest.service import (
     PreparedBatch,
     prepare,
 )
-from meterline.store.database import Store, open_store
+from meterline.store.database import Store, is_transient, open_store
 from meterline.store.meter_catalog import MeterCatalog
 from meterline.store.window_index import check_properties
 
@@ -144,7 +144,13 @@ class ParallelIngestor:
                         "are kept, re-run to resume",
                     ) from None
                 self.ingestor.timings.validate += perf_counter() - t0  # time waited
-                self.ingestor.store_batch(chunk, batch, now_us, options, report)
+                try:
+                    self.ingestor.store_batch(chunk, batch, now_us, options, report)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    # the serial path isolates the event the database refuses
+                    self.ingestor._ingest_chunk(chunk, options, report)
                 if progress is not None:
                     progress(len(chunk))
         return report

@@ -19,6 +19,7 @@ import msgspec
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json, encode_json
 from meterline.domain.json_errors import describe_decode_error
+from meterline.ingest.jsonsplit import split_array
 
 FORMATS = ("auto", "ndjson", "json", "csv")
 _NO_OBJECT: Any = object()
@@ -31,6 +32,9 @@ class Item:
     raw: bytes
     line: int
     obj: Any = _NO_OBJECT
+    # Set when the reader could not even cut out a record (a CSV row the csv
+    # module refuses): the item is rejected with this code, the file goes on.
+    error: tuple[ErrorCode, str] | None = None
 
     @property
     def decoded(self) -> bool:
@@ -64,27 +68,61 @@ def read_ndjson(stream: BinaryIO) -> Iterator[Item]:
             yield Item(line, number)
 
 
+_raw_array = msgspec.json.Decoder(list[msgspec.Raw])
+_raw_value = msgspec.json.Decoder(msgspec.Raw)
+
+
 def read_json(stream: BinaryIO, name: str) -> Iterator[Item]:
-    data = stream.read()
+    """A JSON array (one item per element, cut out as raw bytes so each is
+    validated, and rejected, on its own) or one JSON value (one item)."""
+    data = stream.read().strip()
+    elements: list[bytes] | None
     try:
-        value = decode_json(data)
+        if data[:1] == b"[":
+            elements = [bytes(raw) for raw in _raw_array.decode(data)]
+        else:
+            elements = [bytes(_raw_value.decode(data))]
+    except RecursionError:  # an element nested too deep: cut without recursing
+        elements = split_array(data) if data[:1] == b"[" else [data]
+        if elements is None:
+            raise MeterlineError(ErrorCode.INVALID_JSON, f"{name} is not valid JSON") from None
     except msgspec.DecodeError as exc:
         raise MeterlineError(
             ErrorCode.INVALID_JSON, f"{name}: {describe_decode_error(exc)}"
         ) from None
-    values = value if isinstance(value, list) else [value]
-    for obj in values:
-        yield Item(encode_json(obj), 0, obj)
+    for raw in elements:
+        yield Item(raw, 0)
+
+
+def _raw_row(obj: dict[str, Any]) -> bytes:
+    """The bytes quarantined for a CSV row: its JSON, or a lossless escape of
+    it when it holds text that is not valid Unicode."""
+    try:
+        return encode_json(obj)
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return repr(obj).encode("utf-8", "backslashreplace")
 
 
 def read_csv(stream: BinaryIO, name: str) -> Iterator[Item]:
     """Columns: the event fields, plus `properties` (a JSON object) and/or
     `properties.NAME` columns. Cells are strings; an empty cell is absent."""
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    # surrogateescape: invalid UTF-8 reaches validation (INVALID_TEXT, per
+    # row) instead of stopping the whole file.
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
     reader = csv.DictReader(text)
-    if reader.fieldnames is None:
-        return
-    for row in reader:
+    try:
+        if reader.fieldnames is None:
+            return
+    except csv.Error as exc:
+        raise MeterlineError(ErrorCode.INVALID_INPUT, f"{name}: {exc}") from None
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Item(b"", reader.line_num, error=(ErrorCode.INVALID_INPUT, f"CSV: {exc}"))
+            continue
         obj: dict[str, Any] = {}
         props: dict[str, Any] = {}
         bad_props: str | None = None
@@ -109,7 +147,7 @@ def read_csv(stream: BinaryIO, name: str) -> Iterator[Item]:
             obj["properties"] = bad_props  # a string: rejected as INVALID_FIELD
         elif props and "properties" not in obj:
             obj["properties"] = props
-        yield Item(encode_json(obj), reader.line_num, obj)
+        yield Item(_raw_row(obj), reader.line_num, obj)
 
 
 def read_file(path: str, fmt: str = "auto") -> Iterator[Item]:

@@ -7,6 +7,7 @@ event is deduplicated on (source, event_id) against the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,10 +28,19 @@ from meterline.domain.events import (
 from meterline.domain.timestamps import from_datetime
 from meterline.ingest.readers import Item
 from meterline.store import audit, webhook_facts
-from meterline.store.database import Store
-from meterline.store.event_log import AppendResult, BatchHeader, Candidate, Reject, append_batch
+from meterline.store.database import Store, is_transient
+from meterline.store.event_log import (
+    AppendResult,
+    BatchHeader,
+    Candidate,
+    Reject,
+    append_batch,
+    storable_text,
+)
 from meterline.store.partitions import Partitions, month_of
 from meterline.store.window_index import WindowIndex, check_properties
+
+log = logging.getLogger("meterline.ingest")
 
 DEFAULT_BATCH_SIZE = 20_000
 
@@ -83,7 +93,9 @@ class IngestReport:
 class PreparedBatch:
     candidates: list[Candidate]
     rejects: list[Reject]
-    duplicates: int
+    # Later occurrences of a key already in `candidates`: duplicate or
+    # conflict is decided when storing, against the event kept for the key.
+    repeats: list[Candidate] = field(default_factory=list)
 
 
 def prepare(
@@ -95,12 +107,14 @@ def prepare(
     """Validate a batch and fold repeated keys inside it (first occurrence wins)."""
     candidates: list[Candidate] = []
     rejects: list[Reject] = []
-    duplicates = 0
-    seen: dict[tuple[str, str], str] = {}
+    repeats: list[Candidate] = []
+    seen: set[tuple[str, str]] = set()
     limits, source, backfill = options.limits, options.source, options.backfill
     for index, item in items:
         outcome: Event | Rejection
-        if item.decoded:
+        if item.error is not None:
+            outcome = Rejection(*item.error)
+        elif item.decoded:
             if len(item.raw) > limits.max_event_bytes:
                 outcome = Rejection(
                     ErrorCode.PAYLOAD_TOO_LARGE,
@@ -120,24 +134,12 @@ def prepare(
             rejects.append(Reject(index, None, outcome.code, outcome.message, item.raw))
             continue
         key = (outcome.source, outcome.event_id)
-        prior = seen.get(key)
-        if prior is None:
-            seen[key] = outcome.content_hash
-            candidates.append(Candidate(index, outcome, item.raw))
-        elif prior == outcome.content_hash:
-            duplicates += 1
+        if key in seen:
+            repeats.append(Candidate(index, outcome, item.raw))
         else:
-            rejects.append(
-                Reject(
-                    index,
-                    outcome.source,
-                    ErrorCode.EVENT_ID_CONFLICT,
-                    f"event ({outcome.source}, {outcome.event_id}) appears earlier in this batch "
-                    "with different content; the first is kept",
-                    item.raw,
-                )
-            )
-    return PreparedBatch(candidates, rejects, duplicates)
+            seen.add(key)
+            candidates.append(Candidate(index, outcome, item.raw))
+    return PreparedBatch(candidates, rejects, repeats)
 
 
 def _batches(items: Iterable[Item], size: int) -> Iterator[list[tuple[int, Item]]]:
@@ -173,20 +175,44 @@ class Ingestor:
     ) -> IngestReport:
         report = IngestReport()
         for chunk in _batches(items, options.batch_size):
-            now_us = from_datetime(self.clock.now())
-            check: EventCheck | None = None
-            if self.index is not None:
-                catalog = self.index.catalog
-                with self.store.read() as conn:
-                    catalog.refresh(conn)
-                check = partial(check_properties, catalog) if catalog.by_type else None
-            t0 = perf_counter()
-            batch = prepare(chunk, now_us, options, check)
-            self.timings.validate += perf_counter() - t0
-            self.store_batch(chunk, batch, now_us, options, report)
+            self._ingest_chunk(chunk, options, report)
             if progress is not None:
                 progress(len(chunk))
         return report
+
+    def _ingest_chunk(
+        self, chunk: list[tuple[int, Item]], options: IngestOptions, report: IngestReport
+    ) -> None:
+        """Store one chunk; if the database refuses it for a reason that is not
+        transient, store its halves separately, down to the one event that
+        cannot be stored, which is quarantined (STORE_REJECTED). A bad event
+        never takes its batch with it; a store that is down still raises."""
+        try:
+            self._store_chunk(chunk, options, report)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(chunk) > 1:
+                middle = len(chunk) // 2
+                self._ingest_chunk(chunk[:middle], options, report)
+                self._ingest_chunk(chunk[middle:], options, report)
+                return
+            self._quarantine_unstorable(chunk[0], exc, options, report)
+
+    def _store_chunk(
+        self, chunk: list[tuple[int, Item]], options: IngestOptions, report: IngestReport
+    ) -> None:
+        now_us = from_datetime(self.clock.now())
+        check: EventCheck | None = None
+        if self.index is not None:
+            catalog = self.index.catalog
+            with self.store.read() as conn:
+                catalog.refresh(conn)
+            check = partial(check_properties, catalog) if catalog.by_type else None
+        t0 = perf_counter()
+        batch = prepare(chunk, now_us, options, check)
+        self.timings.validate += perf_counter() - t0
+        self.store_batch(chunk, batch, now_us, options, report)
 
     def store_batch(
         self,
@@ -205,7 +231,7 @@ class Ingestor:
             self._partitions.ensure(self.store.engine, months)
         header = BatchHeader(now_us, options.origin, options.source, options.backfill)
         with self.store.write() as conn:
-            result = append_batch(conn, header, batch.candidates, batch.rejects, batch.duplicates)
+            result = append_batch(conn, header, batch.candidates, batch.rejects, 0, batch.repeats)
             t2 = perf_counter()
             if self.index is not None:
                 self.index(conn, header, result)
@@ -215,6 +241,24 @@ class Ingestor:
         self.timings.write += t2 - t1 + perf_counter() - t3  # the commit is a write
         self.timings.index += t3 - t2
         self._account(report, chunk, batch, result)
+
+    def _quarantine_unstorable(
+        self, entry: tuple[int, Item], exc: Exception, options: IngestOptions, report: IngestReport
+    ) -> None:
+        index, item = entry
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        message = f"the store refused this event ({type(exc).__name__}: {reason})"
+        log.warning("quarantined an event the store refused (item %d): %s", index, message)
+        now_us = from_datetime(self.clock.now())
+        header = BatchHeader(now_us, options.origin, options.source, options.backfill)
+        reject = Reject(index, None, ErrorCode.STORE_REJECTED, message, item.raw)
+        with self.store.write() as conn:
+            result = append_batch(conn, header, [], [reject], 0)
+            audit.ingest_batch(conn, result, 1, options.origin, now_us)
+            webhook_facts.ingest_batch(conn, header, result, [reject], now_us)
+        report.batches += 1
+        report.rejected += 1
+        report.rejects.append(RejectInfo(index, str(reject.code), message, item.line))
 
     @staticmethod
     def _account(
@@ -230,7 +274,7 @@ class Ingestor:
         report.duplicates += result.duplicates
         report.rejected += len(rejects)
         report.rejects.extend(
-            RejectInfo(r.position, str(r.code), r.message, lines.get(r.position, 0))
+            RejectInfo(r.position, str(r.code), storable_text(r.message), lines.get(r.position, 0))
             for r in rejects
         )
         if result.accepted:

@@ -92,6 +92,10 @@ class Batch:
     first: dict[TopicPartitionKey, int] = field(default_factory=dict)
     commit: dict[TopicPartitionKey, int] = field(default_factory=dict)
     messages: int = 0
+    # The message as received (key, value), for the dead-letter topic.
+    received: dict[tuple[TopicPartitionKey, int], tuple[bytes | None, bytes | None]] = field(
+        default_factory=dict
+    )
 
     def __bool__(self) -> bool:
         return self.messages > 0
@@ -114,6 +118,7 @@ class BatchAccumulator:
         self.max_wait = max_wait
         self._clock = clock
         self._messages: list[tuple[TopicPartitionKey, int, list[Item]]] = []
+        self._received: dict[tuple[TopicPartitionKey, int], tuple[bytes | None, bytes | None]] = {}
         self._started: float | None = None
 
     def __len__(self) -> int:
@@ -123,10 +128,18 @@ class BatchAccumulator:
     def room(self) -> int:
         return self.max_messages - len(self._messages)
 
-    def add(self, tp: TopicPartitionKey, offset: int, items: list[Item]) -> None:
+    def add(
+        self,
+        tp: TopicPartitionKey,
+        offset: int,
+        items: list[Item],
+        key: bytes | None = None,
+        value: bytes | None = None,
+    ) -> None:
         if self._started is None:
             self._started = self._clock()
         self._messages.append((tp, offset, items))
+        self._received[(tp, offset)] = (key, value)
 
     def time_left(self) -> float | None:
         """Seconds until the buffered batch is due; None when empty."""
@@ -149,7 +162,9 @@ class BatchAccumulator:
             for item in items:
                 batch.items.append(item)
                 batch.origins.append((tp, offset, item.line))
+            batch.received[(tp, offset)] = self._received.get((tp, offset), (None, None))
         self._messages = []
+        self._received = {}
         self._started = None
         return batch
 
@@ -159,6 +174,7 @@ class BatchAccumulator:
         kept = [m for m in self._messages if m[0] not in gone]
         dropped = len(self._messages) - len(kept)
         self._messages = kept
+        self._received = {k: v for k, v in self._received.items() if k[0] not in gone}
         if not kept:
             self._started = None
         return dropped

@@ -7,11 +7,16 @@ the exact offsets of the batch (per partition, last offset + 1).
 
 - A crash between store and commit redelivers the batch; the store
   deduplicates on (source, event_id), so the effect is exactly once.
-- Rejected events are quarantined by the ingestor and their offsets are
-  committed like any other: a bad message never blocks its partition.
-- If storing fails (database down), the partitions of the batch are rewound
-  to the batch's first offsets and the batch is retried with backoff; nothing
-  after it is committed first.
+- Rejected events are quarantined by the ingestor, their messages are copied
+  to the dead-letter topic with the reason in headers (`kafka.deadletter`),
+  and their offsets are committed like any other: a bad message never blocks
+  its partition. An event the database itself refuses is isolated by the
+  ingestor (STORE_REJECTED); should a whole batch still fail for a reason
+  that is not transient, its messages are stored one by one and those that
+  fail go to the dead-letter topic.
+- If storing fails for a transient reason (database down), the partitions of
+  the batch are rewound to the batch's first offsets and the batch is retried
+  with backoff; nothing after it is committed first.
 - Rebalance: on revoke, stored-but-uncommitted offsets are committed and
   buffered (unstored) messages of the revoked partitions are dropped; the new
   owner reads them again from the committed offset. On loss, nothing can be
@@ -31,12 +36,18 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from meterline.domain.errors import ErrorCode
 from meterline.domain.events import DEFAULT_SOURCE
-from meterline.ingest.service import IngestOptions, Ingestor, IngestReport
+from meterline.ingest.service import (
+    IngestOptions,
+    Ingestor,
+    IngestReport,
+    RejectInfo,
+)
 from meterline.kafka.batching import (
     Batch,
     BatchAccumulator,
@@ -44,6 +55,14 @@ from meterline.kafka.batching import (
     TopicPartitionKey,
     split_value,
 )
+from meterline.kafka.deadletter import (
+    DeadLetterPublisher,
+    ProducerFactory,
+    ProducerLike,
+    dead_letter_topic,
+    dead_letters,
+)
+from meterline.store.database import is_transient
 
 log = logging.getLogger("meterline.kafka")
 
@@ -83,6 +102,10 @@ def _confluent(config: dict[str, Any]) -> KafkaConsumerLike:
     return consumer
 
 
+def _confluent_producer(config: dict[str, Any]) -> ProducerLike:
+    return cast(ProducerLike, Producer(config))
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     brokers: str
@@ -95,6 +118,7 @@ class WorkerSettings:
     poll_timeout: float = 0.5  # upper bound between checks of the stop flag
     retry_backoff: float = 0.5  # first wait after a failed store; doubles up to MAX_BACKOFF
     client: Mapping[str, Any] = field(default_factory=dict)  # librdkafka overrides
+    dead_letter_topic: str | None = None  # default "<topic>.dlq"
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -125,6 +149,7 @@ class WorkerStats:
     commit_failures: int = 0
     store_failures: int = 0
     dropped_on_revoke: int = 0
+    dead_letters: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -143,6 +168,7 @@ class KafkaWorker:
         settings: WorkerSettings,
         consumer_factory: ConsumerFactory = _confluent,
         clock: Callable[[], float] = time.monotonic,
+        producer_factory: ProducerFactory = _confluent_producer,
     ) -> None:
         self.ingestor = ingestor
         self.settings = settings
@@ -151,6 +177,11 @@ class KafkaWorker:
             source=settings.source, backfill=settings.backfill, origin=ORIGIN
         )
         self._factory = consumer_factory
+        self.dead_letters = DeadLetterPublisher(
+            settings.brokers,
+            dead_letter_topic(settings.topic, settings.dead_letter_topic),
+            producer_factory,
+        )
         self._config = settings.client_config()
         self._buffer = BatchAccumulator(settings.batch_size, settings.max_wait_ms / 1000, clock)
         self._book = OffsetBook()
@@ -184,6 +215,7 @@ class KafkaWorker:
             self._flush(consumer)  # graceful stop: finish the batch and commit it
         finally:
             consumer.close()  # revokes: commits what is stored, drops the rest
+            self.dead_letters.close()
         log.info("stopped: %s", self.stats.to_dict())
         return self.stats
 
@@ -203,8 +235,16 @@ class KafkaWorker:
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
-            items = split_value(message.value())
-            self._buffer.add(TopicPartitionKey(topic, partition), offset, items)
+            value = message.value()
+            items = split_value(value)
+            key = message.key()
+            self._buffer.add(
+                TopicPartitionKey(topic, partition),
+                offset,
+                items,
+                key if isinstance(key, bytes) else None,
+                value,
+            )
             self.stats.messages += 1
             self.stats.items += len(items)
 
@@ -212,16 +252,60 @@ class KafkaWorker:
         batch = self._buffer.drain()
         if batch:
             try:
-                report = self.ingestor.ingest(
-                    batch.items, replace(self.options, batch_size=max(1, len(batch.items)))
-                )
-            except Exception:
-                self._store_failed(consumer, batch)
+                report = self._store(batch)
+            except Exception as exc:
+                self._store_failed(consumer, batch, f"{type(exc).__name__}: {exc}")
                 return
+            letters = dead_letters(batch, report)
+            if not self.dead_letters.publish(letters):
+                # Stored but not dead-lettered: read the batch again (the
+                # store deduplicates) rather than commit past a lost letter.
+                self._store_failed(consumer, batch, "the dead-letter topic is unreachable")
+                return
+            self.stats.dead_letters += len(letters)
             self._failures = 0
             self._book.stored(batch.commit)
             self._account(batch, report)
         self._commit(consumer, self._book.pending())
+
+    def _store(self, batch: Batch) -> IngestReport:
+        """The batch in one go; if it fails for a reason that is not transient,
+        message by message, and a message that still fails is reported as
+        rejected (STORE_REJECTED) so that it goes to the dead-letter topic."""
+        options = replace(self.options, batch_size=max(1, len(batch.items)))
+        try:
+            return self.ingestor.ingest(batch.items, options)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning(
+                "a batch failed (%s: %s); storing it message by message", type(exc).__name__, exc
+            )
+        by_message: dict[tuple[TopicPartitionKey, int], list[int]] = {}
+        for index, (tp, offset, _element) in enumerate(batch.origins):
+            by_message.setdefault((tp, offset), []).append(index)
+        total = IngestReport()
+        for indexes in by_message.values():
+            items = [batch.items[i] for i in indexes]
+            try:
+                part = self.ingestor.ingest(items, replace(options, batch_size=len(items)))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                reason = f"the store refused this message ({type(exc).__name__}: {exc})"[:500]
+                part = IngestReport(
+                    rejected=len(items),
+                    rejects=[
+                        RejectInfo(i, str(ErrorCode.STORE_REJECTED), reason)
+                        for i in range(len(items))
+                    ],
+                )
+            total.accepted += part.accepted
+            total.duplicates += part.duplicates
+            total.rejected += part.rejected
+            total.batches += part.batches
+            total.rejects.extend(replace(r, index=indexes[r.index]) for r in part.rejects)
+        return total
 
     def _account(self, batch: Batch, report: IngestReport) -> None:
         st = self.stats
@@ -250,13 +334,16 @@ class KafkaWorker:
             report.rejected,
         )
 
-    def _store_failed(self, consumer: KafkaConsumerLike, batch: Batch) -> None:
+    def _store_failed(self, consumer: KafkaConsumerLike, batch: Batch, reason: str) -> None:
         """Rewind the batch's partitions so it is read again; never commit past it."""
         self.stats.store_failures += 1
         self._failures += 1
         backoff = min(MAX_BACKOFF, self.settings.retry_backoff * 2 ** (self._failures - 1))
-        log.exception(
-            "storing a batch of %d messages failed; retrying in %.1fs", batch.messages, backoff
+        log.warning(
+            "storing a batch of %d messages failed (%s); retrying in %.1fs",
+            batch.messages,
+            reason,
+            backoff,
         )
         for tp, first in batch.first.items():
             # Raises if the partition cannot be rewound: the worker then stops

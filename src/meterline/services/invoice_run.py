@@ -48,7 +48,7 @@ from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.services import invoicing
 from meterline.services.invoicing import IssueResult
 from meterline.store import documents, sequence
-from meterline.store.database import Store
+from meterline.store.database import Store, is_transient
 
 PENDING = "pending"
 DONE = "done"
@@ -187,11 +187,20 @@ def run(store: Store, label: str, now_us: int, force: bool = False) -> IssueResu
             tried.add(customer)
             try:
                 issued = _issue_from_snapshot(store, customer, label, now_us, force)
-            except MeterlineError as exc:
-                if exc.code != ErrorCode.PERIOD_NOT_CLOSED:
+            except MeterlineError as exc:  # one customer never stops the run (issue 11)
+                if exc.code == ErrorCode.STORE_UNAVAILABLE:
                     raise
-                result.refused.append((customer, exc.message))
+                if exc.code == ErrorCode.PERIOD_NOT_CLOSED:
+                    result.refused.append((customer, exc.message))
+                else:
+                    result.failed.append((customer, str(exc.code), exc.message))
                 continue  # the claim stays pending (rolled back with nothing changed)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                message = f"{customer} cannot be invoiced for {label}: {type(exc).__name__}: {exc}"
+                result.failed.append((customer, str(ErrorCode.INVOICE_FAILED), message[:500]))
+                continue
             if isinstance(issued, str):
                 result.already.append((customer, issued))
                 _done(conn, label, customer, issued, now_us)

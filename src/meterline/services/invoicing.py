@@ -44,7 +44,7 @@ from meterline.pricing.pricebook import PriceBook, split_segments
 from meterline.services import measuring
 from meterline.store import documents, merkle, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
-from meterline.store.database import Store
+from meterline.store.database import Store, is_transient
 from meterline.store.facts import SEQ_DRIVEN_MAX, facts
 from meterline.store.meter_catalog import load_meters
 from meterline.store.price_catalog import load_price_book
@@ -303,6 +303,10 @@ class IssueResult:
     issued: list[Issued] = field(default_factory=list)
     already: list[tuple[str, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
+    # Customers that could not be invoiced for another reason (a bad price,
+    # an amount out of range, ...): (customer_id, code, message). The run goes
+    # on for the others; callers report these and exit non-zero.
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def customers_for(store: Store, label: str) -> list[str]:
@@ -329,9 +333,20 @@ def issue(
         try:
             issued = _issue_one(store, cid, label, now_us, force)
         except MeterlineError as exc:
-            if exc.code != ErrorCode.PERIOD_NOT_CLOSED or customer is not None:
+            if customer is not None or exc.code == ErrorCode.STORE_UNAVAILABLE:
                 raise
-            result.refused.append((cid, exc.message))
+            if exc.code == ErrorCode.PERIOD_NOT_CLOSED:
+                result.refused.append((cid, exc.message))
+            else:
+                result.failed.append((cid, str(exc.code), exc.message))
+            continue
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            message = f"{cid} cannot be invoiced for {label}: {type(exc).__name__}: {exc}"[:500]
+            if customer is not None:
+                raise MeterlineError(ErrorCode.INVOICE_FAILED, message) from exc
+            result.failed.append((cid, str(ErrorCode.INVOICE_FAILED), message))
             continue
         if isinstance(issued, str):
             result.already.append((cid, issued))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -104,6 +107,24 @@ class Store:
         self.engine.dispose()
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the store rather than of the data: retry later, never quarantine."""
+    if isinstance(exc, MeterlineError):
+        return exc.code == ErrorCode.STORE_UNAVAILABLE
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    transient = (
+        sa_exc.OperationalError,
+        sa_exc.InterfaceError,
+        sa_exc.DisconnectionError,
+        sa_exc.TimeoutError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        OSError,
+    )
+    return isinstance(exc, transient)
+
+
 def safe_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
@@ -112,19 +133,32 @@ def safe_url(url: str) -> str:
         return "<invalid url>"
 
 
+SQLITE_SYNC_MODES = ("FULL", "EXTRA", "NORMAL", "OFF")
+
+
+def sqlite_sync() -> str:
+    """The SQLite synchronous mode: FULL unless METERLINE_SQLITE_SYNC says otherwise."""
+    mode = os.environ.get("METERLINE_SQLITE_SYNC", "FULL").strip().upper()
+    if mode not in SQLITE_SYNC_MODES:
+        raise MeterlineError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"METERLINE_SQLITE_SYNC must be one of {', '.join(SQLITE_SYNC_MODES)}, got {mode!r}",
+        )
+    return mode
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         # Let SQLAlchemy's "begin" event decide how transactions start.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        # WAL: readers never block the writer. synchronous=NORMAL is durable
-        # against process crashes (the crash test kills -9 mid-ingest); set
-        # METERLINE_SQLITE_SYNC=FULL to survive power loss too.
+        # WAL: readers never block the writer. synchronous=FULL syncs the WAL
+        # on every commit, so an acknowledged batch survives power loss, not
+        # only a process crash (docs/DURABILITY.md; the cost is measured in
+        # docs/PERFORMANCE.md). METERLINE_SQLITE_SYNC=NORMAL trades that away.
         cur.execute("PRAGMA journal_mode=WAL")
-        import os
-
-        cur.execute(f"PRAGMA synchronous={os.environ.get('METERLINE_SQLITE_SYNC', 'NORMAL')}")
+        cur.execute(f"PRAGMA synchronous={sqlite_sync()}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA temp_store=MEMORY")

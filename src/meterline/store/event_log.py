@@ -6,7 +6,7 @@ psycopg binary COPY are several times faster, and ingestion is the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -48,17 +48,28 @@ class AppendResult:
     accepted: list[tuple[int, Event]] = field(default_factory=list)
     duplicates: int = 0
     conflicts: list[Reject] = field(default_factory=list)
+    # Keys of the batch already in the store: their (content_hash, seq).
+    kept: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
 
 
-def _conflict(c: Candidate) -> Reject:
+def _conflict(c: Candidate, kept_seq: int) -> Reject:
     return Reject(
         c.position,
         c.event.source,
         ErrorCode.EVENT_ID_CONFLICT,
         f"event ({c.event.source}, {c.event.event_id}) was already stored with different "
-        "content; the original is kept. To amend an event, retract it and send a new event_id",
+        f"content; the event stored at seq {kept_seq} is kept. To amend an event, retract it "
+        "and send a new event_id",
         c.raw,
     )
+
+
+def storable_text(value: str) -> str:
+    """Text both stores can hold (no NUL, valid UTF-8), for messages that may
+    echo what a client sent."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return value.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def append_batch(
@@ -67,11 +78,15 @@ def append_batch(
     candidates: list[Candidate],
     rejects: list[Reject],
     duplicates_in_batch: int,
+    repeats: Sequence[Candidate] = (),
 ) -> AppendResult:
     """Store one batch atomically: new events, quarantine, and the batch record.
 
-    `candidates` have unique keys (in-batch duplicates were already folded).
-    Keys already in the store are duplicates (same content hash) or conflicts.
+    `candidates` have unique keys: the first occurrence of each key in the
+    batch. `repeats` are the later occurrences. Whether an occurrence is a
+    duplicate or a conflict is decided by content against the event that is
+    kept for its key (the stored one, else the batch's first occurrence), so
+    the outcome never depends on how input was cut into batches.
     """
     batch_id = int(
         conn.execute(
@@ -88,6 +103,8 @@ def append_batch(
     else:
         _append_sqlite(conn, header, batch_id, candidates, result)
     result.duplicates += duplicates_in_batch
+    if repeats:
+        _classify_repeats(candidates, repeats, result)
     all_rejects = sorted([*rejects, *result.conflicts], key=lambda r: r.position)
     if all_rejects:
         conn.execute(
@@ -99,9 +116,9 @@ def append_batch(
                 {
                     "b": batch_id,
                     "p": r.position,
-                    "s": r.source,
+                    "s": None if r.source is None else storable_text(r.source),
                     "c": str(r.code),
-                    "m": r.message,
+                    "m": storable_text(r.message),
                     "raw": r.raw,
                     "t": header.received_at,
                 }
@@ -128,18 +145,36 @@ def append_batch(
 
 
 def _classify(
-    candidates: list[Candidate], existing: dict[int, str], result: AppendResult
+    candidates: list[Candidate], existing: dict[int, tuple[str, int]], result: AppendResult
 ) -> list[Candidate]:
     fresh = []
     for c in candidates:
         known = existing.get(c.position)
         if known is None:
             fresh.append(c)
-        elif known == c.event.content_hash:
+        else:
+            content_hash, seq = known
+            result.kept[c.event.key()] = known
+            if content_hash == c.event.content_hash:
+                result.duplicates += 1
+            else:
+                result.conflicts.append(_conflict(c, seq))
+    return fresh
+
+
+def _classify_repeats(
+    candidates: list[Candidate], repeats: Sequence[Candidate], result: AppendResult
+) -> None:
+    """Later occurrences of a key in the batch, against the event kept for it."""
+    kept = dict(result.kept)
+    for seq, event in result.accepted:
+        kept[event.key()] = (event.content_hash, seq)
+    for r in repeats:
+        content_hash, seq = kept[r.event.key()]
+        if content_hash == r.event.content_hash:
             result.duplicates += 1
         else:
-            result.conflicts.append(_conflict(c))
-    return fresh
+            result.conflicts.append(_conflict(r, seq))
 
 
 def _append_sqlite(
@@ -160,12 +195,13 @@ def _append_sqlite(
         "INSERT INTO stage_keys VALUES (?, ?, ?)",
         [(c.position, c.event.source, c.event.event_id) for c in candidates],
     )
-    existing = dict(
-        cur.execute(
-            "SELECT s.pos, e.content_hash FROM stage_keys s JOIN events e "
+    existing = {
+        int(pos): (str(h), int(seq))
+        for pos, h, seq in cur.execute(
+            "SELECT s.pos, e.content_hash, e.seq FROM stage_keys s JOIN events e "
             "ON e.source = s.source AND e.event_id = s.event_id"
         ).fetchall()
-    )
+    }
     fresh = _classify(candidates, existing, result)
     base = sequence.lock(conn)
     recv, backfill = header.received_at, header.backfill
@@ -236,10 +272,10 @@ def _append_postgres(
         # Dedup runs under the lock, so a concurrent writer's keys are visible.
         base = sequence.lock(conn)
         cur.execute(
-            "SELECT s.pos, k.content_hash FROM stage_events s "
+            "SELECT s.pos, k.content_hash, k.seq FROM stage_events s "
             "JOIN event_keys k ON k.source = s.source AND k.event_id = s.event_id"
         )
-        existing = {int(p): str(h) for p, h in cur.fetchall()}
+        existing = {int(p): (str(h), int(q)) for p, h, q in cur.fetchall()}
         fresh = _classify(candidates, existing, result)
         if existing:
             cur.execute("DELETE FROM stage_events WHERE pos = ANY(%s)", (list(existing),))
