@@ -46,7 +46,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCRIPT = "<script>window.__pwned = 1</script>"
-LATE_CUSTOMER = "cust_0003"
+LATE_CUSTOMER = "cust_0001"  # USD: EUR usage is capped in the demo, so late calls change no total
 LATE_EVENTS = 40
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -191,16 +191,28 @@ def test_structural_tables(store: Store) -> None:
 
 
 def test_a_backfill_at_the_edge_of_the_calendar_never_stops_the_auditor(store: Store) -> None:
-    """Issue 11: "0001-01-01T00:00:00+01:00" (before year 1 in UTC) is stored by SQLite;
-    PostgreSQL has no partition for it (the ingestion bound is the edge-validation
-    work's), so there the event sits on the first instant of year 1 UTC."""
+    """Issue 11: "0001-01-01T00:00:00+01:00" (before year 1 in UTC) is refused at the
+    edge now (INVALID_EVENT_TIME); a row that holds such an instant anyway (written
+    behind the system's back, SQLite; PostgreSQL's month partitions cannot hold it)
+    is a failed check that names it, never a crash."""
     world(store)
-    when = "0001-01-01T00:00:00+01:00" if store.is_sqlite else "0001-01-01T00:00:00Z"
-    report = ingest(store, clock(LATER), [event("ancient", time=when)], backfill=True)
-    assert report.accepted == 1
+    report = ingest(
+        store, clock(LATER), [event("ancient", time="0001-01-01T00:00:00+01:00")], backfill=True
+    )
+    assert report.accepted == 0 and [r.code for r in report.rejects] == ["INVALID_EVENT_TIME"]
+    if store.is_sqlite:
+        with store.write() as conn:
+            conn.execute(
+                text("UPDATE events SET event_time = :t WHERE event_id = 'c4'"),
+                {"t": -62135600400 * 1_000_000},  # 0001-01-01T00:00:00+01:00
+            )
     for args in (["reconcile", "--full"], ["reconcile"], ["verify"]):
         code, out = _cli(store, *args)
         assert code in (0, 1), out
+    if store.is_sqlite:
+        code, out = _cli(store, "reconcile", "--full")
+        failing = {c["name"] for c in out["checks"] if not c["ok"]}
+        assert code == 1 and "merkle_log" in failing, out
 
 
 # Tamper tests: the tree check finds what was done behind the system's back.

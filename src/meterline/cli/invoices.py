@@ -108,13 +108,14 @@ def issue(
     for cid, code, message in result.failed:
         line = message if cid in message else f"{cid}: {message}"
         error_line(f"{code}: {' '.join(line.split())}")
-    if result.refused or result.failed:
-        parts = []
-        if result.refused:
-            parts.append(
-                f"{plural(len(result.refused), 'customer')} not closed: see `meterline status`, "
-                "or --force to issue anyway"
-            )
+    if result.refused:
+        fail(
+            f"{plural(len(result.refused), 'customer')} not closed: see `meterline status`, "
+            "or --force to issue anyway",
+            error=ErrorCode.PERIOD_NOT_CLOSED,
+        )
+    if result.failed:  # each failed customer has had its own line above
+        raise typer.Exit(2)
         if result.failed:
             parts.append(f"{plural(len(result.failed), 'customer')} could not be invoiced")
         fail(
