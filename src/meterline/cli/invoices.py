@@ -116,14 +116,6 @@ def issue(
         )
     if result.failed:  # each failed customer has had its own line above
         raise typer.Exit(2)
-        if result.failed:
-            parts.append(f"{plural(len(result.failed), 'customer')} could not be invoiced")
-        fail(
-            "; ".join(parts),
-            error=ErrorCode.INVOICE_RUN_INCOMPLETE
-            if result.failed
-            else ErrorCode.PERIOD_NOT_CLOSED,
-        )
 
 
 @invoice_app.command("list")

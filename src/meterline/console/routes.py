@@ -28,6 +28,7 @@ from meterline.api.adapt import blocking
 from meterline.api.context import AppContext
 from meterline.api.errors import ApiError, status_of
 from meterline.billing.document import Issued, Kind, Status
+from meterline.billing.finance import percent
 from meterline.console import queries, share
 from meterline.console.charts import Bar, bar_chart
 from meterline.console.sessions import ABSOLUTE_US, COOKIE, LoginRefused, Session, Sessions, csrf_ok
@@ -88,6 +89,7 @@ def _environment() -> Environment:
     )
     env.filters["money"] = _money
     env.filters["qty"] = _qty
+    env.filters["percent"] = percent
     env.filters["when"] = _when
     env.filters["json"] = lambda v: dumps(v).decode()
     env.filters["pretty"] = lambda v: msgspec.json.format(msgspec.json.encode(v), indent=2).decode()
