@@ -130,5 +130,5 @@ def test_rerate_reads_changes_through_the_port(store: Store) -> None:
     (note,) = rerate(store, FEB_US).issued
     assert note.body["reasons"] == [
         "2 events received after INV-000001 was issued",
-        "1 events retracted",
+        "1 event retracted",
     ]

@@ -107,8 +107,8 @@ def test_a_clean_workload_ties_out_and_reports_unbilled_usage(store: Store) -> N
     ]
     warnings = {w["name"]: w for w in out["warnings"]}
     assert set(warnings) == {"unknown_customers", "unmetered_event_types", "no_subscription"}
-    assert "nobody (1 events)" in warnings["unknown_customers"]["details"]
-    assert "unmetered_thing (1 events)" in warnings["unmetered_event_types"]["details"]
+    assert "nobody (1 event)" in warnings["unknown_customers"]["details"]
+    assert "unmetered_thing (1 event)" in warnings["unmetered_event_types"]["details"]
     assert "delta 2024-01 (5 events)" in warnings["no_subscription"]["details"]
 
     # Balances are projections of the journal and match the documents.

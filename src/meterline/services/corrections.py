@@ -83,8 +83,14 @@ def _doc_seq(conn: Connection, number: str) -> int:
     )
 
 
-def reasons(conn: Connection, billed: Billed, k2: int) -> list[str]:
-    """What changed between the billed cutoff and K2, in words (deterministic)."""
+def reasons(conn: Connection, billed: Billed, k2: int, doc_format: int = FORMAT) -> list[str]:
+    """What changed between the billed cutoff and K2, in words (deterministic).
+    Format 1 notes keep the wording they were issued with ("1 events"), so they
+    still reproduce; from format 2 on a single event reads "1 event"."""
+
+    def events(n: int) -> str:
+        return f"{n} event" if n == 1 and doc_format >= 2 else f"{n} events"
+
     body = billed.invoice.body
     c, lo, hi = (
         body["customer_id"],
@@ -96,9 +102,9 @@ def reasons(conn: Connection, billed: Billed, k2: int) -> list[str]:
     out = []
     if changed.events:
         extra = f" ({changed.backfilled} of them backfilled)" if changed.backfilled else ""
-        out.append(f"{changed.events} events received after {number} was issued{extra}")
+        out.append(f"{events(changed.events)} received after {number} was issued{extra}")
     if changed.retracted:
-        out.append(f"{changed.retracted} events retracted")
+        out.append(f"{events(changed.retracted)} retracted")
     books = sorted({s["price_book"] for s in body.get("subscriptions", [])})
     if books:
         for book, label, definition in changed.price_versions:
@@ -157,7 +163,7 @@ def correction_body(
             "credits_applied": money(Decimal(0), currency),
             "total": money(total, currency),
             "corrects": invoice.number,
-            "reasons": reasons(conn, billed, k2),
+            "reasons": reasons(conn, billed, k2, doc_format),
             "billed_cutoff_seq": billed.cutoff,
             "cutoff_seq": k2,
             "price_versions": fresh["price_versions"],

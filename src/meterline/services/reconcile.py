@@ -584,6 +584,10 @@ def _check_windows_since(
 EVERY_ROW = 2**62
 
 
+def _events(n: int) -> str:
+    return f"{n:,} event" if n == 1 else f"{n:,} events"
+
+
 def _instant_text(us: int) -> str:
     try:
         return format_us(us)
@@ -1152,7 +1156,7 @@ def unbilled_usage(
                 "unknown_customers",
                 sum(unknown.values()),
                 f"{sum(unknown.values())} events for {len(unknown)} unknown customer(s): "
-                + listing([f"{c} ({n} events)" for c, n in sorted(unknown.items())]),
+                + listing([f"{c} ({_events(n)})" for c, n in sorted(unknown.items())]),
             )
         )
     if unmetered:
@@ -1161,7 +1165,7 @@ def unbilled_usage(
                 "unmetered_event_types",
                 sum(unmetered.values()),
                 f"{sum(unmetered.values())} events of {len(unmetered)} type(s) no meter reads: "
-                + listing([f"{t} ({n} events)" for t, n in sorted(unmetered.items())]),
+                + listing([f"{t} ({_events(n)})" for t, n in sorted(unmetered.items())]),
             )
         )
 
@@ -1208,7 +1212,7 @@ def unbilled_usage(
                 )
             if n:
                 uncovered_events += n
-                uncovered.append(f"{cid} {period.label} ({n} events)")
+                uncovered.append(f"{cid} {period.label} ({_events(n)})")
     if uncovered:
         warnings.append(
             UnbilledWarning(
