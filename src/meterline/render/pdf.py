@@ -40,13 +40,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date
-from babel.numbers import format_currency, format_percent
+from babel.numbers import format_percent
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
 from meterline.domain.errors import MeterlineError
 from meterline.domain.money import Currency, format_money
 from meterline.pricing.explanation import grouped
+from meterline.render.price_words import exact_money as _exact_money
 from meterline.render.price_words import segment_prices, unit_price_lines
 
 LOCALE = "en_US"
@@ -181,16 +182,6 @@ def _money(value: Any, code: str, *, negate: bool = False) -> str:
         return format_money(number, currency, LOCALE)
     except ValueError:  # not on the minor unit: show it exactly rather than round it
         return _exact_money(number, code)
-
-
-def _exact_money(value: Any, code: str) -> str:
-    """An exact price or sub-amount, every digit kept ("$0.0125", "¥1.5")."""
-    number = _decimal(value)
-    if number is None:
-        return "" if value is None else str(value)
-    with localcontext() as ctx:
-        ctx.prec = max(100, len(number.as_tuple().digits) + 20)
-        return str(format_currency(number, code, locale=LOCALE, decimal_quantization=False))
 
 
 def _quantity(value: Any) -> str:
