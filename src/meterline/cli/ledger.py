@@ -14,7 +14,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from meterline.cli import output
 from meterline.cli.context import EXIT_DISCREPANCY, handles_errors, print_json, settings
@@ -73,20 +72,21 @@ def journal(
     if as_json:
         print_json(entries)
         return
-    table = Table("seq", "posted", "document", "account", "debit", "credit")
+    rows: list[tuple[str, ...]] = []
     for e in entries:
         for i, ln in enumerate(e["lines"]):
             first = i == 0
-            table.add_row(
-                str(e["seq"]) if first else "",
-                e["posted_at"] if first else "",
-                f"{e['document']} {e['kind']}" if first else "",
-                ln["account"],
-                "" if ln["debit"].strip("0.") == "" else f"{ln['debit']} {e['currency']}",
-                "" if ln["credit"].strip("0.") == "" else f"{ln['credit']} {e['currency']}",
+            rows.append(
+                (
+                    str(e["seq"]) if first else "",
+                    e["posted_at"] if first else "",
+                    f"{e['document']} {e['kind']}" if first else "",
+                    ln["account"],
+                    "" if ln["debit"].strip("0.") == "" else f"{ln['debit']} {e['currency']}",
+                    "" if ln["credit"].strip("0.") == "" else f"{ln['credit']} {e['currency']}",
+                )
             )
-        table.add_section()
-    output.console().print(table)
+    output.table(("seq", "posted", "document", "account", "debit", "credit"), rows)
 
 
 def _run(store_settings: typer.Context, show_progress: bool, full: bool) -> ReconcileReport:

@@ -6,16 +6,14 @@ import signal
 import threading
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from meterline.cli import output
 from meterline.cli.context import handles_errors, print_json, settings
 from meterline.domain.clock import SystemClock
 from meterline.domain.timestamps import US_PER_SECOND, from_datetime
 from meterline.services import webhooks
 from meterline.webhooks.retry import RetryPolicy
 
-out = Console()
 webhooks_app = typer.Typer(
     help="Webhook endpoints, deliveries and the dispatcher.", no_args_is_help=True
 )
@@ -54,16 +52,19 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
     if as_json:
         print_json([e.to_dict() for e in eps])
         return
-    table = Table("id", "url", "types", "enabled", "created")
-    for e in eps:
-        table.add_row(
-            str(e.id),
-            e.url,
-            ", ".join(e.event_types) or "all",
-            str(e.enabled),
-            e.to_dict()["created_at"],
-        )
-    out.print(table)
+    output.table(
+        ("id", "url", "types", "enabled", "created"),
+        [
+            (
+                str(e.id),
+                e.url,
+                ", ".join(e.event_types) or "all",
+                str(e.enabled),
+                e.to_dict()["created_at"],
+            )
+            for e in eps
+        ],
+    )
 
 
 def _toggle(ctx: typer.Context, endpoint: int, enabled: bool, as_json: bool) -> None:
@@ -112,28 +113,34 @@ def deliveries(
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "message", "type", "endpoint", "status", "attempts", "next / finished")
+    table: list[tuple[str, ...]] = []
     for r in rows:
-        table.add_row(
-            str(r["id"]),
-            r["message_id"],
-            r["type"],
-            str(r["endpoint_id"]),
-            r["status"],
-            str(r["attempts"]),
-            r["next_attempt_at"] or r["finished_at"] or "",
+        table.append(
+            (
+                str(r["id"]),
+                r["message_id"],
+                r["type"],
+                str(r["endpoint_id"]),
+                r["status"],
+                str(r["attempts"]),
+                r["next_attempt_at"] or r["finished_at"] or "",
+            )
         )
         for a in r.get("attempts_log", []):
-            table.add_row(
-                "",
-                f"  #{a['attempt']} {a['started_at']}",
-                a["outcome"],
-                "",
-                str(a["status_code"] or ""),
-                f"{a['latency_us'] // 1000} ms",
-                a["error"] or a["response_excerpt"][:40],
+            table.append(
+                (
+                    "",
+                    f"  #{a['attempt']} {a['started_at']}",
+                    a["outcome"],
+                    "",
+                    str(a["status_code"] or ""),
+                    f"{a['latency_us'] // 1000} ms",
+                    a["error"] or a["response_excerpt"][:40],
+                )
             )
-    out.print(table)
+    output.table(
+        ("id", "message", "type", "endpoint", "status", "attempts", "next / finished"), table
+    )
 
 
 @webhooks_app.command("replay")
