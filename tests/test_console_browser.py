@@ -122,7 +122,7 @@ def test_operator_story(world: tuple[Seeded, Server], page: Any) -> None:
     assert "verifies" in page.locator("section.panel").first.inner_text()
     assert page.locator("ol li code").count() > 0  # the audit path, leaf to root
     page.goto(events_url)
-    assert "badge ok\">the line's event count" in page.content()
+    assert "as known at the cutoff: the line's event count" in page.content()
     if page.locator(".pager a", has_text="Next").count():
         page.locator(".pager a", has_text="Next").click()
         assert "offset=" in page.url

@@ -161,6 +161,12 @@ def test_explain_drills_down_to_the_events(store: Store) -> None:
     assert out["page"] == {"offset": 25, "limit": 10, "total": 30}
     assert len(out["events"]) == 5
     assert out["count_matches"] is True and "digest" not in out  # format 2: no key digest
+    # a browser page reads only up to its last event; the total is the line's count
+    for offset in (0, 10, 25):
+        paged = explain(store, "INV-000001", 1, True, 10, offset, count=False)
+        counted = explain(store, "INV-000001", 1, True, 10, offset)
+        assert paged["events"] == counted["events"]
+        assert paged["page"] == counted["page"] and "count_matches" not in paged
 
 
 def test_verify_detects_an_altered_document(store: Store) -> None:

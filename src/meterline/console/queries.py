@@ -225,7 +225,10 @@ def chain(handle: StoreHandle, invoice: Issued) -> list[Issued]:
 def explain(
     handle: StoreHandle, number: str, line: int, events: bool, limit: int, offset: int
 ) -> dict[str, Any]:
-    return explain_document(handle.ready_store(), number, line, events, limit, offset)
+    """A line, or a page of its events; a page reads only up to its last event (the
+    total is the line's event count; `meterline explain --events` recounts them all)."""
+    store = handle.ready_store()
+    return explain_document(store, number, line, events, limit, offset, count=not events)
 
 
 def proof(handle: StoreHandle, number: str, event_id: str, source: str | None) -> dict[str, Any]:

@@ -39,7 +39,12 @@ def explain(
     events: bool = False,
     limit: int = 50,
     offset: int = 0,
+    count: bool = True,
 ) -> dict[str, Any]:
+    """A document, one line's explanation, or one page of a line's source events as
+    known at the cutoff. `count=False` (a browser page) stops reading once the page
+    is full and takes the total from the line's event count instead of counting
+    every event again (`count_matches` is then absent)."""
     with store.read() as conn:
         doc = documents.get(conn, number).to_dict()
         header = {
@@ -101,6 +106,8 @@ def explain(
                     continue
                 if dims != wanted:
                     continue
+                if not count and total >= offset + limit:
+                    break
                 keys.append((ev.source, ev.event_id))
                 if offset <= total < offset + limit:
                     page.append(
@@ -114,6 +121,12 @@ def explain(
                         }
                     )
                 total += 1
+        if not count:
+            total = int(chosen["usage"]["event_count"])
+            return out | {
+                "events": page,
+                "page": {"offset": offset, "limit": limit, "total": total},
+            }
         listed = {
             "events": page,
             "page": {"offset": offset, "limit": limit, "total": total},
