@@ -12,11 +12,11 @@ the repetitions is reported, with the minimum and maximum.
     .venv/bin/python bench/correction_latency.py --events 100000 --backend sqlite --profile
     .venv/bin/python bench/correction_latency.py --cold                # as a fresh process
 
-By default this measures a long-running process (the API server, a scheduled
-re-rating worker): issuing the invoice leaves the customer's measured usage in
-the process (services/invoicing.py `measure`), and each re-rating catches it up
-from the log with the events learnt since. `--cold` forgets it before every
-correction, which is what a one-shot `meterline rerate` process pays.
+Since issue 17 re-rating reads the usage index (services/measuring.py), so a
+long-running process and a fresh one do the same work; `--cold` still clears
+the per-process measurement kept by the legacy format-1 path
+(services/invoicing.py `measure_legacy`), which only verifying old documents uses.
+bench/index_bench.py measures re-rating as a fresh process.
 
 Every correction is checked: one debit note per late event, with the API line's
 quantity delta +1, and at the end invoice + corrections == the invoice computed
