@@ -20,9 +20,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,6 +36,7 @@ import psycopg
 from meterline.domain.timestamps import format_us, parse_rfc3339
 from meterline.services.catalog import apply_catalog
 from meterline.store.database import open_store
+from servers import serving
 
 NOW = "2024-06-15T12:00:00Z"
 KEY = "bench-ingest-key"
@@ -82,12 +80,6 @@ class ClientStats:
     errors: int = 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def sqlite_store() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="meterline-bench-") as tmp:
@@ -117,47 +109,8 @@ def prepare(url: str) -> None:
 
 @contextmanager
 def serve(url: str, log: Path) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERLINE_")}
-    env["METERLINE_API_KEYS"] = f"{KEY}:ingest"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "meterline",
-                "--db",
-                url,
-                "--now",
-                NOW,
-                "serve",
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+    with serving(url, NOW, f"{KEY}:ingest", log) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
 
 
 _encoder = msgspec.json.Encoder()

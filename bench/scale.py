@@ -55,6 +55,7 @@ from meterline.services import invoice_run
 from meterline.services.catalog import apply_catalog
 from meterline.store.database import Store
 from meterline.wiring import ingestor_for
+from servers import free_port, serving
 from stores import fresh_store
 
 NOW = "2024-03-02T12:00:00Z"
@@ -203,47 +204,10 @@ def bench_validate_cpu(path: Path, events: int) -> float:
 # -- serve --workers ------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(url: str, workers: int, log: Path) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERLINE_")}
-    env["METERLINE_API_KEYS"] = f"{KEY}:ingest"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "meterline", "--db", url, "--now", NOW, "serve"),
-                *("--port", str(port), "--workers", str(workers)),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+    with serving(url, NOW, f"{KEY}:ingest", log, ("--workers", str(workers))) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
 
 
 def loadgen(base: str, prefix: str, batches: int, clients: int) -> dict[str, Any]:
