@@ -45,7 +45,7 @@ from meterline.services import measuring
 from meterline.store import documents, merkle, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store, is_transient
-from meterline.store.facts import SEQ_DRIVEN_MAX, facts
+from meterline.store.facts import facts
 from meterline.store.meter_catalog import load_meters
 from meterline.store.price_catalog import load_price_book
 from meterline.store.window_index import current_watermark
@@ -59,11 +59,6 @@ def fetch_events(
         known_at, customer=customer, event_types=event_types, lo=lo, hi=hi, ordered=True
     ):
         yield ev
-
-
-def seq_driven(dialect: str, k1: int, k2: int) -> bool:
-    """Whether reading facts in (K1, K2] walks the seq index (see `store.facts`)."""
-    return dialect == "sqlite" and k2 - k1 <= SEQ_DRIVEN_MAX
 
 
 def usage_rows(
