@@ -18,6 +18,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     verified: bool
+    # False when the sender died mid-request (SIGKILL): a cut body is no delivery
+    complete: bool = True
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -44,7 +46,8 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
                     Webhook(receiver.secret).verify(body, headers)
@@ -54,7 +57,13 @@ class Receiver:
                 with receiver._lock:
                     first = not receiver.received
                     receiver.received.append(
-                        Received(headers.get("webhook-id", ""), headers, body, verified)
+                        Received(
+                            headers.get("webhook-id", ""),
+                            headers,
+                            body,
+                            verified,
+                            len(body) == length,
+                        )
                     )
                 receiver.got_request.set()
                 if first and receiver.hang is not None:
