@@ -11,7 +11,7 @@ is byte-identical, so key order, whitespace and number spelling (1200 vs
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Annotated, Any
 
@@ -226,6 +226,11 @@ class Event:
     event_time: int
     properties: str  # canonical JSON object text
     content_hash: str
+    # The decoded properties validation already read (canonical numbers), carried
+    # to the catalog check and the usage index fold so that the hot path parses
+    # them once. None for an event read back from the store; not part of its
+    # identity (`properties` is).
+    parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def key(self) -> tuple[str, str]:
         return (self.source, self.event_id)
@@ -251,6 +256,13 @@ class _Invalid(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         self.code = code
         self.message = message
+
+
+def properties_of(event: Event) -> dict[str, Any]:
+    """The event's decoded properties: the ones validation read, else decoded from
+    the stored canonical text (an event read back from the store)."""
+    parsed = event.parsed
+    return decode_json(event.properties) if parsed is None else parsed
 
 
 def decode_json(data: bytes | str) -> Any:
@@ -426,6 +438,7 @@ def _finish(
         content_hash=content_hash_of(
             source, event_id, customer_id, event_type, event_time, properties
         ),
+        parsed=props,
     )
 
 

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from meterline.domain.errors import MeterlineError
-from meterline.domain.events import Event, decode_json
+from meterline.domain.events import Event, decode_json, properties_of
 from meterline.metering import (
     Aggregation,
     Meter,
@@ -88,76 +89,138 @@ def fold_events(
 ) -> dict[BucketKey, Delta]:
     """``add`` deltas of a set of events, per window and per day rollup.
 
-    Computed in Python from the events' parsed values; one row per bucket
-    touched, tagged with the least and greatest seq of its events.
+    Computed in Python from the events' parsed values (the properties
+    validation decoded, carried on the event; decoded from the stored text only
+    for an event read back); one row per bucket touched, tagged with the least
+    and greatest seq of its events. Hot path: a count meter without groups
+    reads nothing and keeps only a counter per bucket.
     """
     accs: dict[tuple[str, str, str, int], _Acc] = {}
+    counts: dict[tuple[str, str, int], list[int]] = {}  # count, first seq, last seq
+    by_code = {m.code: m for ms in by_type.values() for m in ms}
     needs = {t: _needs_properties(ms) for t, ms in by_type.items()}
+    plain = {
+        t: [m for m in ms if m.aggregation is Aggregation.COUNT and not m.group_by]
+        for t, ms in by_type.items()
+    }
+    other = {t: [m for m in ms if m not in plain[t]] for t, ms in by_type.items()}
     for seq, ev in events:
-        meters = by_type.get(ev.event_type)
+        event_type = ev.event_type
+        meters = by_type.get(event_type)
         if not meters:
             continue
-        props = decode_json(ev.properties) if needs[ev.event_type] else {}
-        for m, dims, value in _readings(meters, props):
-            key = (m.code, ev.customer_id, dims, window_start(ev.event_time, m.window_us))
+        t = ev.event_time
+        for m in plain[event_type]:
+            ckey = (m.code, ev.customer_id, t - t % m.window_us)
+            c = counts.get(ckey)
+            if c is None:
+                counts[ckey] = [1, seq, seq]
+            else:
+                c[0] += 1
+                if seq < c[1]:
+                    c[1] = seq
+                if seq > c[2]:
+                    c[2] = seq
+        rest = other[event_type]
+        if not rest:
+            continue
+        props = properties_of(ev) if needs[event_type] else {}
+        for m, dims, value in _readings(rest, props):
+            key = (m.code, ev.customer_id, dims, t - t % m.window_us)
             acc = accs.get(key)
             if acc is None:
                 accs[key] = acc = _Acc(m, [], seq, seq)
-            acc.entries.append((ev.event_time, ev.event_id, value))
-            acc.first_seq = min(acc.first_seq, seq)
-            acc.seq = max(acc.seq, seq)
+            acc.entries.append((t, ev.event_id, value))
+            if seq < acc.first_seq:
+                acc.first_seq = seq
+            if seq > acc.seq:
+                acc.seq = seq
     out: dict[BucketKey, Delta] = {}
-    for (code, customer, dims, start), acc in accs.items():
-        n = len(acc.entries)
-        kind = acc.meter.aggregation
-        state = CountState(n) if kind is Aggregation.COUNT else aggregate(kind, acc.entries)
-        out[(code, customer, Grain.WINDOW, dims, start)] = Delta(
-            RowKind.ADD, state, n, acc.first_seq, acc.seq
-        )
-        if has_day_rollup(acc.meter.window_us):
-            dkey = (code, customer, Grain.DAY, dims, day_of(start))
+
+    def put(meter: Meter, customer: str, dims: str, start: int, delta: Delta) -> None:
+        out[(meter.code, customer, Grain.WINDOW, dims, start)] = delta
+        if has_day_rollup(meter.window_us):
+            dkey = (meter.code, customer, Grain.DAY, dims, day_of(start))
             prior = out.get(dkey)
             if prior is None:
-                out[dkey] = Delta(RowKind.ADD, state, n, acc.first_seq, acc.seq)
+                out[dkey] = delta
             else:
                 out[dkey] = Delta(
                     RowKind.ADD,
-                    merge(prior.state, state),
-                    prior.events + n,
-                    min(prior.first_seq, acc.first_seq),
-                    max(prior.seq, acc.seq),
+                    merge(prior.state, delta.state),
+                    prior.events + delta.events,
+                    min(prior.first_seq, delta.first_seq),
+                    max(prior.seq, delta.seq),
                 )
+
+    for (code, customer, start), (n, first, last) in counts.items():
+        put(by_code[code], customer, _UNGROUPED, start, Delta(RowKind.ADD, CountState(n), n, first, last))
+    for (_, customer, dims, start), acc in accs.items():
+        n = len(acc.entries)
+        kind = acc.meter.aggregation
+        state = CountState(n) if kind is Aggregation.COUNT else aggregate(kind, acc.entries)
+        put(acc.meter, customer, dims, start, Delta(RowKind.ADD, state, n, acc.first_seq, acc.seq))
     return out
 
 
-_INSERT = text(
-    "INSERT INTO usage_index (customer_id, meter_code, grain, bucket_start, dimensions, seq, "
-    "first_seq, kind, state, events) VALUES (:c, :m, :g, :b, :d, :q, :f, :k, :s, :n)"
+_UNGROUPED = encode_dimensions(())
+
+_COLUMNS = (
+    "customer_id, meter_code, grain, bucket_start, dimensions, seq, first_seq, kind, state, events"
 )
+_COPY_TYPES = ["text", "text", "text", "int8", "text", "int8", "int8", "text", "text", "int8"]
+
+
+def _state_text(state: Any) -> str:
+    """``to_json`` of a state; counts cached (small counts repeat across buckets)."""
+    if type(state) is not CountState:
+        return to_json(state)
+    got = _TEXTS.get(state)
+    if got is None:
+        if len(_TEXTS) >= _STATES_SIZE:
+            _TEXTS.clear()
+        got = _TEXTS[state] = to_json(state)
+    return got
 
 
 def append(conn: Connection, deltas: Mapping[BucketKey, Delta]) -> None:
-    """Append rows: one statement for the whole set."""
+    """Append rows: one statement for the whole set, as tuples through the DBAPI
+    cursor (sqlite3 ``executemany``, psycopg binary ``COPY``): no per-row
+    parameter dicts on the hot path."""
     if not deltas:
         return
-    conn.execute(
-        _INSERT,
-        [
-            {
-                "c": customer,
-                "m": code,
-                "g": str(grain),
-                "b": start,
-                "d": dims,
-                "q": d.seq,
-                "f": d.first_seq,
-                "k": str(d.kind),
-                "s": to_json(d.state),
-                "n": d.events,
-            }
-            for (code, customer, grain, dims, start), d in sorted(deltas.items())
-        ],
-    )
+    rows = [
+        (
+            customer,
+            code,
+            str(grain),
+            start,
+            dims,
+            d.seq,
+            d.first_seq,
+            str(d.kind),
+            _state_text(d.state),
+            d.events,
+        )
+        for (code, customer, grain, dims, start), d in sorted(deltas.items())
+    ]
+    raw = conn.connection.driver_connection
+    if isinstance(raw, psycopg.Connection):
+        with (
+            raw.cursor() as cur,
+            cur.copy(f"COPY usage_index ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp,
+        ):
+            cp.set_types(_COPY_TYPES)
+            for row in rows:
+                cp.write_row(row)
+        return
+    cur = raw.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(
+            f"INSERT INTO usage_index ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
+    finally:
+        cur.close()
 
 
 def as_states(deltas: Mapping[BucketKey, Delta], kind: RowKind, seq: int) -> dict[BucketKey, Delta]:
@@ -297,6 +360,7 @@ def read(
 # Parsed state texts (states are immutable values; texts repeat across buckets).
 _STATES: dict[str, Any] = {}
 _STATES_SIZE = 100_000
+_TEXTS: dict[Any, str] = {}  # state -> its text, for writes
 _KINDS = {k.value: k for k in RowKind}
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from meterline.domain.errors import ErrorCode, MeterlineError
-from meterline.domain.events import Event, Rejection, decode_json
+from meterline.domain.events import Event, Rejection, decode_json, properties_of
 from meterline.metering import (
     Aggregation,
     LatenessStatus,
@@ -57,7 +57,7 @@ def check_properties(catalog: MeterCatalog, event: Event) -> Rejection | None:
     meters = catalog.by_type.get(event.event_type)
     if not meters:
         return None
-    props = decode_json(event.properties)
+    props = properties_of(event)
     for m in meters:
         try:
             value_of(m, props)
@@ -192,6 +192,8 @@ class WindowIndex:
             for m in meters:
                 if header.backfill:
                     break
+                if watermark is None or ev.event_time >= watermark - m.allowed_lateness_us:
+                    continue  # its window ends after the event: not final, so not late
                 lateness = classify_lateness(
                     ev.event_time, m.window_us, m.allowed_lateness_us, watermark
                 )

@@ -1,0 +1,254 @@
+"""Ingest against bare-script baselines, in one run (issue 13).
+
+One NDJSON file: 1M events (by default) from 1,000 customers, the demo
+workload's mix (1% re-sent duplicates, 3% out of order, a few truncated
+lines). Two meters are applied before ingesting: a count of API calls per
+hour and a sum of tokens grouped by model.
+
+Per backend, alternating ``--rounds`` times:
+
+- the baseline, a plain stdlib script: ``json.loads``, canonical
+  ``json.dumps(sort_keys=True, separators=(",", ":"))`` of the event,
+  ``hashlib.sha256``, ``datetime.fromisoformat`` for the time, and per batch
+  one ``sqlite3`` ``executemany`` (``INSERT OR IGNORE``, same WAL and
+  ``synchronous`` mode as the store) into a table keyed (source, event_id);
+  on PostgreSQL the same rows through one psycopg binary ``COPY`` per batch
+  into a table with the same primary key (in-file repeats are dropped with a
+  Python set first, since COPY cannot skip them);
+- ``meterline ingest``: exactly the path the CLI takes (``read_file`` ->
+  ``ingestor_for(store, clock).ingest``) into a fresh, migrated store with
+  the meters in force: validation, dedup against the store, the event log,
+  the usage index, lateness and watermarks, audit, the webhook outbox.
+
+It prints events/s of each and the ratio meterline/baseline of the best
+round of each (the target: <= 1.5 on SQLite, <= 2 on PostgreSQL).
+
+    .venv/bin/python bench/ingest_baseline.py                       # both backends
+    .venv/bin/python bench/ingest_baseline.py --backend sqlite --events 200000
+    .venv/bin/python bench/ingest_baseline.py --backend sqlite --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import io
+import json
+import os
+import pstats
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from meterline.demo.workload import Workload, write
+from meterline.domain.clock import FixedClock
+from meterline.domain.timestamps import US_PER_HOUR, parse_rfc3339, to_datetime
+from meterline.ingest.readers import read_file
+from meterline.ingest.service import IngestOptions
+from meterline.services.catalog import apply_catalog
+from meterline.store.database import sqlite_sync
+from meterline.wiring import ingestor_for
+from stores import PG_ADMIN, fresh_store, pg_url
+
+OUT = Path(__file__).resolve().parent / "out"
+BATCH = IngestOptions().batch_size
+EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+CATALOG: dict[str, Any] = {
+    "meters": [
+        {
+            "code": "api_calls",
+            "event_type": "api_call",
+            "aggregation": "count",
+            "window": "1h",
+            "allowed_lateness": "3h",
+        },
+        {
+            "code": "tokens",
+            "event_type": "llm_call",
+            "aggregation": "sum",
+            "property": "tokens",
+            "group_by": ["model"],
+        },
+    ]
+}
+
+
+def dataset(events: int, customers: int) -> tuple[Path, int]:
+    w = Workload(customers=customers, events=events)
+    path = OUT / f"baseline-{customers}-{events}-{w.seed}.ndjson"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        write(w, tmp)
+        tmp.rename(path)
+    with path.open("rb") as f:
+        lines = sum(1 for _ in f)
+    return path, lines
+
+
+def _rows(path: Path) -> Iterator[list[tuple[Any, ...]]]:
+    """The baseline's parsing: per line json.loads, canonical JSON, SHA-256."""
+    batch: list[tuple[Any, ...]] = []
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            t = datetime.fromisoformat(obj["event_time"]) - EPOCH
+            us = (t.days * 86_400 + t.seconds) * 1_000_000 + t.microseconds
+            props = json.dumps(obj.get("properties", {}), sort_keys=True, separators=(",", ":"))
+            canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+            digest = hashlib.sha256(canonical.encode()).hexdigest()
+            batch.append(
+                (
+                    obj.get("source", "default"),
+                    obj["event_id"],
+                    obj["customer_id"],
+                    obj["event_type"],
+                    us,
+                    props,
+                    digest,
+                )
+            )
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+_DDL = (
+    "CREATE TABLE events (source TEXT NOT NULL, event_id TEXT NOT NULL, customer_id TEXT NOT NULL, "
+    "event_type TEXT NOT NULL, event_time BIGINT NOT NULL, properties TEXT NOT NULL, "
+    "content_hash TEXT NOT NULL, PRIMARY KEY (source, event_id))"
+)
+
+
+def baseline_sqlite(path: Path) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory(prefix="meterline-baseline-", dir="/tmp") as tmp:
+        db = sqlite3.connect(f"{tmp}/baseline.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={sqlite_sync()}")
+        db.execute(_DDL)
+        started = time.perf_counter()
+        for rows in _rows(path):
+            db.execute("BEGIN")
+            db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)", rows)
+            db.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        stored = int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        db.close()
+    return seconds, stored
+
+
+def baseline_postgres(path: Path) -> tuple[float, int]:
+    name = f"meterline_baseline_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(pg_url(name)) as pg:
+            pg.execute(_DDL)
+            pg.commit()
+            seen: set[tuple[str, str]] = set()
+            started = time.perf_counter()
+            for rows in _rows(path):
+                with pg.cursor() as cur:
+                    with cur.copy("COPY events FROM STDIN (FORMAT BINARY)") as cp:
+                        cp.set_types(["text", "text", "text", "text", "int8", "text", "text"])
+                        for r in rows:
+                            key = (r[0], r[1])
+                            if key not in seen:
+                                seen.add(key)
+                                cp.write_row(r)
+                pg.commit()
+            seconds = time.perf_counter() - started
+            stored = int(pg.execute("SELECT COUNT(*) FROM events").fetchone()[0])  # type: ignore[index]
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return seconds, stored
+
+
+def meterline(backend: str, path: Path, profile: bool, top: int) -> tuple[float, int]:
+    now_us = parse_rfc3339(Workload().month_end) + US_PER_HOUR
+    with fresh_store(backend) as store:
+        apply_catalog(store, CATALOG, now_us)
+        ingestor = ingestor_for(store, FixedClock(to_datetime(now_us)))
+        profiler = cProfile.Profile() if profile else None
+        started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        report = ingestor.ingest(read_file(str(path)), IngestOptions(origin="cli"))
+        if profiler is not None:
+            profiler.disable()
+        seconds = time.perf_counter() - started
+    t = ingestor.timings
+    print(
+        f"    phases: validate {t.validate:.2f}s write {t.write:.2f}s index {t.index:.2f}s; "
+        f"accepted {report.accepted:,} duplicates {report.duplicates:,} "
+        f"rejected {report.rejected:,}",
+        flush=True,
+    )
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+        print(out.getvalue(), flush=True)
+    return seconds, report.accepted
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=1_000)
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "all"), default="all")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations per backend")
+    parser.add_argument("--profile", action="store_true", help="cProfile the meterline runs")
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args(argv)
+    path, lines = dataset(args.events, args.customers)
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {lines:,} lines, "
+        f"{args.customers:,} customers, 2 meters, batch {BATCH:,}, "
+        f"sqlite synchronous={sqlite_sync()}, load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    backends = ["sqlite", "postgres"] if args.backend == "all" else [args.backend]
+    base_fn = {"sqlite": baseline_sqlite, "postgres": baseline_postgres}
+    summary = []
+    for backend in backends:
+        best: dict[str, float] = {}
+        for rnd in range(1, args.rounds + 1):
+            for who in ("baseline", "meterline"):
+                if who == "baseline":
+                    seconds, stored = base_fn[backend](path)
+                else:
+                    seconds, stored = meterline(backend, path, args.profile, args.top)
+                best[who] = min(best.get(who, seconds), seconds)
+                print(
+                    f"{backend:8} round {rnd} {who:9} {seconds:7.2f}s "
+                    f"{lines / seconds:9,.0f} lines/s  stored {stored:,}  "
+                    f"load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+        ratio = best["meterline"] / best["baseline"]
+        summary.append(
+            f"{backend:8} baseline {lines / best['baseline']:9,.0f}/s  "
+            f"meterline {lines / best['meterline']:9,.0f}/s  ratio {ratio:.2f}x"
+        )
+    print("\nbest of each (time ratio meterline / baseline):")
+    print("\n".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
