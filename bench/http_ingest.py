@@ -7,6 +7,12 @@ also updates the window index, as in production), and N client threads post
 batches of unique native events to /v1/events for a fixed duration. Prints
 accepted events/s and request latency percentiles per (backend, batch size).
 
+Then (unless --no-cli) the very events the server accepted are written to an
+NDJSON file and ingested through the `meterline ingest` path (``read_file`` ->
+``ingestor_for(store, clock).ingest``, in this process) into a fresh store
+with the same catalog and clock, and the HTTP/CLI rate ratio is printed (issue
+13's target: >= 0.8 with batches of 1,000).
+
     .venv/bin/python bench/http_ingest.py --duration 25 --clients 4
     .venv/bin/python bench/http_ingest.py --backends sqlite --batch-sizes 100
 
@@ -33,9 +39,13 @@ import httpx
 import msgspec
 import psycopg
 
-from meterline.domain.timestamps import format_us, parse_rfc3339
+from meterline.domain.clock import FixedClock
+from meterline.domain.timestamps import format_us, parse_rfc3339, to_datetime
+from meterline.ingest.readers import read_file
+from meterline.ingest.service import IngestOptions
 from meterline.services.catalog import apply_catalog
 from meterline.store.database import open_store
+from meterline.wiring import ingestor_for
 from servers import serving
 
 NOW = "2024-06-15T12:00:00Z"
@@ -70,6 +80,11 @@ class Result:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    cli_events_per_s: float | None = None
+
+    @property
+    def vs_cli(self) -> float | None:
+        return None if not self.cli_events_per_s else self.events_per_s / self.cli_events_per_s
 
 
 @dataclass
@@ -78,6 +93,7 @@ class ClientStats:
     events: int = 0
     rejected: int = 0
     errors: int = 0
+    accepted: list[tuple[str, int, int]] = field(default_factory=list)  # prefix, start, size
 
 
 @contextmanager
@@ -119,8 +135,12 @@ _DAY_US = 86_400_000_000
 
 
 def batch_body(prefix: str, start: int, size: int) -> bytes:
+    return _encoder.encode(batch_events(prefix, start, size))
+
+
+def batch_events(prefix: str, start: int, size: int) -> list[dict[str, object]]:
     """`size` unique events spread over the last day before NOW, 30 customers, two types."""
-    events = []
+    events: list[dict[str, object]] = []
     for n in range(start, start + size):
         t = _NOW_US - _DAY_US + (n * 7_919_000_003) % _DAY_US
         if n % 4 == 0:
@@ -139,7 +159,7 @@ def batch_body(prefix: str, start: int, size: int) -> bytes:
                 "properties": props,
             }
         )
-    return _encoder.encode(events)
+    return events
 
 
 def client_loop(base: str, prefix: str, batch: int, stop_at: float, stats: ClientStats) -> None:
@@ -163,6 +183,7 @@ def client_loop(base: str, prefix: str, batch: int, stop_at: float, stats: Clien
             stats.latencies.append(elapsed)
             stats.events += int(summary["accepted"])
             stats.rejected += int(summary["rejected"])
+            stats.accepted.append((prefix, n - batch, batch))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -174,7 +195,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_case(
-    backend: str, url: str, batch: int, clients: int, duration: float, log: Path
+    backend: str,
+    url: str,
+    batch: int,
+    clients: int,
+    duration: float,
+    log: Path,
+    with_cli: bool = True,
 ) -> Result:
     prepare(url)
     with serve(url, log) as base:
@@ -197,6 +224,9 @@ def run_case(
         seconds = time.perf_counter() - started
     latencies = [x for s in stats for x in s.latencies]
     events = sum(s.events for s in stats)
+    cli_rate = None
+    if with_cli:
+        cli_rate = cli_rate_on(backend, [a for s in stats for a in s.accepted], log.parent)
     return Result(
         backend=backend,
         batch=batch,
@@ -210,7 +240,31 @@ def run_case(
         p50_ms=round(percentile(latencies, 0.50) * 1000, 1),
         p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
         max_ms=round(max(latencies, default=float("nan")) * 1000, 1),
+        cli_events_per_s=cli_rate,
     )
+
+
+def cli_rate_on(backend: str, accepted: list[tuple[str, int, int]], tmp: Path) -> float:
+    """Events/s of the `meterline ingest` path on the events the server accepted,
+    in their request order, into a fresh store with the same catalog and clock."""
+    path = tmp / f"{backend}-cli.ndjson"
+    with path.open("wb") as f:
+        for prefix, start, size in accepted:
+            for event in batch_events(prefix, start, size):
+                f.write(_encoder.encode(event) + b"\n")
+    store_url = sqlite_store() if backend == "sqlite" else postgres_store()
+    with store_url as url:
+        prepare(url)
+        store = open_store(url)
+        try:
+            ingestor = ingestor_for(store, FixedClock(to_datetime(_NOW_US)))
+            started = time.perf_counter()
+            report = ingestor.ingest(read_file(str(path)), IngestOptions(origin="cli"))
+            seconds = time.perf_counter() - started
+        finally:
+            store.dispose()
+    path.unlink()
+    return round(report.accepted / seconds)
 
 
 def main() -> None:
@@ -222,6 +276,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="100,1000", help="comma-separated")
     parser.add_argument("--backends", default="sqlite,postgres", help="sqlite,postgres")
     parser.add_argument("--json-out", help="also write the results as JSON to this file")
+    parser.add_argument(
+        "--no-cli", action="store_true", help="skip the CLI run on the same events (the ratio)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.batch_sizes.split(",") if s]
     backends = [b for b in args.backends.split(",") if b]
@@ -237,21 +294,32 @@ def main() -> None:
             store = sqlite_store() if backend == "sqlite" else postgres_store()
             with store as url:
                 log = logs / f"{backend}-{size}.log"
-                r = run_case(backend, url, size, args.clients, args.duration, log)
+                r = run_case(backend, url, size, args.clients, args.duration, log, not args.no_cli)
             results.append(r)
             print(
                 f"{r.backend:<9} batch {r.batch:>5}: {r.events_per_s:>8,} events/s  "
                 f"p50 {r.p50_ms:>7.1f} ms  p99 {r.p99_ms:>7.1f} ms  "
-                f"({r.requests:,} requests, {r.events:,} events, {r.errors} errors)",
+                f"({r.requests:,} requests, {r.events:,} events, {r.errors} errors)"
+                + (
+                    f"; CLI on the same events {r.cli_events_per_s:,} events/s, "
+                    f"HTTP/CLI {r.vs_cli:.2f}"
+                    if r.vs_cli is not None
+                    else ""
+                ),
                 flush=True,
             )
     print()
-    print("| backend | batch | clients | requests | events | events/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| backend | batch | clients | requests | events | events/s | p50 ms | p99 ms "
+        "| CLI events/s | HTTP/CLI |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        ratio = "-" if r.vs_cli is None else f"{r.vs_cli:.2f}"
+        cli = "-" if r.cli_events_per_s is None else f"{r.cli_events_per_s:,}"
         print(
             f"| {r.backend} | {r.batch:,} | {r.clients} | {r.requests:,} | {r.events:,} | "
-            f"{r.events_per_s:,} | {r.p50_ms} | {r.p99_ms} |"
+            f"{r.events_per_s:,} | {r.p50_ms} | {r.p99_ms} | {cli} | {ratio} |"
         )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")

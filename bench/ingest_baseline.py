@@ -162,14 +162,16 @@ def baseline_postgres(path: Path) -> tuple[float, int]:
             seen: set[tuple[str, str]] = set()
             started = time.perf_counter()
             for rows in _rows(path):
-                with pg.cursor() as cur:
-                    with cur.copy("COPY events FROM STDIN (FORMAT BINARY)") as cp:
-                        cp.set_types(["text", "text", "text", "text", "int8", "text", "text"])
-                        for r in rows:
-                            key = (r[0], r[1])
-                            if key not in seen:
-                                seen.add(key)
-                                cp.write_row(r)
+                with (
+                    pg.cursor() as cur,
+                    cur.copy("COPY events FROM STDIN (FORMAT BINARY)") as cp,
+                ):
+                    cp.set_types(["text", "text", "text", "text", "int8", "text", "text"])
+                    for r in rows:
+                        key = (r[0], r[1])
+                        if key not in seen:
+                            seen.add(key)
+                            cp.write_row(r)
                 pg.commit()
             seconds = time.perf_counter() - started
             stored = int(pg.execute("SELECT COUNT(*) FROM events").fetchone()[0])  # type: ignore[index]

@@ -29,6 +29,7 @@ from meterline.metering.meter import Meter
 
 MAX_INTEGER_DIGITS = 30
 MAX_FRACTION_DIGITS = 18
+_INT_BOUND = 10**MAX_INTEGER_DIGITS
 _PLAIN_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _MAX_TEXT = 100
 
@@ -71,6 +72,8 @@ def _property(meter: Meter, properties: Mapping[str, Any]) -> tuple[str, Any]:
 def number_of(meter: Meter, properties: Mapping[str, Any]) -> Decimal:
     """The exact numeric value of the meter's property (sum, min, max, latest)."""
     prop, raw = _property(meter, properties)
+    if type(raw) is int and -_INT_BOUND < raw < _INT_BOUND:
+        return Decimal(raw)  # the common case: already canonical (exponent 0) and in range
     if isinstance(raw, bool):
         raise _invalid(meter, prop, f"is a boolean ({str(raw).lower()}), not a number")
     if isinstance(raw, int):

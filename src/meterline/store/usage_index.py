@@ -153,8 +153,25 @@ def fold_events(
                     max(prior.seq, delta.seq),
                 )
 
-    for (code, customer, start), (n, first, last) in counts.items():
-        put(by_code[code], customer, _UNGROUPED, start, Delta(RowKind.ADD, CountState(n), n, first, last))
+    days: dict[tuple[str, str, int], list[int]] = {}
+    for (code, customer, start), c in counts.items():
+        n, first, last = c
+        out[(code, customer, Grain.WINDOW, _UNGROUPED, start)] = Delta(
+            RowKind.ADD, CountState(n), n, first, last
+        )
+        if has_day_rollup(by_code[code].window_us):
+            dkey = (code, customer, day_of(start))
+            d = days.get(dkey)
+            if d is None:
+                days[dkey] = [n, first, last]
+            else:
+                d[0] += n
+                d[1] = min(d[1], first)
+                d[2] = max(d[2], last)
+    for (code, customer, day), (n, first, last) in days.items():
+        out[(code, customer, Grain.DAY, _UNGROUPED, day)] = Delta(
+            RowKind.ADD, CountState(n), n, first, last
+        )
     for (_, customer, dims, start), acc in accs.items():
         n = len(acc.entries)
         kind = acc.meter.aggregation
