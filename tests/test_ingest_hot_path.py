@@ -197,3 +197,13 @@ def test_int_fast_path_reads_numbers_like_the_general_path(raw: int) -> None:
     fast = _read(meter, raw)  # an int: the fast path
     assert fast == _read(meter, Decimal(raw))  # the same number as a Decimal: the general path
     assert (fast == ErrorCode.INVALID_PROPERTY) == (abs(raw) >= 10**30)
+
+
+@given(_decimals | st.integers(-(10**30), 10**30), st.integers(0, 10**9))
+def test_index_state_texts_are_to_json(total: Decimal | int, count: int) -> None:
+    from meterline.metering.aggregation import CountState, SumState, to_json
+    from meterline.store.usage_index import _state_text
+
+    sum_state = SumState(Decimal(canonical.dumps(total).decode()))
+    assert _state_text(sum_state) == to_json(sum_state)
+    assert _state_text(CountState(count)) == to_json(CountState(count))
