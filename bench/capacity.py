@@ -148,10 +148,10 @@ def month_of_usage(customers: int, per_customer: int) -> bytes:
 
 
 def storage_bytes(store: Store) -> dict[str, int]:
-    """On-disk bytes (heap + indexes + TOAST) of the event log and the window index."""
+    """On-disk bytes (heap + indexes + TOAST) of the event log and the usage index."""
     sizes: dict[str, int] = {}
     with store.read() as conn:
-        for name in ("events", "event_keys", "windows"):
+        for name in ("events", "event_keys", "usage_index"):
             sizes[name] = int(
                 conn.execute(
                     text(
@@ -162,7 +162,9 @@ def storage_bytes(store: Store) -> dict[str, int]:
                     {"t": name},
                 ).scalar_one()
             )
-        sizes["window rows"] = int(conn.execute(text("SELECT COUNT(*) FROM windows")).scalar_one())
+        sizes["index rows"] = int(
+            conn.execute(text("SELECT COUNT(*) FROM usage_index")).scalar_one()
+        )
     return sizes
 
 
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--batch-size", type=int, default=20_000)
     parser.add_argument("--invoice-customers", type=int, default=200)
+    parser.add_argument("--ingest-only", action="store_true", help="skip the invoice stages")
     args = parser.parse_args(argv)
     n = args.events
     print(
@@ -188,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         validate = validate_cost(path, args.batch_size)
         bare, _ = ingest_cost(path, meters=False, batch=args.batch_size)
         metered, sizes = ingest_cost(path, meters=True, batch=args.batch_size)
-        inv, billed = invoice_cost(path, args.invoice_customers, args.batch_size)
-        month = Path(tmp) / "month.ndjson"
-        month.write_bytes(month_of_usage(10, 4_000))
-        inv_month, billed_month = invoice_cost(month, 10, args.batch_size)
+        if not args.ingest_only:
+            inv, billed = invoice_cost(path, args.invoice_customers, args.batch_size)
+            month = Path(tmp) / "month.ndjson"
+            month.write_bytes(month_of_usage(10, 4_000))
+            inv_month, billed_month = invoice_cost(month, 10, args.batch_size)
     store_client = bare.client - validate
     index_client = metered.client - bare.client
     index_server = metered.server - bare.server
@@ -201,6 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"index    (client)          {per_event(index_client, n)}")
     print(f"index    (server)          {per_event(index_server, n)}")
     print(f"ingest, 2 meters, all      {per_event(metered.total, n)}")
+    rows = sizes.pop("index rows")
+    print(
+        "storage  bytes per event: "
+        + ", ".join(f"{name} {size / n:.0f}" for name, size in sizes.items())
+        + f"; {rows:,} usage index rows, {sizes['usage_index'] / max(rows, 1):.0f} bytes each"
+    )
+    if args.ingest_only:
+        return 0
     print(
         f"invoice  {args.invoice_customers} invoices over {billed:,} events: "
         f"client {inv.client:.2f} s, server {inv.server:.2f} s; "
@@ -210,12 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"invoice  10 invoices, a whole month each ({billed_month:,} events, hourly windows): "
         f"{inv_month.total * 1e3 / 10:.1f} ms CPU per invoice"
-    )
-    rows = sizes.pop("window rows")
-    print(
-        "storage  bytes per event: "
-        + ", ".join(f"{name} {size / n:.0f}" for name, size in sizes.items())
-        + f"; {rows:,} window rows, {sizes['windows'] / max(rows, 1):.0f} bytes each"
     )
     return 0
 
