@@ -448,13 +448,15 @@ def bench_invoice(path: Path, events: int, customers: int, workers: int) -> Case
 # -- driver ---------------------------------------------------------------------
 
 
-def report(cases: list[Case]) -> None:
+def report(cases: list[Case], last_only: bool = False) -> None:
+    """The table of `cases` (only the last row with `last_only`: progress while running),
+    ratios always against the 1-worker case of the same stage."""
     base = {c.stage: c.rate for c in cases if c.workers == 1}
     print(
         f"{'stage':<8} {'workers':>7} {'units':>8} {'seconds':>8} {'units/s':>9} "
         f"{'ratio':>6} {'busy CPUs':>9}"
     )
-    for c in cases:
+    for c in cases[-1:] if last_only else cases:
         ratio = c.rate / base[c.stage] if c.stage in base else float("nan")
         print(
             f"{c.stage:<8} {c.workers:>7} {c.events:>8} {c.seconds:>8.2f} {c.rate:>9.0f} "
@@ -494,23 +496,23 @@ def main(argv: list[str] | None = None) -> int:
         if "ingest" in only:
             for w in WORKERS:
                 cases.append(bench_ingest(path, args.events, w))
-                report(cases[-1:])
+                report(cases, last_only=True)
         if "serve" in only:
             for w in WORKERS:
                 cases.append(bench_serve(args.http_batches, w, out))
-                report(cases[-1:])
+                report(cases, last_only=True)
         if "kafka" in only:
             with broker(out) as bootstrap:
                 for w in WORKERS:
                     cases.append(bench_kafka(bootstrap, args.kafka_events, w))
-                    report(cases[-1:])
+                    report(cases, last_only=True)
         if "invoice" in only:
             inv_path = out / "invoice.ndjson"
             inv_events = min(args.events, 20_000)
             inv_path.write_bytes(ndjson("i", 0, inv_events) + b"\n")
             for w in WORKERS:
                 cases.append(bench_invoice(inv_path, inv_events, args.invoice_customers, w))
-                report(cases[-1:])
+                report(cases, last_only=True)
     print("\nunits: events; invoices for the invoice stage")
     report(cases)
     total = Decimal(0)
