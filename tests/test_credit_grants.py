@@ -192,9 +192,7 @@ def test_voiding_an_invoice_returns_its_credit_to_the_grant(store: Store) -> Non
     setup(store)
     gid = _grant(store, "20.00")
     _january(store, 600)
-    invoicing.set_status(
-        store, "INV-000001", invoicing.Status.VOID, "wrong customer", LATER_US
-    )
+    invoicing.set_status(store, "INV-000001", invoicing.Status.VOID, "wrong customer", LATER_US)
     [row] = credits.list_grants(store, "acme", LATER_US)
     assert row["id"] == gid and (row["used"], row["available"]) == ("0.00", "20.00")
     _clean(store)
