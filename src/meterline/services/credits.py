@@ -12,6 +12,7 @@ of grants that expired with no invoice to close them. See docs/SEMANTICS.md
 from __future__ import annotations
 
 import re
+import threading
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -284,24 +285,50 @@ def list_grants(store: Store, customer_id: str, now_us: int) -> list[dict[str, A
     return [_row(s, now_us, seqs.get(s.grant.id)) for s in states]
 
 
+# The open period's amount due as known at K never changes (facts are only
+# appended), so it is kept per (store, customer, period, K): a balance read
+# again before anything new is recorded skips re-rating. Bounded; cleared when full.
+_DUE_CACHE_SIZE = 4096
+_due_cache: dict[tuple[str, str, str, int], Decimal] = {}
+_due_lock = threading.Lock()
+
+
+def _open_due(conn: Connection, url: str, customer_id: str, label: str, k: int) -> Decimal:
+    """subtotal + tax of the period's draft as known at K: the preview path
+    (services/invoicing.py gather + assemble) without the tree head and the
+    finance details a draft document carries, which a balance does not need."""
+    from meterline.billing.invoice import assemble
+    from meterline.services.invoicing import gather
+
+    key = (url, customer_id, label, k)
+    with _due_lock:
+        found = _due_cache.get(key)
+    if found is not None:
+        return found
+    b = gather(conn, customer_id, label, k)
+    body = assemble(b.customer, b.period, b.subscriptions, k, [])
+    due = Decimal(body["subtotal"]) + Decimal(body["tax"])
+    with _due_lock:
+        if len(_due_cache) >= _DUE_CACHE_SIZE:
+            _due_cache.clear()
+        _due_cache[key] = due
+    return due
+
+
 def balance(store: Store, customer_id: str, now_us: int) -> dict[str, Any]:
     """granted = used + expired + voided + available; projected = available minus
-    what the open period's usage, rated as known now, would take (before credits)."""
-    from meterline.services.invoicing import preview
-
+    what the open period's usage, rated as known now, comes to (before credits)."""
     with store.read() as conn:
         k = sequence.current(conn)
         customer, states, seqs = _grants(conn, customer_id)
-    cur = customer.currency
+        cur = customer.currency
+        open_period: dict[str, Any] | None = None
+        due = Decimal(0)
+        period = customer.cycles()[0].period_of(now_us)
+        if customer.subscriptions_in(period.start, period.end):
+            due = _open_due(conn, store.url, customer_id, period.label, k)
+            open_period = {**period.to_dict(), "due": money_str(due, cur)}
     total = summarize(states, now_us)
-    open_period: dict[str, Any] | None = None
-    due = Decimal(0)
-    cycle = customer.cycles()[0]
-    period = cycle.period_of(now_us)
-    if customer.subscriptions_in(period.start, period.end):
-        draft = preview(store, customer_id, period.label)
-        due = Decimal(draft["subtotal"]) + Decimal(draft["tax"])
-        open_period = {**period.to_dict(), "due": money_str(due, cur)}
     return {
         "customer_id": customer.id,
         "currency": cur.code,
