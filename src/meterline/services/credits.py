@@ -31,6 +31,7 @@ from meterline.billing.credits import (
 )
 from meterline.billing.periods import Period
 from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.events import MAX_EVENT_TIME_US, MIN_EVENT_TIME_US
 from meterline.domain.money import Currency, money_str
 from meterline.domain.timestamps import InvalidTimestamp, format_us, parse_rfc3339
 from meterline.ledger.credit_postings import EXPIRY, GRANT, ROLLOVER, VOID
@@ -53,18 +54,21 @@ def _amount(raw: str, what: str, currency: Currency, *, zero_ok: bool = False) -
         raise _bad(f"{what}: {raw!r} is not a decimal number") from None
     if not value.is_finite() or value < 0 or (value == 0 and not zero_ok):
         raise _bad(f"{what}: {raw!r} must be a positive amount")
+    if value >= Decimal("1e15"):
+        raise _bad(f"{what}: {raw!r} is too large (at most 999999999999999)")
     if value != value.quantize(currency.quantum):
         raise _bad(f"{what}: {raw!r} has more digits than {currency.code} allows")
-    if value >= Decimal("1e15"):
-        raise _bad(f"{what}: {raw!r} is too large")
     return value.quantize(currency.quantum)
 
 
 def _instant(raw: str, what: str) -> int:
     try:
-        return parse_rfc3339(raw)
+        us = parse_rfc3339(raw)
     except InvalidTimestamp as exc:
         raise _bad(f"{what}: {exc}") from None
+    if not MIN_EVENT_TIME_US <= us < MAX_EVENT_TIME_US:
+        raise _bad(f"{what}: {raw!r} is outside 1970-01-01T00:00:00Z to 9000-01-01T00:00:00Z")
+    return us
 
 
 def grant(
@@ -128,8 +132,8 @@ def grant(
 def void(store: Store, grant_id: str, reason: str, now_us: int) -> dict[str, Any]:
     """Void a grant: a new fact releasing what is left of it (never an update).
     What invoices already used stays used (docs/SEMANTICS.md)."""
-    if not reason.strip():
-        raise _bad("reason: a void needs a reason")
+    if not reason.strip() or len(reason) > 1000 or "\x00" in reason:
+        raise _bad("reason: a void needs a reason (1 to 1000 characters, no NUL)")
     with store.write() as conn:
         k = sequence.lock(conn)
         fact = credit_facts.grant_fact(conn, grant_id)
@@ -189,6 +193,8 @@ def _breakage(
 def settle_period(conn: Connection, customer_id: str, period: Period, now_us: int) -> None:
     """At a period close (its invoice was just appended, same transaction): rollover
     breakage above each cap, then the breakage of grants expired by the period end."""
+    if not credit_facts.has_grants(conn, customer_id):
+        return  # catalog credits post no breakage: nothing to settle (the common case)
     k = sequence.current(conn)
     customer = load_customer(conn, customer_id, k)
     posted: list[dict[str, Any]] = []

@@ -138,6 +138,13 @@ def grant_fact(conn: Connection, grant_id: str) -> CreditFact | None:
     return None if row is None else _fact(row)
 
 
+def has_grants(conn: Connection, customer: str) -> bool:
+    row = conn.execute(
+        text("SELECT 1 FROM credit_facts WHERE customer_id = :c LIMIT 1"), {"c": customer}
+    ).first()
+    return row is not None
+
+
 def customers_with_grants(conn: Connection) -> list[str]:
     rows = conn.execute(
         text("SELECT DISTINCT customer_id FROM credit_facts ORDER BY customer_id")
