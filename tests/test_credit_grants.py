@@ -259,3 +259,16 @@ def test_a_tampered_grant_is_caught(store: Store) -> None:
     report = reconcile(store, full=True)
     failed = {c.name for c in report.checks if not c.ok}
     assert {"ledger_postings", "merkle_log"} <= failed
+
+
+def test_the_split_invoice_run_settles_credits_too(store: Store) -> None:
+    from meterline.services import invoice_run
+
+    setup(store)
+    gid = _grant(store, "50.00", rollover="10.00")
+    ingest(store, clock("2024-02-01T12:00:00Z"), calls(600))
+    close_january(store)
+    [doc] = invoice_run.run(store, "2024-01", FEB_US).issued
+    assert doc.body["credits"] == [{"grant": gid, "amount": "12.00"}]
+    assert _balance(store, "credit_breakage") == Decimal("28.00")
+    _clean(store)
