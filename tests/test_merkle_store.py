@@ -7,6 +7,7 @@ from sqlalchemy import text
 from tests.test_reconcile import LATER_US, workload
 
 from meterline.domain import merkle as tree
+from meterline.services import credits
 from meterline.services.catalog import apply_catalog
 from meterline.services.corrections import rerate
 from meterline.store import merkle, sequence
@@ -26,6 +27,7 @@ def test_every_fact_is_a_leaf_and_the_head_is_the_root_at_every_k(store: Store) 
     workload(store)
     rerate(store, LATER_US, "acme", "2024-01", reason="operator asked")  # a manual mark
     apply_catalog(store, {"seller": {"name": "Example GmbH", "address": ["Berlin"]}}, LATER_US)
+    credits.grant(store, "acme", "5.00", LATER_US)  # a credit fact (issue 15)
     leaves = _leaves(store)
     with store.read() as conn:
         k = sequence.current(conn)

@@ -18,6 +18,7 @@ from meterline import __version__, console
 from meterline.api import (
     billing_routes,
     catalog_routes,
+    credit_routes,
     docs_routes,
     export_routes,
     health,
@@ -117,6 +118,7 @@ def create_app(
     app.include_router(webhook_routes.router(ctx))
     app.include_router(export_routes.router(ctx))
     app.include_router(proof_routes.router(ctx))
+    app.include_router(credit_routes.router(ctx))  # credit grants and balances (issue 15)
     app.include_router(health.router(ctx))
     app.include_router(metrics.router(ctx.metrics))
     app.include_router(docs_routes.router("/openapi.json", "meterline"))

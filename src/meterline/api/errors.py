@@ -48,6 +48,9 @@ _STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.UNKNOWN_CUSTOMER: 404,
     ErrorCode.UNKNOWN_METER: 404,
     ErrorCode.WEBHOOK_NOT_FOUND: 404,
+    ErrorCode.CREDIT_GRANT_NOT_FOUND: 404,
+    ErrorCode.CREDIT_GRANT_EXISTS: 409,
+    ErrorCode.CREDIT_GRANT_VOID: 409,
     # the request is valid but conflicts with the state of the books
     ErrorCode.PERIOD_NOT_CLOSED: 409,
     ErrorCode.INVALID_STATUS_CHANGE: 409,

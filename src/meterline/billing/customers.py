@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from meterline.billing.coupons import Coupon, parse_coupon
+from meterline.billing.credits import DEFAULT_PRIORITY
 from meterline.billing.periods import Anchor, BillingCycle, Cycle, zone
 from meterline.billing.seller import parse_address
 from meterline.domain import catalog_input as ci
@@ -80,23 +81,33 @@ class Subscription:
 
 @dataclass(frozen=True)
 class CreditGrant:
-    """Prepaid credit in the customer's currency; spent oldest-first."""
+    """Prepaid credit in the customer's currency, declared in the catalog; used in the
+    order of billing/credits.py with the credit grant facts. `kind` (paid by default)
+    and `priority` say what a grant fact would; see docs/SEMANTICS.md "Credit grants"."""
 
     id: str
     amount: Decimal
     granted_at: int
     expires_at: int | None = None
+    priority: int = DEFAULT_PRIORITY
+    kind: str = "paid"
 
     def usable_for(self, period_start: int) -> bool:
         return self.expires_at is None or self.expires_at > period_start
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "amount": fmt(self.amount),
             "granted_at": format_us(self.granted_at),
             "expires_at": None if self.expires_at is None else format_us(self.expires_at),
         }
+        # only when not the default: the content hash of older customers stays the same
+        if self.priority != DEFAULT_PRIORITY:
+            out["priority"] = self.priority
+        if self.kind != "paid":
+            out["kind"] = self.kind
+        return out
 
 
 @dataclass(frozen=True)
@@ -174,7 +185,7 @@ _SUBSCRIPTION = (
         "trial_usage",
     },
 )
-_CREDIT = {"id", "amount", "granted_at"}, {"expires_at"}
+_CREDIT = {"id", "amount", "granted_at"}, {"expires_at", "priority", "kind"}
 
 
 def parse_payment_terms(raw: Any, path: str) -> int | None:
@@ -275,7 +286,12 @@ def _credit(raw: Any, p: str, currency: Currency) -> CreditGrant:
         None if c.get("expires_at") is None else ci.instant(c["expires_at"], f"{p}.expires_at")
     )
     return CreditGrant(
-        ci.text(c["id"], f"{p}.id"), amount, ci.instant(c["granted_at"], f"{p}.granted_at"), expires
+        ci.text(c["id"], f"{p}.id"),
+        amount,
+        ci.instant(c["granted_at"], f"{p}.granted_at"),
+        expires,
+        ci.count(c.get("priority", DEFAULT_PRIORITY), f"{p}.priority", 0, 1_000_000),
+        ci.choice(c.get("kind", "paid"), f"{p}.kind", ["paid", "promotional"], "credit kind"),
     )
 
 

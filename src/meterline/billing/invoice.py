@@ -3,8 +3,8 @@
 Lines: one per charge and dimension group, then flat fees, then the minimum
 spend true-up or the maximum spend cap (a negative line), per subscription;
 then the customer's coupons (negative lines, before tax: billing/coupons.py). Each line is rounded once by rating;
-subtotal = sum of rounded lines; tax = round(subtotal x rate); credits are
-applied oldest grant first; total = subtotal + tax - credits.
+subtotal = sum of rounded lines; tax = round(subtotal x rate); credit grants are
+applied in the order of billing/credits.py; total = subtotal + tax - credits.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 from meterline.billing.advance import advance_lines, segments_after
 from meterline.billing.coupons import COUPON_MODEL, apply_coupons
-from meterline.billing.customers import CreditGrant, Customer, Subscription, TrialUsage
+from meterline.billing.credits import Grant, GrantKind, GrantState, Source, consume
+from meterline.billing.customers import Customer, Subscription, TrialUsage
 from meterline.billing.document import Kind, money, quantity
 from meterline.billing.periods import Period
 from meterline.billing.usage import ADDITIVE, GroupUsage
@@ -239,22 +240,23 @@ def coupon_lines(
     return out
 
 
-def apply_credits(
-    grants: Sequence[CreditGrant], spent: dict[str, Decimal], due: Decimal, period: Period
-) -> list[tuple[str, Decimal]]:
-    """Oldest grant first, never more than is due or than a grant has left."""
-    applied: list[tuple[str, Decimal]] = []
-    for g in grants:
-        if due <= 0:
-            break
-        if not g.usable_for(period.start):
-            continue
-        left = g.amount - spent.get(g.id, Decimal(0))
-        take = min(left, due)
-        if take > 0:
-            applied.append((g.id, take))
-            due -= take
-    return applied
+def catalog_grants(customer: Customer) -> list[Grant]:
+    """The customer's catalog `credits` list as grants (billing/credits.py)."""
+    return [
+        Grant(
+            c.id,
+            customer.id,
+            customer.currency.code,
+            c.amount,
+            c.granted_at,
+            c.priority,
+            c.expires_at,
+            None,
+            GrantKind(c.kind),
+            Source.CATALOG,
+        )
+        for c in customer.credits
+    ]
 
 
 def assemble(
@@ -262,8 +264,10 @@ def assemble(
     period: Period,
     subs: Sequence[SubscriptionUsage],
     cutoff: int,
-    credits_spent: dict[str, Decimal],
+    grants: Sequence[GrantState],
 ) -> dict[str, Any]:
+    """`grants`: every credit grant of the customer with its history as known at
+    `cutoff` (catalog credits included; see `catalog_grants`)."""
     """The invoice body: deterministic given the store as known at `cutoff`."""
     currency = customer.currency
     for su in subs:
@@ -282,7 +286,7 @@ def assemble(
         line["line"] = i
     subtotal = exact_sum([Decimal(line["amount"]) for line in lines])
     tax = round_money(subtotal * customer.tax_rate, currency, rounding)
-    credits = apply_credits(customer.credits, credits_spent, subtotal + tax, period)
+    credits = consume(grants, subtotal + tax, period.start, period.end)
     credited = exact_sum([amount for _, amount in credits])
     versions = sorted(
         {

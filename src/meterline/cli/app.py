@@ -233,6 +233,10 @@ from meterline.cli import quarantine, status  # noqa: E402
 status.register(app)
 quarantine.register(app)
 
+from meterline.cli import credits  # noqa: E402  (credit grants and balance, issue 15)
+
+credits.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 

@@ -9,6 +9,9 @@ Account names are text, "<class>" or "<class>:<qualifier>":
     discounts:<code>            revenue    contra-revenue: caps (maximum_spend) and coupons,
                                            a debit balance that reduces revenue
     tax_payable                 liability  tax billed, owed to the tax authority
+    promotions                  revenue    contra-revenue: promotional credit grants given
+                                           away (a debit balance, like discounts)
+    credit_breakage             revenue    the unused rest of expired credit grants
 
 Balances are kept per account *and currency*: an entry is always in its
 document's currency, so two currencies are never added together.
@@ -24,6 +27,8 @@ RECEIVABLE = "receivable"
 CUSTOMER_CREDIT = "customer_credit"
 REVENUE = "revenue"
 DISCOUNTS = "discounts"
+PROMOTIONS = "promotions"
+CREDIT_BREAKAGE = "credit_breakage"
 
 
 class AccountType(StrEnum):
@@ -44,6 +49,8 @@ _TYPES = {
     REVENUE: AccountType.REVENUE,
     DISCOUNTS: AccountType.REVENUE,
     TAX_PAYABLE: AccountType.LIABILITY,
+    PROMOTIONS: AccountType.REVENUE,
+    CREDIT_BREAKAGE: AccountType.REVENUE,
 }
 
 

@@ -48,6 +48,10 @@ class EntryKind(StrEnum):
     ISSUE = "issue"
     PAYMENT = "payment"
     VOID = "void"
+    # credit grant facts (ledger/credit_postings.py)
+    CREDIT_GRANT = "credit_grant"
+    CREDIT_VOID = "credit_void"
+    BREAKAGE = "breakage"
 
 
 @dataclass(frozen=True)

@@ -154,9 +154,11 @@ def append_if_unchanged(store: Store, s: Snapshot, now_us: int, force: bool) -> 
             return existing
         if k != s.k0 and not _unrelated_since(conn, s.customer, s.k0, k):
             return None
-        return documents.append(
+        issued = documents.append(
             conn, Kind.INVOICE, s.body, body_hash(s.body), s.period, now_us, force
         )
+        invoicing.settle_credits(conn, s.customer, s.period, now_us)
+        return issued
 
 
 def _issue_from_snapshot(

@@ -42,7 +42,7 @@ from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
 from meterline.pricing.pricebook import PriceBook, split_segments
 from meterline.services import measuring
-from meterline.store import documents, merkle, sequence
+from meterline.store import credit_facts, documents, merkle, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store, is_transient
 from meterline.store.facts import facts
@@ -253,9 +253,9 @@ def compute_body(
 ) -> dict[str, Any]:
     """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
     b = gather(conn, customer_id, label, known_at, fmt, raw, checkpoint)
-    spent = documents.credits_spent(conn, customer_id, known_at)
+    grants = credit_facts.states(conn, b.customer, known_at)
     return finish_body(
-        conn, assemble(b.customer, b.period, b.subscriptions, known_at, spent), known_at, fmt
+        conn, assemble(b.customer, b.period, b.subscriptions, known_at, grants), known_at, fmt
     )
 
 
@@ -364,7 +364,17 @@ def _issue_one(
         if existing is not None:
             return existing
         body, period = invoice_body(conn, customer_id, label, k, now_us, force, checkpoint=True)
-        return documents.append(conn, Kind.INVOICE, body, body_hash(body), period, now_us, force)
+        issued = documents.append(conn, Kind.INVOICE, body, body_hash(body), period, now_us, force)
+        settle_credits(conn, customer_id, period, now_us)
+        return issued
+
+
+def settle_credits(conn: Connection, customer_id: str, period: Period, now_us: int) -> None:
+    """After an invoice is appended, in its transaction: the period's credit
+    rollover and expiry breakage (services/credits.py)."""
+    from meterline.services.credits import settle_period
+
+    settle_period(conn, customer_id, period, now_us)
 
 
 def invoice_body(
@@ -392,9 +402,12 @@ def invoice_body(
             watermark=None if watermark is None else format_us(watermark),
             closes_at=format_us(closing),
         )
-    spent = documents.credits_spent(conn, customer_id, k)
+    grants = credit_facts.states(conn, billing.customer, k)
     body = finish_body(
-        conn, assemble(billing.customer, billing.period, billing.subscriptions, k, spent), k, FORMAT
+        conn,
+        assemble(billing.customer, billing.period, billing.subscriptions, k, grants),
+        k,
+        FORMAT,
     )
     return body, billing.period
 

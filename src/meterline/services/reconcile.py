@@ -11,6 +11,7 @@ and names every record that differs (lists are capped, counts are not):
     ledger_postings      every entry == the posting rule applied to its fact
     ledger_receivable    receivable per customer == its open documents
     ledger_revenue       revenue per charge, tax, credit and cash vs documents
+                         and credit grant facts (grants, voids, breakage)
     hash_chain           the document chain and gapless numbering
     void_corrections     no open credit/debit note corrects a void invoice
 
@@ -31,6 +32,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
+from meterline.billing.credits import GrantKind
 from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash, chain_hash
 from meterline.billing.periods import months_overlapping
 from meterline.domain.canonical import content_hash
@@ -40,11 +42,12 @@ from meterline.domain.events import decode_json
 from meterline.domain.money import Currency, Rounding, round_money
 from meterline.domain.timestamps import US_PER_DAY, format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
+from meterline.ledger.credit_postings import GRANT, credit_entry
 from meterline.ledger.postings import Entry, issue_entry, revenue_accounts, status_entry
 from meterline.metering import Meter, aggregate, dimensions, merge, to_json, value_of, window_start
 from meterline.metering.bitemporal import Grain, IndexRow, RowKind, day_of, has_day_rollup
-from meterline.store import checkpoints, documents, journal, merkle, usage_index
-from meterline.store.customer_catalog import load_customers
+from meterline.store import checkpoints, credit_facts, documents, journal, merkle, usage_index
+from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
 from meterline.store.window_index import WindowKey, WindowRow, recompute
@@ -1015,6 +1018,8 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
         except (ValueError, KeyError, ArithmeticError):
             expected[seq] = None
     posting_problems: list[str] = []
+    credit_expected = _credit_entries(conn, posting_problems)
+    expected.update(credit_expected)
     stored_seqs: set[int] = set()
     for stored in journal.entries(conn):
         stored_seqs.add(stored.seq)
@@ -1081,6 +1086,10 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
         add(f"customer_credit:{d.customer_id}", d.currency, d.credits_applied)
         if status == Status.PAID:
             add(CASH, d.currency, d.total)
+    for credit in credit_expected.values():  # grants, voids and breakage
+        if credit is not None:
+            for ln in credit.lines:
+                add(ln.account, credit.currency, ln.signed)
     others = {k: v for k, v in balances.items() if account_class(k[0]) != "receivable"}
     checks.append(
         _compare_balances(
@@ -1094,6 +1103,47 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
     )
     tick("ledger", 4, 4)
     return checks
+
+
+def _credit_entries(conn: Connection, problems: list[str]) -> dict[int, Entry | None]:
+    """The entry each credit fact's row gives (DESIGN §13), and what is wrong with the
+    rows themselves: a definition that does not match its content hash or amount
+    (a tampered grant), or a grant that has released more than it held."""
+    out: dict[int, Entry | None] = {}
+    for f in credit_facts.facts(conn):
+        label = f"credit fact {f.seq} ({f.action} {f.grant_id})"
+        try:
+            if content_hash(f.definition) != f.content_hash:
+                problems.append(f"{label}: its definition does not match its content hash")
+            if f.action == GRANT and Decimal(f.definition["amount"]) != f.amount:
+                problems.append(
+                    f"{label}: amount {f.amount} but its definition grants {f.definition['amount']}"
+                )
+            out[f.seq] = credit_entry(
+                f.action,
+                f.grant_id,
+                f.customer_id,
+                str(f.definition["currency"]),
+                f.amount,
+                GrantKind(f.definition["kind"]),
+            )
+        except (ValueError, KeyError, ArithmeticError) as exc:
+            problems.append(f"{label}: unreadable ({exc})")
+            out[f.seq] = None
+    for customer_id in credit_facts.customers_with_grants(conn):
+        k = int(conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one())
+        try:
+            states = credit_facts.states(conn, load_customer(conn, customer_id, k), k)
+        except (MeterlineError, ValueError, KeyError, ArithmeticError) as exc:
+            problems.append(f"credit grants of {customer_id}: unreadable ({exc})")
+            continue
+        for st in states:
+            if st.remaining < 0:
+                problems.append(
+                    f"credit grant {st.grant.id} of {customer_id}: {st.grant.amount} granted "
+                    f"but {st.used} used, {st.expired} expired and {st.voided} voided"
+                )
+    return out
 
 
 def _balances(conn: Connection) -> dict[tuple[str, str], Decimal]:

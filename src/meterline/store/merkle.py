@@ -109,6 +109,18 @@ FACT_KINDS: list[FactKind] = [
         ("customer_id", "from_us", "to_us", "kind", "reason", "events", "created_at"),
         "kind = 'manual'",
     ),
+    FactKind(
+        schema.credit_facts,
+        (
+            "grant_id",
+            "customer_id",
+            "action",
+            "amount",
+            "definition",
+            "content_hash",
+            "recorded_at",
+        ),
+    ),
 ]
 
 

@@ -434,3 +434,19 @@ seller_versions = Table(
     Column("content_hash", String(64), nullable=False),
     Column("recorded_at", BigInteger, nullable=False),
 )
+
+# --- credit grants (issue 15; DESIGN §13) -------------------------------------
+# One row per credit fact: a grant, a void, or breakage (expiry or rollover).
+# Facts are appended, never updated: a void is a new row (billing/credits.py).
+credit_facts = Table(
+    "credit_facts",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("grant_id", String(32), nullable=False),
+    Column("customer_id", String(256), nullable=False),
+    Column("action", String(16), nullable=False),  # grant | void | expiry | rollover
+    Column("amount", String(48), nullable=False),  # exact decimal text, the currency's digits
+    Column("definition", Text, nullable=False),  # canonical JSON
+    Column("content_hash", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)

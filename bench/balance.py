@@ -1,0 +1,159 @@
+"""Credit balance under concurrent load (issue 15): `GET /v1/customers/{id}/balance`
+p50/p99 against `GET /healthz` measured in the same run, under the same load.
+
+Builds a store of C customers x E events in January 2024 through the normal
+ingestion path (bench/invoice_run.py's month), grants every customer two credit
+grants (a paid top-up with a rollover cap and an expiring promotion), serves it
+with the clock pinned on January 31st (so the open period is January and the
+balance's `projected` rates the customer's whole month, as known now, through
+the usage index), then runs T client threads, each sending R requests to random
+customers, first to /healthz (the baseline), then to the balance endpoint.
+
+    .venv/bin/python bench/balance.py                             # 1,000 x 1,000, SQLite
+    .venv/bin/python bench/balance.py --backend postgres --customers 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from invoice_run import MONTH_START, customer_ids, load
+from meterline.services import credits
+from servers import serving
+from stores import fresh_store
+
+NOW = "2024-01-31T00:00:00Z"
+KEY = "bench-admin-0c5e"
+
+
+def grant_all(store: Any, customers: list[str]) -> float:
+    t0 = time.perf_counter()
+    for i, c in enumerate(customers):
+        credits.grant(store, c, "25.00", MONTH_START, rollover="10.00", grant_id=f"top{i}")
+        credits.grant(
+            store,
+            c,
+            "5.00",
+            MONTH_START,
+            kind="promotional",
+            expires_at="2024-03-01T00:00:00Z",
+            grant_id=f"promo{i}",
+        )
+    return time.perf_counter() - t0
+
+
+def hammer(
+    base: str, paths: list[str], threads: int, per_thread: int, headers: dict[str, str]
+) -> tuple[list[float], float]:
+    """Latencies (ms) of threads x per_thread GETs, and the wall time (s)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        mine: list[float] = []
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+            for _ in range(per_thread):
+                path = rng.choice(paths)
+                t0 = time.perf_counter()
+                r = http.get(path)
+                mine.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200:
+                    failures.append(f"{path}: {r.status_code} {r.text[:200]}")
+        with lock:
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t0
+    if failures:
+        raise SystemExit(f"{len(failures)} failed requests, e.g. {failures[0]}")
+    return latencies, wall
+
+
+def pct(xs: list[float], p: float) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def summary(xs: list[float], wall: float) -> dict[str, float]:
+    return {
+        "n": len(xs),
+        "p50_ms": round(pct(xs, 50), 2),
+        "p99_ms": round(pct(xs, 99), 2),
+        "mean_ms": round(statistics.fmean(xs), 2),
+        "rps": round(len(xs) / wall, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--customers", type=int, default=1000)
+    ap.add_argument("--events-per-customer", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--requests", type=int, default=250, help="per thread")
+    ap.add_argument("--batch-size", type=int, default=20_000)
+    args = ap.parse_args(argv)
+    customers = customer_ids(args.customers)
+    with fresh_store(args.backend) as store:
+        t0 = time.perf_counter()
+        loaded = load(store, customers, args.events_per_customer, args.batch_size)
+        load_s = time.perf_counter() - t0
+        grant_s = grant_all(store, customers)
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "serve.log"
+            with serving(store.url, NOW, f"{KEY}:admin", log) as base:
+                headers = {"Authorization": f"Bearer {KEY}"}
+                balance_paths = [f"/v1/customers/{c}/balance" for c in customers]
+                hammer(base, balance_paths[:20], 1, 20, headers)  # warm up
+                base_lat, base_wall = hammer(
+                    base, ["/healthz"], args.threads, args.requests, headers
+                )
+                bal_lat, bal_wall = hammer(
+                    base, balance_paths, args.threads, args.requests, headers
+                )
+                # again, nothing recorded in between: the open period's due at K is kept
+                warm_lat, warm_wall = hammer(
+                    base, balance_paths, args.threads, args.requests, headers
+                )
+                sample = httpx.get(base + balance_paths[0], headers=headers).json()
+    baseline = summary(base_lat, base_wall)
+    balance = summary(bal_lat, bal_wall)
+    result = {
+        "backend": args.backend,
+        "customers": args.customers,
+        "events": loaded.events,
+        "load_s": round(load_s, 1),
+        "grants_s": round(grant_s, 1),
+        "threads": args.threads,
+        "baseline_healthz": baseline,
+        "balance": balance,
+        "balance_again": summary(warm_lat, warm_wall),
+        "ratio_p50": round(balance["p50_ms"] / baseline["p50_ms"], 1),
+        "ratio_p99": round(balance["p99_ms"] / baseline["p99_ms"], 1),
+        "sample": {k: sample[k] for k in ("available", "projected", "open_period")},
+    }
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
