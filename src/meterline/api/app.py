@@ -19,6 +19,7 @@ from meterline.api import (
     billing_routes,
     catalog_routes,
     docs_routes,
+    entitlements,
     export_routes,
     health,
     ingest_routes,
@@ -118,6 +119,7 @@ def create_app(
     app.include_router(export_routes.router(ctx))
     app.include_router(proof_routes.router(ctx))
     app.include_router(health.router(ctx))
+    app.include_router(entitlements.router(ctx))
     app.include_router(metrics.router(ctx.metrics))
     app.include_router(docs_routes.router("/openapi.json", "meterline"))
     openapi.install(

@@ -109,6 +109,28 @@ FACT_KINDS: list[FactKind] = [
         ("customer_id", "from_us", "to_us", "kind", "reason", "events", "created_at"),
         "kind = 'manual'",
     ),
+    FactKind(
+        schema.entitlement_catalog, ("kind", "code", "definition", "content_hash", "recorded_at")
+    ),
+    FactKind(
+        schema.alerts,
+        (
+            "customer_id",
+            "kind",
+            "scope",
+            "code",
+            "period_label",
+            "period_start",
+            "period_end",
+            "metric",
+            "meter_code",
+            "threshold",
+            "observed",
+            "batch_id",
+            "message_id",
+            "recorded_at",
+        ),
+    ),
 ]
 
 
