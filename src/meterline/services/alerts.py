@@ -135,12 +135,21 @@ def on_ingest(conn: Connection, result: AppendResult, now_us: int) -> int:
         watch = config.watches[cid]
         evs = touched[cid]
         types = {e.event_type for e in evs}
-        periods = {p.label: p for p in (period_at(watch.customer, e.event_time) for e in evs)}
-        for label in sorted(periods):
+        for period in _periods(watch.customer, evs):
             recorded += _evaluate(
-                conn, config, watch, periods[label], types, known_at, result.batch_id, now_us
+                conn, config, watch, period, types, known_at, result.batch_id, now_us
             )
     return recorded
+
+
+def _periods(customer: Customer, evs: list[Event]) -> list[Period]:
+    """The billing periods the events fall in (computed once per period, not per event)."""
+    found: list[Period] = []
+    for e in evs:
+        t = e.event_time
+        if not any(p.start <= t < p.end for p in found):
+            found.append(period_at(customer, t))
+    return sorted(found, key=lambda p: p.start)
 
 
 def _evaluate(

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from meterline.billing.customers import Customer, parse_customers
@@ -33,7 +34,8 @@ from meterline.billing.entitlements import (
 from meterline.billing.periods import Cycle, Period
 from meterline.domain.decimals import fmt
 from meterline.domain.errors import ErrorCode, MeterlineError
-from meterline.metering import Meter, empty, merge_all, result
+from meterline.domain.events import decode_json
+from meterline.metering import Meter, empty, merge_all, parse_meters, result
 from meterline.services import measuring
 from meterline.store import entitlement_catalog, sequence
 from meterline.store.customer_catalog import load_customer
@@ -122,7 +124,6 @@ def _evaluate(
 ) -> list[dict[str, Any]]:
     period = period_at(customer, now_us)
     granted: dict[str, Entitlement] = {e.feature: e for e in customer.entitlements}
-    meters: dict[str, Meter] | None = None
     usage: dict[str, Decimal] = {}
     out = []
     for f in features:
@@ -130,23 +131,59 @@ def _evaluate(
         quantity: Decimal | None = None
         if ent is not None and f.meter is not None:
             if f.meter not in usage:
-                if meters is None:
-                    meters = {m.code: m for m in load_meters(conn, known_at)}
-                meter = meters.get(f.meter)
-                if meter is None:
-                    raise MeterlineError(
-                        ErrorCode.UNKNOWN_METER, f"feature {f.code} uses unknown meter {f.meter!r}"
-                    )
+                meter = _meter(conn, f.meter, known_at)
                 usage[f.meter] = meter_quantity(conn, customer.id, meter, period, known_at)
             quantity = usage[f.meter]
         out.append(_answer(f, decide(ent, quantity), period, known_at))
     return out
 
 
+# Parsed definitions by their stored text (facts never change; equal text, equal
+# value): the check reads a few short rows and parses nothing it parsed before.
+_PARSED_SIZE = 10_000
+_customers: dict[str, Customer] = {}
+_meters: dict[str, Meter] = {}
+
+
+def _customer(conn: Connection, customer_id: str, known_at: int) -> Customer:
+    row = conn.execute(
+        text(
+            "SELECT definition FROM customers WHERE customer_id = :c AND seq <= :k "
+            "ORDER BY seq DESC LIMIT 1"
+        ),
+        {"c": customer_id, "k": known_at},
+    ).first()
+    if row is None:
+        raise MeterlineError(ErrorCode.UNKNOWN_CUSTOMER, f"no customer {customer_id!r}")
+    found = _customers.get(row[0])
+    if found is None:
+        found = load_customer(conn, customer_id, known_at)
+        if len(_customers) >= _PARSED_SIZE:
+            _customers.clear()
+        _customers[row[0]] = found
+    return found
+
+
+def _meter(conn: Connection, code: str, known_at: int) -> Meter:
+    row = conn.execute(
+        text("SELECT definition FROM meters WHERE code = :c AND seq <= :k"),
+        {"c": code, "k": known_at},
+    ).first()
+    if row is None:
+        raise MeterlineError(ErrorCode.UNKNOWN_METER, f"no meter {code!r}")
+    found = _meters.get(row[0])
+    if found is None:
+        [found] = parse_meters([decode_json(row[0])])
+        if len(_meters) >= _PARSED_SIZE:
+            _meters.clear()
+        _meters[row[0]] = found
+    return found
+
+
 def check(conn: Connection, customer_id: str, feature_code: str, now_us: int) -> dict[str, Any]:
     """One feature's entitlement for a customer, as known now."""
     k = sequence.current(conn)
-    customer = load_customer(conn, customer_id, k)
+    customer = _customer(conn, customer_id, k)
     feature = _feature(conn, feature_code, k)
     return {"customer_id": customer.id} | _evaluate(conn, customer, [feature], now_us, k)[0]
 
@@ -154,7 +191,7 @@ def check(conn: Connection, customer_id: str, feature_code: str, now_us: int) ->
 def check_all(conn: Connection, customer_id: str, now_us: int) -> dict[str, Any]:
     """Every catalog feature for a customer (features it has no entitlement to say so)."""
     k = sequence.current(conn)
-    customer = load_customer(conn, customer_id, k)
+    customer = _customer(conn, customer_id, k)
     features = entitlement_catalog.load_features(conn, k)
     answers = _evaluate(conn, customer, features.values(), now_us, k)
     return {
