@@ -7,7 +7,8 @@
    12:00 (January is the open period: ~E events per customer to read). P client
    processes each send R requests `GET /v1/customers/{random}/entitlements/api`;
    baseline: the same load on `GET /healthz` (no store). p50/p99 of each, and
-   the ratio.
+   the ratio. Also the service time in process (no HTTP): `entitlements.check`
+   one after another against a bare read of the knowledge seq.
 2. Alert evaluation on ingest: the same events (a smaller C) ingested into three
    fresh stores: no alerts; every customer with a quantity alert and a metered
    entitlement; and with a spend alert too (rating the open period per touched
@@ -35,9 +36,11 @@ import httpx
 
 from invoice_run import LOAD_AT, MONTH_START, Usage, catalog, customer_ids, generate
 from meterline.domain.clock import FixedClock
-from meterline.domain.timestamps import to_datetime
+from meterline.domain.timestamps import parse_rfc3339, to_datetime
 from meterline.ingest.service import IngestOptions
+from meterline.services import entitlements
 from meterline.services.catalog import apply_catalog
+from meterline.store import sequence
 from meterline.store.database import Store
 from meterline.wiring import ingestor_for
 from servers import serving
@@ -116,6 +119,45 @@ def load_test(
     }
 
 
+def _percentiles(lat: list[float]) -> dict[str, float]:
+    lat = sorted(lat)
+    return {
+        "p50_ms": round(statistics.median(lat) * 1000, 3),
+        "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 3),
+    }
+
+
+def in_process(store: Store, customers: list[str], n: int) -> dict[str, Any]:
+    """The check's service time without HTTP: `entitlements.check` on a read
+    connection, one after another; baseline: the same read connection asking
+    only for the knowledge seq (the least a check must do)."""
+    now_us = parse_rfc3339(NOW)
+    rng = random.Random(7)
+    picks = [rng.choice(customers) for _ in range(n)]
+    base, checks = [], []
+    for c in picks[:50]:  # warm the caches
+        with store.read() as conn:
+            entitlements.check(conn, c, "api", now_us)
+    for c in picks:
+        t0 = time.perf_counter()
+        with store.read() as conn:
+            sequence.current(conn)
+        t1 = time.perf_counter()
+        with store.read() as conn:
+            entitlements.check(conn, c, "api", now_us)
+        t2 = time.perf_counter()
+        base.append(t1 - t0)
+        checks.append(t2 - t1)
+    b, k = _percentiles(base), _percentiles(checks)
+    return {
+        "checks": n,
+        "baseline_read": b,
+        "check": k,
+        "p50_ratio": round(k["p50_ms"] / b["p50_ms"], 2),
+        "p99_ratio": round(k["p99_ms"] / b["p99_ms"], 2),
+    }
+
+
 def check_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     customers = customer_ids(args.customers)
     with fresh_store(backend) as store:
@@ -129,6 +171,7 @@ def check_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         if store.is_postgres:
             with store.engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+        service = in_process(store, customers, args.requests * args.clients)
         with (
             tempfile.TemporaryDirectory() as tmp,
             serving(store.url, NOW, f"{KEY}:admin", Path(tmp) / "serve.log") as base,
@@ -153,6 +196,7 @@ def check_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         "load_s": round(load_s, 1),
         "clients": args.clients,
         "sample": sample,
+        "in_process": service,
         "baseline_healthz": base_stats,
         "entitlement_check": check_stats,
         "p50_ratio": round(check_stats["p50_ms"] / base_stats["p50_ms"], 2),
