@@ -382,3 +382,19 @@ def test_catalog_reapply_is_a_no_op_and_changes_are_versions(store: Store) -> No
     assert check(store, "acme", "api")["has_access"] is False
     assert [r[2] for r in recorded(store)] == ["eight", "api"]
     assert Decimal(check(store, "acme", "api")["overage"]) == 1
+
+
+def test_catalog_show_reads_features_and_alerts_back(store: Store) -> None:
+    from meterline.services.catalog_view import catalog_as_known
+
+    setup(store)
+    shown = catalog_as_known(store)
+    assert shown["features"] == [
+        {"code": "api", "name": "API calls", "meter": "api_calls"},
+        {"code": "burst", "name": "Burst", "meter": "api_calls"},
+        {"code": "sso", "name": "Single sign-on"},
+    ]
+    assert shown["alerts"] == [{"code": "eight", "meter": "api_calls", "threshold": "8"}]
+    acme = next(c for c in shown["customers"] if c["id"] == "acme")
+    assert [e["feature"] for e in acme["entitlements"]] == ["api", "burst", "sso"]
+    assert apply_catalog(store, shown, APPLIED_US).added == []  # reads back as applied

@@ -7,6 +7,8 @@ unchanged definition records nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -59,11 +61,17 @@ def load_alerts(conn: Connection, known_at: int | None = None) -> list[AlertRule
     ]
 
 
-def version_marker(conn: Connection) -> int:
-    """The seq of the latest row: changes whenever a feature or alert does (cache key)."""
-    return int(
-        conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM entitlement_catalog")).scalar_one()
-    )
+def entitlement_sections(conn: Connection) -> dict[str, Any]:
+    """`features` and `alerts` as a catalog file writes them (only when there are any,
+    so catalogs without them read back as before)."""
+    out: dict[str, Any] = {}
+    features = [f.definition() for f in load_features(conn).values()]
+    if features:
+        out["features"] = [{k: v for k, v in f.items() if v is not None} for f in features]
+    alerts = [a.definition() for a in load_alerts(conn)]
+    if alerts:
+        out["alerts"] = alerts
+    return out
 
 
 def apply(conn: Connection, kind: str, item: Feature | AlertRule, now_us: int) -> bool:
