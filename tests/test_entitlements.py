@@ -10,8 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from tests.billing_support import catalog, clock
+from tests.conftest import reset
 from tests.support import event, ingest, line
 from tests.webhooks.receiver import Receiver
 
@@ -398,3 +401,30 @@ def test_catalog_show_reads_features_and_alerts_back(store: Store) -> None:
     acme = next(c for c in shown["customers"] if c["id"] == "acme")
     assert [e["feature"] for e in acme["entitlements"]] == ["api", "burst", "sso"]
     assert apply_catalog(store, shown, APPLIED_US).added == []  # reads back as applied
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_batches_any_order_any_resends_record_each_alert_once(
+    store: Store, data: st.DataObject
+) -> None:
+    """Whatever the split into batches, the order and the resends, the alerts
+    recorded are exactly the thresholds the final usage reaches, once each."""
+    reset(store)
+    setup(store)
+    n = data.draw(st.integers(0, 14), label="events")
+    evs = data.draw(st.permutations(jan(n, "p")), label="order")
+    resends = data.draw(st.lists(st.sampled_from(evs), max_size=6), label="resends") if evs else []
+    size = data.draw(st.integers(1, 6), label="batch size")
+    ingest(store, clock(JAN_20), [*evs, *resends], batch_size=size)
+    got = recorded(store)
+    expected = {"half": 5, "ten_cents": 5, "eight": 8, "api": 10, "burst": 10}
+    assert sorted(r[2] for r in got) == sorted(c for c, at in expected.items() if n >= at)
+    for _, _kind, code, _, observed in got:
+        floor = Decimal(expected[code]) * (Decimal("0.02") if code == "ten_cents" else 1)
+        assert Decimal(observed) >= floor
+    assert message_types(store).count("usage.threshold_crossed") == sum(
+        1 for r in got if r[1] == "threshold_crossed"
+    )
