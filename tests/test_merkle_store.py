@@ -4,7 +4,9 @@ the facts' own transactions, and the tree head at any K is the RFC 6962 root."""
 from __future__ import annotations
 
 from sqlalchemy import text
-from tests.test_reconcile import LATER_US, workload
+from tests.billing_support import clock
+from tests.support import event, ingest
+from tests.test_reconcile import LATER, LATER_US, workload
 
 from meterline.domain import merkle as tree
 from meterline.services import credits
@@ -28,6 +30,13 @@ def test_every_fact_is_a_leaf_and_the_head_is_the_root_at_every_k(store: Store) 
     rerate(store, LATER_US, "acme", "2024-01", reason="operator asked")  # a manual mark
     apply_catalog(store, {"seller": {"name": "Example GmbH", "address": ["Berlin"]}}, LATER_US)
     credits.grant(store, "acme", "5.00", LATER_US)  # a credit fact (issue 15)
+    # a feature, a catalog-wide alert and its recorded crossing (DESIGN §13)
+    alerting = {
+        "features": [{"code": "api", "name": "API", "meter": "api_calls"}],
+        "alerts": [{"code": "busy", "meter": "api_calls", "threshold": 1}],
+    }
+    apply_catalog(store, alerting, LATER_US)
+    ingest(store, clock(LATER), [event("alerting", time="2024-02-02T00:00:00Z")])
     leaves = _leaves(store)
     with store.read() as conn:
         k = sequence.current(conn)

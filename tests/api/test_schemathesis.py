@@ -60,6 +60,7 @@ lines = { values = [1, 2] }
 messages = { values = ["@MESSAGE@"] }
 endpoints = { values = [1] }
 event_ids = { values = ["c1", "c2"] }
+features = { values = ["api"] }
 
 [parameters]
 "path.number" = { dictionary = "numbers", probability = 0.6 }
@@ -74,6 +75,7 @@ event_ids = { values = ["c1", "c2"] }
 "path.message_id" = { dictionary = "messages", probability = 0.6 }
 "path.endpoint_id" = { dictionary = "endpoints", probability = 0.6 }
 "query.event_id" = { dictionary = "event_ids", probability = 0.6 }
+"path.feature" = { dictionary = "features", probability = 0.6 }
 """
 
 
@@ -91,6 +93,8 @@ def test_openapi_document_holds_under_fuzzing(server: Server, tmp_path: Path) ->
     issue_january(server)
     with server.client() as http:  # endpoint 1, for the enable/disable operations
         http.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hooks"})
+        feature = {"features": [{"code": "api", "name": "API", "meter": "api_calls"}]}
+        assert http.post("/v1/catalog", json=feature).status_code == 200
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG.replace("@MESSAGE@", MESSAGE))
     proc = subprocess.run(

@@ -74,6 +74,10 @@ def two_customers() -> dict[str, object]:
         }
         for cid in ("acme", "beta")
     ]
+    # usage.threshold_crossed and entitlement.exhausted (DESIGN §13) for acme
+    doc["features"] = [{"code": "api", "name": "API", "meter": "api_calls"}]
+    doc["customers"][0]["entitlements"] = [{"feature": "api", "limit": 9_000}]
+    doc["customers"][0]["alerts"] = [{"code": "busy", "meter": "api_calls", "threshold": 5_000}]
     return doc
 
 
@@ -129,6 +133,14 @@ def test_every_event_type_emitted_today_is_delivered_signed(store: Store) -> Non
             ("beta", "2024-01"),
         ]
         assert payloads["reconcile.failed"]["data"]["failed_checks"]
+        crossed = payloads["usage.threshold_crossed"]["data"]
+        assert (crossed["customer_id"], crossed["alert"]["code"]) == ("acme", "busy")
+        exhausted = payloads["entitlement.exhausted"]["data"]
+        assert (exhausted["feature"], exhausted["limit"], exhausted["has_access"]) == (
+            "api",
+            "9000",
+            False,
+        )
         with store.read() as conn:
             assert outbox.deliveries(conn, status="pending") == []
     finally:

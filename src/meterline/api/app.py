@@ -20,6 +20,7 @@ from meterline.api import (
     catalog_routes,
     credit_routes,
     docs_routes,
+    entitlements,
     export_routes,
     health,
     ingest_routes,
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(proof_routes.router(ctx))
     app.include_router(credit_routes.router(ctx))  # credit grants and balances (issue 15)
     app.include_router(health.router(ctx))
+    app.include_router(entitlements.router(ctx))
     app.include_router(metrics.router(ctx.metrics))
     app.include_router(docs_routes.router("/openapi.json", "meterline"))
     openapi.install(

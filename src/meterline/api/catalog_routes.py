@@ -27,6 +27,7 @@ from meterline.domain.events import decode_json
 from meterline.domain.timestamps import from_datetime
 from meterline.services.catalog import _DecimalSafeLoader, apply_catalog, validate_shape
 from meterline.store.customer_catalog import load_customer, load_customers
+from meterline.store.entitlement_catalog import entitlement_sections
 from meterline.store.meter_catalog import load_meters
 from meterline.store.price_catalog import load_price_book, price_book_codes
 
@@ -77,7 +78,8 @@ def read_catalog(handle: StoreHandle) -> dict[str, Any]:
         meters = [m.to_catalog() for m in load_meters(conn)]
         books = [_book(load_price_book(conn, code)) for code in price_book_codes(conn)]
         customers = [c.definition() for c in load_customers(conn)]
-    return {"meters": meters, "price_books": books, "customers": customers}
+        extra = entitlement_sections(conn)
+    return {"meters": meters, "price_books": books, "customers": customers, **extra}
 
 
 def _book(book: Any) -> dict[str, Any]:

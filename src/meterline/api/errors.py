@@ -46,6 +46,7 @@ _STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.EVENT_NOT_FOUND: 404,
     ErrorCode.DOCUMENT_NOT_FOUND: 404,
     ErrorCode.UNKNOWN_CUSTOMER: 404,
+    ErrorCode.UNKNOWN_FEATURE: 404,
     ErrorCode.UNKNOWN_METER: 404,
     ErrorCode.WEBHOOK_NOT_FOUND: 404,
     ErrorCode.CREDIT_GRANT_NOT_FOUND: 404,

@@ -15,6 +15,12 @@ from typing import Any
 
 from meterline.billing.coupons import Coupon, parse_coupon
 from meterline.billing.credits import DEFAULT_PRIORITY
+from meterline.billing.entitlements import (
+    AlertRule,
+    Entitlement,
+    parse_alerts,
+    parse_entitlements,
+)
 from meterline.billing.periods import Anchor, BillingCycle, Cycle, zone
 from meterline.billing.seller import parse_address
 from meterline.domain import catalog_input as ci
@@ -122,6 +128,8 @@ class Customer:
     coupons: tuple[Coupon, ...] = ()
     billing_address: tuple[str, ...] = ()
     payment_terms_days: int | None = None  # None: the default, net 30
+    entitlements: tuple[Entitlement, ...] = ()  # billing/entitlements.py (DESIGN §13)
+    alerts: tuple[AlertRule, ...] = ()
 
     def definition(self) -> dict[str, Any]:
         out = {
@@ -140,6 +148,10 @@ class Customer:
             out["billing_address"] = list(self.billing_address)
         if self.payment_terms_days is not None:
             out["payment_terms"] = f"net {self.payment_terms_days}"
+        if self.entitlements:
+            out["entitlements"] = [e.definition() for e in self.entitlements]
+        if self.alerts:
+            out["alerts"] = [a.definition() for a in self.alerts]
         return out
 
     @property
@@ -174,6 +186,8 @@ _FIELDS = {
     "coupons",
     "billing_address",
     "payment_terms",
+    "entitlements",
+    "alerts",
 }
 _SUBSCRIPTION = (
     {"price_book", "start"},
@@ -242,6 +256,8 @@ def parse_customer(raw: Any, path: str) -> Customer:
         tuple(coupons),
         parse_address(data.get("billing_address"), f"{path}.billing_address"),
         parse_payment_terms(data.get("payment_terms"), f"{path}.payment_terms"),
+        parse_entitlements(data.get("entitlements"), f"{path}.entitlements"),
+        parse_alerts(data.get("alerts"), f"{path}.alerts"),
     )
 
 

@@ -227,6 +227,9 @@ from meterline.cli import exports, proofs, webhooks  # noqa: E402
 webhooks.register(app)
 exports.register(app)
 proofs.register(app)
+from meterline.cli import entitlements as entitlements_cli  # noqa: E402
+
+entitlements_cli.register(app)
 
 from meterline.cli import quarantine, status  # noqa: E402
 

@@ -27,6 +27,7 @@ from meterline.domain.events import (
 )
 from meterline.domain.timestamps import from_datetime
 from meterline.ingest.readers import Item
+from meterline.services import alerts
 from meterline.store import audit, webhook_facts
 from meterline.store.database import Store, is_transient
 from meterline.store.event_log import (
@@ -237,6 +238,7 @@ class Ingestor:
                 self.index(conn, header, result)
             audit.ingest_batch(conn, result, len(batch.rejects), options.origin, now_us)
             webhook_facts.ingest_batch(conn, header, result, batch.rejects, now_us)
+            alerts.on_ingest(conn, result, now_us)
             t3 = perf_counter()
         self.timings.write += t2 - t1 + perf_counter() - t3  # the commit is a write
         self.timings.index += t3 - t2

@@ -24,6 +24,7 @@ from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.metering import Meter, parse_meters
 from meterline.pricing.catalog import parse_price_books
+from meterline.services import entitlements
 from meterline.store import audit, sequence, usage_index
 from meterline.store.customer_catalog import apply_customer
 from meterline.store.database import Store
@@ -43,7 +44,7 @@ def apply_seller_section(
     (added if apply_seller(conn, seller, now_us) else unchanged).append(f"seller {seller.name}")
 
 
-_TOP_LEVEL = {"meters", "price_books", "customers", "seller"}
+_TOP_LEVEL = {"meters", "price_books", "customers", "seller", "features", "alerts"}
 
 
 @dataclass
@@ -167,6 +168,7 @@ def _apply(
         sequence.lock(conn)  # one catalog change at a time, in seq order
         new_meters = parse_meters(doc.get("meters") or [])
         _apply_meters(conn, new_meters, now_us, report)
+        entitlements.apply_section(conn, doc, now_us, report.added, report.unchanged)
         all_meters = {m.code: m for m in load_meters(conn)}
         _apply_price_books(conn, doc.get("price_books") or [], all_meters, now_us, report)
         _apply_customers(conn, doc.get("customers"), now_us, report)

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from meterline.domain.events import decode_json
 from meterline.store.customer_catalog import load_customers
 from meterline.store.database import Store
+from meterline.store.entitlement_catalog import entitlement_sections
 from meterline.store.seller_catalog import load_seller
 
 
@@ -55,9 +56,11 @@ def catalog_as_known(store: Store) -> dict[str, Any]:
             )
         customers = [c.definition() for c in load_customers(conn)]
         seller = load_seller(conn)
+        extra = entitlement_sections(conn)
     out: dict[str, Any] = {}
     if seller is not None:
         out["seller"] = seller.definition()
     out.update({"meters": meters, "price_books": books, "customers": customers})
+    out.update(extra)
     plain: dict[str, Any] = _plain(out)
     return plain

@@ -121,6 +121,28 @@ FACT_KINDS: list[FactKind] = [
             "recorded_at",
         ),
     ),
+    FactKind(
+        schema.entitlement_catalog, ("kind", "code", "definition", "content_hash", "recorded_at")
+    ),
+    FactKind(
+        schema.alerts,
+        (
+            "customer_id",
+            "kind",
+            "scope",
+            "code",
+            "period_label",
+            "period_start",
+            "period_end",
+            "metric",
+            "meter_code",
+            "threshold",
+            "observed",
+            "batch_id",
+            "message_id",
+            "recorded_at",
+        ),
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -449,4 +450,41 @@ credit_facts = Table(
     Column("definition", Text, nullable=False),  # canonical JSON
     Column("content_hash", String(64), nullable=False),
     Column("recorded_at", BigInteger, nullable=False),
+)
+# --- features, entitlements and alerts (DESIGN §13) --------------------------------
+# The catalog's `features` and catalog-wide `alerts`, versioned facts like
+# meters and customers: the latest row per (kind, code) is in force.
+entitlement_catalog = Table(
+    "entitlement_catalog",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("kind", String(16), nullable=False),  # feature | alert
+    Column("code", String(64), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+
+# One fact per alert recorded: a threshold crossed or an entitlement exhausted,
+# once per (customer, kind, scope, code, period); written in the transaction of
+# the ingest batch that crossed it, with its webhook message.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("customer_id", String(256), nullable=False),
+    Column("kind", String(32), nullable=False),  # threshold_crossed | entitlement_exhausted
+    Column("scope", String(16), nullable=False),  # catalog | customer
+    Column("code", String(64), nullable=False),  # the alert's code or the feature's
+    Column("period_label", String(32), nullable=False),
+    Column("period_start", BigInteger, nullable=False),
+    Column("period_end", BigInteger, nullable=False),
+    Column("metric", String(16), nullable=False),  # quantity | spend
+    Column("meter_code", String(64)),
+    Column("threshold", Text, nullable=False),
+    Column("observed", Text, nullable=False),
+    Column("batch_id", BigInteger),
+    Column("message_id", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    UniqueConstraint("customer_id", "kind", "scope", "code", "period_label", name="uq_alerts_once"),
 )

@@ -30,15 +30,12 @@ class EventType(StrEnum):
     EVENTS_REJECTED = "events.rejected"
     RECONCILE_FAILED = "reconcile.failed"
     PERIOD_CLOSED = "period.closed"
-    # Defined for subscribers; emitted by the credits/alerts work (DESIGN §13).
+    # Alerts and entitlements (DESIGN §13; services/alerts.py).
     USAGE_THRESHOLD_CROSSED = "usage.threshold_crossed"
     ENTITLEMENT_EXHAUSTED = "entitlement.exhausted"
 
 
-EMITTED_TODAY = frozenset(EventType) - {
-    EventType.USAGE_THRESHOLD_CROSSED,
-    EventType.ENTITLEMENT_EXHAUSTED,
-}
+EMITTED_TODAY = frozenset(EventType)
 
 
 @dataclass(frozen=True)
@@ -147,6 +144,58 @@ def period_closed(
         "watermark": format_us(watermark_us),
     }
     return message(EventType.PERIOD_CLOSED, f"{customer_id}|{period['label']}", data, now_us)
+
+
+def threshold_crossed(
+    customer_id: str,
+    alert: dict[str, Any],
+    period: dict[str, str],
+    observed: str,
+    batch_id: int | None,
+    as_of_seq: int,
+    now_us: int,
+) -> Message:
+    """`alert`: {code, scope, metric, meter, threshold}; keyed by customer, alert and period."""
+    data = {
+        "customer_id": customer_id,
+        "alert": alert,
+        "period": period,
+        "observed": observed,
+        "batch_id": batch_id,
+        "as_of_seq": as_of_seq,
+        "at": format_us(now_us),
+    }
+    key = f"{customer_id}|{alert['scope']}|{alert['code']}|{period['label']}"
+    return message(EventType.USAGE_THRESHOLD_CROSSED, key, data, now_us)
+
+
+def entitlement_exhausted(
+    customer_id: str,
+    feature: str,
+    meter: str,
+    limit: str,
+    enforcement: str,
+    usage: str,
+    period: dict[str, str],
+    batch_id: int | None,
+    as_of_seq: int,
+    now_us: int,
+) -> Message:
+    data = {
+        "customer_id": customer_id,
+        "feature": feature,
+        "meter": meter,
+        "limit": limit,
+        "enforcement": enforcement,
+        "usage": usage,
+        "has_access": enforcement != "hard",
+        "period": period,
+        "batch_id": batch_id,
+        "as_of_seq": as_of_seq,
+        "at": format_us(now_us),
+    }
+    key = f"{customer_id}|{feature}|{period['label']}"
+    return message(EventType.ENTITLEMENT_EXHAUSTED, key, data, now_us)
 
 
 def reconcile_failed(cutoff_seq: int, failed: list[dict[str, Any]], now_us: int) -> Message:
