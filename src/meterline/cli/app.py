@@ -233,6 +233,10 @@ from meterline.cli import quarantine, status  # noqa: E402
 status.register(app)
 quarantine.register(app)
 
+from meterline.cli import subscriptions  # noqa: E402
+
+subscriptions.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meterline.billing.progressive import describe
 from meterline.render.price_words import _qty, money_for, unit_price_lines
 
 WIDTHS = [46, 16, 16]
@@ -85,6 +86,9 @@ def _header(doc: dict[str, Any]) -> list[str]:
         out.append(f"corrects: {doc['corrects']}")
     for reason in doc.get("reasons", []):
         out.append(f"reason:   {reason}")
+    progressive = describe(doc)
+    if progressive:
+        out.append(f"note:     {progressive}")
     return out
 
 

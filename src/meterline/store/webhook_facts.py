@@ -77,6 +77,18 @@ def ingest_batch(
         periods_closed(conn, watermark, now_us)
 
 
+_ANY_DAY = text(
+    'SELECT 1 FROM customers WHERE definition LIKE \'%"billing_cycle":"week"%\' '
+    'OR definition LIKE \'%"anchor":"subscription"%\' LIMIT 1'
+)
+
+
+def _any_day_cycles(conn: Connection) -> bool:
+    """Whether some customer version has a weekly or anniversary subscription (periods that
+    can end on any day); a superset is fine, it only skips a cheap shortcut."""
+    return conn.execute(_ANY_DAY).first() is not None
+
+
 def periods_closed(conn: Connection, watermark: int, now_us: int) -> int:
     """Emit period.closed for closings in (cursor, watermark]; advance the cursor."""
     row = conn.execute(text("SELECT closed_through FROM webhook_cursor WHERE id = 1")).first()
@@ -92,7 +104,8 @@ def periods_closed(conn: Connection, watermark: int, now_us: int) -> int:
         return 0
     meters = load_meters(conn)
     emitted = 0
-    if after is None or closing.may_close(after, watermark, closing.max_extra_us(meters)):
+    any_day = _any_day_cycles(conn)
+    if after is None or closing.may_close(after, watermark, closing.max_extra_us(meters), any_day):
         for customer, period, closes_at in closing.due(
             load_customers(conn), meters, after, watermark
         ):
