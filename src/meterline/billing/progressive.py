@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from meterline.billing.credit_note import BilledSoFar, Diff, diff
+from meterline.billing.credit_note import BilledSoFar, Diff, diff, line_key
 from meterline.billing.document import money
 from meterline.domain.decimals import exact_sum
 from meterline.domain.money import Currency, Rounding, round_money
@@ -100,6 +100,11 @@ def _finish(
 ) -> dict[str, Any]:
     currency = Currency(str(body["currency"]))
     lines = found.lines if found else []
+    # A line without a quantity (a flat fee, a spend limit, a coupon) keeps none.
+    unquantified = {line_key(x) for x in body["lines"] if x.get("quantity") is None}
+    for line in lines:
+        if line_key(line) in unquantified:
+            line.update(quantity=None, billed_quantity=None, new_quantity=None)
     subtotal = found.subtotal if found else ZERO
     tax = found.tax if found else ZERO
     credits = credit(subtotal + tax) if subtotal + tax > 0 else []
@@ -132,7 +137,10 @@ def interim_body(
         {
             "role": INTERIM,
             "interim": len(interims) + 1,
-            "thresholds": {b: str(t) for b, t in sorted(thresholds(body).items())},
+            "thresholds": {
+                b: money(t, Currency(str(body["currency"])))
+                for b, t in sorted(thresholds(body).items())
+            },
         },
     )
 
