@@ -6,6 +6,7 @@ Worked numbers: api calls at 1.00 each, threshold 100.00 unless a test says othe
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
 from typing import Any
 
@@ -268,3 +269,62 @@ def test_threshold_must_be_a_positive_amount_in_the_currency(
     assert exc.value.code == ErrorCode.INVALID_CATALOG
     assert "customers[0].subscriptions[0].threshold" in exc.value.message
     assert message in exc.value.message
+
+
+def test_unbilled_usage_names_the_customers_own_billing_periods(store: Store) -> None:
+    """A weekly customer from Wednesday Jan 10: 3 calls on Monday Jan 8 fall outside its
+    subscription, in its week 2024-W02 (not the calendar month 2024-01)."""
+    apply_catalog(
+        store,
+        {
+            "meters": [{"code": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+            "price_books": [book()],
+            "customers": [
+                {
+                    "id": "acme",
+                    "name": "Acme Corp",
+                    "currency": "USD",
+                    "subscriptions": [
+                        {
+                            "price_book": "usage",
+                            "start": "2024-01-10T00:00:00Z",
+                            "billing_cycle": "week",
+                        }
+                    ],
+                }
+            ],
+        },
+        parse_rfc3339("2024-01-01T00:00:00Z"),
+    )
+    use(store, 3, day=8)
+    use(store, 2, day=11)
+    warnings = {w.name: w for w in reconcile(store, full=True).warnings}
+    assert warnings["no_subscription"].count == 3
+    assert "acme 2024-W02 (3 events)" in warnings["no_subscription"].details
+
+
+def test_renderings_say_what_interim_and_final_invoices_are(store: Store) -> None:
+    from pypdf import PdfReader
+
+    from meterline.render.pdf import render_pdf
+    from meterline.render.text import render_text
+
+    world(store, extra_charges=[{"code": "platform", "model": "flat", "amount": "49.00"}])
+    use(store, 100)
+    [first] = interims(store)
+    last = final(store)
+    interim_text = render_text(invoicing.show(store, first.number).to_dict())
+    assert (
+        "Interim invoice 1 for 2024-01 (progressive billing): it bills usage of the open "
+        "period not billed before, because it reached the threshold (usage 100.00 USD)."
+    ) in " ".join(interim_text.split())
+    final_text = render_text(invoicing.show(store, last.number).to_dict())
+    assert (
+        "Final invoice for 2024-01: the whole period (subtotal 149.00 USD) less what interim "
+        "invoices INV-000001 billed, line by line."
+    ) in " ".join(final_text.split())
+    assert "platform: billed 0.00, now 49.00" in final_text  # a flat fee has no quantity
+    pdf = render_pdf(invoicing.show(store, last.number).to_dict())
+    words = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages).split())
+    assert "Final invoice (progressive billing)" in words
+    assert "less what interim invoices INV-000001 billed" in words
