@@ -7,11 +7,13 @@ The server's clock is 2024-02-10: February is the open period. acme is billed
 from __future__ import annotations
 
 import copy
+import html
 import json
 from typing import Any
 
 from tests.api.billing_world import JSON, admin, apply_catalog, ingest
 from tests.api.server import NOW, Server, meterline
+from tests.api.test_console_http import browser, log_in
 from tests.support import event
 
 from meterline.store.database import Store
@@ -77,6 +79,13 @@ def test_interim_invoices_over_http_equal_the_cli(server: Server, store: Store) 
         assert unknown.json()["error"]["code"] == "UNKNOWN_CUSTOMER"
         bad = http.post("/v1/invoices/progressive", content='{"period": "x"}', headers=JSON)
         assert bad.status_code == 400
+    with browser(server) as page:  # the console's invoice page says what it is
+        assert log_in(page).status_code == 303
+        shown_page = page.get("/console/invoices/INV-000001")
+        assert shown_page.status_code == 200
+        assert "Interim invoice 1 for 2024-02 (progressive billing)" in html.unescape(
+            shown_page.text
+        )
     ingest(server, february_calls(100, prefix="g"))
     proc = meterline("--db", store.url, "--now", NOW, "invoice", "progressive", "--json")
     assert proc.returncode == 0, proc.stderr
