@@ -328,3 +328,34 @@ def test_renderings_say_what_interim_and_final_invoices_are(store: Store) -> Non
     words = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages).split())
     assert "Final invoice (progressive billing)" in words
     assert "less what interim invoices INV-000001 billed" in words
+
+
+def test_an_anniversary_and_a_weekly_period_issue_on_every_backend(store: Store) -> None:
+    """Labels longer than a month's (2023-12-20, 2024-W02) fit the documents table."""
+    apply_catalog(
+        store,
+        {
+            "meters": [{"code": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+            "price_books": [book()],
+            "customers": [
+                {
+                    "id": cid,
+                    "name": cid,
+                    "currency": "USD",
+                    "subscriptions": [{"price_book": "usage", "start": start, **cycle}],
+                }
+                for cid, start, cycle in (
+                    ("acme", "2024-01-01T00:00:00Z", {"billing_cycle": "week"}),
+                    ("beta", "2024-01-03T00:00:00Z", {"anchor": "subscription"}),
+                )
+            ],
+        },
+        parse_rfc3339("2024-01-01T00:00:00Z"),
+    )
+    use(store, 4, day=9)
+    close_january(store)
+    [week] = invoicing.issue(store, "2024-W02", FEB_US).issued
+    assert (week.body["period"]["label"], week.body["total"]) == ("2024-W02", "4.00")
+    [month] = invoicing.issue(store, "2024-01-03", FEB_US, "beta", force=True).issued
+    assert month.body["period"]["end"] == "2024-02-03T00:00:00Z"
+    assert verify(store).ok

@@ -1,7 +1,7 @@
 """The Merkle log (DESIGN §2) and reconcile checkpoints (DESIGN §9).
 
 Revision ID: 0013
-Revises: 0012
+Revises: 0006
 
 Builds the tree for every fact already in the store, in seq order, with the
 same leaf rule the write path uses (store/merkle.py), so an upgraded store is
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0012"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
