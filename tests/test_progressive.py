@@ -23,6 +23,7 @@ from meterline.services.corrections import rerate
 from meterline.services.progressive import issue_interims
 from meterline.services.reconcile import reconcile
 from meterline.services.verification import verify
+from meterline.store import sequence
 from meterline.store.database import Store
 
 MID = "2024-01-20T00:00:00Z"
@@ -99,7 +100,10 @@ def amounts(doc: Issued) -> dict[str, str]:
 
 
 def recomputed_total(store: Store) -> Decimal:
-    return Decimal(invoicing.preview(store, "acme", "2024-01")["total"])
+    """The whole period computed from scratch as known now."""
+    with store.read() as conn:
+        body = invoicing.compute_body(conn, "acme", "2024-01", sequence.current(conn))
+    return Decimal(body["total"])
 
 
 def test_progressive_threshold_100_usage_250_issues_two_interims_then_final_nets_50(
@@ -132,6 +136,19 @@ def test_progressive_threshold_100_usage_250_issues_two_interims_then_final_nets
     )
     assert verify(store).ok
     assert reconcile(store, full=True).ok
+
+
+def test_progressive_preview_after_an_interim_of_120_shows_the_final_to_be_30(
+    store: Store,
+) -> None:
+    world(store)
+    use(store, 120)
+    [first] = interims(store)
+    use(store, 30)
+    draft = invoicing.preview(store, "acme", "2024-01")
+    assert (draft["number"], draft["role"], draft["interims"]) == (None, "final", [first.number])
+    assert (draft["total"], draft["period_subtotal"]) == ("30.00", "150.00")
+    assert final(store).body["total"] == "30.00"
 
 
 def test_progressive_threshold_100_usage_99_issues_no_interim_and_a_plain_final_of_99(

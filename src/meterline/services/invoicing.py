@@ -286,10 +286,11 @@ def closes_at(b: Billing) -> int:
 
 def preview(store: Store, customer_id: str, label: str) -> dict[str, Any]:
     from meterline.services.finance import details
+    from meterline.services.progressive import preview_body
 
     with store.read() as conn:
         k = sequence.current(conn)
-        draft = draft_dict(compute_body(conn, customer_id, label, k))
+        draft = draft_dict(preview_body(conn, customer_id, label, k))  # a final after interims
         draft["finance"] = details(conn, draft, None)
         return draft
 

@@ -104,6 +104,17 @@ def finalize(conn: Connection, body: dict[str, Any], credit: Credit) -> dict[str
     return final_body(body, [(d.number, d.body) for d in interims], credit)
 
 
+def preview_body(conn: Connection, customer_id: str, label: str, k: int) -> dict[str, Any]:
+    """The draft of a period's invoice as known at K: with interims, the final to be."""
+    whole = _whole(conn, customer_id, label, k)
+    if not thresholds(whole.body):
+        return whole.body
+    interims = interims_of(conn, customer_id, label)
+    if not interims:
+        return whole.body
+    return final_body(whole.body, [(d.number, d.body) for d in interims], whole.credit)
+
+
 def recompute(conn: Connection, doc: Issued) -> dict[str, Any]:
     """An interim or final invoice as the store knew it at its cutoff (for `verify`)."""
     body = doc.body
