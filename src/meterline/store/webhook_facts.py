@@ -8,10 +8,11 @@ connection and never commit.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from meterline.store import outbox
 from meterline.store.customer_catalog import load_customers
@@ -83,10 +84,25 @@ _ANY_DAY = text(
 )
 
 
+_LAST_CUSTOMER = text("SELECT seq, content_hash FROM customers ORDER BY seq DESC LIMIT 1")
+# Per engine: (the last customer version's seq and hash, the answer for them). Customer versions
+# are only appended, so the answer changes only when a new version is recorded; the
+# scan runs once per catalog change, not on every watermark advance.
+_any_day: weakref.WeakKeyDictionary[Engine, tuple[tuple[int, str], bool]]
+_any_day = weakref.WeakKeyDictionary()
+
+
 def _any_day_cycles(conn: Connection) -> bool:
     """Whether some customer version has a weekly or anniversary subscription (periods that
     can end on any day); a superset is fine, it only skips a cheap shortcut."""
-    return conn.execute(_ANY_DAY).first() is not None
+    row = conn.execute(_LAST_CUSTOMER).first()
+    last = (-1, "") if row is None else (int(row[0]), str(row[1]))
+    known = _any_day.get(conn.engine)
+    if known is not None and known[0] == last:
+        return known[1]
+    answer = conn.execute(_ANY_DAY).first() is not None
+    _any_day[conn.engine] = (last, answer)
+    return answer
 
 
 def periods_closed(conn: Connection, watermark: int, now_us: int) -> int:
