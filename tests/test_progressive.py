@@ -14,7 +14,7 @@ import pytest
 from tests.billing_support import FEB_US, clock, close_january
 from tests.support import event, ingest
 
-from meterline.billing.document import Issued
+from meterline.billing.document import Issued, Status
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import invoicing
@@ -48,7 +48,13 @@ def book(**version: Any) -> dict[str, Any]:
     }
 
 
-def world(store: Store, threshold: str = "100", tax_rate: str = "0", **version: Any) -> None:
+def world(
+    store: Store,
+    threshold: str = "100",
+    tax_rate: str = "0",
+    terms: dict[str, Any] | None = None,
+    **version: Any,
+) -> None:
     sub: dict[str, Any] = {"price_book": "usage", "start": "2024-01-01T00:00:00Z"}
     if threshold:
         sub["threshold"] = threshold
@@ -64,6 +70,7 @@ def world(store: Store, threshold: str = "100", tax_rate: str = "0", **version: 
                     "currency": "USD",
                     "tax_rate": tax_rate,
                     "subscriptions": [sub],
+                    **(terms or {}),
                 }
             ],
         },
@@ -376,3 +383,48 @@ def test_an_anniversary_and_a_weekly_period_issue_on_every_backend(store: Store)
     [month] = invoicing.issue(store, "2024-01-03", FEB_US, "beta", force=True).issued
     assert month.body["period"]["end"] == "2024-02-03T00:00:00Z"
     assert verify(store).ok
+
+
+def test_progressive_credit_50_pays_the_interim_of_120_then_coupon_10pct_on_the_final(
+    store: Store,
+) -> None:
+    """Credit 50.00 pays part of interim 1 (120.00 -> 70.00 due); the 10% coupon is on
+    the whole period's usage 150.00 = -15.00, so the final bills 30.00 - 15.00 = 15.00."""
+    world(
+        store,
+        terms={
+            "credits": [{"id": "g1", "amount": "50.00", "granted_at": "2023-12-01T00:00:00Z"}],
+            "coupons": [
+                {
+                    "code": "TEN",
+                    "percent_off": "10",
+                    "duration": "forever",
+                    "start": "2024-01-01T00:00:00Z",
+                }
+            ],
+        },
+    )
+    use(store, 120)
+    [first] = interims(store)
+    assert (first.body["subtotal"], first.body["credits_applied"], first.body["total"]) == (
+        "120.00",
+        "50.00",
+        "70.00",
+    )
+    use(store, 30)
+    last = final(store)
+    assert amounts(last) == {"api": "30.00", "coupon:TEN": "-15.00"}
+    assert (last.body["credits_applied"], last.body["total"]) == ("0.00", "15.00")
+    assert verify(store).ok
+    assert reconcile(store, full=True).ok
+
+
+def test_progressive_a_void_interim_is_billed_by_the_final_again(store: Store) -> None:
+    world(store)
+    use(store, 130)
+    [first] = interims(store)
+    invoicing.set_status(store, first.number, Status.VOID, "sent to the wrong address", MID_US)
+    last = final(store)
+    assert last.body["total"] == "130.00" and "role" not in last.body  # no interim left
+    assert verify(store).ok
+    assert reconcile(store, full=True).ok
