@@ -222,3 +222,24 @@ def test_cli_subscription_change(store: Store) -> None:
     assert json.loads(again.stdout)["recorded"] is False
     bad = _cli(store.url, "subscription", "change", "acme", "--to", "pro", "--at", "yesterday")
     assert bad.returncode not in (0, 70) and "Traceback" not in bad.stderr
+
+
+def test_an_anniversary_subscription_changes_plan_only_at_a_period_start() -> None:
+    customer = parse_customer(
+        {
+            "id": "c",
+            "name": "C",
+            "currency": "USD",
+            "subscriptions": [
+                {"price_book": "basic", "start": "2024-01-20T00:00:00Z", "anchor": "subscription"}
+            ],
+        },
+        "c",
+    )
+    with pytest.raises(MeterlineError) as info:
+        changed(customer, "pro", FEB16)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "2024-01-20T00:00:00Z or 2024-02-20T00:00:00Z" in info.value.message
+    at = parse_rfc3339("2024-02-20T00:00:00Z")
+    _, ended, started = changed(customer, "pro", at)
+    assert (ended.end, started.start, started.anchor) == (at, at, ended.anchor)

@@ -8,7 +8,9 @@ record. Nothing else is special: invoicing sees two subscriptions in the period,
 the ended one's unused in-advance fee comes back as "unused time on <plan>" on the
 invoice of the period holding TIME (billing/advance.py), and the new one is billed
 from TIME. The new subscription keeps the old one's billing cycle, anchor, end and
-threshold; a trial is not given again. A change inside a period already invoiced
+threshold; a trial is not given again. An anniversary subscription changes only at
+one of its period starts: the next one's anniversary is its own start, so a change
+mid-period would make two overlapping periods and bill the overlap twice. A change inside a period already invoiced
 is a catalog change like any other: re-rating corrects that period
 ("customer's terms changed").
 """
@@ -21,6 +23,7 @@ from typing import Any
 from sqlalchemy import text
 
 from meterline.billing.customers import Customer, Subscription
+from meterline.billing.periods import Anchor
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import format_us
 from meterline.store import audit, sequence
@@ -73,6 +76,17 @@ def changed(
             f"the subscription to {current.price_book} starts at {format_us(at_us)}: change "
             "the catalog instead of ending it before it began",
         )
+    if current.anchor is Anchor.SUBSCRIPTION:
+        # The next subscription's anniversary is its own start: mid-period its periods
+        # would overlap the old one's, and the overlap would be billed twice.
+        period = current.cycle(customer.timezone).period_of(at_us)
+        if period.start != at_us:
+            raise MeterlineError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"the subscription to {current.price_book} has anniversary periods: it can "
+                f"change plan at a period start ({format_us(period.start)} or "
+                f"{format_us(period.end)}), not at {format_us(at_us)}",
+            )
     ended = replace(current, end=at_us)
     started = replace(current, price_book=to_book, start=at_us, trial_days=0)
     subs = [ended if s is current else s for s in customer.subscriptions] + [started]
