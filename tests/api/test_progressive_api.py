@@ -91,6 +91,11 @@ def test_interim_invoices_over_http_equal_the_cli(server: Server, store: Store) 
     assert proc.returncode == 0, proc.stderr
     [second] = json.loads(proc.stdout)
     assert (second["interim"], second["total"]) == (2, "100.00")
+    listed = meterline("--db", store.url, "--now", NOW, "invoice", "list")
+    assert [line.split()[-2:] for line in listed.stdout.splitlines()] == [
+        ["interim", "1"],
+        ["interim", "2"],
+    ]
     text = meterline("--db", store.url, "--now", NOW, "invoice", "progressive")
     assert text.returncode == 0, text.stderr
     assert (

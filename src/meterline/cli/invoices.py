@@ -194,9 +194,12 @@ def list_(
         )
         return
     for d in docs:
+        role = d.body.get("role")  # progressive billing: say which invoice of the period
         typer.echo(
             f"{d.number:<10} {d.kind!s:<12} {d.status!s:<7} {d.body['customer_id']:<24} "
             f"{d.body['period']['label']}  {d.body['total']:>14} {d.body['currency']}"
+            + (f"  interim {d.body.get('interim')}" if role == "interim" else "")
+            + ("  final" if role == "final" else "")
         )
 
 
