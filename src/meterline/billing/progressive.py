@@ -171,6 +171,8 @@ def final_body(
 def describe(body: Mapping[str, Any]) -> str | None:
     """The sentence renderings print for an interim or final invoice (None otherwise)."""
     role = body.get("role")
+    if role not in (INTERIM, FINAL):
+        return None
     label = body["period"]["label"]
     if role == INTERIM:
         limits = ", ".join(f"{b} {t}" for b, t in sorted(body.get("thresholds", {}).items()))
