@@ -217,3 +217,28 @@ def test_anniversary_months_start_on_the_anchor_day_or_the_months_last_day(
     assert local_start.day == anchor_local.day or (
         local_start.day < anchor_local.day and next_day.month != local_start.month
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    CYCLES,
+    ZONES,
+    LOCAL_STARTS,
+    st.booleans(),
+    st.integers(parse_rfc3339("2019-01-01T00:00:00Z"), parse_rfc3339("2031-01-01T00:00:00Z")),
+    st.integers(1, 200 * 24 * 3600 * 10**6),
+)
+def test_every_instant_lies_in_exactly_one_period_and_spans_are_tiled(
+    kind: BillingCycle, tz: str, local: datetime, anniversary: bool, t: int, span: int
+) -> None:
+    """Any instant (not only period starts) is in one period: the one before ends where
+    it starts; the periods overlapping any span cover it with no gap or overlap."""
+    cycle = _cycle(kind, tz, local, anniversary)
+    p = cycle.period_of(t)
+    assert p.start <= t < p.end
+    assert cycle.period_of(p.start - 1).end == p.start
+    assert cycle.periods_overlapping(p.start, p.end) == [p]
+    covering = cycle.periods_overlapping(t, t + span)
+    assert covering[0].start <= t and covering[-1].end >= t + span
+    for a, b in itertools.pairwise(covering):
+        assert a.end == b.start

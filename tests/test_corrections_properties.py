@@ -5,10 +5,13 @@ re-rating runs, interleaved. A new price version may switch the charge to
 per_unit with free units, package with a unit conversion or a percentage with
 a fixed fee per event (on a sum meter), and may carry a minimum spend and a
 maximum spend (a cap line) and a seat fee billed in advance; each customer has
-a coupon and one a free trial, so corrections of those are covered too. At the end, for every issued invoice, the sums of
-subtotal and tax over the invoice and all its corrections equal the invoice
-computed from scratch at the final cutoff; and the same facts arriving in
-another order give the same final totals.
+a coupon and one a free trial, so corrections of those are covered too; the
+other is billed progressively (a threshold), so January's events, arriving in two
+halves while it is open, issue interim invoices that the final invoice nets. At
+the end, for every customer, the sums of subtotal and tax over its interim
+invoices, its final invoice and all corrections equal the invoice computed from
+scratch at the final cutoff; and the same facts arriving in another order give the
+same final totals.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import invoicing
 from meterline.services.catalog import apply_catalog
 from meterline.services.corrections import rerate
+from meterline.services.progressive import issue_interims
 from meterline.services.retraction import retract_event
 from meterline.store import documents, sequence
 from meterline.store.database import Store
@@ -39,7 +43,11 @@ COUPONS = {
     "beta": {"code": "A25", "amount_off": "0.25", "duration": "once"},
 }
 # beta is in a free trial for its first 5 days: late events in it change nothing billed.
-TRIAL: dict[str, dict[str, Any]] = {"acme": {}, "beta": {"trial_days": 5, "trial_usage": "free"}}
+# acme is billed progressively: interim invoices while January is open, then a final one.
+TRIAL: dict[str, dict[str, Any]] = {
+    "acme": {"threshold": "0.40"},
+    "beta": {"trial_days": 5, "trial_usage": "free"},
+}
 CUSTOMERS = [
     {
         "id": c,
@@ -137,7 +145,12 @@ def play(
     first = [ev(i, d, c) for i, (d, c) in enumerate(initial)]
     if rng:
         rng.shuffle(first)
-    ingest(store, clock(FEB), first, batch_size=37)
+    # January's events arrive in two halves while it is open; after each, the interim
+    # invoices due (progressive billing) are issued.
+    half = len(first) // 2
+    for part in (first[:half], first[half:]):
+        ingest(store, clock(FEB), part, batch_size=37)
+        issue_interims(store, FEB_US)
     close_january(store)
     invoicing.issue(store, "2024-01", FEB_US)
     n, versions, ids = len(initial), [V1], [e["event_id"] for e in first]
@@ -183,8 +196,17 @@ def play(
     with store.read() as conn:
         k = sequence.current(conn)
         docs = documents.list_documents(conn)
-        for inv in (d for d in docs if d.kind == "invoice"):
-            related = [inv] + [d for d in docs if d.body.get("corrects") == inv.number]
+        finals = [d for d in docs if d.kind == "invoice" and d.body.get("role") != "interim"]
+        for inv in finals:
+            interims = [
+                d
+                for d in docs
+                if d.body.get("role") == "interim"
+                and d.body["customer_id"] == inv.body["customer_id"]
+            ]
+            assert inv.body.get("interims", []) == [d.number for d in interims]
+            notes = [d for d in docs if d.body.get("corrects") == inv.number]
+            related = [*interims, inv, *notes]  # billed = interims + final + corrections
             billed_sub = sum((Decimal(d.body["subtotal"]) for d in related), Decimal(0))
             billed_tax = sum((Decimal(d.body["tax"]) for d in related), Decimal(0))
             scratch = invoicing.compute_body(conn, inv.body["customer_id"], "2024-01", k)

@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from meterline.billing.document import Kind
+from meterline.demo.catalog import ANNIVERSARY_INDEX, PROGRESSIVE_INDEX, PROGRESSIVE_THRESHOLD
 from meterline.demo.run import LATE_CUSTOMER_INDEX, RETRACT_CUSTOMER_INDEX, run_demo
 from meterline.demo.workload import Workload
 
@@ -23,6 +24,20 @@ def test_small_demo_month_end_to_end(tmp_path: Path) -> None:
 
     assert outcome.ingest is not None and outcome.ingest.rejected == workload.malformed
     assert len(outcome.invoices) == workload.customers - 1  # the last customer is unknown
+    # progressive billing: one interim in the open January, netted by the final invoice
+    progressive = ids[PROGRESSIVE_INDEX]
+    [interim] = outcome.interims
+    assert interim.body["customer_id"] == progressive and interim.body["role"] == "interim"
+    assert Decimal(interim.body["subtotal"]) >= Decimal(PROGRESSIVE_THRESHOLD)
+    [final] = [d for d in outcome.invoices if d.body["customer_id"] == progressive]
+    assert final.body["role"] == "final" and final.body["interims"] == [interim.number]
+    whole = Decimal(final.body["period_subtotal"])
+    assert Decimal(interim.body["subtotal"]) + Decimal(final.body["subtotal"]) == whole
+    # the anniversary customer's first period: December 20th to January 20th
+    [anniversary] = [d for d in outcome.invoices if d.body["customer_id"] == ids[ANNIVERSARY_INDEX]]
+    assert anniversary.body["period"]["label"] == "2023-12-20"
+    assert anniversary.body["period"]["end"] == "2024-01-20T00:00:00Z"
+    assert anniversary.body["subscriptions"][0]["anchor"] == "subscription"
     by_customer = {n.body["customer_id"]: n for n in outcome.notes}
     late = by_customer[ids[LATE_CUSTOMER_INDEX]]
     assert late.kind == Kind.DEBIT_NOTE and Decimal(late.body["total"]) > 0
@@ -34,5 +49,5 @@ def test_small_demo_month_end_to_end(tmp_path: Path) -> None:
     assert outcome.verified and outcome.reconciled is not False
     assert outcome.paid == len(outcome.invoices) // 2
     documents = sorted(p.name for p in (tmp_path / "documents").glob("*.json"))
-    assert len(documents) == len(outcome.invoices) + len(outcome.notes)
+    assert len(documents) == len(outcome.invoices) + len(outcome.interims) + len(outcome.notes)
     assert outcome.pdfs and all(p.read_bytes().startswith(b"%PDF") for p in outcome.pdfs)

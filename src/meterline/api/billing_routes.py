@@ -46,6 +46,7 @@ from meterline.domain.errors import ErrorCode
 from meterline.domain.timestamps import from_datetime
 from meterline.render.text import render_text
 from meterline.services import invoicing
+from meterline.services import progressive as progressive_billing
 from meterline.services.corrections import rerate as rerate_periods
 from meterline.services.explain import explain as explain_document
 from meterline.services.verification import verify as verify_documents
@@ -75,6 +76,10 @@ class RerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     customer: str | None = None
     period: str | None = None
     reason: str | None = None
+
+
+class ProgressiveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    customer: str | None = None
 
 
 class StatusRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -111,6 +116,12 @@ _ISSUE_BODY = _body(
     },
     optional=False,
 )
+_PROGRESSIVE_BODY = _body(
+    [],
+    {"customer": {**_NAME, "description": "Only this customer (default: every customer)."}},
+    optional=True,
+)
+
 _RERATE_BODY = _body(
     [],
     {
@@ -458,6 +469,54 @@ def router(ctx: AppContext) -> APIRouter:
             following = page["offset"] + page["limit"]
             page["next_cursor"] = encode_cursor(following) if following < page["total"] else None
         return json_response(out)
+
+    @api.post(
+        "/v1/invoices/progressive",
+        operation_id="issueInterimInvoices",
+        summary="Issue the interim invoices due now (progressive billing, admin)",
+        description=(
+            "Same as `meterline invoice progressive --json`: the interim invoices issued by "
+            "this call, one per open period whose unbilled usage reached its subscription's "
+            "threshold (an empty list when none is due; retrying is safe)."
+        ),
+        dependencies=admin,
+        response_class=Response,
+        openapi_extra={"requestBody": _PROGRESSIVE_BODY, **oa.SECURED},
+        responses={
+            200: {"description": "The interim invoices.", **oa.json_body(oa.ref("DocumentList"))},
+            **oa.errors(
+                {
+                    400: "An invalid body.",
+                    404: "No such customer (UNKNOWN_CUSTOMER).",
+                    413: "The body exceeds the configured limit.",
+                    415: "Unsupported Content-Type.",
+                    422: "No price in effect, or some customers could not be billed "
+                    "(INVOICE_RUN_INCOMPLETE, `details.failed`; the others were issued).",
+                }
+            ),
+        },
+    )
+    async def progressive(request: Request) -> Response:
+        body = await json_body(request, ctx, ProgressiveRequest, optional=True)
+        customer = _customer(body.customer)
+        result = await blocking(
+            ctx, lambda: progressive_billing.issue_interims(store(), now_us(), customer)
+        )
+        issued = [d.to_dict() for d in result.issued]
+        if result.failed:
+            raise ApiError(
+                422,
+                str(ErrorCode.INVOICE_RUN_INCOMPLETE),
+                f"{len(result.failed)} customer(s) could not be billed; {len(issued)} issued",
+                {
+                    "issued": issued,
+                    "failed": [
+                        {"customer_id": c, "code": code, "message": m}
+                        for c, code, m in result.failed
+                    ],
+                },
+            )
+        return json_response(issued)
 
     @api.post(
         "/v1/rerate",

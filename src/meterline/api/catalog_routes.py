@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -197,4 +198,68 @@ def router(ctx: AppContext) -> APIRouter:
         customer_id = request.path_params["customer_id"]
         return json_response(await blocking(ctx, lambda: show_customer(ctx.handle, customer_id)))
 
+    @api.post(
+        "/v1/customers/{customer_id}/plan-change",
+        operation_id="changePlan",
+        summary="End the subscription in effect at `at` and start one on `to` (admin)",
+        description=(
+            "Same as `meterline subscription change CUSTOMER --to BOOK --at TIME --json`: a "
+            "new customer version; the unused part of an in-advance fee is credited on the "
+            "next invoice. Repeating the same change is a no-op (`recorded`: false)."
+        ),
+        dependencies=admin,
+        response_class=Response,
+        openapi_extra={
+            "parameters": [path_param("customer_id", "Customer id.")],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["to", "at"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "to": {"type": "string", "description": "Price book code."},
+                                "at": {"type": "string", "format": "date-time"},
+                            },
+                        }
+                    }
+                },
+            },
+            **oa.SECURED,
+        },
+        responses={
+            200: {"description": "The ended and the started subscription.", **oa.json_body({})},
+            **oa.errors(
+                {
+                    400: "An invalid body or instant.",
+                    404: "No such customer (UNKNOWN_CUSTOMER).",
+                    413: "The body exceeds the configured limit.",
+                    415: "Unsupported Content-Type.",
+                    422: "No subscription at `at` (NO_SUBSCRIPTION), an unknown price book or "
+                    "another currency (INVALID_CATALOG).",
+                }
+            ),
+        },
+    )
+    async def plan_change(request: Request) -> Response:
+        from meterline.api.adapt import instant, json_body
+        from meterline.services.plan_change import change_plan
+
+        customer_id = request.path_params["customer_id"]
+        body = await json_body(request, ctx, PlanChangeRequest, optional=False)
+        at_us = instant("at", body.at)
+        now_us = from_datetime(ctx.clock.now())
+        result = await blocking(
+            ctx,
+            lambda: change_plan(ctx.handle.ready_store(), customer_id, body.to, at_us, now_us),
+        )
+        return json_response(result.to_dict())
+
     return api
+
+
+class PlanChangeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    to: str
+    at: str

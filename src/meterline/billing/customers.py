@@ -47,6 +47,9 @@ class Subscription:
     anchor: Anchor = Anchor.CALENDAR
     trial_days: int = 0
     trial_usage: TrialUsage = TrialUsage.BILLED
+    # Progressive billing (DESIGN §7): an interim invoice whenever the usage not yet
+    # billed in an open period reaches this amount (billing/progressive.py).
+    threshold: Decimal | None = None
 
     def trial_end(self, timezone: str) -> int | None:
         """The end of the trial: `trial_days` local days after the start (None: no trial)."""
@@ -82,6 +85,8 @@ class Subscription:
             data["trial_days"] = self.trial_days
         if self.trial_usage is not TrialUsage.BILLED:
             data["trial_usage"] = self.trial_usage.value
+        if self.threshold is not None:
+            data["threshold"] = fmt(self.threshold)
         return data
 
 
@@ -197,6 +202,7 @@ _SUBSCRIPTION = (
         "anchor",
         "trial_days",
         "trial_usage",
+        "threshold",
     },
 )
 _CREDIT = {"id", "amount", "granted_at"}, {"expires_at", "priority", "kind"}
@@ -230,7 +236,7 @@ def parse_customer(raw: Any, path: str) -> Customer:
     if not Decimal(0) <= tax < Decimal(1):
         raise _fail(f"{path}.tax_rate", 'must be in [0, 1), e.g. "0.20" for 20%')
     subs = [
-        _subscription(s, f"{path}.subscriptions[{i}]")
+        _subscription(s, f"{path}.subscriptions[{i}]", currency)
         for i, s in enumerate(ci.items(data.get("subscriptions") or [], f"{path}.subscriptions"))
     ]
     credits = [
@@ -261,7 +267,19 @@ def parse_customer(raw: Any, path: str) -> Customer:
     )
 
 
-def _subscription(raw: Any, p: str) -> Subscription:
+def _threshold(raw: Any, p: str, currency: Currency) -> Decimal | None:
+    """A positive amount in the customer's currency, at most its minor digits."""
+    if raw is None:
+        return None
+    amount = ci.decimal(raw, p)
+    if amount <= 0:
+        raise _fail(p, "must be a positive amount")
+    if amount != amount.quantize(currency.quantum):
+        raise _fail(p, f"has more digits than {currency.code} allows")
+    return amount
+
+
+def _subscription(raw: Any, p: str, currency: Currency) -> Subscription:
     s = ci.fields(raw, p, *_SUBSCRIPTION)
     start = ci.instant(s["start"], f"{p}.start")
     end = None if s.get("end") is None else ci.instant(s["end"], f"{p}.end")
@@ -288,6 +306,7 @@ def _subscription(raw: Any, p: str) -> Subscription:
                 "trial_usage",
             )
         ),
+        _threshold(s.get("threshold"), f"{p}.threshold", currency),
     )
 
 

@@ -240,6 +240,10 @@ from meterline.cli import credits  # noqa: E402  (credit grants and balance, iss
 
 credits.register(app)
 
+from meterline.cli import subscriptions  # noqa: E402
+
+subscriptions.register(app)
+
 catalog_app = typer.Typer(help="Meters, price books and customers.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 

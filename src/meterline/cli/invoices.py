@@ -118,6 +118,48 @@ def issue(
         raise typer.Exit(2)
 
 
+@invoice_app.command("progressive")
+@handles_errors
+def progressive(
+    ctx: typer.Context,
+    customer: str = typer.Option(None, "--customer", help="Only this customer."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Issue the interim invoices due now (progressive billing, DESIGN §7).
+
+    Each subscription with a `threshold` gets an interim invoice for its open period
+    when the usage not yet billed, as known now, reached the threshold; the period's
+    final invoice (`invoice issue`) then bills the rest. Safe to run on a schedule.
+
+    \b
+    Examples:
+      meterline invoice progressive
+      meterline invoice progressive --customer acme --json
+    """
+    from meterline.services.progressive import issue_interims
+
+    s = settings(ctx)
+    result = issue_interims(s.store(), from_datetime(s.clock().now()), customer)
+    if as_json:
+        print_json([d.to_dict() for d in result.issued])
+    else:
+        for d in result.issued:
+            typer.echo(
+                f"issued {d.number}  {d.body['customer_id']:<24} {d.body['total']:>14} "
+                f"{d.body['currency']}  interim {d.body['interim']} of {d.body['period']['label']}"
+            )
+        typer.echo(
+            f"{plural(len(result.issued), 'interim invoice')} issued, "
+            f"{plural(len(result.checked), 'open period')} checked"
+            + (f", {len(result.failed)} failed" if result.failed else "")
+        )
+    for cid, code, message in result.failed:
+        line = message if cid in message else f"{cid}: {message}"
+        error_line(f"{code}: {' '.join(line.split())}")
+    if result.failed:
+        raise typer.Exit(2)
+
+
 @invoice_app.command("list")
 @handles_errors
 def list_(
@@ -152,9 +194,12 @@ def list_(
         )
         return
     for d in docs:
+        role = d.body.get("role")  # progressive billing: say which invoice of the period
         typer.echo(
             f"{d.number:<10} {d.kind!s:<12} {d.status!s:<7} {d.body['customer_id']:<24} "
             f"{d.body['period']['label']}  {d.body['total']:>14} {d.body['currency']}"
+            + (f"  interim {d.body.get('interim')}" if role == "interim" else "")
+            + ("  final" if role == "final" else "")
         )
 
 

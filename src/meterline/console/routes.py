@@ -29,6 +29,7 @@ from meterline.api.context import AppContext
 from meterline.api.errors import ApiError, status_of
 from meterline.billing.document import Issued, Kind, Status
 from meterline.billing.finance import percent
+from meterline.billing.progressive import describe
 from meterline.console import queries, share
 from meterline.console.charts import Bar, bar_chart
 from meterline.console.sessions import ABSOLUTE_US, COOKIE, LoginRefused, Session, Sessions, csrf_ok
@@ -98,6 +99,7 @@ def _environment() -> Environment:
         (k, v) for k, v in (d or {}).items() if not str(k).endswith("_us")
     ]
     env.filters["urlq"] = lambda v: quote(str(v), safe="")
+    env.filters["progressive"] = describe  # interim and final invoices say what they are
     return env
 
 

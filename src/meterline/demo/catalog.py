@@ -1,11 +1,12 @@
-"""The demo's catalog: three meters, three price books, and the workload's customers.
+"""The demo's catalog: three meters, four price books, and the workload's customers.
 
 Chosen to exercise what a real month does: a graduated book whose tiers change
 mid-month (v2 from the 15th, tier position carried across), a volume book in
 EUR, a JPY book with whole-yen rounding, flat platform fees, package pricing
 per model, a minimum spend, tax rates, prepaid credits, customers in three
-timezones, and one customer the catalog does not know (its usage stays
-unbilled, and reconciliation says so).
+timezones, a coupon, a usage cap, a fee billed in advance, one anniversary
+subscription, one progressive (threshold) subscription, and one customer the
+catalog does not know (its usage stays unbilled, and reconciliation says so).
 """
 
 from __future__ import annotations
@@ -100,6 +101,32 @@ def _japan_charges(api_unit_price: str) -> list[dict[str, Any]]:
     ]
 
 
+# A book that began in December, for the anniversary customer (its first period starts
+# December 20th): usage in arrears, and a platform fee billed in advance.
+ANNIVERSARY_START = "2023-12-20T00:00:00Z"
+STARTER: dict[str, Any] = {
+    "code": "starter",
+    "currency": "USD",
+    "versions": [
+        {
+            "version": "v1",
+            "effective_from": "2023-12-01T00:00:00Z",
+            "charges": [
+                {"code": "api", "meter": "api_calls", "model": "per_unit", "unit_price": "0.03"},
+                {"code": "platform", "model": "flat", "amount": "19.00", "in_advance": True},
+                {
+                    "code": "tokens",
+                    "meter": "tokens",
+                    "model": "package",
+                    "package_size": 1000,
+                    "package_price": "0.60",
+                },
+            ],
+        }
+    ],
+}
+
+
 PRICE_BOOKS: list[dict[str, Any]] = [
     {
         "code": "standard",
@@ -158,7 +185,14 @@ PRICE_BOOKS: list[dict[str, Any]] = [
             {"version": "v1", "effective_from": EARLY_START, "charges": _japan_charges("2")}
         ],
     },
+    STARTER,
 ]
+
+
+# Customer indexes with a special subscription (both USD, neither with a coupon or credit):
+PROGRESSIVE_INDEX = 6  # progressive billing: an interim invoice once usage reaches 10.00
+PROGRESSIVE_THRESHOLD = "10.00"
+ANNIVERSARY_INDEX = 8  # anniversary periods from December 20th (labels are start dates)
 
 # Recorded after January was invoiced: the contract price was 1.5 JPY per call.
 JAPAN_FIX: dict[str, Any] = {
@@ -220,6 +254,14 @@ def customer(i: int, cid: str) -> dict[str, Any]:
         "billing_address": [f"{100 + i} Market Street", "San Francisco, CA 94105", "USA"],
         "subscriptions": [{"price_book": "standard", **sub}],
     }
+    if i == PROGRESSIVE_INDEX:
+        out["subscriptions"] = [
+            {"price_book": "standard", **sub, "threshold": PROGRESSIVE_THRESHOLD}
+        ]
+    if i == ANNIVERSARY_INDEX:
+        out["subscriptions"] = [
+            {"price_book": "starter", "start": ANNIVERSARY_START, "anchor": "subscription"}
+        ]
     if i % 5 == 0:
         out["credits"] = [
             {"id": f"promo-{cid}", "amount": "50.00", "granted_at": "2023-12-15T00:00:00Z"}

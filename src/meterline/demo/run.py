@@ -4,9 +4,12 @@ The story, each step through the same services the CLI and the API use, with
 the receiving clock pinned so the run is reproducible:
 
 1. apply the catalog (meters, price books with a mid-month version, customers);
-2. ingest January (duplicates, malformed lines, out-of-order arrivals), then the
-   first hours of February, which move the watermark past January's close;
-3. issue January's invoices;
+2. ingest January (duplicates, malformed lines, out-of-order arrivals); January
+   is still open, and the progressive customer's usage has reached its threshold,
+   so it gets an interim invoice; then the first hours of February, which move
+   the watermark past January's close;
+3. issue January's invoices (the progressive customer's is the final one, netting
+   the interim), and the anniversary customer's first period (Dec 20 - Jan 20);
 4. two days later the past changes: a producer's retry queue delivers late
    January calls, a batch is backfilled, staging traffic is retracted, and a
    JPY price is fixed retroactively;
@@ -40,13 +43,14 @@ from meterline.domain.timestamps import US_PER_HOUR, format_us, parse_rfc3339, t
 from meterline.ingest.readers import read_file
 from meterline.ingest.service import IngestOptions, IngestReport
 from meterline.render.text import render_text
-from meterline.services import corrections, invoicing, verification
+from meterline.services import corrections, invoicing, progressive, verification
 from meterline.services.catalog import apply_catalog
 from meterline.services.retraction import retract_event
 from meterline.store.database import Store, open_store
 from meterline.wiring import ingestor_for
 
 PERIOD = "2024-01"
+ANNIVERSARY_PERIOD = demo_catalog.ANNIVERSARY_START[:10]  # its first period's label
 # Receiving times of each step (the clock the demo pins).
 CATALOG_AT = "2023-12-20T09:00:00Z"
 JANUARY_AT = "2024-02-01T06:00:00Z"
@@ -72,7 +76,8 @@ class Outcome:
 
     out: Path
     ingest: IngestReport | None = None
-    invoices: list[Issued] = field(default_factory=list)
+    invoices: list[Issued] = field(default_factory=list)  # final and ordinary, every period
+    interims: list[Issued] = field(default_factory=list)  # progressive billing, open January
     notes: list[Issued] = field(default_factory=list)
     paid: int = 0
     verified: bool = False
@@ -234,7 +239,8 @@ def _write_documents(store: Store, out: Path, outcome: Outcome, console: Console
 
 
 def _pdf_selection(docs: list[Issued]) -> list[Issued]:
-    """The largest invoice per currency, and the first notes of each kind."""
+    """The largest invoice per currency, the first notes of each kind, and the
+    progressive customer's interim and final invoices."""
     chosen: list[Issued] = []
     by_currency: dict[str, Issued] = {}
     for d in docs:
@@ -245,6 +251,9 @@ def _pdf_selection(docs: list[Issued]) -> list[Issued]:
     chosen.extend(by_currency[c] for c in sorted(by_currency))
     for kind in (Kind.DEBIT_NOTE, Kind.CREDIT_NOTE):
         chosen.extend([d for d in docs if d.kind == kind][:PDFS_PER_KIND])
+    # progressive billing: the interim invoices and the final ones that net them
+    progressive = [d for d in docs if d.body.get("role") in ("interim", "final")]
+    chosen.extend(d for d in progressive if d.number not in {c.number for c in chosen})
     return chosen
 
 
@@ -300,6 +309,15 @@ def _run(
         )
         february = out / "events-2024-02-01.ndjson"
         write(morning, february)
+        # January is over but not closed: progressive billing looks at the open period.
+        outcome.interims = progressive.issue_interims(store, _us(JANUARY_AT)).issued
+        for d in outcome.interims:
+            console.print(
+                f"interim invoice {d.number} for {d.body['customer_id']} "
+                f"{d.body['period']['label']}: {d.body['total']} {d.body['currency']} "
+                f"(usage reached the threshold of "
+                f"{', '.join(d.body['thresholds'].values())} {d.body['currency']})"
+            )
         _ingest_file(store, FEBRUARY_AT, february, console)
         with store.read() as conn:
             per_type = conn.execute(
@@ -314,11 +332,28 @@ def _run(
 
     with _step(console, f"3. issue {PERIOD}"):
         result = invoicing.issue(store, PERIOD, _us(ISSUE_AT))
-        outcome.invoices = result.issued
+        # The anniversary customer's periods start on the 20th: its first one is closed.
+        anniversary = ids[demo_catalog.ANNIVERSARY_INDEX]
+        first = invoicing.issue(store, ANNIVERSARY_PERIOD, _us(ISSUE_AT), anniversary)
+        outcome.invoices = result.issued + first.issued
         console.print(
-            f"issued {len(result.issued)} invoices ({_totals_by_currency(result.issued)}); "
+            f"issued {len(outcome.invoices)} invoices ({_totals_by_currency(outcome.invoices)}); "
             f"refused {len(result.refused)}"
         )
+        for d in first.issued:
+            console.print(
+                f"  {d.number} for {anniversary}: anniversary period "
+                f"{d.body['period']['label']} [{d.body['period']['start']} .. "
+                f"{d.body['period']['end']}), {d.body['total']} {d.body['currency']}"
+            )
+        for d in outcome.invoices:
+            if d.body.get("role") == "final":
+                console.print(
+                    f"  {d.number} for {d.body['customer_id']}: final invoice of "
+                    f"{d.body['period']['label']}, {d.body['period_subtotal']} "
+                    f"{d.body['currency']} for the period less "
+                    f"{', '.join(d.body['interims'])}: {d.body['total']} {d.body['currency']}"
+                )
         for cid, why in result.refused[:5]:
             console.print(f"  refused {cid}: {why}")
 

@@ -44,6 +44,7 @@ from babel.numbers import format_percent
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
+from meterline.billing.progressive import describe
 from meterline.domain.errors import MeterlineError
 from meterline.domain.money import Currency, format_money
 from meterline.pricing.explanation import grouped
@@ -430,6 +431,12 @@ class _Renderer:
                     f"was final. Usage recorded after sequence {_e(self.cutoff)} is not included "
                     "and may be billed or credited by a later correction.",
                 )
+            )
+        progressive = describe(self.doc)
+        if progressive:
+            role = str(self.doc.get("role"))
+            out.append(
+                (role, f"{role.capitalize()} invoice (progressive billing)", _e(progressive))
             )
         corrects = self.doc.get("corrects")
         if corrects:

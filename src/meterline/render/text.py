@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meterline.billing.progressive import describe
 from meterline.render.price_words import _qty, money_for, unit_price_lines
 
 WIDTHS = [46, 16, 16]
@@ -85,6 +86,9 @@ def _header(doc: dict[str, Any]) -> list[str]:
         out.append(f"corrects: {doc['corrects']}")
     for reason in doc.get("reasons", []):
         out.append(f"reason:   {reason}")
+    progressive = describe(doc)
+    if progressive:
+        out.append(f"note:     {progressive}")
     return out
 
 
@@ -117,9 +121,12 @@ def render_text(doc: dict[str, Any], *, explain: bool = True) -> str:
         out.append("how each line was computed:")
         for line in doc["lines"]:
             if "billed_amount" in line:
+                billed_q, new_q = line.get("billed_quantity"), line.get("new_quantity")
                 out.append(
-                    f"  {line['line']}. {line['charge']}: billed {line['billed_amount']} for "
-                    f"{line['billed_quantity']}, now {line['new_amount']} for {line['new_quantity']}"
+                    f"  {line['line']}. {line['charge']}: billed {line['billed_amount']}"
+                    + ("" if billed_q is None else f" for {billed_q}")
+                    + f", now {line['new_amount']}"
+                    + ("" if new_q is None else f" for {new_q}")
                 )
                 out.append(f"     now: {line['formula']}")
             else:

@@ -56,8 +56,25 @@ class Billed:
         return self.so_far.cutoff
 
     @classmethod
-    def of(cls, invoice: Issued, notes: list[Issued]) -> Billed:
-        return cls(invoice, notes, BilledSoFar.of([d.body for d in [invoice, *notes]]))
+    def of(
+        cls, invoice: Issued, notes: list[Issued], interims: list[Issued] | None = None
+    ) -> Billed:
+        """`interims`: the period's interim invoices when `invoice` is a final one
+        (progressive billing): billed = interims + final + notes."""
+        docs = [*(interims or []), invoice, *notes]
+        return cls(invoice, notes, BilledSoFar.of([d.body for d in docs]))
+
+
+def _interims(conn: Connection, invoice: Issued) -> list[Issued]:
+    """The interim invoices a final invoice nets (services/progressive.py), else none."""
+    if invoice.body.get("role") != "final":
+        return []
+    from meterline.services.progressive import interims_of
+
+    body = invoice.body
+    return interims_of(
+        conn, body["customer_id"], body["period"]["label"], _doc_seq(conn, invoice.number)
+    )
 
 
 def notes_for(conn: Connection, number: str, before_seq: int | None = None) -> list[Issued]:
@@ -130,7 +147,7 @@ def correction_body(
 ) -> dict[str, Any] | None:
     """The correction of `invoice` as known at K2 (in document format `doc_format`),
     or None when nothing differs."""
-    billed = Billed.of(invoice, notes)
+    billed = Billed.of(invoice, notes, _interims(conn, invoice))
     body = invoice.body
     fresh = invoicing.compute_body(
         conn, body["customer_id"], body["period"]["label"], k2, doc_format, checkpoint=checkpoint
@@ -203,6 +220,8 @@ def _invoices(conn: Connection, customer: str | None, label: str | None) -> list
     out = []
     for doc in documents.list_documents(conn, customer):
         if doc.kind != Kind.INVOICE or doc.status == Status.VOID:
+            continue
+        if doc.body.get("role") == "interim":  # corrected through its period's final invoice
             continue
         if label is not None and doc.body["period"]["label"] != label:
             continue

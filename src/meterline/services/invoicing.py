@@ -17,6 +17,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import event
@@ -32,7 +33,7 @@ from meterline.billing.document import (
     draft_dict,
     with_format,
 )
-from meterline.billing.invoice import SubscriptionUsage, assemble
+from meterline.billing.invoice import SubscriptionUsage, apply_credits, assemble
 from meterline.billing.periods import Period, label_year, period_for_label
 from meterline.billing.usage import GroupUsage, Measurement, Row
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -285,10 +286,11 @@ def closes_at(b: Billing) -> int:
 
 def preview(store: Store, customer_id: str, label: str) -> dict[str, Any]:
     from meterline.services.finance import details
+    from meterline.services.progressive import preview_body
 
     with store.read() as conn:
         k = sequence.current(conn)
-        draft = draft_dict(compute_body(conn, customer_id, label, k))
+        draft = draft_dict(preview_body(conn, customer_id, label, k))  # a final after interims
         draft["finance"] = details(conn, draft, None)
         return draft
 
@@ -409,7 +411,12 @@ def invoice_body(
         k,
         FORMAT,
     )
-    return body, billing.period
+    from meterline.services.progressive import finalize
+
+    def credit(due: Decimal) -> list[tuple[str, Decimal]]:
+        return apply_credits(billing.customer.credits, spent, due, billing.period)
+
+    return finalize(conn, body, credit), billing.period
 
 
 def show(store: Store, number: str) -> Issued:

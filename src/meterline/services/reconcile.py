@@ -34,7 +34,6 @@ from sqlalchemy.engine import Connection
 
 from meterline.billing.credits import GrantKind
 from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash, chain_hash
-from meterline.billing.periods import months_overlapping
 from meterline.domain.canonical import content_hash
 from meterline.domain.decimals import exact_sum
 from meterline.domain.errors import MeterlineError
@@ -927,7 +926,7 @@ def arithmetic(number: str, body: dict[str, Any]) -> list[str]:
             f"{number}: subtotal + tax - credits = {expected_total} but total is {money['total']}"
         )
     kind = body.get("kind")
-    if kind == Kind.INVOICE:
+    if kind == Kind.INVOICE and "role" not in body:
         rate = _dec(body.get("tax_rate"))
         allowed = {round_money(money["subtotal"] * rate, currency, r) for r in Rounding}
         if money["tax"] not in allowed:
@@ -938,6 +937,11 @@ def arithmetic(number: str, body: dict[str, Any]) -> list[str]:
         if (
             money["credits_applied"] < 0
             or money["credits_applied"] > money["subtotal"] + money["tax"]
+        ):
+            out.append(f"{number}: credits_applied {money['credits_applied']} exceeds what is due")
+    elif kind == Kind.INVOICE:  # progressive (interim, final): tax is a delta as in §8
+        if money["credits_applied"] < 0 or (
+            money["credits_applied"] > max(money["subtotal"] + money["tax"], ZERO)
         ):
             out.append(f"{number}: credits_applied {money['credits_applied']} exceeds what is due")
     elif kind == Kind.DEBIT_NOTE and money["total"] <= 0:
@@ -1240,7 +1244,10 @@ def unbilled_usage(
             )
             lo = min(hi, CALENDAR_START)
         try:
-            periods = months_overlapping(lo, hi, customer.timezone)
+            # The customer's own billing periods (its first subscription's cycle: week,
+            # quarter, anniversary, ...): a gap belongs to no subscription, and one cycle
+            # tiles time once, so every uncovered event is counted once.
+            periods = customer.cycles()[0].periods_overlapping(lo, hi)
         except (OverflowError, ValueError):
             # An instant at the edge of the calendar (before year 1 in the customer's
             # timezone): no billing period holds it; say so rather than stop.

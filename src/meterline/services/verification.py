@@ -39,10 +39,12 @@ class Report:
 def recompute(conn: Any, doc: Issued) -> dict[str, Any]:
     """The body as the store knows it at the document's cutoff, recomputed the
     way its format prescribes (format 1: legacy raw events; 2: usage index)."""
-    from meterline.services import corrections, invoicing
+    from meterline.services import corrections, invoicing, progressive
 
     body = doc.body
-    if doc.kind == Kind.INVOICE:
+    if doc.kind == Kind.INVOICE and "role" in body:  # progressive: interim or final
+        again = progressive.recompute(conn, doc)
+    elif doc.kind == Kind.INVOICE:
         again = invoicing.compute_body(
             conn,
             body["customer_id"],

@@ -110,6 +110,15 @@ def last_hash(conn: Connection) -> str:
     return GENESIS if row is None else str(row[0])
 
 
+def _invoice_key(kind: Kind, body: dict[str, Any], period: Period) -> str | None:
+    """One invoice per customer-period; an interim invoice (progressive billing) is
+    keyed by its number within the period, so each is issued at most once too."""
+    if kind != Kind.INVOICE:
+        return None
+    key = f"{body['customer_id']}|{period.label}"
+    return f"{key}|interim-{body['interim']}" if body.get("role") == "interim" else key
+
+
 def append(
     conn: Connection,
     kind: Kind,
@@ -152,7 +161,7 @@ def append(
             "pl": period.label,
             "ps": period.start,
             "pe": period.end,
-            "ik": f"{body['customer_id']}|{period.label}" if kind == Kind.INVOICE else None,
+            "ik": _invoice_key(kind, body, period),
             "co": body.get("corrects"),
             "cut": body["cutoff_seq"],
             "cur": body["currency"],

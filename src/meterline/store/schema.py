@@ -202,7 +202,7 @@ documents = Table(
     Column("number", String(32), nullable=False, unique=True),
     Column("kind", String(16), nullable=False),
     Column("customer_id", String(256), nullable=False),
-    Column("period_label", String(7), nullable=False),
+    Column("period_label", String(32), nullable=False),
     Column("period_start", BigInteger, nullable=False),
     Column("period_end", BigInteger, nullable=False),
     Column("invoice_key", String(300), unique=True),
@@ -308,7 +308,7 @@ usage_index = Table(
 invoice_claims = Table(
     "invoice_claims",
     metadata,
-    Column("period_label", String(7), primary_key=True),
+    Column("period_label", String(32), primary_key=True),
     Column("customer_id", String(256), primary_key=True),
     Column("state", String(8), nullable=False),
     Column("number", String(32)),

@@ -8,10 +8,11 @@ connection and never commit.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from meterline.store import outbox
 from meterline.store.customer_catalog import load_customers
@@ -77,6 +78,33 @@ def ingest_batch(
         periods_closed(conn, watermark, now_us)
 
 
+_ANY_DAY = text(
+    'SELECT 1 FROM customers WHERE definition LIKE \'%"billing_cycle":"week"%\' '
+    'OR definition LIKE \'%"anchor":"subscription"%\' LIMIT 1'
+)
+
+
+_LAST_CUSTOMER = text("SELECT seq, content_hash FROM customers ORDER BY seq DESC LIMIT 1")
+# Per engine: (the last customer version's seq and hash, the answer for them). Customer versions
+# are only appended, so the answer changes only when a new version is recorded; the
+# scan runs once per catalog change, not on every watermark advance.
+_any_day: weakref.WeakKeyDictionary[Engine, tuple[tuple[int, str], bool]]
+_any_day = weakref.WeakKeyDictionary()
+
+
+def _any_day_cycles(conn: Connection) -> bool:
+    """Whether some customer version has a weekly or anniversary subscription (periods that
+    can end on any day); a superset is fine, it only skips a cheap shortcut."""
+    row = conn.execute(_LAST_CUSTOMER).first()
+    last = (-1, "") if row is None else (int(row[0]), str(row[1]))
+    known = _any_day.get(conn.engine)
+    if known is not None and known[0] == last:
+        return known[1]
+    answer = conn.execute(_ANY_DAY).first() is not None
+    _any_day[conn.engine] = (last, answer)
+    return answer
+
+
 def periods_closed(conn: Connection, watermark: int, now_us: int) -> int:
     """Emit period.closed for closings in (cursor, watermark]; advance the cursor."""
     row = conn.execute(text("SELECT closed_through FROM webhook_cursor WHERE id = 1")).first()
@@ -92,7 +120,8 @@ def periods_closed(conn: Connection, watermark: int, now_us: int) -> int:
         return 0
     meters = load_meters(conn)
     emitted = 0
-    if after is None or closing.may_close(after, watermark, closing.max_extra_us(meters)):
+    any_day = _any_day_cycles(conn)
+    if after is None or closing.may_close(after, watermark, closing.max_extra_us(meters), any_day):
         for customer, period, closes_at in closing.due(
             load_customers(conn), meters, after, watermark
         ):

@@ -6,7 +6,8 @@ in the catalog). Every meter, not only the ones the customer's price book
 charges, so C is never earlier than the instant `invoice issue` accepts the
 period (services/invoicing.closes_at): a subscriber told "closed" can issue.
 period.closed is emitted once per customer-period whose C the global watermark
-reaches, for customers with a subscription overlapping the period.
+reaches, for customers with a subscription overlapping the period. Periods are each
+subscription's billing cycle's (month, quarter, year, week; calendar or anniversary).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from meterline.billing.customers import Customer
-from meterline.billing.periods import Period, months_overlapping
+from meterline.billing.periods import Period
 from meterline.domain.timestamps import US_PER_HOUR, from_datetime, to_datetime
 from meterline.metering import Meter, window_start
 
@@ -47,10 +48,13 @@ def _next_month_start(t_us: int) -> int:
     return from_datetime(datetime(year, month, 1, tzinfo=UTC))
 
 
-def may_close(after: int, through: int, max_extra: int) -> bool:
-    """Cheap test run on every watermark advance: can any monthly period close in
-    (after, through]? Periods end at a local midnight on the 1st of a month,
-    within 14 hours of that date's UTC midnight."""
+def may_close(after: int, through: int, max_extra: int, any_day: bool = False) -> bool:
+    """Cheap test run on every watermark advance: can any period close in (after, through]?
+    Month, quarter and year periods (calendar anchor) end at a local midnight on the 1st
+    of a month, within 14 hours of that date's UTC midnight. Weekly and anniversary
+    periods can end on any day (`any_day`: some customer has one): always look."""
+    if any_day:
+        return True
     return _next_month_start(after - max_extra - _ZONE_SPREAD_US) <= through + _ZONE_SPREAD_US
 
 
@@ -66,7 +70,10 @@ def due(
         lo = first if after is None else max(first, after - spread - _ZONE_SPREAD_US)
         if lo > through:
             continue
-        for p in months_overlapping(lo, through + 1, c.timezone):
+        periods = {
+            p.label: p for cycle in c.cycles() for p in cycle.periods_overlapping(lo, through + 1)
+        }
+        for p in sorted(periods.values(), key=lambda p: (p.start, p.end, p.label)):
             if not c.subscriptions_in(p.start, p.end):
                 continue
             closing = closes_at(p, meters)
