@@ -272,7 +272,7 @@ def _spend(conn: Connection, customer: Customer, period: Period, known_at: int) 
         return None
     try:
         b = gather(conn, customer.id, period.label, known_at)
-        body = assemble(b.customer, b.period, b.subscriptions, known_at, {})
+        body = assemble(b.customer, b.period, b.subscriptions, known_at, ())
     except MeterlineError as exc:
         log.warning("spend alert for %s %s not evaluated: %s", customer.id, period.label, exc)
         return None

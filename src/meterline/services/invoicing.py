@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from meterline.billing.credits import consume
 from meterline.billing.customers import Customer
 from meterline.billing.document import (
     FORMAT,
@@ -33,7 +34,7 @@ from meterline.billing.document import (
     draft_dict,
     with_format,
 )
-from meterline.billing.invoice import SubscriptionUsage, apply_credits, assemble
+from meterline.billing.invoice import SubscriptionUsage, assemble
 from meterline.billing.periods import Period, label_year, period_for_label
 from meterline.billing.usage import GroupUsage, Measurement, Row
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -414,7 +415,7 @@ def invoice_body(
     from meterline.services.progressive import finalize
 
     def credit(due: Decimal) -> list[tuple[str, Decimal]]:
-        return apply_credits(billing.customer.credits, spent, due, billing.period)
+        return consume(grants, due, billing.period.start, billing.period.end)
 
     return finalize(conn, body, credit), billing.period
 

@@ -20,8 +20,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing.credits import consume
 from meterline.billing.document import FORMAT, Issued, Kind, Status, body_hash, format_of
-from meterline.billing.invoice import apply_credits, assemble
+from meterline.billing.invoice import assemble
 from meterline.billing.periods import Period
 from meterline.billing.progressive import (
     FINAL,
@@ -35,7 +36,7 @@ from meterline.billing.progressive import (
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Rounding
 from meterline.services import invoicing
-from meterline.store import documents, sequence
+from meterline.store import credit_facts, documents, sequence
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
 
@@ -81,14 +82,14 @@ def _whole(
 ) -> _Whole:
     """The whole period's invoice body as known at K, with what credit can pay."""
     b = invoicing.gather(conn, customer_id, label, k, fmt, checkpoint=checkpoint)
-    spent = documents.credits_spent(conn, customer_id, k)
+    grants = credit_facts.states(conn, b.customer, k)
     body = invoicing.finish_body(
-        conn, assemble(b.customer, b.period, b.subscriptions, k, spent), k, fmt
+        conn, assemble(b.customer, b.period, b.subscriptions, k, grants), k, fmt
     )
     rounding = b.subscriptions[-1].book.rounding if b.subscriptions else Rounding.HALF_UP
 
     def credit(due: Decimal) -> list[tuple[str, Decimal]]:
-        return apply_credits(b.customer.credits, spent, due, b.period)
+        return consume(grants, due, b.period.start, b.period.end)
 
     return _Whole(body, b.period, rounding, credit)
 

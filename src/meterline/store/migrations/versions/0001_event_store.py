@@ -1,7 +1,7 @@
 """The event store: knowledge sequence, batches, events, retractions, quarantine.
 
 Revision ID: 0001
-Revises: 
+Revises:
 """
 
 from __future__ import annotations
