@@ -160,6 +160,18 @@ class Facts:
 
         return usage_index.read(self.conn, customer, meter_codes, ranges, known_at)
 
+    def index_many(
+        self,
+        customers: Sequence[str],
+        meter_codes: Sequence[str],
+        ranges: Sequence[tuple[Grain, int, int]],
+        known_at: int,
+    ) -> dict[str, Read]:
+        """``index`` for many customers with the same buckets, in one statement."""
+        from meterline.store import usage_index
+
+        return usage_index.read_many(self.conn, customers, meter_codes, ranges, known_at)
+
     # --- catalog versions as known at K ----------------------------------------
 
     def meter_definitions(self, known_at: int) -> list[str]:

@@ -354,6 +354,46 @@ def extend(
     return upto - start
 
 
+DOCUMENTS = next(k for k in FACT_KINDS if k.table is schema.documents)
+
+
+class Grower:
+    """The tree grown in memory past its stored size, inside one write transaction
+    holding the sequence lock: an invoice run's chunk records the tree head at each
+    document's cutoff without writing nodes per document. The leaves are computed
+    from the rows the caller is about to write; `check` then grows the stored tree
+    from the written rows and compares roots, so a leaf computed differently here
+    can never be recorded silently."""
+
+    def __init__(self, conn: Connection, k: int) -> None:
+        head(conn, k)  # the stored tree reaches k (extended if this transaction is behind)
+        ids = merkle.perfect_ranges(0, k)
+        self.frontier = Nodes(conn)(ids) if k else {}
+        self.size = k
+
+    def head(self) -> TreeHead:
+        frontier = self.frontier
+        return TreeHead(self.size, merkle.root_at(self.size, lambda ids: frontier))
+
+    def append(self, kind: FactKind, row: Sequence[Any]) -> None:
+        growth = merkle.append_leaves(
+            self.size, self.frontier, [merkle.leaf_hash(fact_hash(kind, row))]
+        )
+        table = dict(self.frontier)
+        table.update({(lv, ix): h for lv, ix, h in growth.nodes})
+        self.size += 1
+        self.frontier = {i: table[i] for i in merkle.perfect_ranges(0, self.size)}
+
+    def check(self, conn: Connection) -> None:
+        """Grow the stored tree to this size from the fact rows; its root must be ours."""
+        extend(conn, self.size, conn.info.pop(PENDING, None) or {})
+        stored = head(conn, self.size)
+        if stored.root != self.head().root:
+            raise RuntimeError(
+                f"tree head at {self.size} computed in memory differs from the stored tree's"
+            )
+
+
 def seal(conn: Connection) -> None:
     """End of a write transaction that took the sequence lock: grow the tree to the
     counter (still locked, so no other writer can interleave)."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import BindParameter, bindparam, text
 from sqlalchemy.engine import Connection
 
 from meterline.domain.errors import MeterlineError
@@ -258,10 +258,43 @@ def read(
     each bucket's latest state row <= K on, unless ``whole`` (every row: window
     versions, the deep check of reconciliation).
     """
-    out: dict[BucketKey, list[IndexRow]] = {}
-    straddles = False
     if not meter_codes or not ranges:
-        return Read(out, straddles)
+        return Read({}, False)
+    customers = None if customer is None else [customer]
+    got = _read(conn, customers, meter_codes, ranges, known_at, whole)
+    if customer is None:
+        out: dict[BucketKey, list[IndexRow]] = {}
+        for r in got.values():
+            out.update(r.rows)
+        return Read(out, any(r.straddles for r in got.values()))
+    return got.get(customer, Read({}, False))
+
+
+def read_many(
+    conn: Connection,
+    customers: Sequence[str],
+    meter_codes: Sequence[str],
+    ranges: Sequence[tuple[Grain, int, int]],
+    known_at: int,
+) -> dict[str, Read]:
+    """`read` for many customers with the same buckets, in one statement (an
+    invoice run reads a chunk of customers at once instead of one by one).
+    Every customer asked for has an entry (empty when it has no rows)."""
+    out = {c: Read({}, False) for c in customers}
+    if not customers or not meter_codes or not ranges:
+        return out
+    out.update(_read(conn, sorted(set(customers)), meter_codes, ranges, known_at, False))
+    return out
+
+
+def _read(
+    conn: Connection,
+    customers: Sequence[str] | None,
+    meter_codes: Sequence[str],
+    ranges: Sequence[tuple[Grain, int, int]],
+    known_at: int | None,
+    whole: bool,
+) -> dict[str, Read]:
     params: dict[str, Any] = {"ms": sorted(set(meter_codes))}
     where = []
     for i, (grain, lo, hi) in enumerate(ranges):
@@ -271,27 +304,38 @@ def read(
         "SELECT meter_code, customer_id, grain, dimensions, bucket_start, seq, first_seq, kind, "
         "state, events FROM usage_index u WHERE meter_code IN :ms AND (" + " OR ".join(where) + ")"
     )
-    if customer is not None:
+    expanding: list[BindParameter[Any]] = [bindparam("ms", expanding=True)]
+    if customers is not None and len(customers) == 1:
         sql += " AND customer_id = :c"
-        params["c"] = customer
+        params["c"] = customers[0]
+    elif customers is not None:
+        sql += " AND customer_id IN :cs"
+        params["cs"] = list(customers)
+        expanding.append(bindparam("cs", expanding=True))
     if known_at is not None:
         sql += " AND first_seq <= :k"
         params["k"] = known_at
     if not whole:
         sql += _FROM_STATE.format(k="" if known_at is None else " AND s.seq <= :k")
-    stmt = text(sql).bindparams(bindparam("ms", expanding=True))
+    stmt = text(sql).bindparams(*expanding)
+    rows: dict[str, dict[BucketKey, list[IndexRow]]] = {}
+    straddling: set[str] = set()
+    states = _STATES
     for code, cust, grain, dims, start, seq, first, kind, state, n in conn.execute(stmt, params):
+        c = str(cust)
         if known_at is not None and int(seq) > known_at:
-            straddles = True
+            straddling.add(c)
             continue
-        key = (str(code), str(cust), str(grain), str(dims), int(start))
-        parsed = _STATES.get(state)
+        key = (str(code), c, str(grain), str(dims), int(start))
+        parsed = states.get(state)
         if parsed is None:
-            if len(_STATES) >= _STATES_SIZE:
-                _STATES.clear()
-            parsed = _STATES[state] = from_json(state)
-        out.setdefault(key, []).append(IndexRow(int(seq), int(first), _KINDS[kind], parsed, int(n)))
-    return Read(out, straddles)
+            if len(states) >= _STATES_SIZE:
+                states.clear()
+            parsed = states[state] = from_json(state)
+        rows.setdefault(c, {}).setdefault(key, []).append(
+            IndexRow(int(seq), int(first), _KINDS[kind], parsed, int(n))
+        )
+    return {c: Read(rows.get(c, {}), c in straddling) for c in rows.keys() | straddling}
 
 
 # Parsed state texts (states are immutable values; texts repeat across buckets).
@@ -400,3 +444,17 @@ def checkpoint(conn: Connection, got: Read, kinds: Mapping[str, Aggregation], se
         out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
     append(conn, out)
     return len(out)
+
+
+def checkpoint_rows(
+    got: Read, kinds: Mapping[str, Aggregation], seq: int
+) -> dict[BucketKey, Delta]:
+    """The ``cpt`` rows `checkpoint` would append at ``seq`` for ``got`` (an invoice
+    run collects a chunk's and appends them with one statement)."""
+    out: dict[BucketKey, Delta] = {}
+    for key, rows in got.rows.items():
+        if len(rows) <= CHECKPOINT_AFTER or any(r.seq == seq and r.kind.is_state for r in rows):
+            continue
+        f = fold_rows(kinds[key[0]], rows)
+        out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
+    return out
