@@ -223,7 +223,7 @@ def test_a_chunk_that_fails_as_a_whole_is_issued_customer_by_customer(
     rolls the chunk back; every customer is then issued on its own."""
     _world(store)
 
-    def broken(self: Any, conn: Any) -> None:
+    def broken(self: Any) -> None:
         raise RuntimeError("tree head differs")
 
     from meterline.store import merkle

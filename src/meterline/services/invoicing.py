@@ -12,6 +12,7 @@ transaction. Recomputing the body at K later reproduces it byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import weakref
@@ -39,6 +40,7 @@ from meterline.billing.periods import Period, label_year, period_for_label
 from meterline.billing.usage import GroupUsage, Measurement, Row
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event
+from meterline.domain.merkle import perfect_ranges
 from meterline.domain.timestamps import format_us
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
@@ -335,13 +337,81 @@ def compute_body(
     )
 
 
-def finish_body(conn: Connection, body: dict[str, Any], k: int, fmt: int) -> dict[str, Any]:
+def finish_body(
+    conn: Connection,
+    body: dict[str, Any],
+    k: int,
+    fmt: int,
+    nodes: merkle.Nodes | None = None,
+) -> dict[str, Any]:
     """Mark a computed body with its format; from format 2 on, record the log's tree head
-    at the cutoff, so the document commits to every fact before it (DESIGN §2)."""
+    at the cutoff, so the document commits to every fact before it (DESIGN §2).
+    ``nodes``: a node reader shared by many bodies (its cache)."""
     with_format(body, fmt)
     if fmt >= 2:
-        body["tree_head"] = merkle.head(conn, k).to_json()
+        body["tree_head"] = merkle.head(conn, k, nodes).to_json()
     return body
+
+
+# Invoices recomputed together by `compute_bodies` (verify): one index read per
+# group of alike customers, one read of the tree nodes per level.
+RECOMPUTE_CHUNK = 500
+
+
+def compute_bodies(
+    conn: Connection, wanted: Sequence[tuple[str, str, int, int]]
+) -> list[dict[str, Any] | MeterlineError | None]:
+    """`compute_body` of many invoices, each (customer, period label, cutoff K, format)
+    at its own K, sharing reads: the index rows of alike customers are read once,
+    as known at the greatest K, and cut back to each K (`Read.as_of`); the tree
+    nodes of every cutoff's head are read once per level.
+
+    Each entry is the body, the MeterlineError `compute_body` raises, or None
+    where it raised anything else (the caller recomputes that one on its own, to
+    report exactly what `compute_body` says). A database error propagates."""
+    out: list[dict[str, Any] | MeterlineError | None] = [None] * len(wanted)
+    nodes = merkle.Nodes(conn)
+    ids = sorted({i for _, _, k, f in wanted if f >= 2 for i in perfect_ranges(0, k)})
+    if ids:
+        with contextlib.suppress(merkle.MissingNodes):
+            nodes(ids)  # cached; a missing node fails the one body that needs it
+    plans: dict[int, Plan] = {}
+    for i, (cid, label, k, _) in enumerate(wanted):
+        try:
+            plans[i] = plan_billing(conn, cid, label, k)
+        except MeterlineError as exc:
+            out[i] = exc
+        except (ValueError, TypeError, KeyError, ArithmeticError):
+            out[i] = None
+    groups: dict[measuring.IndexRequest, list[tuple[int, int, int]]] = {}
+    for i, plan in plans.items():
+        if wanted[i][3] < 2:
+            continue
+        for j, sp in enumerate(plan.subscriptions):
+            for size, req in measuring.index_requests(sp.meters, sp.span, sp.boundaries).items():
+                groups.setdefault(req, []).append((i, j, size))
+    reads: dict[int, list[dict[int, Read]]] = {
+        i: [{} for _ in p.subscriptions] for i, p in plans.items()
+    }
+    port = facts(conn)
+    for (codes, ranges), members in groups.items():
+        top = max(wanted[i][2] for i, _, _ in members)
+        customers = sorted({wanted[i][0] for i, _, _ in members})
+        got = port.index_many(customers, codes, ranges, top, whole=True)
+        for i, j, size in members:
+            reads[i][j][size] = got[wanted[i][0]].as_of(wanted[i][2])
+    for i, plan in plans.items():
+        cid, _, k, fmt = wanted[i]
+        try:
+            billing = measure_plan(conn, plan, k, fmt, prefetched=reads[i] if fmt >= 2 else None)
+            spent = documents.credits_spent(conn, cid, k)
+            body = assemble(billing.customer, billing.period, billing.subscriptions, k, spent)
+            out[i] = finish_body(conn, body, k, fmt, nodes)
+        except MeterlineError as exc:
+            out[i] = exc
+        except (ValueError, TypeError, KeyError, ArithmeticError, merkle.MissingNodes):
+            out[i] = None
+    return out
 
 
 def closes_at(b: Billing) -> int:
@@ -523,31 +593,32 @@ def _chunk(
     reads = _read_index(conn, plans, k0)
     watermark = current_watermark(conn, now_us)
     spent = documents.credits_spent_many(conn, list(plans), k0)
-    grower = merkle.Grower(conn, k0)
     checkpoints: dict[usage_index.BucketKey, usage_index.Delta] = {}
-    for cid, plan in plans.items():
-        k = appender.seq
-        try:
-            prefetched = reads[cid]
-            billing = measure_plan(conn, plan, k, prefetched=prefetched)
-            _refuse_open(billing, watermark, cid, label, force)
-            body = assemble(billing.customer, billing.period, billing.subscriptions, k, spent[cid])
-            with_format(body, FORMAT)
-            body["tree_head"] = grower.head().to_json()
-            digest = body_hash(body)
-        except MeterlineError as exc:
-            out[cid] = exc
-            continue
-        for sp, got in zip(plan.subscriptions, prefetched, strict=True):
-            kinds = {m.code: m.aggregation for m in sp.meters}
-            for read in got.values():
-                checkpoints.update(usage_index.checkpoint_rows(read, kinds, k))
-        doc, row = appender.add(body, digest, billing.period, now_us, force)
-        grower.append(merkle.DOCUMENTS, row)
-        out[cid] = doc
-    usage_index.append(conn, checkpoints)
-    appender.flush()
-    grower.check(conn)
+    with merkle.grow_in_memory(conn, k0) as grower:
+        for cid, plan in plans.items():
+            k = appender.seq
+            try:
+                prefetched = reads[cid]
+                billing = measure_plan(conn, plan, k, prefetched=prefetched)
+                _refuse_open(billing, watermark, cid, label, force)
+                body = assemble(
+                    billing.customer, billing.period, billing.subscriptions, k, spent[cid]
+                )
+                body = finish_body(conn, body, k, FORMAT)  # the tree head from `grower`
+                digest = body_hash(body)
+            except MeterlineError as exc:
+                out[cid] = exc
+                continue
+            for sp, got in zip(plan.subscriptions, prefetched, strict=True):
+                kinds = {m.code: m.aggregation for m in sp.meters}
+                for read in got.values():
+                    checkpoints.update(usage_index.checkpoint_rows(read, kinds, k))
+            doc, row = appender.add(body, digest, billing.period, now_us, force)
+            grower.append(merkle.DOCUMENTS, row)
+            out[cid] = doc
+        usage_index.append(conn, checkpoints)
+        appender.flush()
+        grower.check()
     seller = load_seller(conn, k0)
     for cid, outcome in out.items():
         if isinstance(outcome, Issued):

@@ -7,6 +7,7 @@ number back, so numbering has no gaps and no duplicates under concurrency.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -77,6 +78,23 @@ def list_documents(conn: Connection, customer: str | None = None) -> list[Issued
         )
     }
     return [_issued(r, statuses.get(str(r[1]), Status.ISSUED)) for r in rows]
+
+
+def read_all(conn: Connection) -> Iterator[tuple[int, str, str, Issued | Exception]]:
+    """Every document in seq order as (seq, number, document hash, the document or why
+    it cannot be read), with one statement for the documents and one for statuses
+    (verification reads them all; `get` per document costs two statements each)."""
+    statuses = {
+        str(n): str(st)
+        for n, st in conn.execute(text("SELECT number, status FROM document_status ORDER BY seq"))
+    }
+    for row in conn.execute(text(f"SELECT {_COLUMNS} FROM documents ORDER BY seq")):
+        try:
+            doc = _issued(row, Status(statuses.get(str(row[1]), Status.ISSUED)))
+        except Exception as exc:  # a row that cannot be read: named by the caller
+            yield int(row[0]), str(row[1]), str(row[6]), exc
+            continue
+        yield int(row[0]), doc.number, doc.document_hash, doc
 
 
 def invoice_for(conn: Connection, customer: str, label: str) -> str | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,6 +301,9 @@ def head(conn: Connection, k: int, nodes: Nodes | None = None) -> TreeHead:
 
     A writer holding the sequence lock may ask for the head of facts it has just
     appended (a re-rating mark, then its correction): the tree is grown to k first."""
+    grower: Grower | None = conn.info.get(GROWER)
+    if grower is not None and grower.size == k:
+        return grower.head()
     if conn.info.get(LOCKED) and size(conn) < k:
         pending = conn.info.pop(PENDING, None) or {}
         extend(conn, k, pending)
@@ -360,38 +364,77 @@ DOCUMENTS = next(k for k in FACT_KINDS if k.table is schema.documents)
 class Grower:
     """The tree grown in memory past its stored size, inside one write transaction
     holding the sequence lock: an invoice run's chunk records the tree head at each
-    document's cutoff without writing nodes per document. The leaves are computed
-    from the rows the caller is about to write; `check` then grows the stored tree
-    from the written rows and compares roots, so a leaf computed differently here
-    can never be recorded silently."""
+    document's cutoff without writing nodes per document. While registered on the
+    connection (`grow_in_memory`), `head` at its size answers from it. The leaves
+    are computed from the rows the caller is about to write; `check` then grows the
+    stored tree from the written rows and compares roots, so a leaf computed
+    differently here can never be recorded silently. Nothing is read until a head
+    is asked for."""
 
     def __init__(self, conn: Connection, k: int) -> None:
-        head(conn, k)  # the stored tree reaches k (extended if this transaction is behind)
-        ids = merkle.perfect_ranges(0, k)
-        self.frontier = Nodes(conn)(ids) if k else {}
+        self.conn = conn
+        self.start = k
         self.size = k
+        self.frontier: dict[merkle.NodeId, bytes] | None = None
+        self.waiting: list[bytes] = []
 
     def head(self) -> TreeHead:
+        if self.frontier is None:
+            conn, self.size = self.conn, self.start
+            conn.info.pop(GROWER, None)
+            try:
+                head(conn, self.start)  # the stored tree reaches the start (extended if behind)
+            finally:
+                conn.info[GROWER] = self
+            ids = merkle.perfect_ranges(0, self.start)
+            self.frontier = Nodes(conn)(ids) if self.start else {}
+            waiting, self.waiting = self.waiting, []
+            for leaf in waiting:
+                self._grow(leaf)
         frontier = self.frontier
         return TreeHead(self.size, merkle.root_at(self.size, lambda ids: frontier))
 
     def append(self, kind: FactKind, row: Sequence[Any]) -> None:
-        growth = merkle.append_leaves(
-            self.size, self.frontier, [merkle.leaf_hash(fact_hash(kind, row))]
-        )
+        leaf = merkle.leaf_hash(fact_hash(kind, row))
+        if self.frontier is None:
+            self.waiting.append(leaf)
+            self.size += 1
+        else:
+            self._grow(leaf)
+
+    def _grow(self, leaf: bytes) -> None:
+        assert self.frontier is not None
+        growth = merkle.append_leaves(self.size, self.frontier, [leaf])
         table = dict(self.frontier)
         table.update({(lv, ix): h for lv, ix, h in growth.nodes})
         self.size += 1
         self.frontier = {i: table[i] for i in merkle.perfect_ranges(0, self.size)}
 
-    def check(self, conn: Connection) -> None:
-        """Grow the stored tree to this size from the fact rows; its root must be ours."""
+    def check(self) -> None:
+        """Grow the stored tree to this size from the fact rows; its root must be ours
+        (only if a head was given out: otherwise nothing was recorded from it)."""
+        if self.frontier is None:
+            return
+        conn = self.conn
         extend(conn, self.size, conn.info.pop(PENDING, None) or {})
-        stored = head(conn, self.size)
-        if stored.root != self.head().root:
+        if head(conn, self.size, Nodes(conn)).root != self.head().root:
             raise RuntimeError(
                 f"tree head at {self.size} computed in memory differs from the stored tree's"
             )
+
+
+GROWER = "meterline_merkle_grower"
+
+
+@contextmanager
+def grow_in_memory(conn: Connection, k: int) -> Iterator[Grower]:
+    """Register a `Grower` from size k on the connection for the block."""
+    grower = Grower(conn, k)
+    conn.info[GROWER] = grower
+    try:
+        yield grower
+    finally:
+        conn.info.pop(GROWER, None)
 
 
 def seal(conn: Connection) -> None:

@@ -234,6 +234,20 @@ class Read:
     def folded(self, kinds: Mapping[str, Aggregation]) -> dict[BucketKey, Folded]:
         return {k: fold_rows(kinds[k[0]], rows) for k, rows in self.rows.items()}
 
+    def as_of(self, k: int) -> Read:
+        """The read as known at an earlier K, from a ``whole`` read (every row since
+        the first): rows with seq <= K; a row learnt in a batch that K cuts straddles.
+        Folds the same as reading at K (a bucket folds from its last state row)."""
+        rows: dict[BucketKey, list[IndexRow]] = {}
+        straddles = self.straddles
+        for key, rs in self.rows.items():
+            kept = [r for r in rs if r.seq <= k]
+            if len(kept) < len(rs) and any(r.first_seq <= k < r.seq for r in rs):
+                straddles = True
+            if kept:
+                rows[key] = kept
+        return Read(rows, straddles)
+
 
 _FROM_STATE = (
     " AND u.seq >= COALESCE((SELECT MAX(s.seq) FROM usage_index s "
@@ -276,6 +290,8 @@ def read_many(
     meter_codes: Sequence[str],
     ranges: Sequence[tuple[Grain, int, int]],
     known_at: int,
+    *,
+    whole: bool = False,
 ) -> dict[str, Read]:
     """`read` for many customers with the same buckets, in one statement (an
     invoice run reads a chunk of customers at once instead of one by one).
@@ -283,7 +299,7 @@ def read_many(
     out = {c: Read({}, False) for c in customers}
     if not customers or not meter_codes or not ranges:
         return out
-    out.update(_read(conn, sorted(set(customers)), meter_codes, ranges, known_at, False))
+    out.update(_read(conn, sorted(set(customers)), meter_codes, ranges, known_at, whole))
     return out
 
 
