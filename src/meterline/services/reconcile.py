@@ -428,9 +428,9 @@ def _chunks(meter: Meter, s: Series) -> list[tuple[int | None, int | None]]:
 
 def _stored_windows(
     conn: Connection, meter: Meter, customer: str, lo: int | None, hi: int | None
-) -> dict[WindowKey, tuple[str, int]]:
+) -> dict[WindowKey, tuple[Any, int]]:
     """The usage index folded to the present, at window grain and at day grain
-    (day keys carry the grain in their dimensions slot: see `_day_keys`)."""
+    (day keys carry the grain in their dimensions slot: see `_day_keys`): state, events."""
     ranges = (
         [(Grain.WINDOW, lo, hi)]
         if lo is not None and hi is not None
@@ -439,10 +439,10 @@ def _stored_windows(
     if has_day_rollup(meter.window_us):
         ranges.append((Grain.DAY, ranges[0][1], ranges[0][2]))
     got = usage_index.read(conn, customer, [meter.code], ranges, None, whole=True)
-    out: dict[WindowKey, tuple[str, int]] = {}
+    out: dict[WindowKey, tuple[Any, int]] = {}
     for (code, cust, grain, dims, start), f in got.folded({meter.code: meter.aggregation}).items():
         key_dims = dims if grain == Grain.WINDOW else f"day:{dims}"
-        out[(code, cust, key_dims, start)] = (to_json(f.state), f.events)
+        out[(code, cust, key_dims, start)] = (f.state, f.events)
     return out
 
 
@@ -480,23 +480,31 @@ def _key_text(key: WindowKey) -> str:
 
 def _compare_windows(
     fresh: dict[WindowKey, WindowRow],
-    stored: dict[WindowKey, tuple[str, int]],
+    stored: dict[WindowKey, tuple[Any, int]],
     empty_state: str,
     problems: list[str],
 ) -> int:
+    """Compare as canonical JSON; states equal as values have equal JSON (decimals
+    print canonically), so only unequal ones are serialised (most of the cost)."""
     for key, row in fresh.items():
         got = stored.get(key)
-        want = (to_json(row.state), row.event_count)
         if got is None:
-            problems.append(f"{_key_text(key)}: missing (recomputed {want[1]} events {want[0]})")
-        elif got != want:
             problems.append(
-                f"{_key_text(key)}: stored {got[1]} events {got[0]}, "
-                f"recomputed {want[1]} events {want[0]}"
+                f"{_key_text(key)}: missing (recomputed {row.event_count} events "
+                f"{to_json(row.state)})"
+            )
+        elif got[1] != row.event_count or (
+            got[0] != row.state and to_json(got[0]) != to_json(row.state)
+        ):
+            problems.append(
+                f"{_key_text(key)}: stored {got[1]} events {to_json(got[0])}, "
+                f"recomputed {row.event_count} events {to_json(row.state)}"
             )
     for key, (state, count) in stored.items():
-        if key not in fresh and (count != 0 or state != empty_state):
-            problems.append(f"{_key_text(key)}: stored {count} events {state}, but none found")
+        if key not in fresh and (count != 0 or to_json(state) != empty_state):
+            problems.append(
+                f"{_key_text(key)}: stored {count} events {to_json(state)}, but none found"
+            )
     return len(fresh)
 
 
