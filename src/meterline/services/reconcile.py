@@ -810,8 +810,24 @@ def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documen
     ).all()
     previous = GENESIS
     counters: dict[str, int] = {}
+    from meterline.services.invoicing import RECOMPUTE_CHUNK
+    from meterline.services.verification import recompute_many
+
+    # Every document read with one statement; those in scope recomputed in batches
+    # (`recompute_many`: shared reads; what it cannot do is recomputed one by one).
+    read = {number: got for _, number, _, got in documents.read_all(conn)}
+    ready: dict[str, Any] = {}
     for i, (seq, number, kind, customer, currency, total, corrects, cutoff) in enumerate(rows):
         tick("documents", i, len(rows))
+        if i % RECOMPUTE_CHUNK == 0:
+            ready = recompute_many(
+                conn,
+                [
+                    d
+                    for r in rows[i : i + RECOMPUTE_CHUNK]
+                    if int(r[0]) > since and isinstance(d := read.get(str(r[1])), Issued)
+                ],
+            )
         try:
             with conn.begin_nested():
                 previous = _check_document(
@@ -828,6 +844,8 @@ def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documen
                     previous,
                     counters,
                     int(seq) > since,
+                    read.get(str(number)),
+                    ready.get(str(number)),
                 )
         except Exception as exc:  # an unreadable row: name it, keep the chain going
             out.reproduce.append(
@@ -861,12 +879,17 @@ def _check_document(
     previous: str,
     counters: dict[str, int],
     in_scope: bool,
+    preread: Issued | Exception | None = None,
+    recomputed: Any = None,
 ) -> str:
     """Checks 3, 4 and 6 for one document; returns its hash (the next one's previous).
-    Recomputation and arithmetic only for documents in scope."""
+    Recomputation and arithmetic only for documents in scope. ``preread``: the document
+    as `documents.read_all` read it; ``recomputed``: its body from `recompute_many`."""
     from meterline.services.verification import recompute as recompute_body
 
-    doc = documents.get(conn, number)
+    if isinstance(preread, Exception):
+        raise preread
+    doc = preread if preread is not None else documents.get(conn, number)
     body = doc.body
     out.heads.append((number, body.get("cutoff_seq"), body.get("tree_head")))
     if in_scope:
@@ -876,7 +899,11 @@ def _check_document(
             out.reproduce.append(f"{number}: stored body does not match its content hash")
         else:
             try:
-                again = body_hash(recompute_body(conn, doc))
+                if isinstance(recomputed, MeterlineError):
+                    raise recomputed
+                again = body_hash(
+                    recomputed if isinstance(recomputed, dict) else recompute_body(conn, doc)
+                )
                 if again != doc.content_hash:
                     out.reproduce.append(
                         f"{number}: recomputed at cutoff seq {body.get('cutoff_seq')} the content "
