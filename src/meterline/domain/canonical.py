@@ -18,6 +18,22 @@ _json = msgspec.json.Encoder(order="sorted")
 
 
 def _to_plain(value: Any) -> Any:
+    # Exact built-in types first (a document body is mostly dicts, lists and
+    # strings; this path is hashed per issued and verified document). Anything
+    # else, subclasses included, takes the general path below: same output.
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is dict:
+        return {k if type(k) is str else str(k): _to_plain(v) for k, v in value.items()}
+    if t is list:
+        return [_to_plain(v) for v in value]
+    if t is Decimal:
+        return msgspec.Raw(fmt(value).encode())
+    return _general(value)
+
+
+def _general(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):

@@ -12,10 +12,12 @@ transaction. Recomputing the body at K later reproduces it byte for byte.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -24,7 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from meterline.billing.credits import consume
-from meterline.billing.customers import Customer
+from meterline.billing.customers import Customer, Subscription
 from meterline.billing.document import (
     FORMAT,
     Issued,
@@ -34,22 +36,26 @@ from meterline.billing.document import (
     draft_dict,
     with_format,
 )
+from meterline.billing.finance import finance_details
 from meterline.billing.invoice import SubscriptionUsage, assemble
 from meterline.billing.periods import Period, label_year, period_for_label
 from meterline.billing.usage import GroupUsage, Measurement, Row
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event
+from meterline.domain.merkle import perfect_ranges
 from meterline.domain.timestamps import format_us
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
-from meterline.pricing.pricebook import PriceBook, split_segments
+from meterline.pricing.pricebook import PriceBook, Segment, split_segments
 from meterline.services import measuring
-from meterline.store import credit_facts, documents, merkle, sequence
-from meterline.store.customer_catalog import load_customer, load_customers
+from meterline.store import credit_facts, documents, merkle, sequence, usage_index
+from meterline.store.customer_catalog import load_customer, load_customers, load_customers_by_id
 from meterline.store.database import Store, is_transient
 from meterline.store.facts import facts
 from meterline.store.meter_catalog import load_meters
 from meterline.store.price_catalog import load_price_book
+from meterline.store.seller_catalog import load_seller
+from meterline.store.usage_index import Read
 from meterline.store.window_index import current_watermark
 
 
@@ -192,6 +198,114 @@ class Billing:
     meters: dict[str, Meter]
 
 
+@dataclass(frozen=True)
+class SubscriptionPlan:
+    """One subscription's span, price segments and meters: what to measure."""
+
+    subscription: Subscription
+    book: PriceBook
+    span: tuple[int, int]
+    segments: tuple[Segment, ...]
+    meters: list[Meter]
+
+    @property
+    def boundaries(self) -> list[int]:
+        return [s.start for s in self.segments]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything an invoice is computed from as known at K, but the usage."""
+
+    customer: Customer
+    period: Period
+    subscriptions: list[SubscriptionPlan]
+    meters: dict[str, Meter]
+
+
+@dataclass
+class Catalog:
+    """Meters and price books as known at K, read once for many customers (an
+    invoice run's chunk: no catalog fact can appear while it holds the lock)."""
+
+    meters: dict[str, Meter]
+    books: dict[str, PriceBook] = field(default_factory=dict)
+
+
+def plan_billing(
+    conn: Connection,
+    customer_id: str,
+    label: str,
+    known_at: int,
+    customer: Customer | None = None,
+    catalog: Catalog | None = None,
+) -> Plan:
+    """The customer, period, subscriptions and their segments as known at K."""
+    if customer is None:
+        customer = load_customer(conn, customer_id, known_at)
+    period = period_for_label(label, customer.cycles())
+    subs = customer.subscriptions_in(period.start, period.end)
+    if not subs:
+        raise MeterlineError(
+            ErrorCode.NO_SUBSCRIPTION, f"customer {customer_id} has no subscription in {label}"
+        )
+    meters = catalog.meters if catalog else {m.code: m for m in _meters_at(conn, known_at)}
+    out = []
+    for sub, (lo, hi) in subs:
+        book = catalog.books.get(sub.price_book) if catalog else None
+        if book is None:
+            book = _book_at(conn, sub.price_book, known_at)
+            if catalog is not None:
+                catalog.books[sub.price_book] = book
+        trial_end = sub.trial_end(customer.timezone)  # a boundary: the trial is billed apart
+        segments = split_segments(book.segments(lo, hi, known_at), trial_end)
+        used = sorted(
+            {c.meter for s in segments for c in s.version.charges if not isinstance(c, Flat)}
+        )
+        missing = [code for code in used if code not in meters]
+        if missing:
+            raise MeterlineError(
+                ErrorCode.UNKNOWN_METER, f"price book {book.code} uses unknown meter(s) {missing}"
+            )
+        out.append(
+            SubscriptionPlan(sub, book, (lo, hi), tuple(segments), [meters[c] for c in used])
+        )
+    return Plan(customer, period, out, meters)
+
+
+def measure_plan(
+    conn: Connection,
+    plan: Plan,
+    known_at: int,
+    fmt: int = FORMAT,
+    raw: bool = False,
+    checkpoint: bool = False,
+    prefetched: Sequence[Mapping[int, Read]] | None = None,
+) -> Billing:
+    """The plan's usage as known at K (``prefetched``: index reads per subscription
+    and window size, see `measuring.index_requests`)."""
+    out = []
+    for i, sp in enumerate(plan.subscriptions):
+        if fmt >= 2:
+            usage = measuring.measure(
+                conn,
+                plan.customer.id,
+                sp.meters,
+                sp.span,
+                sp.boundaries,
+                known_at,
+                raw=raw,
+                checkpoint=checkpoint,
+                prefetched=None if prefetched is None else prefetched[i],
+            )
+        else:
+            usage = measure_legacy(
+                conn, plan.customer.id, sp.meters, sp.span, sp.boundaries, known_at
+            )
+        out.append(SubscriptionUsage(sp.subscription, sp.book, sp.span, sp.segments, usage))
+    return Billing(plan.customer, plan.period, out, plan.meters)
+
+
 def gather(
     conn: Connection,
     customer_id: str,
@@ -204,44 +318,8 @@ def gather(
     """What the invoice is computed from, as known at K. ``raw`` measures format-2
     usage from raw events instead of the index (the reference the index is tested
     against; same result)."""
-    customer = load_customer(conn, customer_id, known_at)
-    period = period_for_label(label, customer.cycles())
-    subs = customer.subscriptions_in(period.start, period.end)
-    if not subs:
-        raise MeterlineError(
-            ErrorCode.NO_SUBSCRIPTION, f"customer {customer_id} has no subscription in {label}"
-        )
-    meters = {m.code: m for m in _meters_at(conn, known_at)}
-    out = []
-    for sub, (lo, hi) in subs:
-        book = _book_at(conn, sub.price_book, known_at)
-        trial_end = sub.trial_end(customer.timezone)  # a boundary: the trial is billed apart
-        segments = split_segments(book.segments(lo, hi, known_at), trial_end)
-        used = sorted(
-            {c.meter for s in segments for c in s.version.charges if not isinstance(c, Flat)}
-        )
-        missing = [code for code in used if code not in meters]
-        if missing:
-            raise MeterlineError(
-                ErrorCode.UNKNOWN_METER, f"price book {book.code} uses unknown meter(s) {missing}"
-            )
-        sub_meters = [meters[code] for code in used]
-        boundaries = [s.start for s in segments]
-        if fmt >= 2:
-            usage = measuring.measure(
-                conn,
-                customer.id,
-                sub_meters,
-                (lo, hi),
-                boundaries,
-                known_at,
-                raw=raw,
-                checkpoint=checkpoint,
-            )
-        else:
-            usage = measure_legacy(conn, customer.id, sub_meters, (lo, hi), boundaries, known_at)
-        out.append(SubscriptionUsage(sub, book, (lo, hi), tuple(segments), usage))
-    return Billing(customer, period, out, meters)
+    plan = plan_billing(conn, customer_id, label, known_at)
+    return measure_plan(conn, plan, known_at, fmt, raw, checkpoint)
 
 
 def compute_body(
@@ -261,13 +339,81 @@ def compute_body(
     )
 
 
-def finish_body(conn: Connection, body: dict[str, Any], k: int, fmt: int) -> dict[str, Any]:
+def finish_body(
+    conn: Connection,
+    body: dict[str, Any],
+    k: int,
+    fmt: int,
+    nodes: merkle.Nodes | None = None,
+) -> dict[str, Any]:
     """Mark a computed body with its format; from format 2 on, record the log's tree head
-    at the cutoff, so the document commits to every fact before it (DESIGN §2)."""
+    at the cutoff, so the document commits to every fact before it (DESIGN §2).
+    ``nodes``: a node reader shared by many bodies (its cache)."""
     with_format(body, fmt)
     if fmt >= 2:
-        body["tree_head"] = merkle.head(conn, k).to_json()
+        body["tree_head"] = merkle.head(conn, k, nodes).to_json()
     return body
+
+
+# Invoices recomputed together by `compute_bodies` (verify): one index read per
+# group of alike customers, one read of the tree nodes per level.
+RECOMPUTE_CHUNK = 500
+
+
+def compute_bodies(
+    conn: Connection, wanted: Sequence[tuple[str, str, int, int]]
+) -> list[dict[str, Any] | MeterlineError | None]:
+    """`compute_body` of many invoices, each (customer, period label, cutoff K, format)
+    at its own K, sharing reads: the index rows of alike customers are read once,
+    as known at the greatest K, and cut back to each K (`Read.as_of`); the tree
+    nodes of every cutoff's head are read once per level.
+
+    Each entry is the body, the MeterlineError `compute_body` raises, or None
+    where it raised anything else (the caller recomputes that one on its own, to
+    report exactly what `compute_body` says). A database error propagates."""
+    out: list[dict[str, Any] | MeterlineError | None] = [None] * len(wanted)
+    nodes = merkle.Nodes(conn)
+    ids = sorted({i for _, _, k, f in wanted if f >= 2 for i in perfect_ranges(0, k)})
+    if ids:
+        with contextlib.suppress(merkle.MissingNodes):
+            nodes(ids)  # cached; a missing node fails the one body that needs it
+    plans: dict[int, Plan] = {}
+    for i, (cid, label, k, _) in enumerate(wanted):
+        try:
+            plans[i] = plan_billing(conn, cid, label, k)
+        except MeterlineError as exc:
+            out[i] = exc
+        except (ValueError, TypeError, KeyError, ArithmeticError):
+            out[i] = None
+    groups: dict[measuring.IndexRequest, list[tuple[int, int, int]]] = {}
+    for i, plan in plans.items():
+        if wanted[i][3] < 2:
+            continue
+        for j, sp in enumerate(plan.subscriptions):
+            for size, req in measuring.index_requests(sp.meters, sp.span, sp.boundaries).items():
+                groups.setdefault(req, []).append((i, j, size))
+    reads: dict[int, list[dict[int, Read]]] = {
+        i: [{} for _ in p.subscriptions] for i, p in plans.items()
+    }
+    port = facts(conn)
+    for (codes, ranges), members in groups.items():
+        top = max(wanted[i][2] for i, _, _ in members)
+        customers = sorted({wanted[i][0] for i, _, _ in members})
+        got = port.index_many(customers, codes, ranges, top, whole=True)
+        for i, j, size in members:
+            reads[i][j][size] = got[wanted[i][0]].as_of(wanted[i][2])
+    for i, plan in plans.items():
+        cid, _, k, fmt = wanted[i]
+        try:
+            billing = measure_plan(conn, plan, k, fmt, prefetched=reads[i] if fmt >= 2 else None)
+            grants = credit_facts.states(conn, billing.customer, k)
+            body = assemble(billing.customer, billing.period, billing.subscriptions, k, grants)
+            out[i] = finish_body(conn, body, k, fmt, nodes)
+        except MeterlineError as exc:
+            out[i] = exc
+        except (ValueError, TypeError, KeyError, ArithmeticError, merkle.MissingNodes):
+            out[i] = None
+    return out
 
 
 def closes_at(b: Billing) -> int:
@@ -325,37 +471,229 @@ def customers_for(store: Store, label: str) -> list[str]:
 def issue(
     store: Store, label: str, now_us: int, customer: str | None = None, force: bool = False
 ) -> IssueResult:
+    """Issue the period's invoices (one customer's, or every billable customer's).
+
+    A run over all customers works in chunks of `CHUNK` customers, one transaction
+    each (`_issue_chunk`); a chunk that cannot be issued as a whole is issued again
+    customer by customer, so one customer's failure never stops the run."""
     result = IssueResult()
-    targets = [customer] if customer else customers_for(store, label)
-    for cid in targets:
-        try:
-            issued = _issue_one(store, cid, label, now_us, force)
-        except MeterlineError as exc:
-            if customer is not None or exc.code == ErrorCode.STORE_UNAVAILABLE:
-                raise
-            if exc.code == ErrorCode.PERIOD_NOT_CLOSED:
-                result.refused.append((cid, exc.message))
-            else:
-                result.failed.append((cid, str(exc.code), exc.message))
-            continue
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            message = f"{cid} cannot be invoiced for {label}: {type(exc).__name__}: {exc}"[:500]
-            if customer is not None:
-                raise MeterlineError(ErrorCode.INVOICE_FAILED, message) from exc
-            result.failed.append((cid, str(ErrorCode.INVOICE_FAILED), message))
-            continue
-        if isinstance(issued, str):
-            result.already.append((cid, issued))
-        else:
-            result.issued.append(issued)
+    if customer is not None:
+        _issue_serial(store, customer, label, now_us, force, result, single=True)
+    else:
+        targets = customers_for(store, label)
+        for i in range(0, len(targets), CHUNK):
+            _issue_chunk(store, targets[i : i + CHUNK], label, now_us, force, result)
     if result.issued:
         from meterline.services.finance import with_finance
 
         with store.read() as conn:
-            result.issued = [with_finance(conn, d) for d in result.issued]
+            result.issued = [
+                d if d.finance is not None else with_finance(conn, d) for d in result.issued
+            ]
     return result
+
+
+def _failure(
+    result: IssueResult, cid: str, label: str, exc: Exception, single: bool = False
+) -> None:
+    """Record why one customer was not invoiced, or raise what must stop the run."""
+    if isinstance(exc, MeterlineError):
+        if single or exc.code == ErrorCode.STORE_UNAVAILABLE:
+            raise exc
+        if exc.code == ErrorCode.PERIOD_NOT_CLOSED:
+            result.refused.append((cid, exc.message))
+        else:
+            result.failed.append((cid, str(exc.code), exc.message))
+        return
+    if is_transient(exc):
+        raise exc
+    message = f"{cid} cannot be invoiced for {label}: {type(exc).__name__}: {exc}"[:500]
+    if single:
+        raise MeterlineError(ErrorCode.INVOICE_FAILED, message) from exc
+    result.failed.append((cid, str(ErrorCode.INVOICE_FAILED), message))
+
+
+def _issue_serial(
+    store: Store,
+    cid: str,
+    label: str,
+    now_us: int,
+    force: bool,
+    result: IssueResult,
+    single: bool = False,
+) -> None:
+    try:
+        issued = _issue_one(store, cid, label, now_us, force)
+    except Exception as exc:
+        _failure(result, cid, label, exc, single)
+        return
+    if isinstance(issued, str):
+        result.already.append((cid, issued))
+    else:
+        result.issued.append(issued)
+
+
+# Customers per transaction of a run over all customers: big enough that the
+# per-statement costs (index read, document rows, journal, tree) are shared,
+# small enough that a chunk re-issued customer by customer costs little.
+CHUNK = 200
+
+
+class _Deferred:
+    """A chunk's customer issued on its own after the chunk."""
+
+
+DEFERRED = _Deferred()
+
+
+def _progressive(customer: Customer) -> bool:
+    return any(s.threshold is not None for s in customer.subscriptions)
+
+
+class _ChunkFailed(Exception):
+    """A chunk that must be issued again customer by customer."""
+
+
+def _issue_chunk(
+    store: Store, chunk: list[str], label: str, now_us: int, force: bool, result: IssueResult
+) -> None:
+    """Issue a chunk of customers in one transaction, with the same documents as
+    issuing them one by one in this order (`_issue_one`): each invoice's cutoff is
+    the last seq before it, its usage as known there, its tree head at that size.
+    The facts learnt in the chunk are its own documents (other customers'), so the
+    store as known at the chunk's first seq and at each cutoff is the same for
+    every invoice of the chunk (the argument of services/invoice_run.py): catalog,
+    index and credits are read once for the chunk."""
+    try:
+        with store.write() as conn:
+            outcomes = _chunk(conn, chunk, label, now_us, force)
+    except Exception as exc:
+        if isinstance(exc, MeterlineError) and exc.code == ErrorCode.STORE_UNAVAILABLE:
+            raise
+        if is_transient(exc):
+            raise
+        for cid in chunk:  # each customer on its own: its own error, the run goes on
+            _issue_serial(store, cid, label, now_us, force, result)
+        return
+    for cid in chunk:
+        got = outcomes[cid]
+        if isinstance(got, _Deferred):
+            _issue_serial(store, cid, label, now_us, force, result)
+        elif isinstance(got, Issued):
+            result.issued.append(got)
+        elif isinstance(got, str):
+            result.already.append((cid, got))
+        else:
+            _failure(result, cid, label, got)
+
+
+def _chunk(
+    conn: Connection, chunk: list[str], label: str, now_us: int, force: bool
+) -> dict[str, Issued | str | Exception | _Deferred]:
+    out: dict[str, Issued | str | Exception | _Deferred] = {}
+    appender = documents.Appender(conn, Kind.INVOICE)
+    k0 = appender.seq
+    out.update(documents.invoices_for(conn, chunk, label))
+    todo = [c for c in chunk if c not in out]
+    catalog = Catalog({m.code: m for m in _meters_at(conn, k0)})
+    customers = load_customers_by_id(conn, todo, k0)
+    plans: dict[str, Plan] = {}
+    for cid in todo:
+        try:
+            found = customers[cid]
+            if isinstance(found, Exception):
+                raise found
+            plans[cid] = plan_billing(conn, cid, label, k0, found, catalog)
+        except MeterlineError as exc:
+            out[cid] = exc
+    reads = _read_index(conn, plans, k0)
+    watermark = current_watermark(conn, now_us)
+    spent = documents.credits_spent_many(conn, list(plans), k0)
+    granted = set(credit_facts.customers_with_grants(conn))
+    checkpoints: dict[usage_index.BucketKey, usage_index.Delta] = {}
+    with merkle.grow_in_memory(conn, k0) as grower:
+        for cid, plan in plans.items():
+            found = customers[cid]
+            if cid in granted or (isinstance(found, Customer) and _progressive(found)):
+                # Their issue writes more than a document (credit breakage facts) or
+                # reads their own earlier documents (interims): issued on their own
+                # after the chunk (`_issue_chunk`).
+                out[cid] = DEFERRED
+                continue
+            k = appender.seq
+            try:
+                prefetched = reads[cid]
+                billing = measure_plan(conn, plan, k, prefetched=prefetched)
+                _refuse_open(billing, watermark, cid, label, force)
+                grants = credit_facts.states_from([], billing.customer, spent[cid])
+                body = assemble(billing.customer, billing.period, billing.subscriptions, k, grants)
+                body = finish_body(conn, body, k, FORMAT)  # the tree head from `grower`
+                digest = body_hash(body)
+            except MeterlineError as exc:
+                out[cid] = exc
+                continue
+            for sp, got in zip(plan.subscriptions, prefetched, strict=True):
+                kinds = {m.code: m.aggregation for m in sp.meters}
+                for read in got.values():
+                    checkpoints.update(usage_index.checkpoint_rows(read, kinds, k))
+            doc, row = appender.add(body, digest, billing.period, now_us, force)
+            grower.append(merkle.DOCUMENTS, row)
+            out[cid] = doc
+        usage_index.append(conn, checkpoints)
+        appender.flush()
+        grower.check()
+    seller = load_seller(conn, k0)
+    for cid, outcome in out.items():
+        if isinstance(outcome, Issued):
+            known = customers.get(cid)
+            out[cid] = dataclasses.replace(
+                outcome,
+                finance=finance_details(
+                    outcome.body,
+                    outcome.issued_at,
+                    seller,
+                    known if isinstance(known, Customer) else None,
+                ),
+            )
+    return out
+
+
+def _read_index(
+    conn: Connection, plans: Mapping[str, Plan], k: int
+) -> dict[str, list[dict[int, Read]]]:
+    """The index reads of every plan's measurement, one statement per distinct request
+    (customers billed alike share one: same meters, same buckets)."""
+    reads: dict[str, list[dict[int, Read]]] = {
+        cid: [{} for _ in p.subscriptions] for cid, p in plans.items()
+    }
+    wanted: dict[measuring.IndexRequest, list[tuple[str, int, int]]] = {}
+    for cid, p in plans.items():
+        for i, sp in enumerate(p.subscriptions):
+            for size, req in measuring.index_requests(sp.meters, sp.span, sp.boundaries).items():
+                wanted.setdefault(req, []).append((cid, i, size))
+    port = facts(conn)
+    for (codes, ranges), members in wanted.items():
+        got = port.index_many(sorted({cid for cid, _, _ in members}), codes, ranges, k)
+        for cid, i, size in members:
+            reads[cid][i][size] = got[cid]
+    return reads
+
+
+def _refuse_open(
+    billing: Billing, watermark: int | None, customer_id: str, label: str, force: bool
+) -> None:
+    """PERIOD_NOT_CLOSED unless the watermark has passed the period's close."""
+    closing = closes_at(billing)
+    if not force and (watermark is None or watermark < closing):
+        seen = "no events yet" if watermark is None else format_us(watermark)
+        raise MeterlineError(
+            ErrorCode.PERIOD_NOT_CLOSED,
+            f"{label} for {customer_id} is not closed: the watermark is {seen}; the period "
+            f"closes when it reaches {format_us(closing)} (the end of its last window plus "
+            "the allowed lateness)",
+            watermark=None if watermark is None else format_us(watermark),
+            closes_at=format_us(closing),
+        )
 
 
 def _issue_one(
@@ -393,18 +731,7 @@ def invoice_body(
     Shared with the split invoice run (services/invoice_run.py). `checkpoint` only in a
     write transaction holding the knowledge lock at k (usage index checkpoints)."""
     billing = gather(conn, customer_id, label, k, checkpoint=checkpoint)
-    closing = closes_at(billing)
-    watermark = current_watermark(conn, now_us)
-    if not force and (watermark is None or watermark < closing):
-        seen = "no events yet" if watermark is None else format_us(watermark)
-        raise MeterlineError(
-            ErrorCode.PERIOD_NOT_CLOSED,
-            f"{label} for {customer_id} is not closed: the watermark is {seen}; the period "
-            f"closes when it reaches {format_us(closing)} (the end of its last window plus "
-            "the allowed lateness)",
-            watermark=None if watermark is None else format_us(watermark),
-            closes_at=format_us(closing),
-        )
+    _refuse_open(billing, current_watermark(conn, now_us), customer_id, label, force)
     grants = credit_facts.states(conn, billing.customer, k)
     body = finish_body(
         conn,

@@ -14,7 +14,7 @@ index is tested against); it gives the same groups, states and counts.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from meterline.billing.document import FORMAT
 from meterline.billing.usage import GroupUsage, Measurement
 from meterline.metering import Meter, State, empty, merge
-from meterline.metering.bitemporal import Piece, plan
+from meterline.metering.bitemporal import Grain, Piece, plan
 from meterline.store import usage_index
 from meterline.store.facts import facts
 
@@ -82,18 +82,21 @@ def _add_index(
     pieces: Sequence[Piece],
     known_at: int,
     checkpoint: bool,
+    prefetched: usage_index.Read | None = None,
 ) -> bool:
     """Fold the index pieces into ``groups``; False if a row straddles K."""
     indexed = [p for p in pieces if p.grain is not None]
     if not indexed:
         return True
-    got = usage_index.read(
-        conn,
-        customer,
-        [m.code for m in meters],
-        [(p.grain, p.lo, p.hi) for p in indexed if p.grain is not None],
-        known_at,
-    )
+    got = prefetched
+    if got is None:
+        got = usage_index.read(
+            conn,
+            customer,
+            [m.code for m in meters],
+            [(p.grain, p.lo, p.hi) for p in indexed if p.grain is not None],
+            known_at,
+        )
     if got.straddles:
         return False
     kinds = {m.code: m.aggregation for m in meters}
@@ -118,6 +121,30 @@ def _add_index(
     return True
 
 
+IndexRequest = tuple[tuple[str, ...], tuple[tuple[Grain, int, int], ...]]
+"""What `measure` reads of the index for one window size: meter codes, bucket ranges."""
+
+
+def index_requests(
+    meters: Sequence[Meter], span: tuple[int, int], boundaries: Sequence[int]
+) -> dict[int, IndexRequest]:
+    """The index reads `measure` makes, per window size (none where no piece is indexed).
+
+    An invoice run groups its customers by request and reads each group with one
+    statement (``usage_index.read_many``), then hands the reads to `measure`."""
+    by_size: dict[int, list[Meter]] = {}
+    for m in meters:
+        by_size.setdefault(m.window_us, []).append(m)
+    out: dict[int, IndexRequest] = {}
+    for size, ms in by_size.items():
+        ranges = tuple(
+            (p.grain, p.lo, p.hi) for p in plan(span, boundaries, size) if p.grain is not None
+        )
+        if ranges:
+            out[size] = (tuple(m.code for m in ms), ranges)
+    return out
+
+
 def measure(
     conn: Connection,
     customer: str,
@@ -128,20 +155,23 @@ def measure(
     *,
     raw: bool = False,
     checkpoint: bool = False,
+    prefetched: Mapping[int, usage_index.Read] | None = None,
 ) -> dict[tuple[str, str], GroupUsage]:
     """Usage of ``meters`` for the customer over ``span`` as known at K, per segment.
 
     ``checkpoint``: K is the current seq of a write transaction holding the
     knowledge lock (issuing, re-rating); buckets folded from many rows get a
-    checkpoint row so the next read is short."""
+    checkpoint row so the next read is short. ``prefetched``: the index reads
+    of `index_requests`, per window size, already made (as known at K)."""
     groups: dict[tuple[str, str], _Group] = {}
     by_size: dict[int, list[Meter]] = {}
     for m in meters:
         by_size.setdefault(m.window_us, []).append(m)
     for size, ms in sorted(by_size.items()):
         pieces = [] if raw else plan(span, boundaries, size)
+        got = None if prefetched is None else prefetched.get(size)
         if raw or not _add_index(
-            groups, conn, customer, ms, boundaries, pieces, known_at, checkpoint
+            groups, conn, customer, ms, boundaries, pieces, known_at, checkpoint, got
         ):
             for code in [m.code for m in ms]:
                 for key in [k for k in groups if k[0] == code]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
-
 from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash, format_of
 from meterline.domain.errors import MeterlineError
 from meterline.store import documents
@@ -54,28 +52,71 @@ def recompute(conn: Any, doc: Issued) -> dict[str, Any]:
         )
     else:
         again = corrections.recompute_note(conn, doc)
-    if "tree_head" not in body:  # issued before the Merkle log: no tree head to record
+    return _as_issued(again, doc)
+
+
+def _as_issued(again: dict[str, Any], doc: Issued) -> dict[str, Any]:
+    if "tree_head" not in doc.body:  # issued before the Merkle log: no tree head to record
         again.pop("tree_head", None)
     return again
 
 
-def _readable(conn: Any, report: Report, number: str | None) -> list[Issued]:
-    """The documents, each read on its own: a row that cannot be read (a body that is
-    not JSON, a kind or instant out of range) fails a check that names it."""
-    out: list[Issued] = []
-    rows = conn.execute(text("SELECT seq, number, document_hash FROM documents ORDER BY seq")).all()
-    for seq, doc_number, document_hash in rows:
+Recomputed = dict[str, Any] | MeterlineError | None
+
+
+def recompute_many(conn: Any, docs: list[Issued]) -> dict[str, Recomputed]:
+    """`recompute` of the invoices among ``docs``, sharing reads
+    (`invoicing.compute_bodies`), by number: the body, the MeterlineError, or None
+    (recompute that one on its own). Credit and debit notes are left out. A
+    database error leaves the whole batch out (the savepoint undoes it)."""
+    from meterline.services import invoicing
+
+    invoices: list[Issued] = []
+    wanted: list[tuple[str, str, int, int]] = []
+    for d in docs:
+        if d.kind != Kind.INVOICE or "role" in d.body:  # progressive: recomputed on its own
+            continue
         try:
-            with conn.begin_nested():
-                out.append(documents.get(conn, str(doc_number)))
-        except Exception as exc:
-            if number is None or number == str(doc_number):
+            b = d.body
+            wanted.append(
+                (
+                    str(b["customer_id"]),
+                    str(b["period"]["label"]),
+                    int(b["cutoff_seq"]),
+                    format_of(b),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue  # recomputed on its own, which names the problem
+        invoices.append(d)
+    if not wanted:
+        return {}
+    try:
+        with conn.begin_nested():
+            got = invoicing.compute_bodies(conn, wanted)
+    except Exception:
+        return {}
+    return {
+        d.number: _as_issued(g, d) if isinstance(g, dict) else g
+        for d, g in zip(invoices, got, strict=True)
+    }
+
+
+def _readable(conn: Any, report: Report, number: str | None) -> list[Issued]:
+    """The documents, read in chunks: a row that cannot be read (a body that is not
+    JSON, a kind or instant out of range) fails a check that names it."""
+    out: list[Issued] = []
+    for seq, doc_number, document_hash, got in documents.read_all(conn):
+        if isinstance(got, Exception):
+            if number is None or number == doc_number:
                 report.check(
                     f"{doc_number} readable",
                     False,
-                    f"documents seq {seq} cannot be read ({type(exc).__name__}: {exc})",
+                    f"documents seq {seq} cannot be read ({type(got).__name__}: {got})",
                 )
-            out.append(_Unreadable(str(doc_number), str(document_hash)))  # type: ignore[arg-type]
+            out.append(_Unreadable(doc_number, document_hash))  # type: ignore[arg-type]
+        else:
+            out.append(got)
     return out
 
 
@@ -86,11 +127,23 @@ class _Unreadable:
 
 
 def verify(store: Store, number: str | None = None) -> Report:
+    from meterline.services.invoicing import RECOMPUTE_CHUNK
+
     report = Report()
     with store.read() as conn:
         docs = _readable(conn, report, number)
         previous = GENESIS
-        for doc in docs:
+        ready: dict[str, Recomputed] = {}
+        for i, doc in enumerate(docs):
+            if i % RECOMPUTE_CHUNK == 0:
+                ready = recompute_many(
+                    conn,
+                    [
+                        d
+                        for d in docs[i : i + RECOMPUTE_CHUNK]
+                        if isinstance(d, Issued) and (number is None or d.number == number)
+                    ],
+                )
             if isinstance(doc, _Unreadable):
                 previous = doc.document_hash
                 continue
@@ -98,8 +151,12 @@ def verify(store: Store, number: str | None = None) -> Report:
             if selected:
                 stored_ok = body_hash(doc.body) == doc.content_hash
                 try:
-                    with conn.begin_nested():
-                        again = recompute(conn, doc)
+                    again = ready.get(doc.number)
+                    if isinstance(again, MeterlineError):
+                        raise again
+                    if again is None:
+                        with conn.begin_nested():
+                            again = recompute(conn, doc)
                     reproduced = body_hash(again) == doc.content_hash
                     detail = (
                         "reproduces at cutoff seq {}".format(doc.body["cutoff_seq"])

@@ -80,6 +80,22 @@ def record(conn: Connection, action: str, details: dict[str, Any], at_us: int) -
     )
 
 
+def record_many(conn: Connection, rows: list[tuple[int, str, dict[str, Any]]], at_us: int) -> None:
+    """`record` for many changes at once: (seq the change left the store at, action, details)."""
+    if not rows:
+        return
+    actor = current_actor()[:256]
+    conn.execute(
+        text(
+            "INSERT INTO audit_log (seq, at, actor, action, details) VALUES (:q, :t, :a, :ac, :d)"
+        ),
+        [
+            {"q": seq, "t": at_us, "a": actor, "ac": action, "d": dumps(details).decode()}
+            for seq, action, details in rows
+        ],
+    )
+
+
 def rows(
     conn: Connection, limit: int | None = None, action: str | None = None
 ) -> list[dict[str, Any]]:

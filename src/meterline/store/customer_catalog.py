@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from meterline.billing.customers import Customer, parse_customer
@@ -24,6 +24,33 @@ def load_customer(conn: Connection, customer_id: str, known_at: int | None = Non
     if row is None:
         raise MeterlineError(ErrorCode.UNKNOWN_CUSTOMER, f"no customer {customer_id!r}")
     return parse_customer(decode_json(row[0]), f"customer {customer_id}")
+
+
+def load_customers_by_id(
+    conn: Connection, customer_ids: list[str], known_at: int
+) -> dict[str, Customer | MeterlineError]:
+    """`load_customer` of many customers with one statement: each id maps to its
+    customer as known at K, or to the error `load_customer` would raise for it."""
+    rows = conn.execute(
+        text(
+            "SELECT c.customer_id, c.definition FROM customers c WHERE c.customer_id IN :ids "
+            "AND c.seq = (SELECT MAX(c2.seq) FROM customers c2 WHERE "
+            "c2.customer_id = c.customer_id AND c2.seq <= :k)"
+        ).bindparams(bindparam("ids", expanding=True)),
+        {"ids": customer_ids, "k": known_at},
+    ).all()
+    found = {str(r[0]): r[1] for r in rows}
+    out: dict[str, Customer | MeterlineError] = {}
+    for cid in customer_ids:
+        definition = found.get(cid)
+        if definition is None:
+            out[cid] = MeterlineError(ErrorCode.UNKNOWN_CUSTOMER, f"no customer {cid!r}")
+            continue
+        try:
+            out[cid] = parse_customer(decode_json(definition), f"customer {cid}")
+        except MeterlineError as exc:
+            out[cid] = exc
+    return out
 
 
 def load_customers(conn: Connection, known_at: int | None = None) -> list[Customer]:

@@ -7,10 +7,11 @@ number back, so numbering has no gaps and no duplicates under concurrency.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from meterline.billing.document import GENESIS, Issued, Kind, Status, chain_hash, number_text
@@ -79,6 +80,23 @@ def list_documents(conn: Connection, customer: str | None = None) -> list[Issued
     return [_issued(r, statuses.get(str(r[1]), Status.ISSUED)) for r in rows]
 
 
+def read_all(conn: Connection) -> Iterator[tuple[int, str, str, Issued | Exception]]:
+    """Every document in seq order as (seq, number, document hash, the document or why
+    it cannot be read), with one statement for the documents and one for statuses
+    (verification reads them all; `get` per document costs two statements each)."""
+    statuses = {
+        str(n): str(st)
+        for n, st in conn.execute(text("SELECT number, status FROM document_status ORDER BY seq"))
+    }
+    for row in conn.execute(text(f"SELECT {_COLUMNS} FROM documents ORDER BY seq")):
+        try:
+            doc = _issued(row, Status(statuses.get(str(row[1]), Status.ISSUED)))
+        except Exception as exc:  # a row that cannot be read: named by the caller
+            yield int(row[0]), str(row[1]), str(row[6]), exc
+            continue
+        yield int(row[0]), doc.number, doc.document_hash, doc
+
+
 def invoice_for(conn: Connection, customer: str, label: str) -> str | None:
     row = conn.execute(
         text("SELECT number FROM documents WHERE invoice_key = :k"), {"k": f"{customer}|{label}"}
@@ -103,6 +121,53 @@ def credits_spent(conn: Connection, customer: str, known_at: int) -> dict[str, D
     return spent
 
 
+def invoices_for(conn: Connection, customers: list[str], label: str) -> dict[str, str]:
+    """`invoice_for` of many customers: customer -> number of their invoice already issued."""
+    if not customers:
+        return {}
+    rows = conn.execute(
+        text("SELECT invoice_key, number FROM documents WHERE invoice_key IN :ks").bindparams(
+            bindparam("ks", expanding=True)
+        ),
+        {"ks": [f"{c}|{label}" for c in customers]},
+    )
+    return {str(k).rpartition("|")[0]: str(n) for k, n in rows}
+
+
+def credits_spent_many(
+    conn: Connection, customers: list[str], known_at: int
+) -> dict[str, dict[str, Decimal]]:
+    """`credits_spent` of many customers at once (every customer asked for has an entry)."""
+    out: dict[str, dict[str, Decimal]] = {c: {} for c in customers}
+    if not customers:
+        return out
+    rows = conn.execute(
+        text(
+            "SELECT number, customer_id, body FROM documents WHERE customer_id IN :cs "
+            "AND seq <= :k ORDER BY seq"
+        ).bindparams(bindparam("cs", expanding=True)),
+        {"cs": customers, "k": known_at},
+    ).all()
+    if not rows:
+        return out
+    status: dict[str, str] = {}
+    for number, st in conn.execute(
+        text(
+            "SELECT number, status FROM document_status WHERE number IN :ns AND seq <= :k "
+            "ORDER BY seq"
+        ).bindparams(bindparam("ns", expanding=True)),
+        {"ns": [str(r[0]) for r in rows], "k": known_at},
+    ):
+        status[str(number)] = str(st)
+    for number, customer, body in rows:
+        if status.get(str(number)) == Status.VOID:
+            continue
+        spent = out[str(customer)]
+        for c in decode_json(body).get("credits", []):
+            spent[c["grant"]] = spent.get(c["grant"], Decimal(0)) + Decimal(c["amount"])
+    return out
+
+
 def last_hash(conn: Connection) -> str:
     row = conn.execute(
         text("SELECT document_hash FROM documents ORDER BY seq DESC LIMIT 1")
@@ -117,6 +182,14 @@ def _invoice_key(kind: Kind, body: dict[str, Any], period: Period) -> str | None
         return None
     key = f"{body['customer_id']}|{period.label}"
     return f"{key}|interim-{body['interim']}" if body.get("role") == "interim" else key
+
+
+_INSERT = text(
+    "INSERT INTO documents (seq, number, kind, customer_id, period_label, period_start, "
+    "period_end, invoice_key, corrects, cutoff_seq, currency, total, body, content_hash, "
+    "previous_hash, document_hash, forced, issued_at) VALUES (:q, :n, :k, :c, :pl, :ps, "
+    ":pe, :ik, :co, :cut, :cur, :tot, :b, :h, :ph, :dh, :f, :t)"
+)
 
 
 def append(
@@ -147,12 +220,7 @@ def append(
     document_hash = chain_hash(envelope)
     seq = sequence.take(conn)
     conn.execute(
-        text(
-            "INSERT INTO documents (seq, number, kind, customer_id, period_label, period_start, "
-            "period_end, invoice_key, corrects, cutoff_seq, currency, total, body, content_hash, "
-            "previous_hash, document_hash, forced, issued_at) VALUES (:q, :n, :k, :c, :pl, :ps, "
-            ":pe, :ik, :co, :cut, :cur, :tot, :b, :h, :ph, :dh, :f, :t)"
-        ),
+        _INSERT,
         {
             "q": seq,
             "n": number,
@@ -202,6 +270,140 @@ def append(
         str(envelope["issued_at"]),
         forced,
     )
+
+
+class Appender:
+    """Documents of one kind appended by one transaction holding the sequence lock,
+    written at `flush` with one statement per table instead of several per document.
+
+    Numbers, seqs and the chain are handed out in memory exactly as `append` would
+    (the lock keeps every other writer out until commit), so the rows are the same
+    as appending the documents one by one in the same order."""
+
+    def __init__(self, conn: Connection, kind: Kind) -> None:
+        self.conn = conn
+        self.kind = kind
+        self.seq = sequence.lock(conn)
+        self.number = int(
+            conn.execute(
+                text("SELECT last FROM document_numbers WHERE kind = :k"), {"k": str(kind)}
+            ).scalar_one()
+        )
+        self.previous = last_hash(conn)
+        self.rows: list[dict[str, Any]] = []
+        self.issued: list[Issued] = []
+        self.periods: list[Period] = []
+        self.now_us: int | None = None
+
+    def add(
+        self, body: dict[str, Any], body_digest: str, period: Period, now_us: int, forced: bool
+    ) -> tuple[Issued, tuple[Any, ...]]:
+        """Hand out the next number and seq; returns the document and its row as the
+        Merkle leaf commits to it (``merkle.FACT_KINDS`` documents columns)."""
+        if self.now_us is not None and now_us != self.now_us:
+            raise ValueError("one Appender appends at one instant")
+        self.now_us = now_us
+        self.number += 1
+        self.seq += 1
+        number = number_text(self.kind, self.number)
+        envelope = {
+            "number": number,
+            "kind": str(self.kind),
+            "content_hash": body_digest,
+            "previous_hash": self.previous,
+            "issued_at": format_us(now_us),
+            "forced": forced,
+        }
+        document_hash = chain_hash(envelope)
+        row = {
+            "q": self.seq,
+            "n": number,
+            "k": str(self.kind),
+            "c": body["customer_id"],
+            "pl": period.label,
+            "ps": period.start,
+            "pe": period.end,
+            "ik": _invoice_key(self.kind, body, period),
+            "co": body.get("corrects"),
+            "cut": body["cutoff_seq"],
+            "cur": body["currency"],
+            "tot": body["total"],
+            "b": dumps(body).decode(),
+            "h": body_digest,
+            "ph": self.previous,
+            "dh": document_hash,
+            "f": forced,
+            "t": now_us,
+        }
+        self.rows.append(row)
+        self.periods.append(period)
+        doc = Issued(
+            number,
+            self.kind,
+            body,
+            body_digest,
+            self.previous,
+            document_hash,
+            str(envelope["issued_at"]),
+            forced,
+        )
+        self.issued.append(doc)
+        self.previous = document_hash
+        return doc, tuple(row[c] for c in _LEAF_COLUMNS)
+
+    def flush(self) -> list[Issued]:
+        """Write what was added: counter, knowledge seq, documents, journal, audit, webhooks."""
+        if not self.rows:
+            return []
+        conn, now_us = self.conn, self.now_us
+        assert now_us is not None
+        conn.execute(
+            text("UPDATE document_numbers SET last = :n WHERE kind = :k"),
+            {"n": self.number, "k": str(self.kind)},
+        )
+        sequence.advance(conn, self.seq)
+        conn.execute(_INSERT, self.rows)
+        journal.post_many(
+            conn,
+            [
+                (r["q"], issue_entry(d.number, d.body))
+                for r, d in zip(self.rows, self.issued, strict=True)
+            ],
+            now_us,
+        )
+        audit.record_many(
+            conn,
+            [
+                (r["q"], "issue" if self.kind == Kind.INVOICE else "rerate", _audit(d, p))
+                for r, d, p in zip(self.rows, self.issued, self.periods, strict=True)
+            ],
+            now_us,
+        )
+        webhook_facts.documents_issued(
+            conn, [(d.number, d.body, d.document_hash, d.forced) for d in self.issued], now_us
+        )
+        out, self.rows, self.issued, self.periods = self.issued, [], [], []
+        return out
+
+
+# The documents columns in ``merkle.FACT_KINDS`` order, as Appender's row keys.
+_LEAF_COLUMNS = (
+    "q", "n", "k", "c", "pl", "ps", "pe", "ik", "co", "cut", "cur", "tot", "b", "h", "ph", "dh",
+    "f", "t",
+)  # fmt: skip
+
+
+def _audit(doc: Issued, period: Period) -> dict[str, Any]:
+    return {
+        "number": doc.number,
+        "kind": str(doc.kind),
+        "customer_id": doc.body["customer_id"],
+        "period": period.label,
+        "total": doc.body["total"],
+        "currency": doc.body["currency"],
+        "corrects": doc.body.get("corrects"),
+        "forced": doc.forced,
+    }
 
 
 _TRANSITIONS = {Status.ISSUED: {Status.PAID, Status.VOID}}

@@ -160,6 +160,23 @@ class Facts:
 
         return usage_index.read(self.conn, customer, meter_codes, ranges, known_at)
 
+    def index_many(
+        self,
+        customers: Sequence[str],
+        meter_codes: Sequence[str],
+        ranges: Sequence[tuple[Grain, int, int]],
+        known_at: int,
+        *,
+        whole: bool = False,
+    ) -> dict[str, Read]:
+        """``index`` for many customers with the same buckets, in one statement
+        (``whole``: every row since the first, to cut back with ``Read.as_of``)."""
+        from meterline.store import usage_index
+
+        return usage_index.read_many(
+            self.conn, customers, meter_codes, ranges, known_at, whole=whole
+        )
+
     # --- catalog versions as known at K ----------------------------------------
 
     def meter_definitions(self, known_at: int) -> list[str]:

@@ -56,6 +56,52 @@ def post(conn: Connection, seq: int, entry: Entry, now_us: int) -> None:
         )
 
 
+def post_many(conn: Connection, entries: list[tuple[int, Entry]], now_us: int) -> None:
+    """`post` for many facts' entries: one executemany per table (an invoice run's chunk)."""
+    if not entries:
+        return
+    conn.execute(
+        text(
+            "INSERT INTO journal_entries (seq, kind, document, customer_id, currency, memo, "
+            "posted_at) VALUES (:q, :k, :d, :c, :cur, :m, :t)"
+        ),
+        [
+            {
+                "q": seq,
+                "k": str(e.kind),
+                "d": e.document,
+                "c": e.customer_id,
+                "cur": e.currency,
+                "m": e.memo,
+                "t": now_us,
+            }
+            for seq, e in entries
+        ],
+    )
+    lines: list[dict[str, Any]] = []
+    for seq, e in entries:
+        currency = Currency(e.currency)
+        lines.extend(
+            {
+                "q": seq,
+                "n": i,
+                "a": ln.account,
+                "cur": e.currency,
+                "d": to_minor(ln.debit, currency),
+                "c": to_minor(ln.credit, currency),
+            }
+            for i, ln in enumerate(e.lines, start=1)
+        )
+    if lines:
+        conn.execute(
+            text(
+                "INSERT INTO journal_lines (entry_seq, line_no, account, currency, debit_minor, "
+                "credit_minor) VALUES (:q, :n, :a, :cur, :d, :c)"
+            ),
+            lines,
+        )
+
+
 @dataclass(frozen=True)
 class StoredEntry:
     seq: int

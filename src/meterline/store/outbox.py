@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from meterline.domain.canonical import dumps
@@ -148,6 +148,50 @@ def emit(conn: Connection, msg: Message) -> bool:
         if ep.enabled and ep.subscribed(str(msg.type)):
             _deliver_to(conn, msg.id, ep.id, msg.created_at)
     return True
+
+
+def emit_many(conn: Connection, msgs: list[Message]) -> int:
+    """`emit` for many messages: one read of what is recorded and of the endpoints,
+    one executemany per table. Returns how many were recorded."""
+    if not msgs:
+        return 0
+    ids = [m.id for m in msgs]
+    known = {
+        str(r[0])
+        for r in conn.execute(
+            text("SELECT id FROM webhook_messages WHERE id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": ids},
+        )
+    }
+    fresh: list[Message] = []
+    for m in msgs:
+        if m.id not in known:
+            known.add(m.id)
+            fresh.append(m)
+    if not fresh:
+        return 0
+    conn.execute(
+        text("INSERT INTO webhook_messages (id, type, body, created_at) VALUES (:i, :t, :b, :c)"),
+        [{"i": m.id, "t": str(m.type), "b": m.body.decode(), "c": m.created_at} for m in fresh],
+    )
+    live = [ep for ep in endpoints(conn) if ep.enabled]
+    deliveries = [
+        {"m": m.id, "e": ep.id, "t": m.created_at}
+        for m in fresh
+        for ep in live
+        if ep.subscribed(str(m.type))
+    ]
+    if deliveries:
+        conn.execute(
+            text(
+                "INSERT INTO webhook_deliveries (message_id, endpoint_id, status, attempts, "
+                "next_attempt_at, created_at) VALUES (:m, :e, 'pending', 0, :t, :t)"
+            ),
+            deliveries,
+        )
+    return len(fresh)
 
 
 def replay(

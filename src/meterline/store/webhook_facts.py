@@ -33,6 +33,17 @@ def document_issued(
     outbox.emit(conn, events.document_issued(number, body, document_hash, forced, now_us))
 
 
+def documents_issued(
+    conn: Connection,
+    docs: list[tuple[str, dict[str, Any], str, bool]],
+    now_us: int,
+) -> None:
+    """`document_issued` for many documents (number, body, document hash, forced)."""
+    outbox.emit_many(
+        conn, [events.document_issued(n, b, h, forced, now_us) for n, b, h, forced in docs]
+    )
+
+
 def status_changed(
     conn: Connection,
     number: str,
