@@ -79,7 +79,13 @@ class Grant:
         return self.expires_at is not None and self.expires_at <= now_us
 
     def order_key(self) -> tuple[int, bool, int, int, str]:
-        """Priority (lower first), then earliest expiry (none last), then oldest."""
+        """Priority (lower first), then earliest expiry (none last), then oldest.
+
+        Catalog credits are ordered among themselves as they were before grant facts
+        existed, oldest first whatever their expiry, so invoices issued then still
+        reproduce (their expiry only decides whether they are usable)."""
+        if self.source is Source.CATALOG:
+            return (self.priority, True, 0, self.effective_at, self.id)
         return (
             self.priority,
             self.expires_at is None,
