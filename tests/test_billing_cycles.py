@@ -242,3 +242,20 @@ def test_every_instant_lies_in_exactly_one_period_and_spans_are_tiled(
     assert covering[0].start <= t and covering[-1].end >= t + span
     for a, b in itertools.pairwise(covering):
         assert a.end == b.start
+
+
+def test_a_customers_subscriptions_share_one_billing_cycle() -> None:
+    """A weekly subscription after a monthly one would be billed on the monthly
+    invoice's period as well as on its own weeks: refused, naming the path."""
+    from meterline.billing.customers import parse_customer
+
+    sub = {"price_book": "std", "start": "2024-01-01T00:00:00Z", "end": "2024-02-01T00:00:00Z"}
+    weekly = {"price_book": "std", "start": "2024-02-01T00:00:00Z", "billing_cycle": "week"}
+    raw = {"id": "c1", "name": "C", "currency": "EUR", "subscriptions": [sub, weekly]}
+    with pytest.raises(MeterlineError) as info:
+        parse_customer(raw, "customers[0]")
+    assert info.value.code == ErrorCode.INVALID_CATALOG
+    assert "customers[0].subscriptions[1]" in info.value.message
+    assert "share one billing cycle" in info.value.message
+    same = {**weekly, "billing_cycle": "month"}
+    assert len(parse_customer({**raw, "subscriptions": [sub, same]}, "c").subscriptions) == 2

@@ -181,6 +181,7 @@ def test_changed_ends_the_subscription_in_effect_and_keeps_the_others() -> None:
                     "price_book": "old",
                     "start": "2023-01-01T00:00:00Z",
                     "end": "2024-01-01T00:00:00Z",
+                    "billing_cycle": "quarter",
                 },
                 {
                     "price_book": "basic",

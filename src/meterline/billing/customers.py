@@ -239,6 +239,16 @@ def parse_customer(raw: Any, path: str) -> Customer:
         _subscription(s, f"{path}.subscriptions[{i}]", currency)
         for i, s in enumerate(ci.items(data.get("subscriptions") or [], f"{path}.subscriptions"))
     ]
+    # One grid of periods per customer: subscriptions on different cycles would
+    # each be billed on the other's periods too (an overlap billed twice).
+    for i, s in enumerate(subs[1:], start=1):
+        if (s.billing_cycle, s.anchor) != (subs[0].billing_cycle, subs[0].anchor):
+            raise _fail(
+                f"{path}.subscriptions[{i}]",
+                f"billing_cycle {s.billing_cycle.value} / anchor {s.anchor.value} differs from "
+                f"the first subscription's ({subs[0].billing_cycle.value} / "
+                f"{subs[0].anchor.value}): a customer's subscriptions share one billing cycle",
+            )
     credits = [
         _credit(c, f"{path}.credits[{i}]", currency)
         for i, c in enumerate(ci.items(data.get("credits") or [], f"{path}.credits"))
