@@ -1,4 +1,4 @@
-"""Migration 0006 builds the Merkle log of an existing store: the tree equals the
+"""Migration 0013 builds the Merkle log of an existing store: the tree equals the
 one the write path grows, documents issued before it (no tree head) keep
 verifying, and documents issued after record a tree head."""
 

@@ -350,9 +350,10 @@ def _run(
             if d.body.get("role") == "final":
                 console.print(
                     f"  {d.number} for {d.body['customer_id']}: final invoice of "
-                    f"{d.body['period']['label']}, {d.body['period_subtotal']} "
-                    f"{d.body['currency']} for the period less "
-                    f"{', '.join(d.body['interims'])}: {d.body['total']} {d.body['currency']}"
+                    f"{d.body['period']['label']}: the period's subtotal is "
+                    f"{d.body['period_subtotal']} {d.body['currency']}; what "
+                    f"{', '.join(d.body['interims'])} did not bill comes to "
+                    f"{d.body['subtotal']}, {d.body['total']} {d.body['currency']} with tax"
                 )
         for cid, why in result.refused[:5]:
             console.print(f"  refused {cid}: {why}")
