@@ -184,6 +184,40 @@ def _invoice_key(kind: Kind, body: dict[str, Any], period: Period) -> str | None
     return f"{key}|interim-{body['interim']}" if body.get("role") == "interim" else key
 
 
+def _row(
+    seq: int,
+    number: str,
+    kind: Kind,
+    body: dict[str, Any],
+    body_digest: str,
+    period: Period,
+    envelope: dict[str, Any],
+    document_hash: str,
+    now_us: int,
+) -> dict[str, Any]:
+    """The parameters of `_INSERT` for one document (one at a time or a chunk's)."""
+    return {
+        "q": seq,
+        "n": number,
+        "k": str(kind),
+        "c": body["customer_id"],
+        "pl": period.label,
+        "ps": period.start,
+        "pe": period.end,
+        "ik": _invoice_key(kind, body, period),
+        "co": body.get("corrects"),
+        "cut": body["cutoff_seq"],
+        "cur": body["currency"],
+        "tot": body["total"],
+        "b": dumps(body).decode(),
+        "h": body_digest,
+        "ph": envelope["previous_hash"],
+        "dh": document_hash,
+        "f": envelope["forced"],
+        "t": now_us,
+    }
+
+
 _INSERT = text(
     "INSERT INTO documents (seq, number, kind, customer_id, period_label, period_start, "
     "period_end, invoice_key, corrects, cutoff_seq, currency, total, body, content_hash, "
@@ -221,26 +255,7 @@ def append(
     seq = sequence.take(conn)
     conn.execute(
         _INSERT,
-        {
-            "q": seq,
-            "n": number,
-            "k": str(kind),
-            "c": body["customer_id"],
-            "pl": period.label,
-            "ps": period.start,
-            "pe": period.end,
-            "ik": _invoice_key(kind, body, period),
-            "co": body.get("corrects"),
-            "cut": body["cutoff_seq"],
-            "cur": body["currency"],
-            "tot": body["total"],
-            "b": dumps(body).decode(),
-            "h": body_digest,
-            "ph": envelope["previous_hash"],
-            "dh": document_hash,
-            "f": forced,
-            "t": now_us,
-        },
+        _row(seq, number, kind, body, body_digest, period, envelope, document_hash, now_us),
     )
     # The ledger and the audit trail, in the issuing transaction (DESIGN §9).
     journal.post(conn, seq, issue_entry(number, body), now_us)
@@ -315,26 +330,9 @@ class Appender:
             "forced": forced,
         }
         document_hash = chain_hash(envelope)
-        row = {
-            "q": self.seq,
-            "n": number,
-            "k": str(self.kind),
-            "c": body["customer_id"],
-            "pl": period.label,
-            "ps": period.start,
-            "pe": period.end,
-            "ik": _invoice_key(self.kind, body, period),
-            "co": body.get("corrects"),
-            "cut": body["cutoff_seq"],
-            "cur": body["currency"],
-            "tot": body["total"],
-            "b": dumps(body).decode(),
-            "h": body_digest,
-            "ph": self.previous,
-            "dh": document_hash,
-            "f": forced,
-            "t": now_us,
-        }
+        row = _row(
+            self.seq, number, self.kind, body, body_digest, period, envelope, document_hash, now_us
+        )
         self.rows.append(row)
         self.periods.append(period)
         doc = Issued(

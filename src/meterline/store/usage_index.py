@@ -562,12 +562,7 @@ CHECKPOINT_AFTER = 8
 def checkpoint(conn: Connection, got: Read, kinds: Mapping[str, Aggregation], seq: int) -> int:
     """Append ``cpt`` rows at ``seq`` (the current seq, in a write transaction
     holding the knowledge lock) for the buckets of ``got`` folded from many rows."""
-    out: dict[BucketKey, Delta] = {}
-    for key, rows in got.rows.items():
-        if len(rows) <= CHECKPOINT_AFTER or any(r.seq == seq and r.kind.is_state for r in rows):
-            continue
-        f = fold_rows(kinds[key[0]], rows)
-        out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
+    out = checkpoint_rows(got, kinds, seq)
     append(conn, out)
     return len(out)
 
