@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 from alembic import command
+from msgspec.structs import replace
 from sqlalchemy import text
 from tests.billing_support import calls, clock
 from tests.support import ingest
 from tests.test_corruption import LATER, LATER_US, world
 
-from meterline.billing.document import with_format
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.services import invoicing
 from meterline.services.corrections import rerate
@@ -49,7 +49,11 @@ def test_an_old_store_gets_its_tree_and_old_documents_keep_verifying(
     # The code before the Merkle log: no tree grown, no tree head in bodies.
     with monkeypatch.context() as m:
         m.setattr(merkle, "seal", lambda conn: None)
-        m.setattr(invoicing, "finish_body", lambda conn, body, k, fmt: with_format(body, fmt))
+        m.setattr(
+            invoicing,
+            "finish_body",
+            lambda conn, body, k, fmt: body if fmt < 2 else replace(body, format=fmt),
+        )
         world(store)
     with store.read() as conn:
         assert (

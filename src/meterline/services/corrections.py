@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing import body as typed
 from meterline.billing.credit_note import BilledSoFar, diff
 from meterline.billing.document import (
     FORMAT,
@@ -29,12 +30,9 @@ from meterline.billing.document import (
     Status,
     body_hash,
     format_of,
-    money,
-    with_format,
 )
 from meterline.billing.periods import Period
 from meterline.domain.errors import ErrorCode, MeterlineError
-from meterline.domain.money import Currency
 from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import invoicing
 from meterline.store import audit, documents, sequence
@@ -57,7 +55,8 @@ class Billed:
 
     @classmethod
     def of(cls, invoice: Issued, notes: list[Issued]) -> Billed:
-        return cls(invoice, notes, BilledSoFar.of([d.body for d in [invoice, *notes]]))
+        bodies = [typed.decode(d.body) for d in [invoice, *notes]]
+        return cls(invoice, notes, BilledSoFar.of(bodies))
 
 
 def notes_for(conn: Connection, number: str, before_seq: int | None = None) -> list[Issued]:
@@ -132,47 +131,37 @@ def correction_body(
     or None when nothing differs."""
     billed = Billed.of(invoice, notes)
     body = invoice.body
-    fresh = invoicing.compute_body(
+    fresh = invoicing.compute_typed(
         conn, body["customer_id"], body["period"]["label"], k2, doc_format, checkpoint=checkpoint
     )
-    currency = Currency(body["currency"])
-    found = diff(billed.so_far, fresh["lines"], Decimal(fresh["tax"]), currency)
+    found = diff(billed.so_far, fresh.lines, fresh.tax)
     if found is None:
         return None
-    kind, lines, subtotal, tax_delta, total = (
-        found.kind,
-        found.lines,
-        found.subtotal,
-        found.tax,
-        found.total,
+    note = typed.Body(
+        kind=str(found.kind),
+        customer_id=fresh.customer_id,
+        customer_name=fresh.customer_name,
+        currency=fresh.currency,
+        timezone=fresh.timezone,
+        period=fresh.period,
+        subscriptions=fresh.subscriptions,
+        lines=found.lines,
+        subtotal=found.subtotal,
+        tax_rate=fresh.tax_rate,
+        tax=found.tax,
+        credits=(),
+        credits_applied=Decimal(0),
+        total=found.total,
+        corrects=invoice.number,
+        reasons=tuple(reasons(conn, billed, k2, doc_format)),
+        billed_cutoff_seq=billed.cutoff,
+        cutoff_seq=k2,
+        price_versions=fresh.price_versions,
+        # the format, and from format 2 on the log's tree head at K2 (DESIGN §2)
+        format=fresh.format,
+        tree_head=fresh.tree_head,
     )
-    note = with_format(
-        {
-            "kind": str(kind),
-            "customer_id": fresh["customer_id"],
-            "customer_name": fresh["customer_name"],
-            "currency": fresh["currency"],
-            "timezone": fresh["timezone"],
-            "period": fresh["period"],
-            "subscriptions": fresh["subscriptions"],
-            "lines": lines,
-            "subtotal": money(subtotal, currency),
-            "tax_rate": fresh["tax_rate"],
-            "tax": money(tax_delta, currency),
-            "credits": [],
-            "credits_applied": money(Decimal(0), currency),
-            "total": money(total, currency),
-            "corrects": invoice.number,
-            "reasons": reasons(conn, billed, k2, doc_format),
-            "billed_cutoff_seq": billed.cutoff,
-            "cutoff_seq": k2,
-            "price_versions": fresh["price_versions"],
-        },
-        doc_format,
-    )
-    if "tree_head" in fresh:  # the log's tree head at K2 (DESIGN §2), from format 2 on
-        note["tree_head"] = fresh["tree_head"]
-    return note
+    return typed.encode(note)
 
 
 def recompute_note(conn: Connection, doc: Issued) -> dict[str, Any]:

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from msgspec import structs
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from meterline.billing import body as typed
 from meterline.billing.customers import Customer
 from meterline.billing.document import (
     FORMAT,
@@ -30,7 +32,6 @@ from meterline.billing.document import (
     Status,
     body_hash,
     draft_dict,
-    with_format,
 )
 from meterline.billing.invoice import SubscriptionUsage, assemble
 from meterline.billing.periods import Period, label_year, period_for_label
@@ -242,6 +243,23 @@ def gather(
     return Billing(customer, period, out, meters)
 
 
+def compute_typed(
+    conn: Connection,
+    customer_id: str,
+    label: str,
+    known_at: int,
+    fmt: int = FORMAT,
+    raw: bool = False,
+    checkpoint: bool = False,
+) -> typed.Body:
+    """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
+    b = gather(conn, customer_id, label, known_at, fmt, raw, checkpoint)
+    spent = documents.credits_spent(conn, customer_id, known_at)
+    return finish_body(
+        conn, assemble(b.customer, b.period, b.subscriptions, known_at, spent), known_at, fmt
+    )
+
+
 def compute_body(
     conn: Connection,
     customer_id: str,
@@ -251,21 +269,18 @@ def compute_body(
     raw: bool = False,
     checkpoint: bool = False,
 ) -> dict[str, Any]:
-    """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
-    b = gather(conn, customer_id, label, known_at, fmt, raw, checkpoint)
-    spent = documents.credits_spent(conn, customer_id, known_at)
-    return finish_body(
-        conn, assemble(b.customer, b.period, b.subscriptions, known_at, spent), known_at, fmt
-    )
+    """`compute_typed` as plain JSON data (the edge: hashing, previews, comparisons)."""
+    return typed.encode(compute_typed(conn, customer_id, label, known_at, fmt, raw, checkpoint))
 
 
-def finish_body(conn: Connection, body: dict[str, Any], k: int, fmt: int) -> dict[str, Any]:
+def finish_body(conn: Connection, body: typed.Body, k: int, fmt: int) -> typed.Body:
     """Mark a computed body with its format; from format 2 on, record the log's tree head
     at the cutoff, so the document commits to every fact before it (DESIGN §2)."""
-    with_format(body, fmt)
-    if fmt >= 2:
-        body["tree_head"] = merkle.head(conn, k).to_json()
-    return body
+    if fmt < 2:
+        return body  # format 1 bodies carry no format field, as issued
+    head = merkle.head(conn, k)
+    tree_head = typed.TreeHead(size=head.size, root=head.root.hex())
+    return structs.replace(body, format=fmt, tree_head=tree_head)
 
 
 def closes_at(b: Billing) -> int:
@@ -396,7 +411,7 @@ def invoice_body(
     body = finish_body(
         conn, assemble(billing.customer, billing.period, billing.subscriptions, k, spent), k, FORMAT
     )
-    return body, billing.period
+    return typed.encode(body), billing.period
 
 
 def show(store: Store, number: str) -> Issued:
