@@ -184,17 +184,17 @@ def play(
         k = sequence.current(conn)
         docs = documents.list_documents(conn)
         for inv in (d for d in docs if d.kind == "invoice"):
-            related = [inv] + [d for d in docs if d.body.get("corrects") == inv.number]
-            billed_sub = sum((Decimal(d.body["subtotal"]) for d in related), Decimal(0))
-            billed_tax = sum((Decimal(d.body["tax"]) for d in related), Decimal(0))
-            scratch = invoicing.compute_body(conn, inv.body["customer_id"], "2024-01", k)
+            related = [inv] + [d for d in docs if d.body.corrects == inv.number]
+            billed_sub = sum((Decimal(d.to_dict()["subtotal"]) for d in related), Decimal(0))
+            billed_tax = sum((Decimal(d.to_dict()["tax"]) for d in related), Decimal(0))
+            scratch = invoicing.compute_body(conn, inv.body.customer_id, "2024-01", k)
             assert billed_sub == Decimal(scratch["subtotal"]), (
                 inv.number,
                 billed_sub,
                 scratch["subtotal"],
             )
             assert billed_tax == Decimal(scratch["tax"]), (inv.number, billed_tax, scratch["tax"])
-            out[inv.body["customer_id"]] = (
+            out[inv.body.customer_id] = (
                 billed_sub,
                 billed_tax,
                 Decimal(scratch["subtotal"]) + Decimal(scratch["tax"]),

@@ -23,14 +23,14 @@ def test_small_demo_month_end_to_end(tmp_path: Path) -> None:
 
     assert outcome.ingest is not None and outcome.ingest.rejected == workload.malformed
     assert len(outcome.invoices) == workload.customers - 1  # the last customer is unknown
-    by_customer = {n.body["customer_id"]: n for n in outcome.notes}
+    by_customer = {n.body.customer_id: n for n in outcome.notes}
     late = by_customer[ids[LATE_CUSTOMER_INDEX]]
-    assert late.kind == Kind.DEBIT_NOTE and Decimal(late.body["total"]) > 0
+    assert late.kind == Kind.DEBIT_NOTE and Decimal(late.to_dict()["total"]) > 0
     retracted = by_customer[ids[RETRACT_CUSTOMER_INDEX]]
-    assert retracted.kind == Kind.CREDIT_NOTE and "40 events retracted" in retracted.body["reasons"]
-    yen = [n for n in outcome.notes if n.body["currency"] == "JPY"]
+    assert retracted.kind == Kind.CREDIT_NOTE and "40 events retracted" in retracted.body.reasons
+    yen = [n for n in outcome.notes if n.body.currency == "JPY"]
     assert yen and all(n.kind == Kind.CREDIT_NOTE for n in yen)
-    assert all("." not in n.body["total"] for n in yen)  # whole yen
+    assert all("." not in n.to_dict()["total"] for n in yen)  # whole yen
     assert outcome.verified and outcome.reconciled is not False
     assert outcome.paid == len(outcome.invoices) // 2
     documents = sorted(p.name for p in (tmp_path / "documents").glob("*.json"))

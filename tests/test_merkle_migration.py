@@ -76,7 +76,7 @@ def test_an_old_store_gets_its_tree_and_old_documents_keep_verifying(
     # New documents carry a tree head and prove against it.
     ingest(store, clock(LATER), calls(30, prefix="post"))
     [note] = rerate(store, LATER_US).issued
-    assert note.body["tree_head"]["size"] == note.body["cutoff_seq"]
+    assert note.to_dict()["tree_head"]["size"] == note.body.cutoff_seq
     assert prove(store, note.number, "post3")["verified"]
     assert verify(store).ok
     assert reconcile(store, full=True).ok

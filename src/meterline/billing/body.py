@@ -57,6 +57,9 @@ class Period(_Typed, frozen=True, kw_only=True):
     end: str
     label: str
 
+    def to_dict(self) -> dict[str, str]:
+        return {"start": self.start, "end": self.end, "label": self.label}
+
 
 class SubscriptionRef(_Typed, frozen=True, kw_only=True):
     """A subscription as the body records it; cycle fields only when not the default."""
@@ -239,6 +242,10 @@ class Body(_Typed, frozen=True, kw_only=True):
     @property
     def money_currency(self) -> Currency:
         return _currency(self.currency)
+
+    def text(self, amount: Decimal) -> str:
+        """Money of this body as its JSON text ("180.00", JPY "1500")."""
+        return money_str(amount, _currency(self.currency))
 
 
 @cache

@@ -95,7 +95,7 @@ def issue(
     else:
         for d in result.issued:
             typer.echo(
-                f"issued {d.number}  {d.body['customer_id']:<24} {d.body['total']:>14} {d.body['currency']}"
+                f"issued {d.number}  {d.body.customer_id:<24} {d.body.text(d.body.total):>14} {d.body.currency}"
             )
         for cid, number in result.already:
             typer.echo(f"already issued {number} for {cid}")
@@ -140,11 +140,11 @@ def list_(
                     "number": d.number,
                     "kind": str(d.kind),
                     "status": str(d.status),
-                    "customer_id": d.body["customer_id"],
-                    "period": d.body["period"],
-                    "total": d.body["total"],
-                    "currency": d.body["currency"],
-                    "corrects": d.body.get("corrects"),
+                    "customer_id": d.body.customer_id,
+                    "period": d.body.period.to_dict(),
+                    "total": d.body.text(d.body.total),
+                    "currency": d.body.currency,
+                    "corrects": d.body.corrects,
                     "issued_at": d.issued_at,
                 }
                 for d in docs
@@ -153,8 +153,8 @@ def list_(
         return
     for d in docs:
         typer.echo(
-            f"{d.number:<10} {d.kind!s:<12} {d.status!s:<7} {d.body['customer_id']:<24} "
-            f"{d.body['period']['label']}  {d.body['total']:>14} {d.body['currency']}"
+            f"{d.number:<10} {d.kind!s:<12} {d.status!s:<7} {d.body.customer_id:<24} "
+            f"{d.body.period.label}  {d.body.text(d.body.total):>14} {d.body.currency}"
         )
 
 
@@ -405,9 +405,9 @@ def rerate(
         return
     for d in result.issued:
         typer.echo(
-            f"issued {d.number} ({d.kind}) correcting {d.body['corrects']}: {d.body['total']} {d.body['currency']}"
+            f"issued {d.number} ({d.kind}) correcting {d.body.corrects}: {d.body.text(d.body.total)} {d.body.currency}"
         )
-        for why in d.body["reasons"]:
+        for why in d.body.reasons:
             typer.echo(f"  - {why}")
     typer.echo(
         f"{plural(len(result.issued), 'correction')} issued, "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -55,8 +54,7 @@ class Billed:
 
     @classmethod
     def of(cls, invoice: Issued, notes: list[Issued]) -> Billed:
-        bodies = [typed.decode(d.body) for d in [invoice, *notes]]
-        return cls(invoice, notes, BilledSoFar.of(bodies))
+        return cls(invoice, notes, BilledSoFar.of([d.body for d in [invoice, *notes]]))
 
 
 def notes_for(conn: Connection, number: str, before_seq: int | None = None) -> list[Issued]:
@@ -92,9 +90,9 @@ def reasons(conn: Connection, billed: Billed, k2: int, doc_format: int = FORMAT)
 
     body = billed.invoice.body
     c, lo, hi = (
-        body["customer_id"],
-        parse_rfc3339(body["period"]["start"]),
-        parse_rfc3339(body["period"]["end"]),
+        body.customer_id,
+        parse_rfc3339(body.period.start),
+        parse_rfc3339(body.period.end),
     )
     k1, number = billed.cutoff, billed.invoice.number
     changed = facts(conn).changes(c, lo, hi, k1, k2)
@@ -104,7 +102,7 @@ def reasons(conn: Connection, billed: Billed, k2: int, doc_format: int = FORMAT)
         out.append(f"{events(changed.events)} received after {number} was issued{extra}")
     if changed.retracted:
         out.append(f"{events(changed.retracted)} retracted")
-    books = sorted({s["price_book"] for s in body.get("subscriptions", [])})
+    books = sorted({s.price_book for s in body.subscriptions})
     if books:
         for book, label, definition in changed.price_versions:
             if book in books:
@@ -126,13 +124,13 @@ def correction_body(
     k2: int,
     doc_format: int = FORMAT,
     checkpoint: bool = False,
-) -> dict[str, Any] | None:
+) -> typed.Body | None:
     """The correction of `invoice` as known at K2 (in document format `doc_format`),
     or None when nothing differs."""
     billed = Billed.of(invoice, notes)
     body = invoice.body
     fresh = invoicing.compute_typed(
-        conn, body["customer_id"], body["period"]["label"], k2, doc_format, checkpoint=checkpoint
+        conn, body.customer_id, body.period.label, k2, doc_format, checkpoint=checkpoint
     )
     found = diff(billed.so_far, fresh.lines, fresh.tax)
     if found is None:
@@ -161,18 +159,18 @@ def correction_body(
         format=fresh.format,
         tree_head=fresh.tree_head,
     )
-    return typed.encode(note)
+    return note
 
 
-def recompute_note(conn: Connection, doc: Issued) -> dict[str, Any]:
+def recompute_note(conn: Connection, doc: Issued) -> typed.Body:
     """A correction as the store knew it at its cutoff (for verification)."""
-    invoice = documents.get(conn, doc.body["corrects"])
+    invoice = documents.get(conn, str(doc.body.corrects))
     seq = _doc_seq(conn, doc.number)
     body = correction_body(
         conn,
         invoice,
         notes_for(conn, invoice.number, before_seq=seq),
-        int(doc.body["cutoff_seq"]),
+        int(doc.body.cutoff_seq),
         format_of(doc.body),
     )
     if body is None:
@@ -193,7 +191,7 @@ def _invoices(conn: Connection, customer: str | None, label: str | None) -> list
     for doc in documents.list_documents(conn, customer):
         if doc.kind != Kind.INVOICE or doc.status == Status.VOID:
             continue
-        if label is not None and doc.body["period"]["label"] != label:
+        if label is not None and doc.body.period.label != label:
             continue
         out.append(doc)
     return out
@@ -215,9 +213,9 @@ def _needs_rerate(conn: Connection, invoice: Issued) -> bool:
     body = invoice.body
     k = int(conn.execute(_BILLED_CUTOFF, {"n": invoice.number}).scalar_one())
     return facts(conn).pending(
-        body["customer_id"],
-        parse_rfc3339(body["period"]["start"]),
-        parse_rfc3339(body["period"]["end"]),
+        body.customer_id,
+        parse_rfc3339(body.period.start),
+        parse_rfc3339(body.period.end),
         k,
     )
 
@@ -243,14 +241,14 @@ def rerate(
         with store.write() as conn:
             invoice = documents.get(conn, number)
             if reason:
-                p = invoice.body["period"]
+                p = invoice.body.period
                 k = sequence.lock(conn)
                 add_mark(
                     conn,
                     k + 1,
-                    invoice.body["customer_id"],
-                    parse_rfc3339(p["start"]),
-                    parse_rfc3339(p["end"]),
+                    invoice.body.customer_id,
+                    parse_rfc3339(p.start),
+                    parse_rfc3339(p.end),
                     "manual",
                     reason,
                     0,
@@ -264,13 +262,13 @@ def rerate(
                 result.unchanged.append(number)
                 continue
             period_ = Period(
-                parse_rfc3339(body["period"]["start"]),
-                parse_rfc3339(body["period"]["end"]),
-                body["period"]["label"],
+                parse_rfc3339(body.period.start),
+                parse_rfc3339(body.period.end),
+                body.period.label,
             )
             result.issued.append(
                 documents.append(
-                    conn, Kind(body["kind"]), body, body_hash(body), period_, now_us, False
+                    conn, Kind(body.kind), body, body_hash(body), period_, now_us, False
                 )
             )
     if result.issued:  # the same public shape as `invoice show` (finance details)

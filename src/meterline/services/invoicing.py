@@ -303,8 +303,9 @@ def preview(store: Store, customer_id: str, label: str) -> dict[str, Any]:
 
     with store.read() as conn:
         k = sequence.current(conn)
-        draft = draft_dict(compute_body(conn, customer_id, label, k))
-        draft["finance"] = details(conn, draft, None)
+        body = compute_typed(conn, customer_id, label, k)
+        draft = draft_dict(typed.encode(body))
+        draft["finance"] = details(conn, body, None)
         return draft
 
 
@@ -390,7 +391,7 @@ def invoice_body(
     now_us: int,
     force: bool,
     checkpoint: bool = False,
-) -> tuple[dict[str, Any], Period]:
+) -> tuple[typed.Body, Period]:
     """The body of the invoice to issue at cutoff k (refused while the period is open).
     Shared with the split invoice run (services/invoice_run.py). `checkpoint` only in a
     write transaction holding the knowledge lock at k (usage index checkpoints)."""
@@ -411,7 +412,7 @@ def invoice_body(
     body = finish_body(
         conn, assemble(billing.customer, billing.period, billing.subscriptions, k, spent), k, FORMAT
     )
-    return typed.encode(body), billing.period
+    return body, billing.period
 
 
 def show(store: Store, number: str) -> Issued:

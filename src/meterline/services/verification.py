@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from msgspec import structs
 from sqlalchemy import text
 
-from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash, format_of
+from meterline.billing import body as typed
+from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash
 from meterline.domain.errors import MeterlineError
 from meterline.store import documents
 from meterline.store.database import Store
@@ -36,24 +38,20 @@ class Report:
         return {"ok": self.ok, "checks": self.checks, "warnings": self.warnings}
 
 
-def recompute(conn: Any, doc: Issued) -> dict[str, Any]:
+def recompute(conn: Any, doc: Issued) -> typed.Body:
     """The body as the store knows it at the document's cutoff, recomputed the
     way its format prescribes (format 1: legacy raw events; 2: usage index)."""
     from meterline.services import corrections, invoicing
 
     body = doc.body
     if doc.kind == Kind.INVOICE:
-        again = invoicing.compute_body(
-            conn,
-            body["customer_id"],
-            body["period"]["label"],
-            int(body["cutoff_seq"]),
-            format_of(body),
+        again = invoicing.compute_typed(
+            conn, body.customer_id, body.period.label, body.cutoff_seq, body.doc_format
         )
     else:
         again = corrections.recompute_note(conn, doc)
-    if "tree_head" not in body:  # issued before the Merkle log: no tree head to record
-        again.pop("tree_head", None)
+    if body.tree_head is typed.UNSET:  # issued before the Merkle log: no tree head
+        again = structs.replace(again, tree_head=typed.UNSET)
     return again
 
 
@@ -100,10 +98,10 @@ def verify(store: Store, number: str | None = None) -> Report:
                         again = recompute(conn, doc)
                     reproduced = body_hash(again) == doc.content_hash
                     detail = (
-                        "reproduces at cutoff seq {}".format(doc.body["cutoff_seq"])
+                        f"reproduces at cutoff seq {doc.body.cutoff_seq}"
                         if reproduced
                         else (
-                            f"recomputed at cutoff seq {doc.body['cutoff_seq']} the content hash is "
+                            f"recomputed at cutoff seq {doc.body.cutoff_seq} the content hash is "
                             f"{body_hash(again)}, not {doc.content_hash}"
                         )
                     )

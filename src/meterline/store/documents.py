@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing.body import Body, decode, encode_bytes
 from meterline.billing.document import GENESIS, Issued, Kind, Status, chain_hash, number_text
 from meterline.billing.periods import Period
-from meterline.domain.canonical import dumps
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.domain.timestamps import format_us, parse_rfc3339
@@ -29,7 +29,7 @@ def _issued(row: Any, status: Status) -> Issued:
     return Issued(
         number=str(row[1]),
         kind=Kind(str(row[2])),
-        body=decode_json(row[3]),
+        body=decode(str(row[3]).encode()),
         content_hash=str(row[4]),
         previous_hash=str(row[5]),
         document_hash=str(row[6]),
@@ -113,7 +113,7 @@ def last_hash(conn: Connection) -> str:
 def append(
     conn: Connection,
     kind: Kind,
-    body: dict[str, Any],
+    body: Body,
     body_digest: str,
     period: Period,
     now_us: int,
@@ -148,16 +148,16 @@ def append(
             "q": seq,
             "n": number,
             "k": str(kind),
-            "c": body["customer_id"],
+            "c": body.customer_id,
             "pl": period.label,
             "ps": period.start,
             "pe": period.end,
-            "ik": f"{body['customer_id']}|{period.label}" if kind == Kind.INVOICE else None,
-            "co": body.get("corrects"),
-            "cut": body["cutoff_seq"],
-            "cur": body["currency"],
-            "tot": body["total"],
-            "b": dumps(body).decode(),
+            "ik": f"{body.customer_id}|{period.label}" if kind == Kind.INVOICE else None,
+            "co": body.corrects,
+            "cut": body.cutoff_seq,
+            "cur": body.currency,
+            "tot": body.text(body.total),
+            "b": encode_bytes(body).decode(),
             "h": body_digest,
             "ph": envelope["previous_hash"],
             "dh": document_hash,
@@ -173,11 +173,11 @@ def append(
         {
             "number": number,
             "kind": str(kind),
-            "customer_id": body["customer_id"],
+            "customer_id": body.customer_id,
             "period": period.label,
-            "total": body["total"],
-            "currency": body["currency"],
-            "corrects": body.get("corrects"),
+            "total": body.text(body.total),
+            "currency": body.currency,
+            "corrects": body.corrects,
             "forced": forced,
         },
         now_us,
@@ -252,7 +252,12 @@ def _record_status(conn: Connection, doc: Issued, status: Status, reason: str, n
     audit.record(
         conn,
         "pay" if status == Status.PAID else str(status),
-        {"number": number, "status": str(status), "reason": reason, "total": doc.body["total"]},
+        {
+            "number": number,
+            "status": str(status),
+            "reason": reason,
+            "total": doc.body.text(doc.body.total),
+        },
         now_us,
     )
     webhook_facts.status_changed(conn, number, doc.body, str(status), reason, seq, now_us)

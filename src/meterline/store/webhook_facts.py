@@ -8,11 +8,10 @@ connection and never commit.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing.body import Body
 from meterline.store import outbox
 from meterline.store.customer_catalog import load_customers
 from meterline.store.event_log import AppendResult, BatchHeader, Reject
@@ -24,7 +23,7 @@ from meterline.webhooks import closing, events
 def document_issued(
     conn: Connection,
     number: str,
-    body: dict[str, Any],
+    body: Body,
     document_hash: str,
     forced: bool,
     now_us: int,
@@ -35,7 +34,7 @@ def document_issued(
 def status_changed(
     conn: Connection,
     number: str,
-    body: dict[str, Any],
+    body: Body,
     status: str,
     reason: str,
     seq: int,
