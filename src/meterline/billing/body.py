@@ -287,9 +287,20 @@ def encode(body: Body) -> dict[str, Any]:
     return _plain(body, body.currency)  # type: ignore[no-any-return]
 
 
+# The last body encoded and its bytes: issuing hashes a body and then stores it,
+# so the second call is free (one entry, compared by identity; bodies are frozen).
+_last: tuple[Body, bytes] | None = None
+
+
 def encode_bytes(body: Body) -> bytes:
     """Canonical JSON of the body (what is hashed and stored; domain/canonical.py)."""
-    return _canonical.encode(encode(body))
+    global _last
+    last = _last
+    if last is not None and last[0] is body:
+        return last[1]
+    data = _canonical.encode(encode(body))
+    _last = (body, data)
+    return data
 
 
 def decode(data: dict[str, Any] | bytes) -> Body:
