@@ -253,6 +253,18 @@ def _currency(code: str) -> Currency:
     return Currency(code)
 
 
+def _money(value: Decimal, currency: str) -> str:
+    """`money_str`, without its quantize when the value already has exactly the minor
+    digits (every amount decoded from a stored body): the same text, cheaper."""
+    cur = _currency(currency)
+    if value:  # zero goes through money_str (which never writes "-0.00")
+        text = f"{value:f}"
+        dot = text.find(".")
+        if (len(text) - dot - 1 if dot >= 0 else 0) == cur.minor_digits:
+            return text
+    return money_str(value, cur)
+
+
 def _plain(value: Any, currency: str) -> Any:
     """Plain JSON data of a struct tree: money at the minor unit, decimals canonical."""
     if isinstance(value, _Typed):
@@ -265,7 +277,7 @@ def _plain(value: Any, currency: str) -> Any:
             if v is UNSET:
                 continue
             if isinstance(v, Decimal):
-                out[key] = money_str(v, _currency(cur)) if name in money else fmt(v)
+                out[key] = _money(v, cur) if name in money else fmt(v)
             else:
                 out[key] = _plain(v, cur)
         return out
