@@ -176,9 +176,9 @@ def _documents_table(docs: list[Issued], title: str) -> Table:
         table.add_row(
             d.number,
             str(d.kind),
-            b["customer_id"],
-            f"{b['total']} {b['currency']}",
-            "; ".join(b.get("reasons", [])),
+            b.customer_id,
+            f"{b.text(b.total)} {b.currency}",
+            "; ".join(b.reasons),
         )
     return table
 
@@ -186,8 +186,8 @@ def _documents_table(docs: list[Issued], title: str) -> Table:
 def _totals_by_currency(docs: list[Issued]) -> str:
     sums: dict[str, Decimal] = {}
     for d in docs:
-        cur = d.body["currency"]
-        sums[cur] = sums.get(cur, Decimal(0)) + Decimal(d.body["total"])
+        cur = d.body.currency
+        sums[cur] = sums.get(cur, Decimal(0)) + d.body.total
     return ", ".join(f"{v:,} {k}" for k, v in sorted(sums.items()))
 
 
@@ -245,9 +245,9 @@ def _pdf_selection(docs: list[Issued]) -> list[Issued]:
     by_currency: dict[str, Issued] = {}
     for d in docs:
         if d.kind == Kind.INVOICE:
-            best = by_currency.get(d.body["currency"])
-            if best is None or Decimal(d.body["total"]) > Decimal(best.body["total"]):
-                by_currency[d.body["currency"]] = d
+            best = by_currency.get(d.body.currency)
+            if best is None or d.body.total > best.body.total:
+                by_currency[d.body.currency] = d
     chosen.extend(by_currency[c] for c in sorted(by_currency))
     for kind in (Kind.DEBIT_NOTE, Kind.CREDIT_NOTE):
         chosen.extend([d for d in docs if d.kind == kind][:PDFS_PER_KIND])
