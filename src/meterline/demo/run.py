@@ -252,7 +252,7 @@ def _pdf_selection(docs: list[Issued]) -> list[Issued]:
     for kind in (Kind.DEBIT_NOTE, Kind.CREDIT_NOTE):
         chosen.extend([d for d in docs if d.kind == kind][:PDFS_PER_KIND])
     # progressive billing: the interim invoices and the final ones that net them
-    progressive = [d for d in docs if d.body.get("role") in ("interim", "final")]
+    progressive = [d for d in docs if d.body.role_of in ("interim", "final")]
     chosen.extend(d for d in progressive if d.number not in {c.number for c in chosen})
     return chosen
 
@@ -312,11 +312,12 @@ def _run(
         # January is over but not closed: progressive billing looks at the open period.
         outcome.interims = progressive.issue_interims(store, _us(JANUARY_AT)).issued
         for d in outcome.interims:
+            pub = d.to_dict()  # the money as the document writes it
             console.print(
-                f"interim invoice {d.number} for {d.body['customer_id']} "
-                f"{d.body['period']['label']}: {d.body['total']} {d.body['currency']} "
+                f"interim invoice {d.number} for {pub['customer_id']} "
+                f"{pub['period']['label']}: {pub['total']} {pub['currency']} "
                 f"(usage reached the threshold of "
-                f"{', '.join(d.body['thresholds'].values())} {d.body['currency']})"
+                f"{', '.join(pub['thresholds'].values())} {pub['currency']})"
             )
         _ingest_file(store, FEBRUARY_AT, february, console)
         with store.read() as conn:
@@ -341,18 +342,20 @@ def _run(
             f"refused {len(result.refused)}"
         )
         for d in first.issued:
+            pub = d.to_dict()
             console.print(
                 f"  {d.number} for {anniversary}: anniversary period "
-                f"{d.body['period']['label']} [{d.body['period']['start']} .. "
-                f"{d.body['period']['end']}), {d.body['total']} {d.body['currency']}"
+                f"{pub['period']['label']} [{pub['period']['start']} .. "
+                f"{pub['period']['end']}), {pub['total']} {pub['currency']}"
             )
         for d in outcome.invoices:
-            if d.body.get("role") == "final":
+            if d.body.role_of == "final":
+                pub = d.to_dict()
                 console.print(
-                    f"  {d.number} for {d.body['customer_id']}: final invoice of "
-                    f"{d.body['period']['label']}, {d.body['period_subtotal']} "
-                    f"{d.body['currency']} for the period less "
-                    f"{', '.join(d.body['interims'])}: {d.body['total']} {d.body['currency']}"
+                    f"  {d.number} for {pub['customer_id']}: final invoice of "
+                    f"{pub['period']['label']}, {pub['period_subtotal']} "
+                    f"{pub['currency']} for the period less "
+                    f"{', '.join(pub['interims'])}: {pub['total']} {pub['currency']}"
                 )
         for cid, why in result.refused[:5]:
             console.print(f"  refused {cid}: {why}")
