@@ -3,7 +3,8 @@
 Issued documents' content hashes must never change: every body a realistic
 history stores (invoices with every pricing model, spend limits, coupons,
 trials, in-advance fees and unused time, credits, tax, JPY, a +05:30 zone;
-credit and debit notes; format 1 and format 2) decodes and re-encodes to the
+credit and debit notes; format 1 and format 2; progressive interim and final
+invoices; credits paid by credit grant facts) decodes and re-encodes to the
 same canonical JSON and the same hash. A hypothesis round trip covers shapes
 no fixture produces.
 """
@@ -166,6 +167,60 @@ def test_every_stored_document_of_a_rich_history_round_trips(store: Store) -> No
     assert tiers and all(isinstance(t.amount, Decimal) for t in tiers)
 
 
+def test_progressive_and_credit_grant_documents_round_trip(store: Store) -> None:
+    """Interim and final invoices (role, interim, thresholds, interims, period_subtotal,
+    period_tax; null quantities on a flat fee the interims never billed), credits paid
+    by credit grant facts, a subscription's threshold, and a correction of the final:
+    every stored body round-trips byte for byte."""
+    from tests.test_progressive import MID_US, final, interims, use, world
+
+    from meterline.services import credits
+    from meterline.services.progressive import recompute as recompute_progressive
+    from meterline.store import documents
+
+    world(
+        store,
+        tax_rate="0.20",
+        extra_charges=[{"code": "platform", "model": "flat", "amount": "49.00"}],
+    )
+    gid = credits.grant(store, "acme", "30.00", parse_rfc3339("2024-01-01T00:00:00Z"))["id"]
+    use(store, 120)
+    [first] = interims(store)
+    use(store, 110, day=12)
+    [second] = interims(store, MID_US + 1)
+    use(store, 30, day=14)
+    last = final(store)
+    use(store, 7, at="2024-02-02T00:00:00Z")
+    [note] = rerate(store, parse_rfc3339("2024-02-03T00:00:00Z")).issued
+    docs = _stored(store)
+    assert [n for n, _, _ in docs] == [first.number, second.number, last.number, note.number]
+    for number, raw, digest in docs:
+        _assert_round_trips(number, raw, digest)
+    one, two, fin, cor = (typed.decode(raw.encode()) for _, raw, _ in docs)
+    assert (one.role, one.interim, two.role, two.interim) == ("interim", 1, "interim", 2)
+    assert one.thresholds == {"usage": Decimal("100")}
+    assert fin.role == "final" and fin.interims == (first.number, second.number)
+    assert fin.period_subtotal == Decimal("309.00") and fin.period_tax is not typed.UNSET
+    assert fin.subscriptions[0].threshold == Decimal("100")
+    # the interim's credit is a grant fact's: the grant id and its amount, typed
+    assert one.credits == (typed.CreditApplied(grant=str(gid), amount=Decimal("30.00")),)
+    assert one.credits_applied == Decimal("30.00")
+    [platform] = [x for x in fin.lines if x.charge == "platform"]
+    assert platform.quantity is None and platform.billed_quantity is None
+    assert platform.new_quantity is None
+    assert cor.corrects == last.number and cor.role is typed.UNSET
+    # the public JSON is what the dict-based code wrote: money on the minor unit
+    public = typed.encode(one)
+    assert public["thresholds"] == {"usage": "100.00"} and public["role"] == "interim"
+    assert typed.encode(fin)["period_subtotal"] == "309.00"
+    # recomputation reproduces the stored bytes of interim and final invoices
+    with store.read() as conn:
+        for number in (first.number, second.number, last.number):
+            doc = documents.get(conn, number)
+            again = recompute_progressive(conn, doc)
+            assert content_hash(typed.encode(again)) == doc.content_hash, number
+
+
 def test_format_1_bodies_round_trip(store: Store) -> None:
     """Format 1 (events digest and windows on lines, no format field, no tree head)."""
     _rich_history(store)
@@ -297,8 +352,8 @@ def _line(currency: str) -> st.SearchStrategy[dict[str, Any]]:
          "quantity": st.none() | _decimal_text(), "unit_price": st.none() | _decimal_text(),
          "amount": money, "formula": _text,
          "explanation": st.none() | _explanation(currency), "usage": st.none() | _usage()},
-        {"billed_quantity": _decimal_text(), "billed_amount": money,
-         "new_quantity": _decimal_text(), "new_amount": money},
+        {"billed_quantity": st.none() | _decimal_text(), "billed_amount": money,
+         "new_quantity": st.none() | _decimal_text(), "new_amount": money},
     )  # fmt: skip
 
 
@@ -310,7 +365,7 @@ def _bodies(draw: st.DrawFn) -> dict[str, Any]:
     sub = _optional(
         {"price_book": _text, "start": _text, "end": st.none() | _text},
         {"billing_cycle": _text, "anchor": _text, "trial_days": st.integers(1, 90),
-         "trial_usage": _text},
+         "trial_usage": _text, "threshold": _decimal_text()},
     )  # fmt: skip
     pv = st.fixed_dictionaries(
         {"price_book": _text, "version": _text, "effective_from": _text, "content_hash": _text}
@@ -328,7 +383,12 @@ def _bodies(draw: st.DrawFn) -> dict[str, Any]:
              "reasons": st.lists(_text, max_size=2), "cutoff_seq": st.integers(0, 10**12),
              "price_versions": st.lists(pv, max_size=2)},
             {"billed_cutoff_seq": st.integers(0, 10**12), "format": st.integers(2, 3),
-             "tree_head": st.fixed_dictionaries({"size": st.integers(0, 10**9), "root": _text})},
+             "tree_head": st.fixed_dictionaries({"size": st.integers(0, 10**9), "root": _text}),
+             # progressive billing: interim and final invoices
+             "role": st.sampled_from(["interim", "final"]), "interim": st.integers(1, 9),
+             "thresholds": st.dictionaries(_text, money, max_size=2),
+             "interims": st.lists(_text, max_size=3), "period_subtotal": money,
+             "period_tax": money},
         )
     )  # fmt: skip
 

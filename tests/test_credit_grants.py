@@ -173,7 +173,11 @@ def test_corrections_never_re_spread_credits(store: Store) -> None:
         retract_event(store, "default", f"c{i}", "duplicates", LATER_US)
     [note] = rerate(store, LATER_US).issued
     assert note.kind == "credit_note"
-    assert (note.to_dict()["total"], note.to_dict()["credits_applied"], note.to_dict()["credits"]) == (
+    assert (
+        note.to_dict()["total"],
+        note.to_dict()["credits_applied"],
+        note.to_dict()["credits"],
+    ) == (
         "-2.00",
         "0.00",
         [],

@@ -196,7 +196,11 @@ def test_progressive_tax_20pct_interim_120_then_final_tax_delta_keeps_no_drift(
     use(store, 2)
     last = final(store)
     # whole period 103.00 + tax 20.60; the final bills 2.00 + (20.60 - 20.20)
-    assert (last.to_dict()["subtotal"], last.to_dict()["tax"], last.to_dict()["total"]) == ("2.00", "0.40", "2.40")
+    assert (last.to_dict()["subtotal"], last.to_dict()["tax"], last.to_dict()["total"]) == (
+        "2.00",
+        "0.40",
+        "2.40",
+    )
     assert reconcile(store, full=True).ok
 
 
@@ -406,7 +410,11 @@ def test_progressive_credit_50_pays_the_interim_of_120_then_coupon_10pct_on_the_
     )
     use(store, 120)
     [first] = interims(store)
-    assert (first.to_dict()["subtotal"], first.to_dict()["credits_applied"], first.to_dict()["total"]) == (
+    assert (
+        first.to_dict()["subtotal"],
+        first.to_dict()["credits_applied"],
+        first.to_dict()["total"],
+    ) == (
         "120.00",
         "50.00",
         "70.00",
