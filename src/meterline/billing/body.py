@@ -260,7 +260,7 @@ class Body(_Typed, frozen=True, kw_only=True):
 
     @property
     def role_of(self) -> str | None:
-        """ "interim", "final" or None (an ordinary document)."""
+        """The progressive role ("interim" or "final"), None on any other document."""
         return None if self.role is UNSET else self.role
 
     @property
