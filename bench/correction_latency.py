@@ -89,12 +89,12 @@ def check_note(result: corrections.RerateResult) -> None:
     the call's 0.009 does not move the rounded line (the service's choice for 0)."""
     assert len(result.issued) == 1, result
     note = result.issued[0]
-    total = Decimal(note.body["total"])
+    total = note.body.total
     assert (note.kind, total > 0) in (("debit_note", True), ("credit_note", False)), note.kind
     assert total >= 0, total
-    deltas = {line["charge"]: Decimal(line["quantity"] or 0) for line in note.body["lines"]}
+    deltas = {line.charge: line.quantity or Decimal(0) for line in note.body.lines}
     assert deltas.get("api") == 1, deltas
-    assert "1 events received after" in " ".join(note.body["reasons"]), note.body["reasons"]
+    assert "1 events received after" in " ".join(note.body.reasons), note.body.reasons
 
 
 def check_sum(store: Store) -> None:
@@ -103,7 +103,7 @@ def check_sum(store: Store) -> None:
         k = sequence.current(conn)
         fresh = invoicing.compute_body(conn, CUSTOMER, LABEL, k)
     docs = invoicing.list_all(store, CUSTOMER)
-    billed = sum((Decimal(d.body["total"]) for d in docs), Decimal(0))
+    billed = sum((d.body.total for d in docs), Decimal(0))
     assert billed == Decimal(fresh["total"]), (billed, fresh["total"])
 
 

@@ -337,7 +337,7 @@ def check(result: invoicing.IssueResult, loaded: Loaded, customers: list[str]) -
     every loaded event accounted for on its lines."""
     if result.refused or result.already:
         raise SystemExit(f"refused {result.refused[:3]} already {result.already[:3]}")
-    by_customer = {doc.body["customer_id"]: doc for doc in result.issued}
+    by_customer = {doc.body.customer_id: doc for doc in result.issued}
     if sorted(by_customer) != sorted(customers) or len(result.issued) != len(customers):
         raise SystemExit(f"{len(result.issued)} invoices for {len(customers)} customers")
     wrong = []
@@ -345,10 +345,10 @@ def check(result: invoicing.IssueResult, loaded: Loaded, customers: list[str]) -
     for i, cid in enumerate(customers):
         body = by_customer[cid].body
         want = expected_total(loaded.usage[cid], taxed=i % 4 == 0)
-        events = sum(int((line["usage"] or {}).get("event_count", 0)) for line in body["lines"])
-        if Decimal(body["total"]) != want or events != loaded.usage[cid].events:
-            wrong.append((cid, body["total"], str(want), events))
-        grand += Decimal(body["total"])
+        events = sum(line.usage.event_count for line in body.lines if line.usage is not None)
+        if body.total != want or events != loaded.usage[cid].events:
+            wrong.append((cid, body.text(body.total), str(want), events))
+        grand += body.total
     if wrong:
         raise SystemExit(f"{len(wrong)} invoices differ from the independent bill: {wrong[:5]}")
     expected = sum(

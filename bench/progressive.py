@@ -133,7 +133,7 @@ def main() -> None:
             lambda: invoicing.issue(progressive, "2024-01", later),
         )
         assert len(interims.issued) == c and len(base.issued) == c == len(final.issued)
-        assert all(d.body["role"] == "final" for d in final.issued)
+        assert all(d.body.role_of == "final" for d in final.issued)
         print(f"customers {c}, events per customer {e}")
         print(f"final run / ordinary run          {t_final / t_base:6.2f}x")
         print(f"interim run / ordinary run        {t_interim / t_base:6.2f}x")

@@ -112,9 +112,7 @@ def seed(directory: Path, events: int = 6000, customers: int = 12) -> Seeded:
             IngestOptions(origin="seed:bad", source="partner-api"),
         )
         invoice = next(
-            d.number
-            for d in invoicing.list_all(store, LATE_CUSTOMER)
-            if d.body.get("corrects") is None
+            d.number for d in invoicing.list_all(store, LATE_CUSTOMER) if d.body.corrects is None
         )
         with store.read() as conn:
             from sqlalchemy import text

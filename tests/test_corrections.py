@@ -27,7 +27,7 @@ def january_invoiced_at(store: Store, n: int) -> str:
     ingest(store, clock(FEB), calls(n))
     close_january(store)
     [doc] = invoicing.issue(store, "2024-01", FEB_US).issued
-    return doc.body["total"]
+    return doc.to_dict()["total"]
 
 
 def test_late_events_crossing_a_tier_are_priced_at_the_right_tier(store: Store) -> None:
@@ -35,15 +35,15 @@ def test_late_events_crossing_a_tier_are_priced_at_the_right_tier(store: Store) 
     ingest(store, clock(LATER), calls(1_000, prefix="late"))
     [note] = rerate(store, LATER_US).issued
     assert note.number == "DN-000001"
-    assert note.body["total"] == "12.50"  # 500 x 0.015 + 500 x 0.01, not 10.00 or 15.00
-    [line] = note.body["lines"]
+    assert note.to_dict()["total"] == "12.50"  # 500 x 0.015 + 500 x 0.01, not 10.00 or 15.00
+    [line] = note.to_dict()["lines"]
     assert (line["quantity"], line["billed_amount"], line["new_amount"]) == (
         "1000",
         "147.50",
         "160.00",
     )
-    assert note.body["reasons"] == ["1000 events received after INV-000001 was issued"]
-    assert note.body["corrects"] == "INV-000001"
+    assert list(note.body.reasons) == ["1000 events received after INV-000001 was issued"]
+    assert note.body.corrects == "INV-000001"
 
 
 def test_retractions_issue_a_credit_note(store: Store) -> None:
@@ -52,8 +52,8 @@ def test_retractions_issue_a_credit_note(store: Store) -> None:
         retract_event(store, "default", f"c{i}", "duplicated by a faulty gateway", LATER_US)
     [note] = rerate(store, LATER_US).issued
     assert note.kind == "credit_note" and note.number == "CN-000001"
-    assert note.body["total"] == "-30.00"  # 7,500 units: 117.50 instead of 147.50
-    assert note.body["reasons"] == ["2000 events retracted"]
+    assert note.to_dict()["total"] == "-30.00"  # 7,500 units: 117.50 instead of 147.50
+    assert list(note.body.reasons) == ["2000 events retracted"]
 
 
 def test_retroactive_price_version_needs_the_flag_and_is_corrected(store: Store) -> None:
@@ -67,8 +67,8 @@ def test_retroactive_price_version_needs_the_flag_and_is_corrected(store: Store)
     fix["retroactive"] = True
     apply_catalog(store, catalog(V1, fix), LATER_US)
     [note] = rerate(store, LATER_US).issued
-    assert note.body["total"] == "-25.50"  # 8,500 x (0.012 - 0.015)
-    assert note.body["reasons"] == [
+    assert note.to_dict()["total"] == "-25.50"  # 8,500 x (0.012 - 0.015)
+    assert list(note.body.reasons) == [
         "price version v1b of standard recorded retroactively: tier 2 was mistyped"
     ]
     with store.read() as conn:
@@ -93,8 +93,8 @@ def test_corrections_accumulate_against_what_was_billed(store: Store) -> None:
     rerate(store, LATER_US)
     ingest(store, clock(LATER), calls(500, prefix="later"))
     [second] = rerate(store, LATER_US).issued
-    assert second.body["total"] == "5.00"  # 500 x 0.01 on top of 10,500 already billed
-    assert second.body["lines"][0]["billed_amount"] == "160.00"
+    assert second.to_dict()["total"] == "5.00"  # 500 x 0.01 on top of 10,500 already billed
+    assert second.to_dict()["lines"][0]["billed_amount"] == "160.00"
 
 
 def test_manual_mark_with_reason(store: Store) -> None:

@@ -26,6 +26,7 @@ from tests.billing_support import FEB, FEB_US, V1, catalog, clock, close_january
 from tests.conftest import reset
 from tests.support import event, ingest
 
+from meterline.billing.body import UNSET
 from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import invoicing
 from meterline.services.catalog import apply_catalog
@@ -196,27 +197,27 @@ def play(
     with store.read() as conn:
         k = sequence.current(conn)
         docs = documents.list_documents(conn)
-        finals = [d for d in docs if d.kind == "invoice" and d.body.get("role") != "interim"]
+        finals = [d for d in docs if d.kind == "invoice" and d.body.role_of != "interim"]
         for inv in finals:
             interims = [
                 d
                 for d in docs
-                if d.body.get("role") == "interim"
-                and d.body["customer_id"] == inv.body["customer_id"]
+                if d.body.role_of == "interim" and d.body.customer_id == inv.body.customer_id
             ]
-            assert inv.body.get("interims", []) == [d.number for d in interims]
-            notes = [d for d in docs if d.body.get("corrects") == inv.number]
+            got = inv.body.interims
+            assert (() if got is UNSET else got) == tuple(d.number for d in interims)
+            notes = [d for d in docs if d.body.corrects == inv.number]
             related = [*interims, inv, *notes]  # billed = interims + final + corrections
-            billed_sub = sum((Decimal(d.body["subtotal"]) for d in related), Decimal(0))
-            billed_tax = sum((Decimal(d.body["tax"]) for d in related), Decimal(0))
-            scratch = invoicing.compute_body(conn, inv.body["customer_id"], "2024-01", k)
+            billed_sub = sum((d.body.subtotal for d in related), Decimal(0))
+            billed_tax = sum((d.body.tax for d in related), Decimal(0))
+            scratch = invoicing.compute_body(conn, inv.body.customer_id, "2024-01", k)
             assert billed_sub == Decimal(scratch["subtotal"]), (
                 inv.number,
                 billed_sub,
                 scratch["subtotal"],
             )
             assert billed_tax == Decimal(scratch["tax"]), (inv.number, billed_tax, scratch["tax"])
-            out[inv.body["customer_id"]] = (
+            out[inv.body.customer_id] = (
                 billed_sub,
                 billed_tax,
                 Decimal(scratch["subtotal"]) + Decimal(scratch["tax"]),

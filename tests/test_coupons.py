@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from meterline.billing import body as typed
 from meterline.billing.coupons import Coupon, Duration, apply_coupons, parse_coupon
 from meterline.billing.periods import Anchor, BillingCycle, Cycle
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -20,7 +21,11 @@ JAN = parse_rfc3339("2024-01-01T00:00:00Z")
 
 
 def line(charge: str, amount: str, meter: str | None = "m", model: str = "per_unit") -> Any:
-    return {"charge": charge, "amount": amount, "meter": meter, "model": model}
+    return typed.Line(
+        line=1, charge=charge, description=charge, price_book="b", model=model, meter=meter,
+        dimensions={}, quantity=None, unit_price=None, amount=Decimal(amount), formula="",
+        explanation=None, usage=None,
+    )  # fmt: skip
 
 
 INVOICE = [

@@ -33,7 +33,7 @@ def _january(store: Store, n: int) -> dict[str, object]:
     ingest(store, clock("2024-02-01T12:00:00Z"), calls(n))
     close_january(store)
     [doc] = invoicing.issue(store, "2024-01", FEB_US).issued
-    return doc.body
+    return doc.to_dict()  # the public JSON: money as the document writes it
 
 
 def _balance(store: Store, account: str) -> Decimal:
@@ -173,7 +173,11 @@ def test_corrections_never_re_spread_credits(store: Store) -> None:
         retract_event(store, "default", f"c{i}", "duplicates", LATER_US)
     [note] = rerate(store, LATER_US).issued
     assert note.kind == "credit_note"
-    assert (note.body["total"], note.body["credits_applied"], note.body["credits"]) == (
+    assert (
+        note.to_dict()["total"],
+        note.to_dict()["credits_applied"],
+        note.to_dict()["credits"],
+    ) == (
         "-2.00",
         "0.00",
         [],
@@ -181,7 +185,7 @@ def test_corrections_never_re_spread_credits(store: Store) -> None:
     ingest(store, clock("2024-02-03T00:00:00Z"), calls(300, prefix="late"))
     [debit] = rerate(store, parse_rfc3339("2024-02-04T00:00:00Z")).issued
     assert debit.kind == "debit_note"
-    assert debit.body["credits_applied"] == "0.00" and debit.body["total"] == "6.00"
+    assert debit.to_dict()["credits_applied"] == "0.00" and debit.to_dict()["total"] == "6.00"
     [row] = credits.list_grants(store, "acme", LATER_US)
     assert row["id"] == gid and (row["used"], row["available"]) == ("12.00", "8.00")
     assert _balance(store, "receivable:acme") == Decimal("4.00")  # 0 - 2.00 + 6.00
@@ -269,6 +273,6 @@ def test_the_split_invoice_run_settles_credits_too(store: Store) -> None:
     ingest(store, clock("2024-02-01T12:00:00Z"), calls(600))
     close_january(store)
     [doc] = invoice_run.run(store, "2024-01", FEB_US).issued
-    assert doc.body["credits"] == [{"grant": gid, "amount": "12.00"}]
+    assert doc.to_dict()["credits"] == [{"grant": gid, "amount": "12.00"}]
     assert _balance(store, "credit_breakage") == Decimal("28.00")
     _clean(store)

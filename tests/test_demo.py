@@ -27,25 +27,25 @@ def test_small_demo_month_end_to_end(tmp_path: Path) -> None:
     # progressive billing: one interim in the open January, netted by the final invoice
     progressive = ids[PROGRESSIVE_INDEX]
     [interim] = outcome.interims
-    assert interim.body["customer_id"] == progressive and interim.body["role"] == "interim"
-    assert Decimal(interim.body["subtotal"]) >= Decimal(PROGRESSIVE_THRESHOLD)
-    [final] = [d for d in outcome.invoices if d.body["customer_id"] == progressive]
-    assert final.body["role"] == "final" and final.body["interims"] == [interim.number]
-    whole = Decimal(final.body["period_subtotal"])
-    assert Decimal(interim.body["subtotal"]) + Decimal(final.body["subtotal"]) == whole
+    assert interim.body.customer_id == progressive and interim.body.role == "interim"
+    assert interim.body.subtotal >= Decimal(PROGRESSIVE_THRESHOLD)
+    [final] = [d for d in outcome.invoices if d.body.customer_id == progressive]
+    assert final.body.role == "final" and final.body.interims == (interim.number,)
+    whole = final.body.period_subtotal
+    assert interim.body.subtotal + final.body.subtotal == whole
     # the anniversary customer's first period: December 20th to January 20th
-    [anniversary] = [d for d in outcome.invoices if d.body["customer_id"] == ids[ANNIVERSARY_INDEX]]
-    assert anniversary.body["period"]["label"] == "2023-12-20"
-    assert anniversary.body["period"]["end"] == "2024-01-20T00:00:00Z"
-    assert anniversary.body["subscriptions"][0]["anchor"] == "subscription"
-    by_customer = {n.body["customer_id"]: n for n in outcome.notes}
+    [anniversary] = [d for d in outcome.invoices if d.body.customer_id == ids[ANNIVERSARY_INDEX]]
+    assert anniversary.body.period.label == "2023-12-20"
+    assert anniversary.body.period.end == "2024-01-20T00:00:00Z"
+    assert anniversary.body.subscriptions[0].anchor == "subscription"
+    by_customer = {n.body.customer_id: n for n in outcome.notes}
     late = by_customer[ids[LATE_CUSTOMER_INDEX]]
-    assert late.kind == Kind.DEBIT_NOTE and Decimal(late.body["total"]) > 0
+    assert late.kind == Kind.DEBIT_NOTE and Decimal(late.to_dict()["total"]) > 0
     retracted = by_customer[ids[RETRACT_CUSTOMER_INDEX]]
-    assert retracted.kind == Kind.CREDIT_NOTE and "40 events retracted" in retracted.body["reasons"]
-    yen = [n for n in outcome.notes if n.body["currency"] == "JPY"]
+    assert retracted.kind == Kind.CREDIT_NOTE and "40 events retracted" in retracted.body.reasons
+    yen = [n for n in outcome.notes if n.body.currency == "JPY"]
     assert yen and all(n.kind == Kind.CREDIT_NOTE for n in yen)
-    assert all("." not in n.body["total"] for n in yen)  # whole yen
+    assert all("." not in n.to_dict()["total"] for n in yen)  # whole yen
     assert outcome.verified and outcome.reconciled is not False
     assert outcome.paid == len(outcome.invoices) // 2
     documents = sorted(p.name for p in (tmp_path / "documents").glob("*.json"))

@@ -128,7 +128,7 @@ def test_rerate_reads_changes_through_the_port(store: Store) -> None:
     retract_event(store, "default", "a1", "dispute", FEB_US)
     ingest(store, clock(FEB), [event(f"late{i}", time="2024-01-20T10:00:00Z") for i in range(2)])
     (note,) = rerate(store, FEB_US).issued
-    assert note.body["reasons"] == [
+    assert list(note.body.reasons) == [
         "2 events received after INV-000001 was issued",
         "1 event retracted",
     ]

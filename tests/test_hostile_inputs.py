@@ -253,7 +253,7 @@ def test_month_end_run_isolates_a_customer_that_cannot_be_invoiced(store: Store)
             )
         )
     result = invoicing.issue(store, "2024-01", FEB_US)
-    assert sorted(d.body["customer_id"] for d in result.issued) == ["acme", "gamma"]
+    assert sorted(d.body.customer_id for d in result.issued) == ["acme", "gamma"]
     assert [(c, code) for c, code, _ in result.failed] == [("beta", "INVALID_CATALOG")]
     again = invoicing.issue(store, "2024-01", FEB_US)  # the others are not issued twice
     assert not again.issued and len(again.already) == 2 and len(again.failed) == 1

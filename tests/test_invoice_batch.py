@@ -200,7 +200,13 @@ def test_chunked_run_writes_what_one_by_one_writes(
     batched = invoicing.issue(store, LABEL, FEB_US)
     reference = _one_by_one(twin)
     assert [d.to_dict() for d in batched.issued] == [d.to_dict() for d in reference.issued]
-    assert [d.body["customer_id"] for d in batched.issued] == ["a00", "a01", "a02", "a03", "a04"]
+    assert [d.to_dict()["customer_id"] for d in batched.issued] == [
+        "a00",
+        "a01",
+        "a02",
+        "a03",
+        "a04",
+    ]
     assert batched.already == reference.already == [("a05", "INV-000001")]
     assert [(c, code) for c, code, _ in batched.failed] == [("a06", "INVALID_CATALOG")]
     assert batched.failed == reference.failed
@@ -230,6 +236,12 @@ def test_a_chunk_that_fails_as_a_whole_is_issued_customer_by_customer(
 
     monkeypatch.setattr(merkle.Grower, "check", broken)
     result = invoicing.issue(store, LABEL, FEB_US)
-    assert [d.body["customer_id"] for d in result.issued] == ["a00", "a01", "a02", "a03", "a04"]
+    assert [d.to_dict()["customer_id"] for d in result.issued] == [
+        "a00",
+        "a01",
+        "a02",
+        "a03",
+        "a04",
+    ]
     assert [(c, code) for c, code, _ in result.failed] == [("a06", "INVALID_CATALOG")]
     assert verify(store).ok

@@ -25,13 +25,13 @@ def test_graduated_invoice_with_explanation(store: Store) -> None:
     result = invoicing.issue(store, "2024-01", FEB_US)
     [doc] = result.issued
     assert doc.number == "INV-000001"
-    line = doc.body["lines"][0]
+    line = doc.to_dict()["lines"][0]
     assert (line["quantity"], line["amount"]) == ("12500", "180.00")
     assert line["formula"] == "1,000 x 0.02 + 9,000 x 0.015 + 2,500 x 0.01 = 180.00"
     tiers = line["explanation"]["segments"][0]["tiers"]
     assert sum(Decimal(t["amount"]) for t in tiers) == Decimal(line["amount"])
     assert line["usage"]["event_count"] == 12_500
-    assert (doc.body["subtotal"], doc.body["tax"], doc.body["total"]) == (
+    assert (doc.to_dict()["subtotal"], doc.to_dict()["tax"], doc.to_dict()["total"]) == (
         "180.00",
         "0.00",
         "180.00",

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from meterline.billing import body as typed
 from meterline.domain.money import Currency
 from meterline.ledger import (
     CASH,
@@ -35,20 +36,37 @@ def body(
     credits: str = "0.00",
     kind: str = "invoice",
     currency: str = "USD",
-) -> dict[str, Any]:
+    models: dict[str, str] | None = None,
+    total: str | None = None,
+) -> typed.Body:
     subtotal = sum((Decimal(a) for _, a in lines), Decimal(0))
-    total = subtotal + Decimal(tax) - Decimal(credits)
-    return {
-        "kind": kind,
-        "customer_id": "acme",
-        "currency": currency,
-        "period": {"label": "2024-01"},
-        "lines": [{"charge": c, "amount": a} for c, a in lines],
-        "subtotal": f"{subtotal}",
-        "tax": tax,
-        "credits_applied": credits,
-        "total": f"{total}",
-    }
+    return typed.Body(
+        kind=kind,
+        customer_id="acme",
+        customer_name="Acme",
+        currency=currency,
+        timezone="UTC",
+        period=typed.Period(start="2024-01-01T00:00:00Z", end="2024-02-01T00:00:00Z",
+                            label="2024-01"),
+        subscriptions=(),
+        lines=tuple(
+            typed.Line(line=i, charge=c, description=c, price_book="b",
+                       model=(models or {}).get(c, "per_unit"), meter=None, dimensions={},
+                       quantity=None, unit_price=None, amount=Decimal(a), formula="",
+                       explanation=None, usage=None)
+            for i, (c, a) in enumerate(lines, start=1)
+        ),
+        subtotal=subtotal,
+        tax_rate=Decimal(0),
+        tax=Decimal(tax),
+        credits=(),
+        credits_applied=Decimal(credits),
+        total=Decimal(total) if total else subtotal + Decimal(tax) - Decimal(credits),
+        corrects=None,
+        reasons=(),
+        cutoff_seq=1,
+        price_versions=(),
+    )  # fmt: skip
 
 
 def sides(entry: Any) -> dict[str, Decimal]:
@@ -110,8 +128,7 @@ def test_a_refunded_credit_note_pays_cash_out() -> None:
 
 
 def test_inconsistent_documents_cannot_post() -> None:
-    b = body([("api", "100.00")])
-    b["total"] = "99.00"
+    b = body([("api", "100.00")], total="99.00")
     with pytest.raises(ValueError, match="does not balance"):
         issue_entry("INV-000009", b)
     b = body([("api", "100.001")])
@@ -147,8 +164,9 @@ def test_chart_of_accounts() -> None:
 
 
 def test_a_cap_line_debits_contra_revenue_600_usage_capped_at_500() -> None:
-    doc = body([("api", "600.00"), ("maximum_spend", "-100.00")])
-    doc["lines"][1]["model"] = "maximum_spend"
+    doc = body(
+        [("api", "600.00"), ("maximum_spend", "-100.00")], models={"maximum_spend": "maximum_spend"}
+    )
     e = issue_entry("INV-000003", doc)
     assert e.balanced
     assert sides(e) == {
@@ -161,8 +179,11 @@ def test_a_cap_line_debits_contra_revenue_600_usage_capped_at_500() -> None:
 
 def test_a_credit_note_reducing_a_cap_credits_contra_revenue() -> None:
     """A late refund lowers usage from 600 to 550: api -50, the cap line +50 (less excess)."""
-    doc = body([("api", "-50.00"), ("maximum_spend", "50.00")], kind="credit_note")
-    doc["lines"][1]["model"] = "maximum_spend"
+    doc = body(
+        [("api", "-50.00"), ("maximum_spend", "50.00")],
+        kind="credit_note",
+        models={"maximum_spend": "maximum_spend"},
+    )
     e = issue_entry("CN-000002", doc)
     assert e.balanced
     assert sides(e) == {

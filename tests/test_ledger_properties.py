@@ -118,7 +118,7 @@ def test_entries_balance_and_receivable_is_the_open_documents(
     owed = {c: Decimal("0.00") for c in NAMES}
     for d in docs:
         if d.status == Status.ISSUED:
-            owed[d.body["customer_id"]] += Decimal(d.body["total"])
+            owed[d.body.customer_id] += Decimal(d.to_dict()["total"])
     ledger = {c: Decimal("0.00") for c in NAMES}
     for b in balances(store):
         if b["account"].startswith("receivable:"):

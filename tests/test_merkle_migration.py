@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 from alembic import command
+from msgspec.structs import replace
 from sqlalchemy import Table, inspect, text
 from tests.billing_support import calls, clock
 from tests.support import ingest
 from tests.test_corruption import LATER, LATER_US, world
 
-from meterline.billing.document import with_format
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.services import invoicing
 from meterline.services.corrections import rerate
@@ -60,7 +60,11 @@ def test_an_old_store_gets_its_tree_and_old_documents_keep_verifying(
     schema.metadata.create_all(store.engine, tables=later)
     with monkeypatch.context() as m:
         m.setattr(merkle, "seal", lambda conn: None)
-        m.setattr(invoicing, "finish_body", lambda conn, body, k, fmt: with_format(body, fmt))
+        m.setattr(
+            invoicing,
+            "finish_body",
+            lambda conn, body, k, fmt, nodes=None: body if fmt < 2 else replace(body, format=fmt),
+        )
         world(store)
     schema.metadata.drop_all(store.engine, tables=later)
     with store.read() as conn:
@@ -84,7 +88,7 @@ def test_an_old_store_gets_its_tree_and_old_documents_keep_verifying(
     # New documents carry a tree head and prove against it.
     ingest(store, clock(LATER), calls(30, prefix="post"))
     [note] = rerate(store, LATER_US).issued
-    assert note.body["tree_head"]["size"] == note.body["cutoff_seq"]
+    assert note.to_dict()["tree_head"]["size"] == note.body.cutoff_seq
     assert prove(store, note.number, "post3")["verified"]
     assert verify(store).ok
     assert reconcile(store, full=True).ok

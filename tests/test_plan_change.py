@@ -92,7 +92,7 @@ def test_plan_change_basic_29_to_pro_58_on_feb_16_credits_14_unused_and_bills_28
     _setup(store)
     close_january(store)
     [jan] = invoicing.issue(store, "2024-01", FEB_US).issued
-    assert lines(jan.body) == [
+    assert lines(jan.to_dict()) == [
         ("seat (in advance, 2024-01)", "29.00"),
         ("seat (in advance, 2024-02)", "29.00"),
     ]
@@ -107,13 +107,13 @@ def test_plan_change_basic_29_to_pro_58_on_feb_16_credits_14_unused_and_bills_28
     assert result.started.threshold == Decimal(500)  # kept from the old subscription
     close_february(store)
     [feb] = invoicing.issue(store, "2024-02", MAR1_NOON).issued
-    assert lines(feb.body) == [
+    assert lines(feb.to_dict()) == [
         ("unused time on basic (seat)", "-14.00"),
         ("seat (in advance, 2024-02)", "28.00"),
         ("seat (in advance, 2024-03)", "58.00"),
     ]
-    assert feb.body["total"] == "72.00"
-    assert [s["price_book"] for s in feb.body["subscriptions"]] == ["basic", "pro"]
+    assert feb.to_dict()["total"] == "72.00"
+    assert [s["price_book"] for s in feb.to_dict()["subscriptions"]] == ["basic", "pro"]
     assert verify(store).ok
     assert reconcile(store, full=True).ok
 

@@ -103,7 +103,7 @@ def final(store: Store) -> Issued:
 
 
 def amounts(doc: Issued) -> dict[str, str]:
-    return {line["charge"]: line["amount"] for line in doc.body["lines"]}
+    return {line["charge"]: line["amount"] for line in doc.to_dict()["lines"]}
 
 
 def recomputed_total(store: Store) -> Decimal:
@@ -124,18 +124,18 @@ def test_progressive_threshold_100_usage_250_issues_two_interims_then_final_nets
     use(store, 50)
     assert interims(store) == []  # 50.00 unbilled < 100.00
     last = final(store)
-    assert [first.body["total"], second.body["total"], last.body["total"]] == [
+    assert [first.to_dict()["total"], second.to_dict()["total"], last.to_dict()["total"]] == [
         "100.00",
         "100.00",
         "50.00",
     ]
-    assert (first.body["role"], first.body["interim"]) == ("interim", 1)
-    assert (second.body["role"], second.body["interim"]) == ("interim", 2)
+    assert (first.to_dict()["role"], first.to_dict()["interim"]) == ("interim", 1)
+    assert (second.to_dict()["role"], second.to_dict()["interim"]) == ("interim", 2)
     assert [first.number, second.number, last.number] == ["INV-000001", "INV-000002", "INV-000003"]
-    assert last.body["role"] == "final"
-    assert last.body["interims"] == ["INV-000001", "INV-000002"]
-    assert last.body["period_subtotal"] == "250.00"
-    [line] = last.body["lines"]
+    assert last.to_dict()["role"] == "final"
+    assert last.to_dict()["interims"] == ["INV-000001", "INV-000002"]
+    assert last.to_dict()["period_subtotal"] == "250.00"
+    [line] = last.to_dict()["lines"]
     assert (line["quantity"], line["billed_amount"], line["new_amount"]) == (
         "50",
         "200.00",
@@ -155,7 +155,7 @@ def test_progressive_preview_after_an_interim_of_120_shows_the_final_to_be_30(
     draft = invoicing.preview(store, "acme", "2024-01")
     assert (draft["number"], draft["role"], draft["interims"]) == (None, "final", [first.number])
     assert (draft["total"], draft["period_subtotal"]) == ("30.00", "150.00")
-    assert final(store).body["total"] == "30.00"
+    assert final(store).to_dict()["total"] == "30.00"
 
 
 def test_progressive_threshold_100_usage_99_issues_no_interim_and_a_plain_final_of_99(
@@ -165,7 +165,7 @@ def test_progressive_threshold_100_usage_99_issues_no_interim_and_a_plain_final_
     use(store, 99)
     assert interims(store) == []
     last = final(store)
-    assert last.body["total"] == "99.00" and "role" not in last.body
+    assert last.to_dict()["total"] == "99.00" and "role" not in last.to_dict()
 
 
 def test_progressive_threshold_100_usage_340_at_once_issues_one_interim_of_340(
@@ -174,11 +174,11 @@ def test_progressive_threshold_100_usage_340_at_once_issues_one_interim_of_340(
     world(store)
     use(store, 340)
     [only] = interims(store)
-    assert only.body["total"] == "340.00"  # the usage so far, not a multiple of the threshold
+    assert only.to_dict()["total"] == "340.00"  # the usage so far, not a multiple of the threshold
     assert interims(store) == []  # idempotent: nothing unbilled right after an interim
     last = final(store)
-    assert last.body["total"] == "0.00" and last.body["lines"] == []
-    assert last.body["interims"] == [only.number]
+    assert last.to_dict()["total"] == "0.00" and last.to_dict()["lines"] == []
+    assert last.to_dict()["interims"] == [only.number]
     assert verify(store).ok
 
 
@@ -188,7 +188,7 @@ def test_progressive_tax_20pct_interim_120_then_final_tax_delta_keeps_no_drift(
     world(store, threshold="100", tax_rate="0.2")
     use(store, 101)
     [first] = interims(store)
-    assert (first.body["subtotal"], first.body["tax"], first.body["total"]) == (
+    assert (first.to_dict()["subtotal"], first.to_dict()["tax"], first.to_dict()["total"]) == (
         "101.00",
         "20.20",
         "121.20",
@@ -196,7 +196,11 @@ def test_progressive_tax_20pct_interim_120_then_final_tax_delta_keeps_no_drift(
     use(store, 2)
     last = final(store)
     # whole period 103.00 + tax 20.60; the final bills 2.00 + (20.60 - 20.20)
-    assert (last.body["subtotal"], last.body["tax"], last.body["total"]) == ("2.00", "0.40", "2.40")
+    assert (last.to_dict()["subtotal"], last.to_dict()["tax"], last.to_dict()["total"]) == (
+        "2.00",
+        "0.40",
+        "2.40",
+    )
     assert reconcile(store, full=True).ok
 
 
@@ -215,7 +219,7 @@ def test_progressive_flat_49_and_minimum_300_wait_for_the_final_interim_bills_us
     last = final(store)
     # whole: api 200 + platform 49 + minimum true-up 100 = 349; the interim billed 150
     assert amounts(last) == {"api": "50.00", "platform": "49.00", "minimum_spend": "100.00"}
-    assert last.body["total"] == "199.00"
+    assert last.to_dict()["total"] == "199.00"
     assert verify(store).ok
 
 
@@ -225,12 +229,12 @@ def test_progressive_cap_150_usage_120_then_250_interim_120_no_second_final_30(
     world(store, maximum_spend="150.00")
     use(store, 120)
     [first] = interims(store)
-    assert first.body["total"] == "120.00"
+    assert first.to_dict()["total"] == "120.00"
     use(store, 130)
     assert interims(store) == []  # usage +130, cap -100: 30.00 unbilled < 100.00
     last = final(store)
     assert amounts(last) == {"api": "130.00", "maximum_spend": "-100.00"}
-    assert last.body["total"] == "30.00"  # 120 + 30 = the cap
+    assert last.to_dict()["total"] == "30.00"  # 120 + 30 = the cap
     assert reconcile(store, full=True).ok
 
 
@@ -242,13 +246,13 @@ def test_progressive_late_event_after_the_final_corrects_interims_plus_final_exa
     [first] = interims(store)
     use(store, 20)
     last = final(store)
-    assert (first.body["total"], last.body["total"]) == ("150.00", "20.00")
+    assert (first.to_dict()["total"], last.to_dict()["total"]) == ("150.00", "20.00")
     use(store, 7, at="2024-02-02T00:00:00Z")
     [note] = rerate(store, LATER_US).issued
-    assert note.body["corrects"] == last.number and note.body["total"] == "7.00"
-    [line] = note.body["lines"]
+    assert note.to_dict()["corrects"] == last.number and note.to_dict()["total"] == "7.00"
+    [line] = note.to_dict()["lines"]
     assert (line["billed_amount"], line["new_amount"]) == ("170.00", "177.00")
-    billed = sum(Decimal(d.body["total"]) for d in (first, last, note))
+    billed = sum(Decimal(d.to_dict()["total"]) for d in (first, last, note))
     assert billed == recomputed_total(store) == Decimal("177.00")
     assert rerate(store, LATER_US).issued == []  # idempotent
     assert verify(store).ok
@@ -261,7 +265,7 @@ def test_progressive_interims_are_never_corrected_on_their_own(store: Store) -> 
     interims(store)
     use(store, 5, at="2024-01-25T00:00:00Z")  # in the open period: the final nets it
     assert rerate(store, parse_rfc3339("2024-01-25T00:00:00Z")).issued == []
-    assert final(store).body["total"] == "5.00"
+    assert final(store).to_dict()["total"] == "5.00"
 
 
 def test_progressive_customer_filter_and_finished_periods(store: Store) -> None:
@@ -379,9 +383,9 @@ def test_an_anniversary_and_a_weekly_period_issue_on_every_backend(store: Store)
     use(store, 4, day=9)
     close_january(store)
     [week] = invoicing.issue(store, "2024-W02", FEB_US).issued
-    assert (week.body["period"]["label"], week.body["total"]) == ("2024-W02", "4.00")
+    assert (week.to_dict()["period"]["label"], week.to_dict()["total"]) == ("2024-W02", "4.00")
     [month] = invoicing.issue(store, "2024-01-03", FEB_US, "beta", force=True).issued
-    assert month.body["period"]["end"] == "2024-02-03T00:00:00Z"
+    assert month.to_dict()["period"]["end"] == "2024-02-03T00:00:00Z"
     assert verify(store).ok
 
 
@@ -406,7 +410,11 @@ def test_progressive_credit_50_pays_the_interim_of_120_then_coupon_10pct_on_the_
     )
     use(store, 120)
     [first] = interims(store)
-    assert (first.body["subtotal"], first.body["credits_applied"], first.body["total"]) == (
+    assert (
+        first.to_dict()["subtotal"],
+        first.to_dict()["credits_applied"],
+        first.to_dict()["total"],
+    ) == (
         "120.00",
         "50.00",
         "70.00",
@@ -414,7 +422,7 @@ def test_progressive_credit_50_pays_the_interim_of_120_then_coupon_10pct_on_the_
     use(store, 30)
     last = final(store)
     assert amounts(last) == {"api": "30.00", "coupon:TEN": "-15.00"}
-    assert (last.body["credits_applied"], last.body["total"]) == ("0.00", "15.00")
+    assert (last.to_dict()["credits_applied"], last.to_dict()["total"]) == ("0.00", "15.00")
     assert verify(store).ok
     assert reconcile(store, full=True).ok
 
@@ -425,6 +433,6 @@ def test_progressive_a_void_interim_is_billed_by_the_final_again(store: Store) -
     [first] = interims(store)
     invoicing.set_status(store, first.number, Status.VOID, "sent to the wrong address", MID_US)
     last = final(store)
-    assert last.body["total"] == "130.00" and "role" not in last.body  # no interim left
+    assert last.to_dict()["total"] == "130.00" and "role" not in last.to_dict()  # no interim left
     assert verify(store).ok
     assert reconcile(store, full=True).ok

@@ -129,7 +129,7 @@ def test_body_from_a_snapshot_is_issued_when_only_others_changed(store: Store) -
     ingest(store, clock(FEB), calls(3, prefix="late-", customer="c001"))  # another customer
     issued = invoice_run.append_if_unchanged(store, snap, FEB_US, False)
     assert isinstance(issued, Issued)
-    assert issued.body["cutoff_seq"] == snap.k0
+    assert issued.body.cutoff_seq == snap.k0
     with store.read() as conn:
         assert sequence.current(conn) > snap.k0 + 3  # three events and the document since k0
 

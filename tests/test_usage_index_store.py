@@ -7,6 +7,7 @@ from sqlalchemy import text
 from tests.billing_support import FEB, FEB_US, calls, catalog, clock, close_january, setup
 from tests.support import event, ingest
 
+from meterline.billing.body import decode
 from meterline.billing.document import Kind, body_hash, format_of
 from meterline.billing.periods import month
 from meterline.domain.timestamps import parse_rfc3339
@@ -74,8 +75,9 @@ def _issue_format_1(store: Store, customer: str, label: str) -> str:
         body = invoicing.compute_body(conn, customer, label, k, fmt=1)
         assert "format" not in body
         assert "events_digest" in body["lines"][0]["usage"]
+        typed_body = decode(body)
         issued = documents.append(
-            conn, Kind.INVOICE, body, body_hash(body), month(label, "UTC"), FEB_US, False
+            conn, Kind.INVOICE, typed_body, body_hash(body), month(label, "UTC"), FEB_US, False
         )
     return issued.number
 
@@ -89,8 +91,8 @@ def test_format_1_documents_keep_verifying_next_to_format_2(store: Store) -> Non
     ingest(store, clock("2024-02-02T12:00:00Z"), calls(5, prefix="late"))
     notes = rerate(store, LATER_US).issued
     assert [format_of(n.body) for n in notes] == [2]
-    assert notes[0].body["corrects"] == number
-    assert "events_digest" not in notes[0].body["lines"][0]["usage"]
+    assert notes[0].body.corrects == number
+    assert "events_digest" not in notes[0].to_dict()["lines"][0]["usage"]
     report = verify(store)
     assert report.ok, report.to_dict()
     # a format-1 document altered is still caught

@@ -113,6 +113,14 @@ def test_probes_metrics_and_openapi(server: Server) -> None:
             ("/v1/webhooks/deliveries", "get"),
             ("/v1/webhooks/messages/{message_id}/replay", "post"),
             ("/v1/exports/{kind}", "get"),
+            # credit grants (wip/credits) and entitlements and alerts (wip/entitle)
+            ("/v1/customers/{customer_id}/credits", "post"),
+            ("/v1/customers/{customer_id}/credits", "get"),
+            ("/v1/credits/{grant_id}/void", "post"),
+            ("/v1/customers/{customer_id}/balance", "get"),
+            ("/v1/customers/{customer_id}/entitlements", "get"),
+            ("/v1/customers/{customer_id}/entitlements/{feature}", "get"),
+            ("/v1/alerts", "get"),
         }
         for path, method in ops - {("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")}:
             assert document["paths"][path][method]["security"] == [{"apiKey": []}], path

@@ -94,7 +94,7 @@ def test_every_event_type_emitted_today_is_delivered_signed(store: Store) -> Non
         assert bad.rejected == 1
         close_january(store)
         issued = invoicing.issue(store, "2024-01", FEB_US).issued
-        by_customer = {d.body["customer_id"]: d.number for d in issued}
+        by_customer = {d.body.customer_id: d.number for d in issued}
         invoicing.set_status(store, by_customer["acme"], Status.PAID, "wire 42", FEB_US)
         invoicing.set_status(store, by_customer["beta"], Status.VOID, "duplicate", FEB_US)
         ingest(store, clock("2024-02-03T00:00:00Z"), calls(1_000, prefix="late"))

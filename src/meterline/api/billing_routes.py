@@ -144,11 +144,11 @@ def summary(d: Issued) -> dict[str, Any]:
         "number": d.number,
         "kind": str(d.kind),
         "status": str(d.status),
-        "customer_id": d.body["customer_id"],
-        "period": d.body["period"],
-        "total": d.body["total"],
-        "currency": d.body["currency"],
-        "corrects": d.body.get("corrects"),
+        "customer_id": d.body.customer_id,
+        "period": d.body.period.to_dict(),
+        "total": d.body.text(d.body.total),
+        "currency": d.body.currency,
+        "corrects": d.body.corrects,
         "issued_at": d.issued_at,
     }
 

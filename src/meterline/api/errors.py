@@ -64,6 +64,7 @@ _STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.NO_SUBSCRIPTION: 422,
     ErrorCode.NO_PRICE_FOR_DATE: 422,
     ErrorCode.INVOICE_FAILED: 422,
+    ErrorCode.INVALID_DOCUMENT: 422,
     ErrorCode.INVOICE_RUN_INCOMPLETE: 422,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
 }

@@ -15,16 +15,19 @@ raises a percent_off discount too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from msgspec import UNSET
+
+from meterline.billing import body as typed
 from meterline.billing.periods import Cycle, Period
 from meterline.domain import catalog_input as ci
 from meterline.domain.decimals import exact_sum, fmt
-from meterline.domain.money import Currency, Rounding, money_str, round_money
+from meterline.domain.money import Currency, Rounding, round_money
 from meterline.domain.timestamps import format_us
 from meterline.pricing.explanation import grouped, money_text, price_text
 
@@ -81,10 +84,10 @@ class Coupon:
             case Duration.FOREVER:
                 return k >= first
 
-    def in_scope(self, line: Mapping[str, Any], usage_models: frozenset[str]) -> bool:
+    def in_scope(self, line: typed.Line, usage_models: frozenset[str]) -> bool:
         if self.charges:
-            return str(line["charge"]) in self.charges
-        return line.get("meter") is not None or str(line.get("model")) in usage_models
+            return line.charge in self.charges
+        return line.meter is not None or line.model in usage_models
 
 
 _FIELDS = {"code", "start", "duration"}, {"percent_off", "amount_off", "periods", "charges"}
@@ -138,24 +141,32 @@ class Discount:
     amount: Decimal
     formula: str
 
-    def explanation(self, currency: Currency, rounding: Rounding) -> dict[str, Any]:
-        return {
-            "charge": self.coupon.line_code,
-            "model": COUPON_MODEL,
-            "coupon": self.coupon.definition(),
-            "currency": currency.code,
-            "rounding": rounding.value,
-            "basis": "coupon",
-            "base": money_str(self.base, currency),
-            "exact_amount": fmt(self.exact_amount),
-            "amount": money_str(self.amount, currency),
-            "formula": self.formula,
-            "notes": [
+    def explanation(self, currency: Currency, rounding: Rounding) -> typed.Explanation:
+        c = self.coupon
+        return typed.Explanation(
+            charge=c.line_code,
+            model=COUPON_MODEL,
+            coupon=typed.CouponTerms(
+                code=c.code,
+                start=format_us(c.start),
+                duration=c.duration.value,
+                percent_off=UNSET if c.percent_off is None else c.percent_off,
+                amount_off=UNSET if c.amount_off is None else c.amount_off,
+                periods=UNSET if c.periods is None else c.periods,
+                charges=c.charges if c.charges else UNSET,
+            ),
+            currency=currency.code,
+            rounding=rounding.value,
+            basis="coupon",
+            base=self.base,
+            exact_amount=self.exact_amount,
+            amount=self.amount,
+            formula=self.formula,
+            notes=(
                 "applied after minimum and maximum spend, before tax; "
-                + ("on charges " + ", ".join(self.coupon.charges) if self.coupon.charges
-                   else "on all usage")
-            ],
-        }  # fmt: skip
+                + ("on charges " + ", ".join(c.charges) if c.charges else "on all usage"),
+            ),
+        )
 
 
 def discount(
@@ -181,7 +192,7 @@ def discount(
 
 def apply_coupons(
     coupons: Sequence[Coupon],
-    lines: Sequence[Mapping[str, Any]],
+    lines: Sequence[typed.Line],
     usage_models: frozenset[str],
     currency: Currency,
     rounding: Rounding,
@@ -194,8 +205,8 @@ def apply_coupons(
     out: list[tuple[Discount, frozenset[str]]] = []
     for coupon in coupons:
         scope = [line for line in lines if coupon.in_scope(line, usage_models)]
-        charges = frozenset(str(line["charge"]) for line in scope)
-        gross = exact_sum([Decimal(line["amount"]) for line in scope])
+        charges = frozenset(line.charge for line in scope)
+        gross = exact_sum([line.amount for line in scope])
         used = exact_sum([-d.amount for d, other in out if other & charges])
         d = discount(coupon, gross - used, currency, rounding)
         if d is not None:

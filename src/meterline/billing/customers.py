@@ -13,6 +13,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from msgspec import UNSET
+
+from meterline.billing import body
 from meterline.billing.coupons import Coupon, parse_coupon
 from meterline.billing.credits import DEFAULT_PRIORITY
 from meterline.billing.entitlements import (
@@ -88,6 +91,21 @@ class Subscription:
         if self.threshold is not None:
             data["threshold"] = fmt(self.threshold)
         return data
+
+    def typed(self) -> body.SubscriptionRef:
+        """The subscription as a document body records it (the same fields as `to_dict`)."""
+        return body.SubscriptionRef(
+            price_book=self.price_book,
+            start=format_us(self.start),
+            end=None if self.end is None else format_us(self.end),
+            billing_cycle=UNSET
+            if self.billing_cycle is BillingCycle.MONTH
+            else self.billing_cycle.value,
+            anchor=UNSET if self.anchor is Anchor.CALENDAR else self.anchor.value,
+            trial_days=self.trial_days or UNSET,
+            trial_usage=UNSET if self.trial_usage is TrialUsage.BILLED else self.trial_usage.value,
+            threshold=UNSET if self.threshold is None else self.threshold,
+        )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from meterline.domain.canonical import content_hash
+from meterline.billing.body import Body, encode, encode_bytes
+from meterline.domain.canonical import content_hash, digest
 from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency, money_str
 
@@ -46,8 +47,10 @@ carry their event count, no digest, and the body records the Merkle log's tree
 head at its cutoff (DESIGN §2, §4, §7)."""
 
 
-def format_of(body: dict[str, Any]) -> int:
+def format_of(body: dict[str, Any] | Body) -> int:
     """The format a document was issued under (absent = 1)."""
+    if isinstance(body, Body):
+        return body.doc_format
     return int(body.get("format", 1))
 
 
@@ -70,7 +73,10 @@ def quantity(value: Decimal) -> str:
     return fmt(value)
 
 
-def body_hash(body: dict[str, Any]) -> str:
+def body_hash(body: dict[str, Any] | Body) -> str:
+    """The content hash: sha256 of the body's canonical JSON."""
+    if isinstance(body, Body):
+        return digest(encode_bytes(body))
     return content_hash(body)
 
 
@@ -90,7 +96,7 @@ class Issued:
 
     number: str
     kind: Kind
-    body: dict[str, Any]
+    body: Body  # typed (billing/body.py); JSON only in to_dict
     content_hash: str
     previous_hash: str
     document_hash: str
@@ -106,7 +112,7 @@ class Issued:
             "number": self.number,
             "kind": str(self.kind),
             "status": str(self.status),
-            **self.body,
+            **encode(self.body),
             "forced": self.forced,
             "issued_at": self.issued_at,
             "content_hash": self.content_hash,

@@ -12,18 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
 
+from msgspec import structs
+
+from meterline.billing import body as typed
 from meterline.billing.advance import advance_lines, segments_after
 from meterline.billing.coupons import COUPON_MODEL, apply_coupons
 from meterline.billing.credits import Grant, GrantKind, GrantState, Source, consume
 from meterline.billing.customers import Customer, Subscription, TrialUsage
-from meterline.billing.document import Kind, money, quantity
+from meterline.billing.document import Kind
 from meterline.billing.periods import Period
 from meterline.billing.usage import ADDITIVE, GroupUsage
-from meterline.domain.decimals import exact_sum, fmt
+from meterline.domain.decimals import exact_sum
 from meterline.domain.errors import ErrorCode, MeterlineError
-from meterline.domain.money import Rounding, round_money
+from meterline.domain.money import Rounding, money_str, round_money
 from meterline.domain.timestamps import format_us
 from meterline.metering import decode_dimensions, dimensions_dict
 from meterline.pricing.charges import Charge, Flat, Package, PerUnit
@@ -69,22 +71,24 @@ def _line(
     description: str,
     dims: dict[str, str | None],
     unit_price: Decimal | None,
-    provenance: dict[str, Any] | None,
-) -> dict[str, Any]:
-    return {
-        "charge": rated.charge,
-        "description": description,
-        "price_book": book.code,
-        "model": str(rated.model),
-        "meter": rated.meter,
-        "dimensions": dims,
-        "quantity": None if rated.quantity is None else quantity(rated.quantity),
-        "unit_price": None if unit_price is None else quantity(unit_price),
-        "amount": money(rated.amount, book.currency),
-        "formula": rated.explanation.formula,
-        "explanation": rated.explanation.to_dict(),
-        "usage": provenance,
-    }
+    provenance: typed.Usage | None,
+) -> typed.Line:
+    """A line, numbered 0 until the body is assembled."""
+    return typed.Line(
+        line=0,
+        charge=rated.charge,
+        description=description,
+        price_book=book.code,
+        model=str(rated.model),
+        meter=rated.meter,
+        dimensions=dims,
+        quantity=rated.quantity,
+        unit_price=unit_price,
+        amount=rated.amount,
+        formula=rated.explanation.formula,
+        explanation=typed.explanation_of(rated.explanation),
+        usage=provenance,
+    )
 
 
 def _unit_price(charge: Charge, segments: Sequence[Segment]) -> Decimal | None:
@@ -103,11 +107,11 @@ def _unit_price(charge: Charge, segments: Sequence[Segment]) -> Decimal | None:
 
 def subscription_lines(
     su: SubscriptionUsage, period: Period, timezone: str = "UTC", known_at: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[typed.Line]:
     book, segments = su.book, su.segments
-    lines: list[dict[str, Any]] = []
+    lines: list[typed.Line] = []
     usage_amounts: list[Decimal] = []
-    flat: list[dict[str, Any]] = []
+    flat: list[typed.Line] = []
     trial_end = su.subscription.trial_end(timezone)
     # Flat fees are not billed for the trial (prorated): only the time after it counts.
     paid = segments_after(segments, trial_end)
@@ -146,7 +150,7 @@ def subscription_lines(
                 f" ({_dims_text(dims)})" if dims else ""
             )
             lines.append(
-                _line(rated, book, description, dims, _unit_price(charge, segments), g.provenance())
+                _line(rated, book, description, dims, _unit_price(charge, segments), g.usage())
             )
     lines.extend(flat)
     if known_at is not None:
@@ -163,7 +167,7 @@ def subscription_lines(
 
 def _advance(
     su: SubscriptionUsage, period: Period, timezone: str, known_at: int
-) -> list[dict[str, Any]]:
+) -> list[typed.Line]:
     """In-advance flat fees: the next period's, the first period's, unused time back."""
     next_period = su.subscription.cycle(timezone).period_of(period.end)
     out = []
@@ -171,19 +175,20 @@ def _advance(
         su.subscription, su.book, period, next_period, su.segments, known_at, timezone
     ):
         line = _line(a.rated, su.book, a.description, a.dimensions, None, None)
-        if a.negate:
+        if a.negate and line.explanation is not None:
             x = a.rated.explanation
-            amount = money(-a.rated.amount, su.book.currency)
-            line["amount"] = amount
-            line["model"] = "flat"
-            line["formula"] = f"-({x.derivation}) = {amount}"
-            line["explanation"] = {
-                **line["explanation"],
-                "amount": amount,
-                "exact_amount": fmt(-a.rated.exact_amount),
-                "formula": line["formula"],
-                "notes": [*line["explanation"]["notes"], a.description + ": billed in advance"],
-            }
+            amount = -a.rated.amount
+            formula = f"-({x.derivation}) = {money_str(amount, su.book.currency)}"
+            explanation = structs.replace(
+                line.explanation,
+                amount=amount,
+                exact_amount=-a.rated.exact_amount,
+                formula=formula,
+                notes=(*line.explanation.notes, a.description + ": billed in advance"),
+            )
+            line = structs.replace(
+                line, amount=amount, model="flat", formula=formula, explanation=explanation
+            )
         out.append(line)
     return out
 
@@ -207,10 +212,10 @@ _USAGE_ADJUSTMENTS = frozenset({MINIMUM_SPEND_CODE, MAXIMUM_SPEND_CODE})
 def coupon_lines(
     customer: Customer,
     period: Period,
-    lines: Sequence[dict[str, Any]],
+    lines: Sequence[typed.Line],
     rounding: Rounding,
     subs: Sequence[SubscriptionUsage],
-) -> list[dict[str, Any]]:
+) -> list[typed.Line]:
     """Negative coupon lines, after minimum and maximum and before tax (DESIGN §7)."""
     cycle = next(
         (c for c in customer.cycles() if c.period_of(period.start) == period),
@@ -220,22 +225,22 @@ def coupon_lines(
     book = subs[-1].book.code if subs else ""
     out = []
     for d in apply_coupons(live, lines, _USAGE_ADJUSTMENTS, customer.currency, rounding):
-        explanation = d.explanation(customer.currency, rounding)
         out.append(
-            {
-                "charge": d.coupon.line_code,
-                "description": f"coupon {d.coupon.code}",
-                "price_book": book,
-                "model": COUPON_MODEL,
-                "meter": None,
-                "dimensions": {},
-                "quantity": None,
-                "unit_price": None,
-                "amount": money(d.amount, customer.currency),
-                "formula": d.formula,
-                "explanation": explanation,
-                "usage": None,
-            }
+            typed.Line(
+                line=0,
+                charge=d.coupon.line_code,
+                description=f"coupon {d.coupon.code}",
+                price_book=book,
+                model=COUPON_MODEL,
+                meter=None,
+                dimensions={},
+                quantity=None,
+                unit_price=None,
+                amount=d.amount,
+                formula=d.formula,
+                explanation=d.explanation(customer.currency, rounding),
+                usage=None,
+            )
         )
     return out
 
@@ -265,10 +270,11 @@ def assemble(
     subs: Sequence[SubscriptionUsage],
     cutoff: int,
     grants: Sequence[GrantState],
-) -> dict[str, Any]:
-    """`grants`: every credit grant of the customer with its history as known at
+) -> typed.Body:
+    """The invoice body: deterministic given the store as known at `cutoff`.
+
+    `grants`: every credit grant of the customer with its history as known at
     `cutoff` (catalog credits included; see `catalog_grants`)."""
-    """The invoice body: deterministic given the store as known at `cutoff`."""
     currency = customer.currency
     for su in subs:
         if su.book.currency != currency:
@@ -278,13 +284,12 @@ def assemble(
                 f"{su.book.code} is in {su.book.currency.code}",
             )
     rounding = subs[-1].book.rounding if subs else Rounding.HALF_UP
-    lines: list[dict[str, Any]] = []
+    unnumbered: list[typed.Line] = []
     for su in subs:
-        lines.extend(subscription_lines(su, period, customer.timezone, cutoff))
-    lines.extend(coupon_lines(customer, period, lines, rounding, subs))
-    for i, line in enumerate(lines, start=1):
-        line["line"] = i
-    subtotal = exact_sum([Decimal(line["amount"]) for line in lines])
+        unnumbered.extend(subscription_lines(su, period, customer.timezone, cutoff))
+    unnumbered.extend(coupon_lines(customer, period, unnumbered, rounding, subs))
+    lines = tuple(structs.replace(x, line=i) for i, x in enumerate(unnumbered, start=1))
+    subtotal = exact_sum([line.amount for line in lines])
     tax = round_money(subtotal * customer.tax_rate, currency, rounding)
     credits = consume(grants, subtotal + tax, period.start, period.end)
     credited = exact_sum([amount for _, amount in credits])
@@ -300,26 +305,26 @@ def assemble(
             for seg in su.segments
         }
     )
-    return {
-        "kind": str(Kind.INVOICE),
-        "customer_id": customer.id,
-        "customer_name": customer.name,
-        "currency": currency.code,
-        "timezone": customer.timezone,
-        "period": period.to_dict(),
-        "subscriptions": [su.subscription.to_dict() for su in subs],
-        "lines": lines,
-        "subtotal": money(subtotal, currency),
-        "tax_rate": quantity(customer.tax_rate),
-        "tax": money(tax, currency),
-        "credits": [{"grant": g, "amount": money(a, currency)} for g, a in credits],
-        "credits_applied": money(credited, currency),
-        "total": money(subtotal + tax - credited, currency),
-        "corrects": None,
-        "reasons": [],
-        "cutoff_seq": cutoff,
-        "price_versions": [
-            {"price_book": b, "version": v, "effective_from": e, "content_hash": h}
+    return typed.Body(
+        kind=str(Kind.INVOICE),
+        customer_id=customer.id,
+        customer_name=customer.name,
+        currency=currency.code,
+        timezone=customer.timezone,
+        period=typed.Period(**period.to_dict()),
+        subscriptions=tuple(su.subscription.typed() for su in subs),
+        lines=lines,
+        subtotal=subtotal,
+        tax_rate=customer.tax_rate,
+        tax=tax,
+        credits=tuple(typed.CreditApplied(grant=g, amount=a) for g, a in credits),
+        credits_applied=credited,
+        total=subtotal + tax - credited,
+        corrects=None,
+        reasons=(),
+        cutoff_seq=cutoff,
+        price_versions=tuple(
+            typed.PriceVersion(price_book=b, version=v, effective_from=e, content_hash=h)
             for b, v, e, h in versions
-        ],
-    }
+        ),
+    )

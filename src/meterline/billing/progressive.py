@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from msgspec import structs
+
+from meterline.billing.body import UNSET, Body, CreditApplied, Line
 from meterline.billing.credit_note import BilledSoFar, Diff, diff, line_key
-from meterline.billing.document import money
 from meterline.domain.decimals import exact_sum
-from meterline.domain.money import Currency, Rounding, round_money
+from meterline.domain.money import Rounding, round_money
 from meterline.pricing.maximum import MAXIMUM_SPEND_CODE
 
 INTERIM = "interim"
@@ -42,25 +44,25 @@ Credit = Callable[[Decimal], list[tuple[str, Decimal]]]
 ZERO = Decimal(0)
 
 
-def thresholds(body: Mapping[str, Any]) -> dict[str, Decimal]:
+def thresholds(body: Body) -> dict[str, Decimal]:
     """Threshold per price book of the period's progressive subscriptions."""
     out: dict[str, Decimal] = {}
-    for s in body.get("subscriptions", []):
-        if s.get("threshold") is not None:
-            book = str(s["price_book"])
-            found = Decimal(str(s["threshold"]))
+    for s in body.subscriptions:
+        if s.threshold is not UNSET:
+            book = s.price_book
+            found = s.threshold
             out[book] = min(found, out.get(book, found))
     return out
 
 
-def interim_lines(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def interim_lines(body: Body) -> list[Line]:
     """The lines of a whole-period body that interim invoices bill."""
     books = thresholds(body)
     return [
         line
-        for line in body["lines"]
-        if line["price_book"] in books
-        and (line.get("meter") is not None or line["charge"] == MAXIMUM_SPEND_CODE)
+        for line in body.lines
+        if line.price_book in books
+        and (line.meter is not None or line.charge == MAXIMUM_SPEND_CODE)
     ]
 
 
@@ -78,98 +80,82 @@ class Pending:
         )
 
 
-def pending(
-    body: Mapping[str, Any], interims: Sequence[Mapping[str, Any]], rounding: Rounding
-) -> Pending:
+def pending(body: Body, interims: Sequence[Body], rounding: Rounding) -> Pending:
     """The interim lines not yet billed by `interims` (the earlier interims of the period)."""
-    currency = Currency(str(body["currency"]))
     fresh = interim_lines(body)
     billed = BilledSoFar.of(interims)
-    cumulative = exact_sum([Decimal(line["amount"]) for line in fresh])
-    tax = round_money(cumulative * Decimal(str(body["tax_rate"])), currency, rounding)
-    found = diff(billed, fresh, tax, currency)
+    cumulative = exact_sum([line.amount for line in fresh])
+    tax = round_money(cumulative * body.tax_rate, body.money_currency, rounding)
+    found = diff(billed, fresh, tax)
     unbilled: dict[str, Decimal] = {}
-    for line in found.lines if found else []:
-        book = str(line["price_book"])
-        unbilled[book] = unbilled.get(book, ZERO) + Decimal(line["amount"])
+    for line in found.lines if found else ():
+        unbilled[line.price_book] = unbilled.get(line.price_book, ZERO) + line.amount
     return Pending(found, unbilled)
 
 
-def _finish(
-    body: Mapping[str, Any], found: Diff | None, credit: Credit, extra: dict[str, Any]
-) -> dict[str, Any]:
-    currency = Currency(str(body["currency"]))
-    lines = found.lines if found else []
+def _finish(body: Body, found: Diff | None, credit: Credit, **extra: Any) -> Body:
+    lines = found.lines if found else ()
     # A line without a quantity (a flat fee, a spend limit, a coupon) keeps none.
-    unquantified = {line_key(x) for x in body["lines"] if x.get("quantity") is None}
-    for line in lines:
-        if line_key(line) in unquantified:
-            line.update(quantity=None, billed_quantity=None, new_quantity=None)
+    unquantified = {line_key(x) for x in body.lines if x.quantity is None}
+    lines = tuple(
+        structs.replace(line, quantity=None, billed_quantity=None, new_quantity=None)
+        if line_key(line) in unquantified
+        else line
+        for line in lines
+    )
     subtotal = found.subtotal if found else ZERO
     tax = found.tax if found else ZERO
     credits = credit(subtotal + tax) if subtotal + tax > 0 else []
     credited = exact_sum([a for _, a in credits])
-    out = {
-        **body,
-        "lines": lines,
-        "subtotal": money(subtotal, currency),
-        "tax": money(tax, currency),
-        "credits": [{"grant": g, "amount": money(a, currency)} for g, a in credits],
-        "credits_applied": money(credited, currency),
-        "total": money(subtotal + tax - credited, currency),
+    return structs.replace(
+        body,
+        lines=lines,
+        subtotal=subtotal,
+        tax=tax,
+        credits=tuple(CreditApplied(grant=g, amount=a) for g, a in credits),
+        credits_applied=credited,
+        total=subtotal + tax - credited,
         **extra,
-    }
-    return out
+    )
 
 
 def interim_body(
-    body: Mapping[str, Any],
-    interims: Sequence[Mapping[str, Any]],
+    body: Body,
+    interims: Sequence[Body],
     rounding: Rounding,
     credit: Credit,
-) -> dict[str, Any]:
+) -> Body:
     """Interim invoice number len(interims) + 1 of the period of the whole-period `body`."""
     found = pending(body, interims, rounding).diff
     return _finish(
         body,
         found,
         credit,
-        {
-            "role": INTERIM,
-            "interim": len(interims) + 1,
-            "thresholds": {
-                b: money(t, Currency(str(body["currency"])))
-                for b, t in sorted(thresholds(body).items())
-            },
-        },
+        role=INTERIM,
+        interim=len(interims) + 1,
+        thresholds=dict(sorted(thresholds(body).items())),
     )
 
 
-def final_body(
-    body: Mapping[str, Any],
-    interims: Sequence[tuple[str, Mapping[str, Any]]],
-    credit: Credit,
-) -> dict[str, Any]:
+def final_body(body: Body, interims: Sequence[tuple[str, Body]], credit: Credit) -> Body:
     """The final invoice of a period with interim invoices [(number, body)]: the whole
     period `body` less what the interims billed, line by line (same arithmetic as §8)."""
-    currency = Currency(str(body["currency"]))
     billed = BilledSoFar.of([b for _, b in interims])
-    found = diff(billed, body["lines"], Decimal(str(body["tax"])), currency)
+    found = diff(billed, body.lines, body.tax)
     return _finish(
         body,
         found,
         credit,
-        {
-            "role": FINAL,
-            "interims": [n for n, _ in interims],
-            "period_subtotal": body["subtotal"],
-            "period_tax": body["tax"],
-        },
+        role=FINAL,
+        interims=tuple(n for n, _ in interims),
+        period_subtotal=body.subtotal,
+        period_tax=body.tax,
     )
 
 
 def describe(body: Mapping[str, Any]) -> str | None:
-    """The sentence renderings print for an interim or final invoice (None otherwise)."""
+    """The sentence renderings print for an interim or final invoice (None otherwise);
+    `body` is the public JSON (renderings take the document as JSON)."""
     role = body.get("role")
     if role not in (INTERIM, FINAL):
         return None

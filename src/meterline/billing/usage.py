@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from meterline.billing import body
 from meterline.domain.errors import MeterlineError
 from meterline.domain.events import Event, decode_json
 from meterline.metering import (
@@ -73,6 +74,26 @@ class GroupUsage:
         if self.events_digest is not None:
             return self.events_digest
         return _digest(_lines(sorted(self.keys)))
+
+    def usage(self) -> body.Usage:
+        """The line's provenance as a typed value (the same fields as `provenance`)."""
+        from meterline.domain.timestamps import format_us
+        from meterline.metering import format_duration
+
+        size = self.meter.window_us
+        if self.format >= 2:
+            return body.Usage(event_count=self.events, window=format_duration(size))
+        ws = sorted(self.windows)
+        return body.Usage(
+            event_count=self.events,
+            events_digest=self.digest(),
+            windows=body.Windows(
+                size=format_duration(size),
+                count=len(ws),
+                first=format_us(ws[0]) if ws else None,
+                last=format_us(ws[-1] + size) if ws else None,
+            ),
+        )
 
     def provenance(self) -> dict[str, Any]:
         from meterline.domain.timestamps import format_us

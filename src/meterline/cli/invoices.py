@@ -95,7 +95,7 @@ def issue(
     else:
         for d in result.issued:
             typer.echo(
-                f"issued {d.number}  {d.body['customer_id']:<24} {d.body['total']:>14} {d.body['currency']}"
+                f"issued {d.number}  {d.body.customer_id:<24} {d.body.text(d.body.total):>14} {d.body.currency}"
             )
         for cid, number in result.already:
             typer.echo(f"already issued {number} for {cid}")
@@ -145,8 +145,8 @@ def progressive(
     else:
         for d in result.issued:
             typer.echo(
-                f"issued {d.number}  {d.body['customer_id']:<24} {d.body['total']:>14} "
-                f"{d.body['currency']}  interim {d.body['interim']} of {d.body['period']['label']}"
+                f"issued {d.number}  {d.body.customer_id:<24} {d.body.text(d.body.total):>14} "
+                f"{d.body.currency}  interim {d.body.interim} of {d.body.period.label}"
             )
         typer.echo(
             f"{plural(len(result.issued), 'interim invoice')} issued, "
@@ -182,11 +182,11 @@ def list_(
                     "number": d.number,
                     "kind": str(d.kind),
                     "status": str(d.status),
-                    "customer_id": d.body["customer_id"],
-                    "period": d.body["period"],
-                    "total": d.body["total"],
-                    "currency": d.body["currency"],
-                    "corrects": d.body.get("corrects"),
+                    "customer_id": d.body.customer_id,
+                    "period": d.body.period.to_dict(),
+                    "total": d.body.text(d.body.total),
+                    "currency": d.body.currency,
+                    "corrects": d.body.corrects,
                     "issued_at": d.issued_at,
                 }
                 for d in docs
@@ -194,11 +194,11 @@ def list_(
         )
         return
     for d in docs:
-        role = d.body.get("role")  # progressive billing: say which invoice of the period
+        role = d.body.role_of  # progressive billing: say which invoice of the period
         typer.echo(
-            f"{d.number:<10} {d.kind!s:<12} {d.status!s:<7} {d.body['customer_id']:<24} "
-            f"{d.body['period']['label']}  {d.body['total']:>14} {d.body['currency']}"
-            + (f"  interim {d.body.get('interim')}" if role == "interim" else "")
+            f"{d.number:<10} {d.kind!s:<12} {d.status!s:<7} {d.body.customer_id:<24} "
+            f"{d.body.period.label}  {d.body.text(d.body.total):>14} {d.body.currency}"
+            + (f"  interim {d.body.interim}" if role == "interim" else "")
             + ("  final" if role == "final" else "")
         )
 
@@ -450,9 +450,9 @@ def rerate(
         return
     for d in result.issued:
         typer.echo(
-            f"issued {d.number} ({d.kind}) correcting {d.body['corrects']}: {d.body['total']} {d.body['currency']}"
+            f"issued {d.number} ({d.kind}) correcting {d.body.corrects}: {d.body.text(d.body.total)} {d.body.currency}"
         )
-        for why in d.body["reasons"]:
+        for why in d.body.reasons:
             typer.echo(f"  - {why}")
     typer.echo(
         f"{plural(len(result.issued), 'correction')} issued, "

@@ -17,6 +17,7 @@ from meterline.api.catalog_routes import list_customers, read_catalog, show_cust
 from meterline.api.context import StoreHandle
 from meterline.api.ingesting import ingest_native
 from meterline.api.quarantine_routes import read_page
+from meterline.billing import body as typed
 from meterline.billing.document import Issued, Kind
 from meterline.billing.invoice import SubscriptionUsage
 from meterline.billing.periods import month_of
@@ -216,9 +217,7 @@ def chain(handle: StoreHandle, invoice: Issued) -> list[Issued]:
     if invoice.kind != Kind.INVOICE:
         return []
     return [
-        d
-        for d in documents(handle, invoice.body["customer_id"])
-        if d.body.get("corrects") == invoice.number
+        d for d in documents(handle, invoice.body.customer_id) if d.body.corrects == invoice.number
     ]
 
 
@@ -248,7 +247,8 @@ def rerate_preview(handle: StoreHandle, number: str) -> dict[str, Any] | None:
                 ErrorCode.INVALID_ARGUMENT, f"{number} is a correction; re-rate its invoice"
             )
         k = sequence.current(conn)
-        return corrections.correction_body(conn, invoice, corrections.notes_for(conn, number), k)
+        note = corrections.correction_body(conn, invoice, corrections.notes_for(conn, number), k)
+        return None if note is None else typed.encode(note)  # the template shows JSON text
 
 
 def rerate_issue(
@@ -264,8 +264,8 @@ def rerate_issue(
         result = corrections.rerate(
             store,
             now_us,
-            invoice.body["customer_id"],
-            invoice.body["period"]["label"],
+            invoice.body.customer_id,
+            invoice.body.period.label,
             reason,
         )
     return result.issued

@@ -392,11 +392,11 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
         docs: list[Issued] = await run(
             lambda: queries.documents(ctx.handle, filters["customer"] or None)
         )
-        periods = sorted({d.body["period"]["label"] for d in docs}, reverse=True)
+        periods = sorted({d.body.period.label for d in docs}, reverse=True)
         rows = [
             d
             for d in docs
-            if (not filters["period"] or d.body["period"]["label"] == filters["period"])
+            if (not filters["period"] or d.body.period.label == filters["period"])
             and (not filters["status"] or str(d.status) == filters["status"])
             and (not filters["kind"] or str(d.kind) == filters["kind"])
         ]
@@ -421,11 +421,7 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
         def work() -> dict[str, Any]:
             doc = queries.document(ctx.handle, number)
             notes = queries.chain(ctx.handle, doc)
-            parent = (
-                queries.document(ctx.handle, doc.body["corrects"])
-                if doc.body.get("corrects")
-                else None
-            )
+            parent = queries.document(ctx.handle, doc.body.corrects) if doc.body.corrects else None
             return {"doc": doc, "d": doc.to_dict(), "notes": notes, "parent": parent}
 
         data = await run(work)
@@ -534,8 +530,8 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
         await run(lambda: queries.record(ctx.handle, "console.share", details, now, session.actor))
         notes = await run(lambda: queries.chain(ctx.handle, doc))
         parent = None
-        if doc.body.get("corrects"):
-            parent = await run(lambda: queries.document(ctx.handle, doc.body["corrects"]))
+        if doc.body.corrects:
+            parent = await run(lambda: queries.document(ctx.handle, doc.body.corrects))
         return render(
             request,
             "invoice.html",

@@ -176,9 +176,9 @@ def _documents_table(docs: list[Issued], title: str) -> Table:
         table.add_row(
             d.number,
             str(d.kind),
-            b["customer_id"],
-            f"{b['total']} {b['currency']}",
-            "; ".join(b.get("reasons", [])),
+            b.customer_id,
+            f"{b.text(b.total)} {b.currency}",
+            "; ".join(b.reasons),
         )
     return table
 
@@ -186,8 +186,8 @@ def _documents_table(docs: list[Issued], title: str) -> Table:
 def _totals_by_currency(docs: list[Issued]) -> str:
     sums: dict[str, Decimal] = {}
     for d in docs:
-        cur = d.body["currency"]
-        sums[cur] = sums.get(cur, Decimal(0)) + Decimal(d.body["total"])
+        cur = d.body.currency
+        sums[cur] = sums.get(cur, Decimal(0)) + d.body.total
     return ", ".join(f"{v:,} {k}" for k, v in sorted(sums.items()))
 
 
@@ -245,14 +245,14 @@ def _pdf_selection(docs: list[Issued]) -> list[Issued]:
     by_currency: dict[str, Issued] = {}
     for d in docs:
         if d.kind == Kind.INVOICE:
-            best = by_currency.get(d.body["currency"])
-            if best is None or Decimal(d.body["total"]) > Decimal(best.body["total"]):
-                by_currency[d.body["currency"]] = d
+            best = by_currency.get(d.body.currency)
+            if best is None or d.body.total > best.body.total:
+                by_currency[d.body.currency] = d
     chosen.extend(by_currency[c] for c in sorted(by_currency))
     for kind in (Kind.DEBIT_NOTE, Kind.CREDIT_NOTE):
         chosen.extend([d for d in docs if d.kind == kind][:PDFS_PER_KIND])
     # progressive billing: the interim invoices and the final ones that net them
-    progressive = [d for d in docs if d.body.get("role") in ("interim", "final")]
+    progressive = [d for d in docs if d.body.role_of in ("interim", "final")]
     chosen.extend(d for d in progressive if d.number not in {c.number for c in chosen})
     return chosen
 
@@ -312,11 +312,12 @@ def _run(
         # January is over but not closed: progressive billing looks at the open period.
         outcome.interims = progressive.issue_interims(store, _us(JANUARY_AT)).issued
         for d in outcome.interims:
+            pub = d.to_dict()  # the money as the document writes it
             console.print(
-                f"interim invoice {d.number} for {d.body['customer_id']} "
-                f"{d.body['period']['label']}: {d.body['total']} {d.body['currency']} "
+                f"interim invoice {d.number} for {pub['customer_id']} "
+                f"{pub['period']['label']}: {pub['total']} {pub['currency']} "
                 f"(usage reached the threshold of "
-                f"{', '.join(d.body['thresholds'].values())} {d.body['currency']})"
+                f"{', '.join(pub['thresholds'].values())} {pub['currency']})"
             )
         _ingest_file(store, FEBRUARY_AT, february, console)
         with store.read() as conn:
@@ -341,19 +342,21 @@ def _run(
             f"refused {len(result.refused)}"
         )
         for d in first.issued:
+            pub = d.to_dict()
             console.print(
                 f"  {d.number} for {anniversary}: anniversary period "
-                f"{d.body['period']['label']} [{d.body['period']['start']} .. "
-                f"{d.body['period']['end']}), {d.body['total']} {d.body['currency']}"
+                f"{pub['period']['label']} [{pub['period']['start']} .. "
+                f"{pub['period']['end']}), {pub['total']} {pub['currency']}"
             )
         for d in outcome.invoices:
-            if d.body.get("role") == "final":
+            if d.body.role_of == "final":
+                pub = d.to_dict()
                 console.print(
-                    f"  {d.number} for {d.body['customer_id']}: final invoice of "
-                    f"{d.body['period']['label']}: the period's subtotal is "
-                    f"{d.body['period_subtotal']} {d.body['currency']}; what "
-                    f"{', '.join(d.body['interims'])} did not bill comes to "
-                    f"{d.body['subtotal']}, {d.body['total']} {d.body['currency']} with tax"
+                    f"  {d.number} for {pub['customer_id']}: final invoice of "
+                    f"{pub['period']['label']}: the period's subtotal is "
+                    f"{pub['period_subtotal']} {pub['currency']}; what "
+                    f"{', '.join(pub['interims'])} did not bill comes to "
+                    f"{pub['subtotal']}, {pub['total']} {pub['currency']} with tax"
                 )
         for cid, why in result.refused[:5]:
             console.print(f"  refused {cid}: {why}")

@@ -24,12 +24,12 @@ total = subtotal + tax - credits_applied, so each issue entry balances.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
 
+from meterline.billing.body import Body
 from meterline.domain.decimals import exact_sum
 from meterline.domain.money import Currency
 from meterline.ledger.accounts import (
@@ -134,26 +134,26 @@ def _checked(entry: Entry) -> Entry:
 ADJUSTMENT_MODELS = frozenset({"maximum_spend", "coupon"})
 
 
-def revenue_by_charge(body: Mapping[str, Any]) -> dict[str, Decimal]:
+def revenue_by_charge(body: Body) -> dict[str, Decimal]:
     """Line amounts per charge code, in charge order (deterministic); adjustments excluded."""
     out: dict[str, Decimal] = {}
-    for line in body["lines"]:
-        if line.get("model") in ADJUSTMENT_MODELS:
+    for line in body.lines:
+        if line.model in ADJUSTMENT_MODELS:
             continue
-        out[line["charge"]] = out.get(line["charge"], ZERO) + Decimal(line["amount"])
+        out[line.charge] = out.get(line.charge, ZERO) + line.amount
     return dict(sorted(out.items()))
 
 
-def adjustments_by_code(body: Mapping[str, Any]) -> dict[str, Decimal]:
+def adjustments_by_code(body: Body) -> dict[str, Decimal]:
     """Cap and coupon line amounts (negative on an invoice) per code, in code order."""
     out: dict[str, Decimal] = {}
-    for line in body["lines"]:
-        if line.get("model") in ADJUSTMENT_MODELS:
-            out[line["charge"]] = out.get(line["charge"], ZERO) + Decimal(line["amount"])
+    for line in body.lines:
+        if line.model in ADJUSTMENT_MODELS:
+            out[line.charge] = out.get(line.charge, ZERO) + line.amount
     return dict(sorted(out.items()))
 
 
-def revenue_accounts(body: Mapping[str, Any]) -> dict[str, Decimal]:
+def revenue_accounts(body: Body) -> dict[str, Decimal]:
     """What a document adds to each revenue-type account: revenue:<charge> for usage and
     fees, discounts:<code> for caps and coupons (signed as on the document)."""
     out = {revenue(c): a for c, a in revenue_by_charge(body).items()}
@@ -161,46 +161,46 @@ def revenue_accounts(body: Mapping[str, Any]) -> dict[str, Decimal]:
     return out
 
 
-def issue_entry(number: str, body: Mapping[str, Any]) -> Entry:
+def issue_entry(number: str, body: Body) -> Entry:
     """Issuing a document: receivable and credit used against revenue and tax."""
-    customer = body["customer_id"]
+    customer = body.customer_id
     candidates: list[Line | None] = [
-        _debit(receivable(customer), Decimal(body["total"])),
-        _debit(customer_credit(customer), Decimal(body.get("credits_applied") or "0")),
+        _debit(receivable(customer), body.total),
+        _debit(customer_credit(customer), body.credits_applied),
     ]
     candidates += [_credit(revenue(c), a) for c, a in revenue_by_charge(body).items()]
     candidates += [_credit(discounts(c), a) for c, a in adjustments_by_code(body).items()]
-    candidates.append(_credit(TAX_PAYABLE, Decimal(body["tax"])))
-    kind = str(body.get("kind", "invoice")).replace("_", " ")
+    candidates.append(_credit(TAX_PAYABLE, body.tax))
+    kind = body.kind.replace("_", " ")
     return _checked(
         Entry(
             EntryKind.ISSUE,
             number,
             customer,
-            body["currency"],
+            body.currency,
             _lines(candidates),
-            f"{number} issued to {customer} ({kind} for {body['period']['label']})",
+            f"{number} issued to {customer} ({kind} for {body.period.label})",
         )
     )
 
 
-def payment_entry(number: str, body: Mapping[str, Any]) -> Entry:
+def payment_entry(number: str, body: Body) -> Entry:
     """A document paid in full: cash in, receivable settled (a paid credit note is a refund)."""
-    customer = body["customer_id"]
-    total = Decimal(body["total"])
+    customer = body.customer_id
+    total = body.total
     return _checked(
         Entry(
             EntryKind.PAYMENT,
             number,
             customer,
-            body["currency"],
+            body.currency,
             _lines([_debit(CASH, total), _credit(receivable(customer), total)]),
             f"{number} paid by {customer}",
         )
     )
 
 
-def void_entry(number: str, body: Mapping[str, Any]) -> Entry:
+def void_entry(number: str, body: Body) -> Entry:
     """Voiding an issued document: its issue entry, reversed line by line."""
     issued = issue_entry(number, body)
     return _checked(
@@ -215,7 +215,7 @@ def void_entry(number: str, body: Mapping[str, Any]) -> Entry:
     )
 
 
-def status_entry(number: str, status: str, body: Mapping[str, Any]) -> Entry | None:
+def status_entry(number: str, status: str, body: Body) -> Entry | None:
     """The entry a status fact posts (None for a status that moves no money)."""
     if status == "paid":
         return payment_entry(number, body)

@@ -276,7 +276,7 @@ def _spend(conn: Connection, customer: Customer, period: Period, known_at: int) 
     except MeterlineError as exc:
         log.warning("spend alert for %s %s not evaluated: %s", customer.id, period.label, exc)
         return None
-    return Decimal(body["subtotal"])
+    return Decimal(body.text(body.subtotal))  # as the body writes it (minor digits)
 
 
 def list_alerts(conn: Connection, customer_id: str | None = None) -> dict[str, Any]:

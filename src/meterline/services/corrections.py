@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing import body as typed
 from meterline.billing.credit_note import BilledSoFar, diff
 from meterline.billing.document import (
     FORMAT,
@@ -29,12 +29,9 @@ from meterline.billing.document import (
     Status,
     body_hash,
     format_of,
-    money,
-    with_format,
 )
 from meterline.billing.periods import Period
 from meterline.domain.errors import ErrorCode, MeterlineError
-from meterline.domain.money import Currency
 from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import invoicing
 from meterline.store import audit, documents, sequence
@@ -67,14 +64,12 @@ class Billed:
 
 def _interims(conn: Connection, invoice: Issued) -> list[Issued]:
     """The interim invoices a final invoice nets (services/progressive.py), else none."""
-    if invoice.body.get("role") != "final":
+    if invoice.body.role_of != "final":
         return []
     from meterline.services.progressive import interims_of
 
     body = invoice.body
-    return interims_of(
-        conn, body["customer_id"], body["period"]["label"], _doc_seq(conn, invoice.number)
-    )
+    return interims_of(conn, body.customer_id, body.period.label, _doc_seq(conn, invoice.number))
 
 
 def notes_for(conn: Connection, number: str, before_seq: int | None = None) -> list[Issued]:
@@ -110,9 +105,9 @@ def reasons(conn: Connection, billed: Billed, k2: int, doc_format: int = FORMAT)
 
     body = billed.invoice.body
     c, lo, hi = (
-        body["customer_id"],
-        parse_rfc3339(body["period"]["start"]),
-        parse_rfc3339(body["period"]["end"]),
+        body.customer_id,
+        parse_rfc3339(body.period.start),
+        parse_rfc3339(body.period.end),
     )
     k1, number = billed.cutoff, billed.invoice.number
     changed = facts(conn).changes(c, lo, hi, k1, k2)
@@ -122,7 +117,7 @@ def reasons(conn: Connection, billed: Billed, k2: int, doc_format: int = FORMAT)
         out.append(f"{events(changed.events)} received after {number} was issued{extra}")
     if changed.retracted:
         out.append(f"{events(changed.retracted)} retracted")
-    books = sorted({s["price_book"] for s in body.get("subscriptions", [])})
+    books = sorted({s.price_book for s in body.subscriptions})
     if books:
         for book, label, definition in changed.price_versions:
             if book in books:
@@ -144,63 +139,53 @@ def correction_body(
     k2: int,
     doc_format: int = FORMAT,
     checkpoint: bool = False,
-) -> dict[str, Any] | None:
+) -> typed.Body | None:
     """The correction of `invoice` as known at K2 (in document format `doc_format`),
     or None when nothing differs."""
     billed = Billed.of(invoice, notes, _interims(conn, invoice))
     body = invoice.body
-    fresh = invoicing.compute_body(
-        conn, body["customer_id"], body["period"]["label"], k2, doc_format, checkpoint=checkpoint
+    fresh = invoicing.compute_typed(
+        conn, body.customer_id, body.period.label, k2, doc_format, checkpoint=checkpoint
     )
-    currency = Currency(body["currency"])
-    found = diff(billed.so_far, fresh["lines"], Decimal(fresh["tax"]), currency)
+    found = diff(billed.so_far, fresh.lines, fresh.tax)
     if found is None:
         return None
-    kind, lines, subtotal, tax_delta, total = (
-        found.kind,
-        found.lines,
-        found.subtotal,
-        found.tax,
-        found.total,
+    note = typed.Body(
+        kind=str(found.kind),
+        customer_id=fresh.customer_id,
+        customer_name=fresh.customer_name,
+        currency=fresh.currency,
+        timezone=fresh.timezone,
+        period=fresh.period,
+        subscriptions=fresh.subscriptions,
+        lines=found.lines,
+        subtotal=found.subtotal,
+        tax_rate=fresh.tax_rate,
+        tax=found.tax,
+        credits=(),
+        credits_applied=Decimal(0),
+        total=found.total,
+        corrects=invoice.number,
+        reasons=tuple(reasons(conn, billed, k2, doc_format)),
+        billed_cutoff_seq=billed.cutoff,
+        cutoff_seq=k2,
+        price_versions=fresh.price_versions,
+        # the format, and from format 2 on the log's tree head at K2 (DESIGN §2)
+        format=fresh.format,
+        tree_head=fresh.tree_head,
     )
-    note = with_format(
-        {
-            "kind": str(kind),
-            "customer_id": fresh["customer_id"],
-            "customer_name": fresh["customer_name"],
-            "currency": fresh["currency"],
-            "timezone": fresh["timezone"],
-            "period": fresh["period"],
-            "subscriptions": fresh["subscriptions"],
-            "lines": lines,
-            "subtotal": money(subtotal, currency),
-            "tax_rate": fresh["tax_rate"],
-            "tax": money(tax_delta, currency),
-            "credits": [],
-            "credits_applied": money(Decimal(0), currency),
-            "total": money(total, currency),
-            "corrects": invoice.number,
-            "reasons": reasons(conn, billed, k2, doc_format),
-            "billed_cutoff_seq": billed.cutoff,
-            "cutoff_seq": k2,
-            "price_versions": fresh["price_versions"],
-        },
-        doc_format,
-    )
-    if "tree_head" in fresh:  # the log's tree head at K2 (DESIGN §2), from format 2 on
-        note["tree_head"] = fresh["tree_head"]
     return note
 
 
-def recompute_note(conn: Connection, doc: Issued) -> dict[str, Any]:
+def recompute_note(conn: Connection, doc: Issued) -> typed.Body:
     """A correction as the store knew it at its cutoff (for verification)."""
-    invoice = documents.get(conn, doc.body["corrects"])
+    invoice = documents.get(conn, str(doc.body.corrects))
     seq = _doc_seq(conn, doc.number)
     body = correction_body(
         conn,
         invoice,
         notes_for(conn, invoice.number, before_seq=seq),
-        int(doc.body["cutoff_seq"]),
+        int(doc.body.cutoff_seq),
         format_of(doc.body),
     )
     if body is None:
@@ -221,9 +206,9 @@ def _invoices(conn: Connection, customer: str | None, label: str | None) -> list
     for doc in documents.list_documents(conn, customer):
         if doc.kind != Kind.INVOICE or doc.status == Status.VOID:
             continue
-        if doc.body.get("role") == "interim":  # corrected through its period's final invoice
+        if doc.body.role_of == "interim":  # corrected through its period's final invoice
             continue
-        if label is not None and doc.body["period"]["label"] != label:
+        if label is not None and doc.body.period.label != label:
             continue
         out.append(doc)
     return out
@@ -245,9 +230,9 @@ def _needs_rerate(conn: Connection, invoice: Issued) -> bool:
     body = invoice.body
     k = int(conn.execute(_BILLED_CUTOFF, {"n": invoice.number}).scalar_one())
     return facts(conn).pending(
-        body["customer_id"],
-        parse_rfc3339(body["period"]["start"]),
-        parse_rfc3339(body["period"]["end"]),
+        body.customer_id,
+        parse_rfc3339(body.period.start),
+        parse_rfc3339(body.period.end),
         k,
     )
 
@@ -273,14 +258,14 @@ def rerate(
         with store.write() as conn:
             invoice = documents.get(conn, number)
             if reason:
-                p = invoice.body["period"]
+                p = invoice.body.period
                 k = sequence.lock(conn)
                 add_mark(
                     conn,
                     k + 1,
-                    invoice.body["customer_id"],
-                    parse_rfc3339(p["start"]),
-                    parse_rfc3339(p["end"]),
+                    invoice.body.customer_id,
+                    parse_rfc3339(p.start),
+                    parse_rfc3339(p.end),
                     "manual",
                     reason,
                     0,
@@ -294,13 +279,13 @@ def rerate(
                 result.unchanged.append(number)
                 continue
             period_ = Period(
-                parse_rfc3339(body["period"]["start"]),
-                parse_rfc3339(body["period"]["end"]),
-                body["period"]["label"],
+                parse_rfc3339(body.period.start),
+                parse_rfc3339(body.period.end),
+                body.period.label,
             )
             result.issued.append(
                 documents.append(
-                    conn, Kind(body["kind"]), body, body_hash(body), period_, now_us, False
+                    conn, Kind(body.kind), body, body_hash(body), period_, now_us, False
                 )
             )
     if result.issued:  # the same public shape as `invoice show` (finance details)

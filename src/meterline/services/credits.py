@@ -313,7 +313,8 @@ def _open_due(conn: Connection, url: str, customer_id: str, label: str, k: int) 
         return found
     b = gather(conn, customer_id, label, k)
     body = assemble(b.customer, b.period, b.subscriptions, k, [])
-    due = Decimal(body["subtotal"]) + Decimal(body["tax"])
+    # the money as the body writes it (the same Decimal as before the typed body)
+    due = Decimal(body.text(body.subtotal)) + Decimal(body.text(body.tax))
     with _due_lock:
         if len(_due_cache) >= _DUE_CACHE_SIZE:
             _due_cache.clear()

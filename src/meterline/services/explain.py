@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from msgspec import UnsetType
+
 from meterline.billing.customers import Subscription
+from meterline.billing.document import Issued
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.domain.timestamps import format_us, parse_rfc3339
@@ -22,13 +25,14 @@ from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
 
 
-def _line(doc: dict[str, Any], n: int) -> dict[str, Any]:
-    for line in doc["lines"]:
-        if line["line"] == n:
-            return dict(line)
+def _line(doc: Issued, n: int) -> int:
+    """The index of line `n` in the document's lines."""
+    for i, line in enumerate(doc.body.lines):
+        if line.line == n:
+            return i
     raise MeterlineError(
         ErrorCode.INVALID_ARGUMENT,
-        f"{doc.get('number')} has no line {n} (lines 1..{len(doc['lines'])})",
+        f"{doc.number} has no line {n} (lines 1..{len(doc.body.lines)})",
     )
 
 
@@ -46,7 +50,9 @@ def explain(
     is full and takes the total from the line's event count instead of counting
     every event again (`count_matches` is then absent)."""
     with store.read() as conn:
-        doc = documents.get(conn, number).to_dict()
+        issued = documents.get(conn, number)
+        body = issued.body
+        doc = issued.to_dict()  # the public JSON shape this answers with
         header = {
             k: doc[k]
             for k in (
@@ -65,27 +71,27 @@ def explain(
                     ErrorCode.INVALID_ARGUMENT, "listing events needs a line number (line N)"
                 )
             return header | {"lines": doc["lines"]}
-        chosen = _line(doc, line)
-        out = header | {"line": chosen}
+        index = _line(issued, line)
+        chosen, usage = body.lines[index], body.lines[index].usage
+        out = header | {"line": doc["lines"][index]}
         if not events:
             return out
-        if not chosen.get("meter") or chosen.get("usage") is None:
+        if not chosen.meter or usage is None:
             raise MeterlineError(
                 ErrorCode.INVALID_ARGUMENT, f"line {line} is not metered: it has no source events"
             )
-        k = int(doc["cutoff_seq"])
-        meter = {m.code: m for m in load_meters(conn, k)}[chosen["meter"]]
-        wanted = encode_dimensions(tuple(chosen["dimensions"].get(g) for g in meter.group_by))
-        period = doc["period"]
-        lo, hi = parse_rfc3339(period["start"]), parse_rfc3339(period["end"])
+        k = body.cutoff_seq
+        meter = {m.code: m for m in load_meters(conn, k)}[chosen.meter]
+        wanted = encode_dimensions(tuple(chosen.dimensions.get(g) for g in meter.group_by))
+        lo, hi = parse_rfc3339(body.period.start), parse_rfc3339(body.period.end)
         subs = [
             Subscription(
-                s["price_book"],
-                parse_rfc3339(s["start"]),
-                None if s["end"] is None else parse_rfc3339(s["end"]),
+                s.price_book,
+                parse_rfc3339(s.start),
+                None if s.end is None else parse_rfc3339(s.end),
             )
-            for s in doc.get("subscriptions", [])
-            if s["price_book"] == chosen["price_book"]
+            for s in body.subscriptions
+            if s.price_book == chosen.price_book
         ]
         page: list[dict[str, Any]] = []
         digest = hashlib.sha256()
@@ -95,9 +101,7 @@ def explain(
             span = sub.active(lo, hi)
             if span is None:
                 continue
-            for ev in fetch_events(
-                conn, doc["customer_id"], [meter.event_type], span[0], span[1], k
-            ):
+            for ev in fetch_events(conn, body.customer_id, [meter.event_type], span[0], span[1], k):
                 props = decode_json(ev.properties)
                 try:
                     value = value_of(meter, props)
@@ -122,7 +126,7 @@ def explain(
                     )
                 total += 1
         if not count:
-            total = int(chosen["usage"]["event_count"])
+            total = usage.event_count
             return out | {
                 "events": page,
                 "page": {"offset": offset, "limit": limit, "total": total},
@@ -130,9 +134,9 @@ def explain(
         listed = {
             "events": page,
             "page": {"offset": offset, "limit": limit, "total": total},
-            "count_matches": total == chosen["usage"]["event_count"],
+            "count_matches": total == usage.event_count,
         }
-        if "events_digest" not in chosen["usage"]:
+        if isinstance(usage.events_digest, UnsetType):
             return out | listed  # format 2: the line names its events by count
         for source, event_id in sorted(keys):
             digest.update(f"{source}\x1f{event_id}\n".encode())
@@ -141,6 +145,6 @@ def explain(
             | listed
             | {
                 "digest": digest.hexdigest(),
-                "digest_matches": digest.hexdigest() == chosen["usage"]["events_digest"],
+                "digest_matches": digest.hexdigest() == usage.events_digest,
             }
         )

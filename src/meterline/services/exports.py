@@ -22,9 +22,9 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing import body as typed
 from meterline.billing.periods import parse_label
 from meterline.domain.errors import ErrorCode, MeterlineError
-from meterline.domain.events import decode_json
 from meterline.domain.money import Currency
 from meterline.domain.timestamps import from_datetime, parse_rfc3339
 from meterline.ledger.postings import from_minor
@@ -187,25 +187,25 @@ _DOCS = (
 def invoice_rows(conn: Connection, label: str) -> Iterator[Row]:
     statuses = _statuses(conn, label)
     for number, kind, raw, issued_at, forced, doc_hash in _stream(conn, _DOCS, {"p": label}):
-        b = decode_json(raw)
+        b = typed.decode(raw.encode() if isinstance(raw, str) else bytes(raw))
         yield (
             str(number),
             str(kind),
             statuses.get(str(number), "issued"),
-            b["customer_id"],
-            b.get("customer_name", ""),
-            b["period"]["label"],
-            parse_rfc3339(b["period"]["start"]),
-            parse_rfc3339(b["period"]["end"]),
+            b.customer_id,
+            b.customer_name,
+            b.period.label,
+            parse_rfc3339(b.period.start),
+            parse_rfc3339(b.period.end),
             int(issued_at),
-            b["currency"],
-            _dec(b["subtotal"]),
-            _dec(b["tax_rate"]),
-            _dec(b["tax"]),
-            _dec(b.get("credits_applied", "0")),
-            _dec(b["total"]),
-            b.get("corrects"),
-            int(b["cutoff_seq"]),
+            b.currency,
+            b.subtotal,
+            b.tax_rate,
+            b.tax,
+            b.credits_applied,
+            b.total,
+            b.corrects,
+            b.cutoff_seq,
             bool(forced),
             str(doc_hash),
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from meterline.billing.body import Body
 from meterline.billing.document import Issued
 from meterline.billing.finance import finance_details
 from meterline.domain.errors import MeterlineError
@@ -15,10 +16,10 @@ from meterline.store.customer_catalog import load_customer
 from meterline.store.seller_catalog import load_seller
 
 
-def details(conn: Connection, body: dict[str, Any], issued_at: str | None) -> dict[str, Any]:
-    k = int(body["cutoff_seq"])
+def details(conn: Connection, body: Body, issued_at: str | None) -> dict[str, Any]:
+    k = body.cutoff_seq
     try:
-        customer = load_customer(conn, str(body["customer_id"]), k)
+        customer = load_customer(conn, body.customer_id, k)
     except MeterlineError:
         customer = None
     return finance_details(body, issued_at, load_seller(conn, k), customer)

@@ -37,11 +37,11 @@ serial `invoicing.issue`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
+from meterline.billing import body as typed
 from meterline.billing.document import Issued, Kind, body_hash
 from meterline.billing.periods import Period
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -124,7 +124,7 @@ class Snapshot:
     customer: str
     label: str
     k0: int
-    body: dict[str, Any]
+    body: typed.Body
     period: Period
 
 

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from msgspec import structs
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from meterline.billing import body as typed
 from meterline.billing.credits import consume
 from meterline.billing.customers import Customer, Subscription
 from meterline.billing.document import (
@@ -34,7 +36,6 @@ from meterline.billing.document import (
     Status,
     body_hash,
     draft_dict,
-    with_format,
 )
 from meterline.billing.finance import finance_details
 from meterline.billing.invoice import SubscriptionUsage, assemble
@@ -322,6 +323,23 @@ def gather(
     return measure_plan(conn, plan, known_at, fmt, raw, checkpoint)
 
 
+def compute_typed(
+    conn: Connection,
+    customer_id: str,
+    label: str,
+    known_at: int,
+    fmt: int = FORMAT,
+    raw: bool = False,
+    checkpoint: bool = False,
+) -> typed.Body:
+    """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
+    b = gather(conn, customer_id, label, known_at, fmt, raw, checkpoint)
+    grants = credit_facts.states(conn, b.customer, known_at)
+    return finish_body(
+        conn, assemble(b.customer, b.period, b.subscriptions, known_at, grants), known_at, fmt
+    )
+
+
 def compute_body(
     conn: Connection,
     customer_id: str,
@@ -331,28 +349,25 @@ def compute_body(
     raw: bool = False,
     checkpoint: bool = False,
 ) -> dict[str, Any]:
-    """The invoice body as known at K, in document format `fmt` (see `format_of`)."""
-    b = gather(conn, customer_id, label, known_at, fmt, raw, checkpoint)
-    grants = credit_facts.states(conn, b.customer, known_at)
-    return finish_body(
-        conn, assemble(b.customer, b.period, b.subscriptions, known_at, grants), known_at, fmt
-    )
+    """`compute_typed` as plain JSON data (the edge: hashing, previews, comparisons)."""
+    return typed.encode(compute_typed(conn, customer_id, label, known_at, fmt, raw, checkpoint))
 
 
 def finish_body(
     conn: Connection,
-    body: dict[str, Any],
+    body: typed.Body,
     k: int,
     fmt: int,
     nodes: merkle.Nodes | None = None,
-) -> dict[str, Any]:
+) -> typed.Body:
     """Mark a computed body with its format; from format 2 on, record the log's tree head
     at the cutoff, so the document commits to every fact before it (DESIGN §2).
     ``nodes``: a node reader shared by many bodies (its cache)."""
-    with_format(body, fmt)
-    if fmt >= 2:
-        body["tree_head"] = merkle.head(conn, k, nodes).to_json()
-    return body
+    if fmt < 2:
+        return body  # format 1 bodies carry no format field, as issued
+    head = merkle.head(conn, k, nodes)
+    tree_head = typed.TreeHead(size=head.size, root=head.root.hex())
+    return structs.replace(body, format=fmt, tree_head=tree_head)
 
 
 # Invoices recomputed together by `compute_bodies` (verify): one index read per
@@ -362,7 +377,7 @@ RECOMPUTE_CHUNK = 500
 
 def compute_bodies(
     conn: Connection, wanted: Sequence[tuple[str, str, int, int]]
-) -> list[dict[str, Any] | MeterlineError | None]:
+) -> list[typed.Body | MeterlineError | None]:
     """`compute_body` of many invoices, each (customer, period label, cutoff K, format)
     at its own K, sharing reads: the index rows of alike customers are read once,
     as known at the greatest K, and cut back to each K (`Read.as_of`); the tree
@@ -371,7 +386,7 @@ def compute_bodies(
     Each entry is the body, the MeterlineError `compute_body` raises, or None
     where it raised anything else (the caller recomputes that one on its own, to
     report exactly what `compute_body` says). A database error propagates."""
-    out: list[dict[str, Any] | MeterlineError | None] = [None] * len(wanted)
+    out: list[typed.Body | MeterlineError | None] = [None] * len(wanted)
     nodes = merkle.Nodes(conn)
     ids = sorted({i for _, _, k, f in wanted if f >= 2 for i in perfect_ranges(0, k)})
     if ids:
@@ -437,8 +452,9 @@ def preview(store: Store, customer_id: str, label: str) -> dict[str, Any]:
 
     with store.read() as conn:
         k = sequence.current(conn)
-        draft = draft_dict(preview_body(conn, customer_id, label, k))  # a final after interims
-        draft["finance"] = details(conn, draft, None)
+        body = preview_body(conn, customer_id, label, k)  # a final after interims
+        draft = draft_dict(typed.encode(body))
+        draft["finance"] = details(conn, body, None)
         return draft
 
 
@@ -726,7 +742,7 @@ def invoice_body(
     now_us: int,
     force: bool,
     checkpoint: bool = False,
-) -> tuple[dict[str, Any], Period]:
+) -> tuple[typed.Body, Period]:
     """The body of the invoice to issue at cutoff k (refused while the period is open).
     Shared with the split invoice run (services/invoice_run.py). `checkpoint` only in a
     write transaction holding the knowledge lock at k (usage index checkpoints)."""

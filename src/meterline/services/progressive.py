@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.billing.body import Body
 from meterline.billing.credits import consume
-from meterline.billing.document import FORMAT, Issued, Kind, Status, body_hash, format_of
+from meterline.billing.document import FORMAT, Issued, Kind, Status, body_hash
 from meterline.billing.invoice import assemble
 from meterline.billing.periods import Period
 from meterline.billing.progressive import (
@@ -56,7 +56,7 @@ def interims_of(
         if before_seq is not None and int(seq) >= before_seq:
             continue
         doc = documents.get(conn, str(number))
-        if doc.body.get("role") != INTERIM:
+        if doc.body.role_of != INTERIM:
             continue
         if documents.status_of(conn, doc.number, before_seq) == Status.VOID:
             continue
@@ -66,7 +66,7 @@ def interims_of(
 
 @dataclass(frozen=True)
 class _Whole:
-    body: dict[str, Any]
+    body: Body
     period: Period
     rounding: Rounding
     credit: Credit
@@ -94,18 +94,18 @@ def _whole(
     return _Whole(body, b.period, rounding, credit)
 
 
-def finalize(conn: Connection, body: dict[str, Any], credit: Credit) -> dict[str, Any]:
+def finalize(conn: Connection, body: Body, credit: Credit) -> Body:
     """The final invoice for a whole-period body when its period had interims (else the body
     unchanged). Only progressive customers pay for the look-up."""
     if not thresholds(body):
         return body
-    interims = interims_of(conn, body["customer_id"], body["period"]["label"])
+    interims = interims_of(conn, body.customer_id, body.period.label)
     if not interims:
         return body
     return final_body(body, [(d.number, d.body) for d in interims], credit)
 
 
-def preview_body(conn: Connection, customer_id: str, label: str, k: int) -> dict[str, Any]:
+def preview_body(conn: Connection, customer_id: str, label: str, k: int) -> Body:
     """The draft of a period's invoice as known at K: with interims, the final to be."""
     whole = _whole(conn, customer_id, label, k)
     if not thresholds(whole.body):
@@ -116,16 +116,16 @@ def preview_body(conn: Connection, customer_id: str, label: str, k: int) -> dict
     return final_body(whole.body, [(d.number, d.body) for d in interims], whole.credit)
 
 
-def recompute(conn: Connection, doc: Issued) -> dict[str, Any]:
+def recompute(conn: Connection, doc: Issued) -> Body:
     """An interim or final invoice as the store knew it at its cutoff (for `verify`)."""
     body = doc.body
     seq = _doc_seq(conn, doc.number)
-    cid, label, k = body["customer_id"], body["period"]["label"], int(body["cutoff_seq"])
-    whole = _whole(conn, cid, label, k, format_of(body))
+    cid, label, k = body.customer_id, body.period.label, body.cutoff_seq
+    whole = _whole(conn, cid, label, k, body.doc_format)
     interims = interims_of(conn, cid, label, before_seq=seq)
-    if body.get("role") == INTERIM:
+    if body.role_of == INTERIM:
         return interim_body(whole.body, [d.body for d in interims], whole.rounding, whole.credit)
-    if body.get("role") == FINAL:
+    if body.role_of == FINAL:
         return final_body(whole.body, [(d.number, d.body) for d in interims], whole.credit)
     raise MeterlineError(ErrorCode.INVALID_ARGUMENT, f"{doc.number} is not a progressive invoice")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgspec import UnsetType
 from sqlalchemy import text
 
 from meterline.domain import merkle as tree
@@ -24,14 +25,14 @@ def prove(store: Store, number: str, event_id: str, source: str | None = None) -
     """The proof as JSON (hashes in lowercase hex), the shape of `prove --json`."""
     with store.read() as conn:
         doc = documents.get(conn, number)
-        head = doc.body.get("tree_head")
-        if not isinstance(head, dict):
+        head = doc.body.tree_head
+        if isinstance(head, UnsetType):
             raise MeterlineError(
                 ErrorCode.NO_TREE_HEAD,
                 f"{number} was issued before the Merkle log and records no tree head; "
                 "`verify` still reproduces it, but it commits to no root to prove against",
             )
-        size, root = int(head["size"]), str(head["root"])
+        size, root = head.size, head.root
         kind = merkle.FACT_KINDS[0]
         sql = f"SELECT {', '.join(kind.columns())} FROM events WHERE event_id = :e"
         params: dict[str, Any] = {"e": event_id}

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
+from meterline.billing import body as typed
 from meterline.billing.credits import GrantKind
 from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash, chain_hash
 from meterline.domain.canonical import content_hash
@@ -893,7 +894,7 @@ def _check_document(
         raise preread
     doc = preread if preread is not None else documents.get(conn, number)
     body = doc.body
-    out.heads.append((number, body.get("cutoff_seq"), body.get("tree_head")))
+    out.heads.append((number, body.cutoff_seq, body.tree_head or None))
     if in_scope:
         out.checked += 1
         # 3. reproduction (services/verification.py's recomputation).
@@ -904,28 +905,28 @@ def _check_document(
                 if isinstance(recomputed, MeterlineError):
                     raise recomputed
                 again = body_hash(
-                    recomputed if isinstance(recomputed, dict) else recompute_body(conn, doc)
+                    recomputed if isinstance(recomputed, typed.Body) else recompute_body(conn, doc)
                 )
                 if again != doc.content_hash:
                     out.reproduce.append(
-                        f"{number}: recomputed at cutoff seq {body.get('cutoff_seq')} the content "
+                        f"{number}: recomputed at cutoff seq {body.cutoff_seq} the content "
                         f"hash is {again[:12]}..., not {doc.content_hash[:12]}..."
                     )
             except MeterlineError as exc:
                 out.reproduce.append(f"{number}: cannot recompute: {exc}")
         # 4. arithmetic, and the indexed columns against the body.
         columns = {
-            "kind": kind,
-            "customer_id": customer,
-            "currency": currency,
-            "total": total,
-            "corrects": corrects,
-            "cutoff_seq": cutoff,
+            "kind": (kind, body.kind),
+            "customer_id": (customer, body.customer_id),
+            "currency": (currency, body.currency),
+            "total": (total, body.text(body.total)),
+            "corrects": (corrects, body.corrects),
+            "cutoff_seq": (cutoff, body.cutoff_seq),
         }
-        for name, value in columns.items():
-            if body.get(name) != value:
+        for name, (value, says) in columns.items():
+            if says != value:
                 out.arithmetic.append(
-                    f"{number}: column {name} is {value!r} but the document says {body.get(name)!r}"
+                    f"{number}: column {name} is {value!r} but the document says {says!r}"
                 )
         out.arithmetic.extend(arithmetic(str(number), body))
     # 6. chain and numbering.
@@ -964,11 +965,11 @@ def _summary(seq: int, doc: Issued, problems: list[str]) -> DocSummary:
         seq,
         doc.number,
         doc.kind,
-        str(body.get("customer_id")),
-        str(body.get("currency")),
-        _dec(body.get("total")),
-        _dec(body.get("tax")),
-        _dec(body.get("credits_applied")),
+        body.customer_id,
+        body.currency,
+        body.total,
+        body.tax,
+        body.credits_applied,
         revenue,
         entry,
     )
@@ -981,16 +982,21 @@ def _dec(value: Any) -> Decimal:
         return ZERO
 
 
-def arithmetic(number: str, body: dict[str, Any]) -> list[str]:
+def arithmetic(number: str, body: typed.Body) -> list[str]:
     """Lines -> subtotal -> tax -> total, each on the currency's minor unit."""
     out: list[str] = []
     try:
-        currency = Currency(str(body["currency"]))
-        money = {k: Decimal(body[k]) for k in ("subtotal", "tax", "credits_applied", "total")}
-        lines = [Decimal(line["amount"]) for line in body["lines"]]
-        credits = [Decimal(c["amount"]) for c in body.get("credits", [])]
-    except (KeyError, TypeError, ArithmeticError, MeterlineError) as exc:
+        currency = Currency(body.currency)
+    except MeterlineError as exc:
         return [f"{number}: malformed amounts ({exc})"]
+    money = {
+        "subtotal": body.subtotal,
+        "tax": body.tax,
+        "credits_applied": body.credits_applied,
+        "total": body.total,
+    }
+    lines = [line.amount for line in body.lines]
+    credits = [c.amount for c in body.credits]
     for name, value in [*money.items(), *((f"line {i}", a) for i, a in enumerate(lines, 1))]:
         if value != value.quantize(currency.quantum):
             out.append(f"{number}: {name} {value} is not on the {currency.code} minor unit")
@@ -1006,9 +1012,9 @@ def arithmetic(number: str, body: dict[str, Any]) -> list[str]:
         out.append(
             f"{number}: subtotal + tax - credits = {expected_total} but total is {money['total']}"
         )
-    kind = body.get("kind")
-    if kind == Kind.INVOICE and "role" not in body:
-        rate = _dec(body.get("tax_rate"))
+    kind = body.kind
+    if kind == Kind.INVOICE and body.role is typed.UNSET:  # interim/final: tax is a delta
+        rate = body.tax_rate
         allowed = {round_money(money["subtotal"] * rate, currency, r) for r in Rounding}
         if money["tax"] not in allowed:
             out.append(
@@ -1092,7 +1098,7 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
     # Postings: each fact's entry is exactly its posting rule's.
     expected: dict[int, Entry | None] = {d.seq: d.issue for d in docs.summaries}
     by_number = {d.number: d for d in docs.summaries}
-    bodies: dict[str, dict[str, Any]] = {}
+    bodies: dict[str, typed.Body] = {}
     for seq, number, status, _ in docs.status_facts:
         if number not in by_number:
             continue
@@ -1436,24 +1442,24 @@ def _pending_rerates(conn: Connection, docs: Documents) -> list[str]:
     for d in docs.summaries:
         if d.kind != Kind.INVOICE and docs.status.get(d.number) != Status.VOID:
             doc = documents.get(conn, d.number)
-            notes.setdefault(str(doc.body.get("corrects")), []).append(doc)
+            notes.setdefault(str(doc.body.corrects), []).append(doc)
     k = int(conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one())
     out = []
     for number in docs.rerate_candidates:
         invoice = documents.get(conn, number)
         body = invoice.body
         billed = [invoice, *notes.get(invoice.number, [])]
-        cutoff = max(int(d.body["cutoff_seq"]) for d in billed)
+        cutoff = max(d.body.cutoff_seq for d in billed)
         mark = conn.execute(
             text(
                 "SELECT MAX(seq), COUNT(*) FROM rerate_marks WHERE customer_id = :c AND seq > :k "
                 "AND from_us < :hi AND to_us > :lo"
             ),
             {
-                "c": body["customer_id"],
+                "c": body.customer_id,
                 "k": cutoff,
-                "lo": documents.instant(body["period"]["start"]),
-                "hi": documents.instant(body["period"]["end"]),
+                "lo": documents.instant(body.period.start),
+                "hi": documents.instant(body.period.end),
             },
         ).one()
         if not int(mark[1]):
@@ -1465,9 +1471,9 @@ def _pending_rerates(conn: Connection, docs: Documents) -> list[str]:
             continue
         if delta is not None:
             out.append(
-                f"{invoice.number} {body['customer_id']} {body['period']['label']}: "
-                f"{int(mark[1])} mark(s), a re-rating would issue {delta['kind']} "
-                f"{delta['total']} {body['currency']}"
+                f"{invoice.number} {body.customer_id} {body.period.label}: "
+                f"{int(mark[1])} mark(s), a re-rating would issue {delta.kind} "
+                f"{delta.text(delta.total)} {body.currency}"
             )
     return out
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash, format_of
+from msgspec import structs
+
+from meterline.billing import body as typed
+from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash
 from meterline.domain.errors import MeterlineError
 from meterline.store import documents
 from meterline.store.database import Store
@@ -34,34 +37,30 @@ class Report:
         return {"ok": self.ok, "checks": self.checks, "warnings": self.warnings}
 
 
-def recompute(conn: Any, doc: Issued) -> dict[str, Any]:
+def recompute(conn: Any, doc: Issued) -> typed.Body:
     """The body as the store knows it at the document's cutoff, recomputed the
     way its format prescribes (format 1: legacy raw events; 2: usage index)."""
     from meterline.services import corrections, invoicing, progressive
 
     body = doc.body
-    if doc.kind == Kind.INVOICE and "role" in body:  # progressive: interim or final
+    if doc.kind == Kind.INVOICE and body.role is not typed.UNSET:  # progressive
         again = progressive.recompute(conn, doc)
     elif doc.kind == Kind.INVOICE:
-        again = invoicing.compute_body(
-            conn,
-            body["customer_id"],
-            body["period"]["label"],
-            int(body["cutoff_seq"]),
-            format_of(body),
+        again = invoicing.compute_typed(
+            conn, body.customer_id, body.period.label, body.cutoff_seq, body.doc_format
         )
     else:
         again = corrections.recompute_note(conn, doc)
     return _as_issued(again, doc)
 
 
-def _as_issued(again: dict[str, Any], doc: Issued) -> dict[str, Any]:
-    if "tree_head" not in doc.body:  # issued before the Merkle log: no tree head to record
-        again.pop("tree_head", None)
+def _as_issued(again: typed.Body, doc: Issued) -> typed.Body:
+    if doc.body.tree_head is typed.UNSET:  # issued before the Merkle log: no tree head
+        again = structs.replace(again, tree_head=typed.UNSET)
     return again
 
 
-Recomputed = dict[str, Any] | MeterlineError | None
+Recomputed = typed.Body | MeterlineError | None
 
 
 def recompute_many(conn: Any, docs: list[Issued]) -> dict[str, Recomputed]:
@@ -74,20 +73,10 @@ def recompute_many(conn: Any, docs: list[Issued]) -> dict[str, Recomputed]:
     invoices: list[Issued] = []
     wanted: list[tuple[str, str, int, int]] = []
     for d in docs:
-        if d.kind != Kind.INVOICE or "role" in d.body:  # progressive: recomputed on its own
-            continue
-        try:
-            b = d.body
-            wanted.append(
-                (
-                    str(b["customer_id"]),
-                    str(b["period"]["label"]),
-                    int(b["cutoff_seq"]),
-                    format_of(b),
-                )
-            )
-        except (KeyError, TypeError, ValueError):
-            continue  # recomputed on its own, which names the problem
+        if d.kind != Kind.INVOICE or d.body.role is not typed.UNSET:
+            continue  # progressive: recomputed on its own
+        b = d.body
+        wanted.append((b.customer_id, b.period.label, b.cutoff_seq, b.doc_format))
         invoices.append(d)
     if not wanted:
         return {}
@@ -97,7 +86,7 @@ def recompute_many(conn: Any, docs: list[Issued]) -> dict[str, Recomputed]:
     except Exception:
         return {}
     return {
-        d.number: _as_issued(g, d) if isinstance(g, dict) else g
+        d.number: _as_issued(g, d) if isinstance(g, typed.Body) else g
         for d, g in zip(invoices, got, strict=True)
     }
 
@@ -159,10 +148,10 @@ def verify(store: Store, number: str | None = None) -> Report:
                             again = recompute(conn, doc)
                     reproduced = body_hash(again) == doc.content_hash
                     detail = (
-                        "reproduces at cutoff seq {}".format(doc.body["cutoff_seq"])
+                        f"reproduces at cutoff seq {doc.body.cutoff_seq}"
                         if reproduced
                         else (
-                            f"recomputed at cutoff seq {doc.body['cutoff_seq']} the content hash is "
+                            f"recomputed at cutoff seq {doc.body.cutoff_seq} the content hash is "
                             f"{body_hash(again)}, not {doc.content_hash}"
                         )
                     )

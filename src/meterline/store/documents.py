@@ -14,11 +14,10 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
+from meterline.billing.body import Body, credits_of, decode, encode_bytes
 from meterline.billing.document import GENESIS, Issued, Kind, Status, chain_hash, number_text
 from meterline.billing.periods import Period
-from meterline.domain.canonical import dumps
 from meterline.domain.errors import ErrorCode, MeterlineError
-from meterline.domain.events import decode_json
 from meterline.domain.timestamps import format_us, parse_rfc3339
 from meterline.ledger.postings import issue_entry, status_entry
 from meterline.store import audit, journal, sequence, webhook_facts
@@ -30,7 +29,7 @@ def _issued(row: Any, status: Status) -> Issued:
     return Issued(
         number=str(row[1]),
         kind=Kind(str(row[2])),
-        body=decode_json(row[3]),
+        body=decode(str(row[3]).encode()),
         content_hash=str(row[4]),
         previous_hash=str(row[5]),
         document_hash=str(row[6]),
@@ -116,8 +115,8 @@ def credits_spent(conn: Connection, customer: str, known_at: int) -> dict[str, D
     for number, body in rows:
         if status_of(conn, str(number), known_at) == Status.VOID:
             continue
-        for c in decode_json(body).get("credits", []):
-            spent[c["grant"]] = spent.get(c["grant"], Decimal(0)) + Decimal(c["amount"])
+        for c in credits_of(str(body).encode()):
+            spent[c.grant] = spent.get(c.grant, Decimal(0)) + c.amount
     return spent
 
 
@@ -163,8 +162,8 @@ def credits_spent_many(
         if status.get(str(number)) == Status.VOID:
             continue
         spent = out[str(customer)]
-        for c in decode_json(body).get("credits", []):
-            spent[c["grant"]] = spent.get(c["grant"], Decimal(0)) + Decimal(c["amount"])
+        for c in credits_of(str(body).encode()):
+            spent[c.grant] = spent.get(c.grant, Decimal(0)) + c.amount
     return out
 
 
@@ -175,20 +174,20 @@ def last_hash(conn: Connection) -> str:
     return GENESIS if row is None else str(row[0])
 
 
-def _invoice_key(kind: Kind, body: dict[str, Any], period: Period) -> str | None:
+def _invoice_key(kind: Kind, body: Body, period: Period) -> str | None:
     """One invoice per customer-period; an interim invoice (progressive billing) is
     keyed by its number within the period, so each is issued at most once too."""
     if kind != Kind.INVOICE:
         return None
-    key = f"{body['customer_id']}|{period.label}"
-    return f"{key}|interim-{body['interim']}" if body.get("role") == "interim" else key
+    key = f"{body.customer_id}|{period.label}"
+    return f"{key}|interim-{body.interim}" if body.role_of == "interim" else key
 
 
 def _row(
     seq: int,
     number: str,
     kind: Kind,
-    body: dict[str, Any],
+    body: Body,
     body_digest: str,
     period: Period,
     envelope: dict[str, Any],
@@ -200,16 +199,16 @@ def _row(
         "q": seq,
         "n": number,
         "k": str(kind),
-        "c": body["customer_id"],
+        "c": body.customer_id,
         "pl": period.label,
         "ps": period.start,
         "pe": period.end,
         "ik": _invoice_key(kind, body, period),
-        "co": body.get("corrects"),
-        "cut": body["cutoff_seq"],
-        "cur": body["currency"],
-        "tot": body["total"],
-        "b": dumps(body).decode(),
+        "co": body.corrects,
+        "cut": body.cutoff_seq,
+        "cur": body.currency,
+        "tot": body.text(body.total),
+        "b": encode_bytes(body).decode(),
         "h": body_digest,
         "ph": envelope["previous_hash"],
         "dh": document_hash,
@@ -229,7 +228,7 @@ _INSERT = text(
 def append(
     conn: Connection,
     kind: Kind,
-    body: dict[str, Any],
+    body: Body,
     body_digest: str,
     period: Period,
     now_us: int,
@@ -265,11 +264,11 @@ def append(
         {
             "number": number,
             "kind": str(kind),
-            "customer_id": body["customer_id"],
+            "customer_id": body.customer_id,
             "period": period.label,
-            "total": body["total"],
-            "currency": body["currency"],
-            "corrects": body.get("corrects"),
+            "total": body.text(body.total),
+            "currency": body.currency,
+            "corrects": body.corrects,
             "forced": forced,
         },
         now_us,
@@ -311,7 +310,7 @@ class Appender:
         self.now_us: int | None = None
 
     def add(
-        self, body: dict[str, Any], body_digest: str, period: Period, now_us: int, forced: bool
+        self, body: Body, body_digest: str, period: Period, now_us: int, forced: bool
     ) -> tuple[Issued, tuple[Any, ...]]:
         """Hand out the next number and seq; returns the document and its row as the
         Merkle leaf commits to it (``merkle.FACT_KINDS`` documents columns)."""
@@ -395,11 +394,11 @@ def _audit(doc: Issued, period: Period) -> dict[str, Any]:
     return {
         "number": doc.number,
         "kind": str(doc.kind),
-        "customer_id": doc.body["customer_id"],
+        "customer_id": doc.body.customer_id,
         "period": period.label,
-        "total": doc.body["total"],
-        "currency": doc.body["currency"],
-        "corrects": doc.body.get("corrects"),
+        "total": doc.body.text(doc.body.total),
+        "currency": doc.body.currency,
+        "corrects": doc.body.corrects,
         "forced": doc.forced,
     }
 
@@ -461,7 +460,12 @@ def _record_status(conn: Connection, doc: Issued, status: Status, reason: str, n
     audit.record(
         conn,
         "pay" if status == Status.PAID else str(status),
-        {"number": number, "status": str(status), "reason": reason, "total": doc.body["total"]},
+        {
+            "number": number,
+            "status": str(status),
+            "reason": reason,
+            "total": doc.body.text(doc.body.total),
+        },
         now_us,
     )
     webhook_facts.status_changed(conn, number, doc.body, str(status), reason, seq, now_us)

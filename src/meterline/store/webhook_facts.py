@@ -9,11 +9,11 @@ connection and never commit.
 from __future__ import annotations
 
 import weakref
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from meterline.billing.body import Body
 from meterline.store import outbox
 from meterline.store.customer_catalog import load_customers
 from meterline.store.event_log import AppendResult, BatchHeader, Reject
@@ -25,7 +25,7 @@ from meterline.webhooks import closing, events
 def document_issued(
     conn: Connection,
     number: str,
-    body: dict[str, Any],
+    body: Body,
     document_hash: str,
     forced: bool,
     now_us: int,
@@ -35,7 +35,7 @@ def document_issued(
 
 def documents_issued(
     conn: Connection,
-    docs: list[tuple[str, dict[str, Any], str, bool]],
+    docs: list[tuple[str, Body, str, bool]],
     now_us: int,
 ) -> None:
     """`document_issued` for many documents (number, body, document hash, forced)."""
@@ -47,7 +47,7 @@ def documents_issued(
 def status_changed(
     conn: Connection,
     number: str,
-    body: dict[str, Any],
+    body: Body,
     status: str,
     reason: str,
     seq: int,

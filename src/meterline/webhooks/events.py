@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from meterline.billing.body import Body
 from meterline.domain.canonical import dumps
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import format_us
@@ -59,26 +60,27 @@ _ISSUED = {
 }
 
 
-def document_data(number: str, body: dict[str, Any], status: str) -> dict[str, Any]:
+def document_data(number: str, body: Body, status: str) -> dict[str, Any]:
     """What a subscriber needs to act on a document without fetching it."""
+    p = body.period
     return {
         "number": number,
-        "kind": body["kind"],
+        "kind": body.kind,
         "status": status,
-        "customer_id": body["customer_id"],
-        "period": body["period"],
-        "currency": body["currency"],
-        "subtotal": body.get("subtotal"),
-        "tax": body.get("tax"),
-        "total": body["total"],
-        "corrects": body.get("corrects"),
-        "cutoff_seq": body["cutoff_seq"],
+        "customer_id": body.customer_id,
+        "period": {"start": p.start, "end": p.end, "label": p.label},
+        "currency": body.currency,
+        "subtotal": body.text(body.subtotal),
+        "tax": body.text(body.tax),
+        "total": body.text(body.total),
+        "corrects": body.corrects,
+        "cutoff_seq": body.cutoff_seq,
     }
 
 
 def document_issued(
     number: str,
-    body: dict[str, Any],
+    body: Body,
     document_hash: str,
     forced: bool,
     issued_at_us: int,
@@ -88,14 +90,14 @@ def document_issued(
         "forced": forced,
         "document_hash": document_hash,
     }
-    return message(_ISSUED[body["kind"]], number, data, issued_at_us)
+    return message(_ISSUED[body.kind], number, data, issued_at_us)
 
 
 def invoice_status(
-    number: str, body: dict[str, Any], status: str, reason: str, seq: int, now_us: int
+    number: str, body: Body, status: str, reason: str, seq: int, now_us: int
 ) -> Message | None:
     """invoice.paid / invoice.voided; status changes of notes have no type (yet)."""
-    if body["kind"] != "invoice" or status not in ("paid", "void"):
+    if body.kind != "invoice" or status not in ("paid", "void"):
         return None
     kind = EventType.INVOICE_PAID if status == "paid" else EventType.INVOICE_VOIDED
     data = document_data(number, body, status) | {

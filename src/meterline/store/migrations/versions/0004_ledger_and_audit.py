@@ -61,13 +61,13 @@ def upgrade() -> None:
 
 
 def _backfill_journal() -> None:
-    from meterline.domain.events import decode_json
+    from meterline.billing.body import decode
     from meterline.ledger.postings import issue_entry, status_entry
     from meterline.store.journal import post
 
     conn = op.get_bind()
     docs = conn.execute(sa.text("SELECT seq, number, body, issued_at FROM documents")).all()
-    bodies = {str(r[1]): decode_json(r[2]) for r in docs}
+    bodies = {str(r[1]): decode(str(r[2]).encode()) for r in docs}
     for seq, number, _, issued_at in docs:
         post(conn, int(seq), issue_entry(str(number), bodies[str(number)]), int(issued_at))
     for seq, number, status, at in conn.execute(

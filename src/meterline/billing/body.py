@@ -1,0 +1,430 @@
+"""A document body as a typed value (DESIGN §7, §8, §10): decode at the edges, typed inside.
+
+A body is a frozen msgspec ``Struct`` tree: money, quantities and rates are
+``Decimal``, counts and cutoffs ``int``. JSON (a dict or canonical bytes) exists
+only at the edges: ``decode`` when a body is read (store, API), ``encode`` /
+``encode_bytes`` when it is hashed, stored or shown.
+
+Issued documents' content hashes must never change, so ``encode(decode(d))``
+is byte-identical to ``d`` in canonical JSON, for both document formats and
+every kind:
+
+- Money (``__money__`` fields) is written with exactly the currency's minor
+  digits (``money_str``; the line explanation's own currency for its amounts);
+  every other Decimal with canonical decimal text (``decimals.fmt``): the
+  same functions the producers always used, so the text is reproduced.
+- Fields some documents lack are explicit optional fields defaulting to
+  ``UNSET`` and omitted when unset (format 1 lines' ``events_digest`` and
+  ``windows``, format 2's ``format`` and ``tree_head``, a correction's
+  ``billed_*`` deltas and ``billed_cutoff_seq``, a coupon line's ``coupon`` and
+  ``base``, a subscription's non-default cycle and progressive ``threshold``,
+  an interim/final invoice's ``role``, ``interim``, ``thresholds``,
+  ``interims``, ``period_subtotal`` and ``period_tax``). ``None`` stays ``null``: an
+  absent field and a null one are different bytes. There is no catch-all:
+  unknown fields are refused on decode (``forbid_unknown_fields``), so a body
+  this model cannot reproduce fails loudly instead of losing a field.
+- Two open maps stay maps: a line's ``dimensions`` (the meter's group_by
+  names) and a segment's ``pricing`` (the model's parameters as canonical text,
+  different keys per pricing model); both are str -> str.
+- Sequences are tuples (frozen values); JSON key order does not matter (the
+  canonical form sorts keys).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cache
+from typing import Any, ClassVar
+
+import msgspec
+from msgspec import UNSET as UNSET
+from msgspec import Struct, UnsetType, field
+
+from meterline.domain.decimals import fmt
+from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.money import Currency, money_str
+from meterline.domain.timestamps import format_us
+from meterline.pricing.explanation import Explanation as PricingExplanation
+from meterline.pricing.explanation import SegmentLine
+
+
+class _Typed(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base: names of Decimal fields that are money (formatted to the minor unit)."""
+
+    __money__: ClassVar[frozenset[str]] = frozenset()
+
+
+class Period(_Typed, frozen=True, kw_only=True):
+    start: str
+    end: str
+    label: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"start": self.start, "end": self.end, "label": self.label}
+
+
+class SubscriptionRef(_Typed, frozen=True, kw_only=True):
+    """A subscription as the body records it; cycle fields only when not the default."""
+
+    price_book: str
+    start: str
+    end: str | None
+    billing_cycle: str | UnsetType = UNSET
+    anchor: str | UnsetType = UNSET
+    trial_days: int | UnsetType = UNSET
+    trial_usage: str | UnsetType = UNSET
+    # progressive billing (DESIGN §7): canonical decimal text, only when set
+    threshold: Decimal | UnsetType = UNSET
+
+
+class PriceVersion(_Typed, frozen=True, kw_only=True):
+    price_book: str
+    version: str
+    effective_from: str
+    content_hash: str
+
+
+class VersionRef(_Typed, frozen=True, kw_only=True):
+    version: str
+    effective_from: str
+    content_hash: str
+
+
+class Tier(_Typed, frozen=True, kw_only=True):
+    """One tier's share of a segment, exact (``after`` is the JSON field ``from``)."""
+
+    tier: int
+    after: Decimal = field(name="from")
+    units: Decimal
+    unit_price: Decimal
+    flat_fee: Decimal
+    amount: Decimal
+    up_to: Decimal | UnsetType = UNSET
+
+
+class Segment(_Typed, frozen=True, kw_only=True):
+    """A [start, end) piece of the period priced with one version; amount exact."""
+
+    start: str
+    end: str
+    version: str
+    amount: Decimal
+    formula: str
+    quantity: Decimal | UnsetType = UNSET
+    tiers: tuple[Tier, ...] | UnsetType = UNSET
+    pricing: dict[str, str] | UnsetType = UNSET
+    note: str | UnsetType = UNSET
+
+
+class CouponTerms(_Typed, frozen=True, kw_only=True):
+    code: str
+    start: str
+    duration: str
+    percent_off: Decimal | UnsetType = UNSET
+    amount_off: Decimal | UnsetType = UNSET
+    periods: int | UnsetType = UNSET
+    charges: tuple[str, ...] | UnsetType = UNSET
+
+
+class Explanation(_Typed, frozen=True, kw_only=True):
+    """Why a line costs what it costs. Rated lines carry versions and segments;
+    coupon lines carry the coupon's terms and the base it discounted."""
+
+    __money__ = frozenset({"amount", "base"})
+
+    charge: str
+    model: str
+    currency: str
+    rounding: str
+    basis: str
+    exact_amount: Decimal
+    amount: Decimal
+    formula: str
+    notes: tuple[str, ...]
+    price_book: str | UnsetType = UNSET
+    versions: tuple[VersionRef, ...] | UnsetType = UNSET
+    segments: tuple[Segment, ...] | UnsetType = UNSET
+    meter: str | UnsetType = UNSET
+    quantity: Decimal | UnsetType = UNSET
+    coupon: CouponTerms | UnsetType = UNSET
+    base: Decimal | UnsetType = UNSET
+
+
+class Windows(_Typed, frozen=True, kw_only=True):
+    """Format 1: the windows a line's events fell in."""
+
+    size: str
+    count: int
+    first: str | None
+    last: str | None
+
+
+class Usage(_Typed, frozen=True, kw_only=True):
+    """A metered line's provenance: format 2 has the event count and window size;
+    format 1 also the digest of its sorted event keys and its windows."""
+
+    event_count: int
+    window: str | UnsetType = UNSET
+    events_digest: str | UnsetType = UNSET
+    windows: Windows | UnsetType = UNSET
+
+
+class Line(_Typed, frozen=True, kw_only=True):
+    """One line. A correction's line carries signed deltas in quantity and amount,
+    and what was billed and is due now in the ``billed_*`` / ``new_*`` fields."""
+
+    __money__ = frozenset({"amount", "billed_amount", "new_amount"})
+
+    line: int
+    charge: str
+    description: str
+    price_book: str
+    model: str
+    meter: str | None
+    dimensions: dict[str, str | None]
+    quantity: Decimal | None
+    unit_price: Decimal | None
+    amount: Decimal
+    formula: str
+    explanation: Explanation | None
+    usage: Usage | None
+    # a progressive interim/final line without a quantity writes null here
+    billed_quantity: Decimal | UnsetType | None = UNSET
+    billed_amount: Decimal | UnsetType = UNSET
+    new_quantity: Decimal | UnsetType | None = UNSET
+    new_amount: Decimal | UnsetType = UNSET
+
+    @property
+    def identity(self) -> tuple[str, str, tuple[tuple[str, str | None], ...]]:
+        """Line identity for corrections: price book, charge code, dimension values."""
+        return (self.price_book, self.charge, tuple(sorted(self.dimensions.items())))
+
+
+class CreditApplied(_Typed, frozen=True, kw_only=True):
+    __money__ = frozenset({"amount"})
+
+    grant: str
+    amount: Decimal
+
+
+class TreeHead(_Typed, frozen=True, kw_only=True):
+    size: int
+    root: str
+
+
+class Body(_Typed, frozen=True, kw_only=True):
+    """Everything a document computes from the store as known at its cutoff."""
+
+    __money__ = frozenset(
+        {
+            "subtotal",
+            "tax",
+            "credits_applied",
+            "total",
+            "thresholds",
+            "period_subtotal",
+            "period_tax",
+        }
+    )
+
+    kind: str
+    customer_id: str
+    customer_name: str
+    currency: str
+    timezone: str
+    period: Period
+    subscriptions: tuple[SubscriptionRef, ...]
+    lines: tuple[Line, ...]
+    subtotal: Decimal
+    tax_rate: Decimal
+    tax: Decimal
+    credits: tuple[CreditApplied, ...]
+    credits_applied: Decimal
+    total: Decimal
+    corrects: str | None
+    reasons: tuple[str, ...]
+    cutoff_seq: int
+    price_versions: tuple[PriceVersion, ...]
+    billed_cutoff_seq: int | UnsetType = UNSET
+    format: int | UnsetType = UNSET
+    tree_head: TreeHead | UnsetType = UNSET
+    # Progressive billing (billing/progressive.py): an interim invoice has its role,
+    # number in the period and the thresholds (money per price book); a final invoice
+    # the interims' numbers and the whole period's subtotal and tax.
+    role: str | UnsetType = UNSET
+    interim: int | UnsetType = UNSET
+    thresholds: dict[str, Decimal] | UnsetType = UNSET
+    interims: tuple[str, ...] | UnsetType = UNSET
+    period_subtotal: Decimal | UnsetType = UNSET
+    period_tax: Decimal | UnsetType = UNSET
+
+    @property
+    def role_of(self) -> str | None:
+        """The progressive role ("interim" or "final"), None on any other document."""
+        return None if self.role is UNSET else self.role
+
+    @property
+    def doc_format(self) -> int:
+        """The format the document was issued under (absent = 1)."""
+        return 1 if self.format is UNSET else int(self.format)
+
+    @property
+    def money_currency(self) -> Currency:
+        return _currency(self.currency)
+
+    def text(self, amount: Decimal) -> str:
+        """Money of this body as its JSON text ("180.00", JPY "1500")."""
+        return money_str(amount, _currency(self.currency))
+
+
+@cache
+def _currency(code: str) -> Currency:
+    return Currency(code)
+
+
+def _money(value: Decimal, currency: str) -> str:
+    """`money_str`, without its quantize when the value already has exactly the minor
+    digits (every amount decoded from a stored body): the same text, cheaper."""
+    cur = _currency(currency)
+    if value:  # zero goes through money_str (which never writes "-0.00")
+        text = f"{value:f}"
+        dot = text.find(".")
+        if (len(text) - dot - 1 if dot >= 0 else 0) == cur.minor_digits:
+            return text
+    return money_str(value, cur)
+
+
+def _plain(value: Any, currency: str) -> Any:
+    """Plain JSON data of a struct tree: money at the minor unit, decimals canonical."""
+    if isinstance(value, _Typed):
+        money = type(value).__money__
+        own = getattr(value, "currency", currency)  # an explanation has its own currency
+        cur = own if isinstance(own, str) else currency
+        out: dict[str, Any] = {}
+        for name, key in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+            v = getattr(value, name)
+            if v is UNSET:
+                continue
+            if isinstance(v, Decimal):
+                out[key] = _money(v, cur) if name in money else fmt(v)
+            elif name in money and isinstance(v, dict):  # a map of money (thresholds)
+                out[key] = {k: _money(x, cur) for k, x in v.items()}
+            else:
+                out[key] = _plain(v, cur)
+        return out
+    if isinstance(value, tuple):
+        return [_plain(v, currency) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v, currency) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        return fmt(value)
+    return value
+
+
+_canonical = msgspec.json.Encoder(order="sorted")
+_from_json = msgspec.json.Decoder(Body)
+
+
+def encode(body: Body) -> dict[str, Any]:
+    """The body as plain JSON data (str, int, None, list, dict): the public shape."""
+    return _plain(body, body.currency)  # type: ignore[no-any-return]
+
+
+# The last body encoded and its bytes: issuing hashes a body and then stores it,
+# so the second call is free (one entry, compared by identity; bodies are frozen).
+_last: tuple[Body, bytes] | None = None
+
+
+def encode_bytes(body: Body) -> bytes:
+    """Canonical JSON of the body (what is hashed and stored; domain/canonical.py)."""
+    global _last
+    last = _last
+    if last is not None and last[0] is body:
+        return last[1]
+    data = _canonical.encode(encode(body))
+    _last = (body, data)
+    return data
+
+
+def decode(data: dict[str, Any] | bytes) -> Body:
+    """A body from its JSON (a dict or bytes); a shape this model does not know is
+    refused with INVALID_DOCUMENT rather than silently re-encoded differently."""
+    try:
+        if isinstance(data, bytes | bytearray | memoryview):
+            return _from_json.decode(data)
+        return msgspec.convert(data, Body, strict=False)
+    except msgspec.ValidationError as e:
+        raise MeterlineError(ErrorCode.INVALID_DOCUMENT, f"not a document body: {e}") from None
+
+
+class _CreditsOnly(Struct, frozen=True, kw_only=True):
+    """The credits of a stored body and nothing else (other fields are skipped)."""
+
+    credits: tuple[CreditApplied, ...] = ()
+
+
+_credits_from_json = msgspec.json.Decoder(_CreditsOnly)
+
+
+def credits_of(data: bytes) -> tuple[CreditApplied, ...]:
+    """The credits a stored body applied, without decoding the rest of it (credit
+    balances read every document of a customer)."""
+    try:
+        return _credits_from_json.decode(data).credits
+    except msgspec.ValidationError as e:
+        raise MeterlineError(ErrorCode.INVALID_DOCUMENT, f"not a document body: {e}") from None
+
+
+def explanation_of(x: PricingExplanation) -> Explanation:
+    """The typed explanation of a rated amount (what ``Explanation.to_dict`` writes)."""
+    return Explanation(
+        charge=x.charge,
+        model=x.model,
+        currency=x.currency.code,
+        rounding=x.rounding.value,
+        basis=x.basis.value,
+        exact_amount=x.exact_amount,
+        amount=x.amount,
+        formula=x.formula,
+        notes=x.notes,
+        price_book=x.price_book,
+        versions=tuple(
+            VersionRef(
+                version=v.label,
+                effective_from=format_us(v.effective_from),
+                content_hash=v.content_hash,
+            )
+            for v in x.versions
+        ),
+        segments=tuple(_segment_of(s) for s in x.segments),
+        meter=UNSET if x.meter is None else x.meter,
+        quantity=UNSET if x.quantity is None else x.quantity,
+    )
+
+
+def _segment_of(s: SegmentLine) -> Segment:
+    p = s.priced
+    return Segment(
+        start=format_us(s.start),
+        end=format_us(s.end),
+        version=s.version.label,
+        amount=p.amount,
+        formula=s.formula,
+        quantity=UNSET if s.quantity is None else s.quantity,
+        tiers=tuple(
+            Tier(
+                tier=t.tier,
+                after=t.after,
+                units=t.units,
+                unit_price=t.unit_price,
+                flat_fee=t.flat_fee,
+                amount=t.amount,
+                up_to=UNSET if t.up_to is None else t.up_to,
+            )
+            for t in p.tiers
+        )
+        if p.tiers
+        else UNSET,
+        pricing=dict(p.pricing) if p.pricing else UNSET,
+        note=p.note or UNSET,
+    )
