@@ -23,7 +23,7 @@ from tests.support import event, ingest
 
 from meterline.billing.customers import Subscription, parse_customer
 from meterline.domain.errors import ErrorCode, MeterlineError
-from meterline.domain.timestamps import parse_rfc3339
+from meterline.domain.timestamps import format_us, parse_rfc3339
 from meterline.services import invoicing
 from meterline.services.catalog import apply_catalog
 from meterline.services.plan_change import change_plan, changed
@@ -244,3 +244,31 @@ def test_an_anniversary_subscription_changes_plan_only_at_a_period_start() -> No
     at = parse_rfc3339("2024-02-20T00:00:00Z")
     _, ended, started = changed(customer, "pro", at)
     assert (ended.end, started.start, started.anchor) == (at, at, ended.anchor)
+
+
+def test_an_anniversary_on_the_31st_changes_on_mar_31_but_not_on_the_clamped_feb_29() -> None:
+    """Feb 29 starts a period of a Jan 31 anniversary, but a subscription starting there
+    would have its anniversary on the 29th: its period `2024-03-29` would overlap the
+    old grid's `2024-02-29` .. `2024-03-31`. Refused; Mar 31 keeps the grid."""
+    customer = parse_customer(
+        {
+            "id": "c",
+            "name": "C",
+            "currency": "USD",
+            "subscriptions": [
+                {"price_book": "basic", "start": "2024-01-31T00:00:00Z", "anchor": "subscription"}
+            ],
+        },
+        "c",
+    )
+    with pytest.raises(MeterlineError) as info:
+        changed(customer, "pro", parse_rfc3339("2024-02-29T00:00:00Z"))
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "would move the anniversary" in info.value.message
+    at = parse_rfc3339("2024-03-31T00:00:00Z")
+    new, _, started = changed(customer, "pro", at)
+    ahead = started.cycle(new.timezone).period_of(parse_rfc3339("2024-04-30T12:00:00Z"))
+    assert (format_us(ahead.start), format_us(ahead.end)) == (
+        "2024-04-30T00:00:00Z",
+        "2024-05-31T00:00:00Z",
+    )

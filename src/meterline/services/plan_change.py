@@ -89,6 +89,8 @@ def changed(
             )
     ended = replace(current, end=at_us)
     started = replace(current, price_book=to_book, start=at_us, trial_days=0)
+    if current.anchor is Anchor.SUBSCRIPTION:
+        _same_grid(current, started, customer.timezone, at_us)
     subs = [ended if s is current else s for s in customer.subscriptions] + [started]
     return replace(customer, subscriptions=tuple(subs)), ended, started
 
@@ -139,3 +141,26 @@ def change_plan(
             now_us,
         )
         return PlanChange(new, ended, started, True)
+
+
+# Enough anniversary periods ahead to meet every clamped month of a leap-year cycle.
+_GRID_AHEAD = 60
+
+
+def _same_grid(current: Subscription, started: Subscription, timezone: str, at_us: int) -> None:
+    """The next subscription's anniversary is its own start: where the old anchor day
+    was clamped (a 31st anchor starting Feb 29), the new grid would drift from the old
+    one and name the same label for two overlapping periods. Refused."""
+    old, new = current.cycle(timezone), started.cycle(timezone)
+    first = old.index_of(at_us)
+    for k in range(_GRID_AHEAD):
+        ahead = new.period(new.index_of(at_us) + k)
+        if ahead != old.period(first + k):
+            raise MeterlineError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"a change at {format_us(at_us)} would move the anniversary of "
+                f"{current.price_book}'s periods (its period starting {format_us(ahead.start)} "
+                f"would differ from the current one's): {format_us(at_us)} is a period "
+                "start shortened to the month's last day; change at a period start on the "
+                "anniversary's own day",
+            )
