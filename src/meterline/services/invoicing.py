@@ -625,7 +625,7 @@ def _chunk(
     reads = _read_index(conn, plans, k0)
     watermark = current_watermark(conn, now_us)
     spent = documents.credits_spent_many(conn, list(plans), k0)
-    granted = set(credit_facts.customers_with_grants(conn))
+    granted = set(credit_facts.customers_with_grants(conn, list(plans)))
     checkpoints: dict[usage_index.BucketKey, usage_index.Delta] = {}
     with merkle.grow_in_memory(conn, k0) as grower:
         for cid, plan in plans.items():

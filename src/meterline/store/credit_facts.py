@@ -9,11 +9,12 @@ the grant facts, the catalog's `credits` list, what issued documents used
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from meterline.billing.credits import Grant, GrantKind, GrantState
@@ -145,10 +146,22 @@ def has_grants(conn: Connection, customer: str) -> bool:
     return row is not None
 
 
-def customers_with_grants(conn: Connection) -> list[str]:
-    rows = conn.execute(
-        text("SELECT DISTINCT customer_id FROM credit_facts ORDER BY customer_id")
-    ).all()
+def customers_with_grants(conn: Connection, among: Sequence[str] | None = None) -> list[str]:
+    """Customers with grant facts (``among``: only these, e.g. an invoice run's chunk)."""
+    if among is None:
+        rows = conn.execute(
+            text("SELECT DISTINCT customer_id FROM credit_facts ORDER BY customer_id")
+        ).all()
+    elif not among:
+        return []
+    else:
+        rows = conn.execute(
+            text(
+                "SELECT DISTINCT customer_id FROM credit_facts WHERE customer_id IN :cs "
+                "ORDER BY customer_id"
+            ).bindparams(bindparam("cs", expanding=True)),
+            {"cs": list(among)},
+        ).all()
     return [str(r[0]) for r in rows]
 
 
