@@ -29,9 +29,11 @@ from typing import Any
 import httpx
 
 from invoice_run import MONTH_START, customer_ids, load
+from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import credits
+from meterline.store import sequence
 from servers import serving
-from stores import fresh_store
+from stores import cached_copy, fresh_store
 
 NOW = "2024-01-31T00:00:00Z"
 KEY = "bench-admin-0c5e"
@@ -102,6 +104,33 @@ def summary(xs: list[float], wall: float) -> dict[str, float]:
     }
 
 
+def in_process(store: Any, customers: list[str], n: int) -> dict[str, Any]:
+    """The balance's service time without HTTP, one call after another: a first pass
+    over n random customers (cold: nothing computed for them yet), the same calls
+    again (warm), and the baseline of a bare read of the knowledge seq."""
+    now_us = parse_rfc3339(NOW)
+    rng = random.Random(11)
+    picks = [rng.choice(customers) for _ in range(n)]
+    base: list[float] = []
+    cold: list[float] = []
+    warm: list[float] = []
+    for out in (cold, warm):
+        for c in picks:
+            t0 = time.perf_counter()
+            with store.read() as conn:
+                sequence.current(conn)
+            t1 = time.perf_counter()
+            credits.balance(store, c, now_us)
+            t2 = time.perf_counter()
+            base.append((t1 - t0) * 1000)
+            out.append((t2 - t1) * 1000)
+
+    def pcts(xs: list[float]) -> dict[str, float]:
+        return {"p50_ms": round(pct(xs, 50), 3), "p99_ms": round(pct(xs, 99), 3)}
+
+    return {"calls": n, "baseline_read": pcts(base), "cold": pcts(cold), "warm": pcts(warm)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -110,13 +139,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--requests", type=int, default=250, help="per thread")
     ap.add_argument("--batch-size", type=int, default=20_000)
+    ap.add_argument(
+        "--cached",
+        action="store_true",
+        help="a copy of bench/cached_store.py's SQLite store of C x E events (built once)",
+    )
     args = ap.parse_args(argv)
     customers = customer_ids(args.customers)
-    with fresh_store(args.backend) as store:
+    opened = (
+        cached_copy(args.customers, args.events_per_customer)
+        if args.cached
+        else fresh_store(args.backend)
+    )
+    with opened as store:
         t0 = time.perf_counter()
-        loaded = load(store, customers, args.events_per_customer, args.batch_size)
+        events = (
+            args.customers * args.events_per_customer
+            if args.cached
+            else load(store, customers, args.events_per_customer, args.batch_size).events
+        )
         load_s = time.perf_counter() - t0
         grant_s = grant_all(store, customers)
+        service = in_process(store, customers, args.threads * args.requests)
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "serve.log"
             with serving(store.url, NOW, f"{KEY}:admin", log) as base:
@@ -139,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "backend": args.backend,
         "customers": args.customers,
-        "events": loaded.events,
+        "events": events,
         "load_s": round(load_s, 1),
         "grants_s": round(grant_s, 1),
         "threads": args.threads,
+        "in_process": service,
         "baseline_healthz": baseline,
         "balance": balance,
         "balance_again": summary(warm_lat, warm_wall),

@@ -44,7 +44,7 @@ from meterline.store import sequence
 from meterline.store.database import Store
 from meterline.wiring import ingestor_for
 from servers import serving
-from stores import fresh_store
+from stores import cached_copy, fresh_store
 
 KEY = "bench-admin-key"
 NOW = "2024-01-31T12:00:00Z"
@@ -160,12 +160,18 @@ def in_process(store: Store, customers: list[str], n: int) -> dict[str, Any]:
 
 def check_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     customers = customer_ids(args.customers)
-    with fresh_store(backend) as store:
+    opened = (
+        cached_copy(args.customers, args.events_per_customer)
+        if args.cached
+        else fresh_store(backend)
+    )
+    with opened as store:
         # Loaded before the entitlements are configured (loading is not what is
         # measured here; part 2 measures what alert evaluation adds to ingest).
-        apply_catalog(store, with_entitlements(customers, None), MONTH_START)
         t0 = time.perf_counter()
-        ingest_all(store, customers, args.events_per_customer, args.batch_size)
+        if not args.cached:
+            apply_catalog(store, with_entitlements(customers, None), MONTH_START)
+            ingest_all(store, customers, args.events_per_customer, args.batch_size)
         load_s = time.perf_counter() - t0
         apply_catalog(store, with_entitlements(customers, "20000"), MONTH_START)
         if store.is_postgres:
@@ -245,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=500, help="per client")
     p.add_argument("--skip-check", action="store_true")
     p.add_argument("--skip-ingest", action="store_true")
+    p.add_argument(
+        "--cached",
+        action="store_true",
+        help="check against a copy of bench/cached_store.py's SQLite store (built once)",
+    )
     args = p.parse_args(argv)
     out: dict[str, Any] = {"uptime": os.getloadavg()}
     if not args.skip_check:

@@ -4,6 +4,7 @@ PostgreSQL database created for the case and dropped afterwards."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -48,3 +49,18 @@ def fresh_store(backend: str) -> Iterator[Store]:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def cached_copy(customers: int, per_customer: int) -> Iterator[Store]:
+    """A working copy of bench/cached_store.py's SQLite store of C x E events
+    (built first when missing), so read benchmarks run against a large store
+    without loading it each time; the cached file itself is never written."""
+    from cached_store import build
+
+    cached = build(customers, per_customer)
+    with tempfile.TemporaryDirectory(prefix="meterline-bench-", dir="/tmp") as tmp:
+        db = f"{tmp}/bench.db"
+        shutil.copyfile(cached, db)
+        with _migrated(f"sqlite:///{db}") as store:
+            yield store

@@ -29,6 +29,7 @@ from meterline.billing.credits import (
     summarize,
     view,
 )
+from meterline.billing.customers import Customer
 from meterline.billing.periods import Period
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import MAX_EVENT_TIME_US, MIN_EVENT_TIME_US
@@ -38,6 +39,7 @@ from meterline.ledger.credit_postings import EXPIRY, GRANT, ROLLOVER, VOID
 from meterline.store import audit, credit_facts, sequence
 from meterline.store.customer_catalog import load_customer
 from meterline.store.database import Store
+from meterline.store.facts import facts
 
 _GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,31}")
 MAX_PRIORITY = 1_000_000
@@ -291,27 +293,29 @@ def list_grants(store: Store, customer_id: str, now_us: int) -> list[dict[str, A
     return [_row(s, now_us, seqs.get(s.grant.id)) for s in states]
 
 
-# The open period's amount due as known at K never changes (facts are only
-# appended), so it is kept per (store, customer, period, K): a balance read
-# again before anything new is recorded skips re-rating. Bounded; cleared when full.
-_DUE_CACHE_SIZE = 4096
-_due_cache: dict[tuple[str, str, str, int], Decimal] = {}
+# The open period's amount due depends only on the facts `Facts.rating_basis`
+# names, so it is kept per (store, customer, period, basis): a balance read again
+# skips re-rating until something that can change this customer's rating is
+# recorded, however much the rest of the store moved (other customers' events).
+# Bounded; cleared when full.
+_DUE_CACHE_SIZE = 20_000
+_due_cache: dict[tuple[str, str, str, tuple[int, ...]], Decimal] = {}
 _due_lock = threading.Lock()
 
 
-def _open_due(conn: Connection, url: str, customer_id: str, label: str, k: int) -> Decimal:
+def _open_due(conn: Connection, url: str, customer: Customer, label: str, k: int) -> Decimal:
     """subtotal + tax of the period's draft as known at K: the preview path
-    (services/invoicing.py gather + assemble) without the tree head and the
+    (services/invoicing.py plan + measure + assemble) without the tree head and the
     finance details a draft document carries, which a balance does not need."""
     from meterline.billing.invoice import assemble
-    from meterline.services.invoicing import gather
+    from meterline.services.invoicing import measure_plan, plan_billing
 
-    key = (url, customer_id, label, k)
+    key = (url, customer.id, label, facts(conn).rating_basis(customer.id, k))
     with _due_lock:
         found = _due_cache.get(key)
     if found is not None:
         return found
-    b = gather(conn, customer_id, label, k)
+    b = measure_plan(conn, plan_billing(conn, customer.id, label, k, customer=customer), k)
     body = assemble(b.customer, b.period, b.subscriptions, k, [])
     # the money as the body writes it (the same Decimal as before the typed body)
     due = Decimal(body.text(body.subtotal)) + Decimal(body.text(body.tax))
@@ -333,7 +337,7 @@ def balance(store: Store, customer_id: str, now_us: int) -> dict[str, Any]:
         due = Decimal(0)
         period = customer.cycles()[0].period_of(now_us)
         if customer.subscriptions_in(period.start, period.end):
-            due = _open_due(conn, store.url, customer_id, period.label, k)
+            due = _open_due(conn, store.url, customer, period.label, k)
             open_period = {**period.to_dict(), "due": money_str(due, cur)}
     total = summarize(states, now_us)
     return {

@@ -261,6 +261,25 @@ class Facts:
             manual_marks=[str(r[0]) for r in manual],
         )
 
+    def rating_basis(self, customer: str, known_at: int) -> tuple[int, ...]:
+        """The newest seq <= K of each kind of fact that can change how the customer's
+        usage rates: its usage-index rows (events, retractions and meter builds all
+        append there with the seq of their cause), its own versions, the meters, the
+        price books and their versions. Facts are append-only and seqs unique, so two
+        cutoffs with equal bases see the same inputs: a rating made at one holds at
+        the other, whatever other customers did in between."""
+        row = self.conn.execute(
+            text(
+                "SELECT (SELECT MAX(seq) FROM usage_index WHERE customer_id = :c AND seq <= :k), "
+                "(SELECT MAX(seq) FROM customers WHERE customer_id = :c AND seq <= :k), "
+                "(SELECT MAX(seq) FROM meters WHERE seq <= :k), "
+                "(SELECT MAX(seq) FROM price_books WHERE seq <= :k), "
+                "(SELECT MAX(seq) FROM price_versions WHERE seq <= :k)"
+            ),
+            {"c": customer, "k": known_at},
+        ).one()
+        return tuple(-1 if v is None else int(v) for v in row)
+
     def pending(self, customer: str, lo: int, hi: int, known_at: int) -> bool:
         """Whether a re-rating mark or a customer change was recorded after K for [lo, hi)."""
         row = self.conn.execute(
