@@ -8,7 +8,16 @@ import pytest
 
 from meterline.api.auth import KeyRing, Scope
 from meterline.console.charts import Bar, bar_chart
-from meterline.console.sessions import ABSOLUTE_US, IDLE_US, LoginRefused, Sessions, csrf_ok
+from meterline.console.sessions import (
+    ABSOLUTE_US,
+    IDLE_US,
+    TOUCH_US,
+    LoginRefused,
+    MemoryTable,
+    Session,
+    Sessions,
+    csrf_ok,
+)
 from meterline.console.share import sign, valid
 
 SECRET = b"unit-test-secret-0123456789"
@@ -35,20 +44,35 @@ def test_sessions_admin_only_expiry_and_logout() -> None:
     token, session = sessions.login("admin-key", NOW)
     assert session.actor == "console:admin#2"
     assert "admin-key" not in token
-    assert sessions.get(token, NOW + IDLE_US) is session  # touched: idle clock restarts
-    assert sessions.get(token, NOW + 2 * IDLE_US) is session
+
+    def same(found: Session | None) -> bool:
+        return found is not None and (found.actor, found.csrf) == (session.actor, session.csrf)
+
+    assert same(sessions.get(token, NOW + IDLE_US))  # touched: idle clock restarts
+    assert same(sessions.get(token, NOW + 2 * IDLE_US))
     assert sessions.get(token, NOW + 3 * IDLE_US + 1) is None  # idle too long: gone
     token, session = sessions.login("admin-key", NOW)
     at = NOW
     while at < NOW + ABSOLUTE_US - IDLE_US:
         at += IDLE_US
-        assert sessions.get(token, at) is session
+        assert same(sessions.get(token, at))
     assert sessions.get(token, NOW + ABSOLUTE_US + 1) is None  # absolute limit
     token, session = sessions.login("admin-key", NOW)
     assert csrf_ok(session, session.csrf)
     assert not csrf_ok(session, None) and not csrf_ok(session, session.csrf + "x")
     sessions.logout(token)
     assert sessions.get(token, NOW) is None
+
+
+def test_the_idle_clock_is_written_at_most_once_a_minute() -> None:
+    table = MemoryTable()
+    sessions = Sessions(KeyRing({"admin-key": Scope.ADMIN}), table)
+    token, _ = sessions.login("admin-key", NOW)
+    [key] = list(table._rows)
+    sessions.get(token, NOW + TOUCH_US - 1)
+    assert table.fetch(key) == (table._rows[key][0], table._rows[key][1], NOW, NOW)
+    sessions.get(token, NOW + TOUCH_US)
+    assert table._rows[key][3] == NOW + TOUCH_US
 
 
 def test_chart_escapes_labels_and_handles_no_data() -> None:

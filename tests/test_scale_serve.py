@@ -8,6 +8,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 from sqlalchemy import text
@@ -91,3 +92,33 @@ def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and "needs PostgreSQL" in err, err
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_a_console_session_holds_on_every_server_process(store: Store, tmp_path: Path) -> None:
+    """Logged in through one process, every process knows the session (each request
+    comes on a new connection, so both processes answer); a logout ends it in all."""
+    from tests.api.test_console_http import csrf_of, log_in
+
+    server = _start(store.url, tmp_path, workers=2)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60, follow_redirects=False) as http:
+            assert log_in(http).status_code == 303
+            cookie = http.cookies["meterline_console"]
+
+            def page(_: int) -> int:
+                with httpx.Client(base_url=server.url, timeout=60) as fresh:
+                    fresh.cookies.set("meterline_console", cookie, path="/console")
+                    return fresh.get("/console", follow_redirects=False).status_code
+
+            with ThreadPoolExecutor(4) as pool:
+                assert set(pool.map(page, range(40))) == {200}
+            overview = http.get("/console")
+            assert http.post("/console/logout", data={"csrf": csrf_of(overview)}).status_code == 303
+            with ThreadPoolExecutor(4) as pool:
+                assert set(pool.map(page, range(40))) == {303}  # to the login page, everywhere
+    finally:
+        server.stop()
+    pids = set(re.findall(r"Started server process \[(\d+)\]", server.log()))
+    assert len(pids) == 2, server.log()

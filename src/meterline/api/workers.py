@@ -14,6 +14,7 @@ the file lock (busy timeout 60 s); `serve` refuses it (`check_workers`).
 from __future__ import annotations
 
 import os
+import secrets
 
 from fastapi import FastAPI
 
@@ -45,6 +46,12 @@ def export_settings(db_url: str, now: str | None, max_body_bytes: int, webhooks:
     os.environ[ENV_DB] = db_url
     os.environ[ENV_WEBHOOKS] = "1" if webhooks else "0"
     os.environ[ENV_MAX_BODY] = str(max_body_bytes)
+    from meterline.console.share import MIN_SECRET_BYTES, SECRET_ENV
+
+    if len(os.environ.get(SECRET_ENV, "").encode()) < MIN_SECRET_BYTES:
+        # One random console secret for all the workers (a share link signed by one
+        # must open on any); like a single process's, it ends when the server stops.
+        os.environ[SECRET_ENV] = secrets.token_urlsafe(32)
     if now is None:
         os.environ.pop(ENV_NOW, None)
     else:

@@ -20,6 +20,7 @@ def install(app: FastAPI, ctx: AppContext, secret: bytes | None = None) -> None:
     from meterline.console.routes import router
     from meterline.console.sessions import Sessions
     from meterline.console.share import secret_from_env
+    from meterline.store.console_sessions import StoredSessions
 
     if secret is None:
         secret, configured = secret_from_env()
@@ -27,4 +28,6 @@ def install(app: FastAPI, ctx: AppContext, secret: bytes | None = None) -> None:
             log.warning(
                 "METERLINE_CONSOLE_SECRET is not set (16+ bytes): share links end on restart"
             )
-    app.include_router(router(ctx, Sessions(ctx.keys), secret))
+    app.include_router(
+        router(ctx, Sessions(ctx.keys, StoredSessions(ctx.handle.ready_store)), secret)
+    )

@@ -198,7 +198,11 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
 
         async def wrapped(request: Request) -> Response:
             token = request.cookies.get(COOKIE)
-            session = console.sessions.get(token, console.now_us())
+            now = console.now_us()
+            try:
+                session = await run(lambda: console.sessions.get(token, now))
+            except MeterlineError as exc:  # the store is not there (yet): no 500
+                return error_page(request, None, _status_for(exc), exc.message)
             if session is None:
                 if request.method != "GET":
                     return error_page(request, None, 403, "your session has ended; log in again")
@@ -272,7 +276,9 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
             )
         now = console.now_us()
         try:
-            token, session = console.sessions.login(form.get("key", ""), now)
+            token, session = await run(lambda: console.sessions.login(form.get("key", ""), now))
+        except MeterlineError as exc:
+            return error_page(request, None, _status_for(exc), exc.message)
         except LoginRefused:
             log.warning("console login refused (unknown key or not an admin key)")
             nonce = secrets.token_urlsafe(24)
@@ -295,7 +301,8 @@ def router(ctx: AppContext, sessions: Sessions, secret: bytes) -> APIRouter:
 
     async def logout(request: Request, session: Session) -> Response:
         await checked_form(request, session)
-        console.sessions.logout(request.cookies.get(COOKIE))
+        token = request.cookies.get(COOKIE)
+        await run(lambda: console.sessions.logout(token))
         now = console.now_us()
         await run(lambda: queries.record(ctx.handle, "console.logout", {}, now, session.actor))
         response = RedirectResponse(f"{PREFIX}/login", 303, headers=_HEADERS)

@@ -315,6 +315,18 @@ invoice_claims = Table(
     Column("done_at", BigInteger),
 )
 
+# Operational state, not a fact (migration 0020): console sessions, shared by
+# every server process; a row is deleted at logout or once expired.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("actor", String(256), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("seen_us", BigInteger, nullable=False),
+)
+
 # --- Webhooks (DESIGN §14; migration 0010) -----------------------------------
 # Endpoints subscribe to event types ("[]" = all). A message is written to the
 # outbox in the transaction of the fact that causes it, with one delivery per
