@@ -48,6 +48,36 @@ _CATALOG_BODY = {
 }
 
 
+
+_SUBSCRIPTION: dict[str, Any] = {
+    "type": "object",
+    "required": ["price_book", "start", "end"],
+    "properties": {
+        "price_book": {"type": "string"},
+        "start": {"type": "string", "format": "date-time"},
+        "end": {"type": ["string", "null"], "format": "date-time"},
+        "billing_cycle": {"type": "string", "description": "Only when not `month`."},
+        "anchor": {"type": "string", "description": "Only when not `calendar`."},
+        "trial_days": {"type": "integer"},
+        "trial_usage": {"type": "string"},
+        "threshold": {"type": "string", "description": "Progressive billing, a decimal."},
+    },
+}
+_PLAN_CHANGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["customer_id", "ended", "started", "recorded"],
+    "additionalProperties": False,
+    "properties": {
+        "customer_id": {"type": "string"},
+        "ended": _SUBSCRIPTION,
+        "started": _SUBSCRIPTION,
+        "recorded": {
+            "type": "boolean",
+            "description": "False when the same change was already recorded (a retry).",
+        },
+    },
+}
+
 def parse_catalog(raw: bytes, kind: str) -> dict[str, Any]:
     """Decode a catalog body as `catalog apply` reads a file: numbers stay exact."""
     try:
@@ -230,7 +260,10 @@ def router(ctx: AppContext) -> APIRouter:
             **oa.SECURED,
         },
         responses={
-            200: {"description": "The ended and the started subscription.", **oa.json_body({})},
+            200: {
+                "description": "The ended and the started subscription.",
+                **oa.json_body(_PLAN_CHANGE),
+            },
             **oa.errors(
                 {
                     400: "An invalid body or instant.",
