@@ -48,7 +48,6 @@ _CATALOG_BODY = {
 }
 
 
-
 _SUBSCRIPTION: dict[str, Any] = {
     "type": "object",
     "required": ["price_book", "start", "end"],
@@ -77,6 +76,7 @@ _PLAN_CHANGE: dict[str, Any] = {
         },
     },
 }
+
 
 def parse_catalog(raw: bytes, kind: str) -> dict[str, Any]:
     """Decode a catalog body as `catalog apply` reads a file: numbers stay exact."""
