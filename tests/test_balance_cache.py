@@ -5,9 +5,12 @@ is compared with a rating made from scratch. On both backends."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import text
+from tests.api.server import clean_env, meterline
 from tests.billing_support import TIERS, V1, calls, catalog, clock, setup
 from tests.support import ingest
 
@@ -15,7 +18,7 @@ from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import credits
 from meterline.services.catalog import apply_catalog
 from meterline.services.retraction import retract_event
-from meterline.store import sequence
+from meterline.store import balance_projections, sequence
 from meterline.store.database import Store
 from meterline.store.facts import facts
 
@@ -99,3 +102,88 @@ def test_a_customer_change_renews_the_rating(store: Store) -> None:
     taxed = [{**CUSTOMERS[0], "tax_rate": "0.10"}, CUSTOMERS[1]]
     apply_catalog(store, catalog(customers=taxed), NOW)
     assert _due(store) == Decimal("0.22") == _fresh_due(store)
+
+
+def _stored_due(store: Store, customer: str = "acme") -> Decimal | None:
+    with store.read() as conn:
+        found = balance_projections.read(conn, customer, "2024-01")
+    return None if found is None else found[1]
+
+
+def test_refresh_projects_every_customer_and_the_balance_reads_the_projection(
+    store: Store,
+) -> None:
+    setup(store, catalog(customers=CUSTOMERS))
+    at = clock("2024-01-19T00:00:00Z")
+    ingest(store, at, calls(10))
+    ingest(store, at, calls(20, prefix="o", customer="other"))
+    done = credits.refresh(store, NOW)
+    assert (done.rated, done.checked, done.failed) == (2, 2, {})
+    assert _stored_due(store) == Decimal("0.20")
+    assert _stored_due(store, "other") == Decimal("0.40")
+    assert credits.refresh(store, NOW).rated == 0  # every row current: nothing re-rated
+
+    # The balance takes the projected amount when its basis is current (shown by
+    # planting a different amount under the same basis: it is what comes back).
+    with store.write() as conn:
+        conn.execute(text("UPDATE balance_projections SET due = '7.77' WHERE customer_id = 'acme'"))
+    credits._due_cache.clear()
+    assert _due(store) == Decimal("7.77")
+
+    # New usage moves the basis: the stale row is ignored (rated now, exactly) ...
+    ingest(store, at, calls(5, prefix="n"))
+    credits._due_cache.clear()
+    assert _due(store) == Decimal("0.30")
+    # ... and the next pass from the previous K re-rates only that customer.
+    again = credits.refresh(store, NOW, since=done.known_at)
+    assert (again.rated, again.checked) == (1, 1)
+    assert _stored_due(store) == Decimal("0.30")
+    assert _stored_due(store, "other") == Decimal("0.40")
+
+
+def test_a_price_change_re_rates_everyone_on_the_next_pass(store: Store) -> None:
+    setup(store, catalog(customers=CUSTOMERS))
+    at = clock("2024-01-19T00:00:00Z")
+    ingest(store, at, calls(10))
+    ingest(store, at, calls(20, prefix="o", customer="other"))
+    first = credits.refresh(store, NOW)
+    fix: dict[str, Any] = {
+        "version": "v2",
+        "effective_from": "2024-01-01T00:00:00Z",
+        "supersedes": "v1",
+        "reason": "price fix",
+        "charges": [
+            {
+                "code": "api",
+                "meter": "api_calls",
+                "model": "graduated",
+                "tiers": [{**TIERS[0], "unit_price": "0.01"}, *TIERS[1:]],
+            }
+        ],
+    }
+    apply_catalog(store, catalog(V1, fix, customers=CUSTOMERS), NOW)
+    again = credits.refresh(store, NOW, since=first.known_at)
+    assert (again.rated, again.checked) == (2, 2)
+    assert (_stored_due(store), _stored_due(store, "other")) == (Decimal("0.10"), Decimal("0.20"))
+    credits._due_cache.clear()
+    assert _due(store) == Decimal("0.10") == _fresh_due(store)
+
+
+def test_refresh_cli_reports_what_it_rated(store: Store) -> None:
+    setup(store, catalog(customers=CUSTOMERS))
+    ingest(store, clock("2024-01-19T00:00:00Z"), calls(10))
+    out = meterline(
+        "--db",
+        store.url,
+        "--now",
+        "2024-01-20T00:00:00Z",
+        "credits",
+        "refresh",
+        "--json",
+        env=clean_env(None),
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert (report["rated"], report["checked"], report["failed"]) == (2, 2, {})
+    assert _stored_due(store) == Decimal("0.20")
+    assert _stored_due(store, "other") == Decimal("0.00")

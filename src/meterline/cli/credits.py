@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 import typer
@@ -197,6 +199,53 @@ def balance_command(
         typer.echo(f"open period {p['label']}: {p['due']} {cur} due as known now")
     if b["grants"]:
         output.table(_GRANT_COLUMNS, _grant_rows(b["grants"]), title="grants")
+
+
+@credits_app.command("refresh")
+@handles_errors
+def refresh_command(
+    ctx: typer.Context,
+    follow: bool = typer.Option(
+        False, "--follow", help="Keep the projection up to date until interrupted."
+    ),
+    idle: float = typer.Option(1.0, "--idle", min=0.01, help="Poll interval when idle, seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Rate every customer's open period into the balance projection, so `balance`
+    answers without rating (it still checks the projection is current, and rates
+    when it is not). With --follow, re-rate customers as their usage or catalog
+    changes, until SIGINT/SIGTERM.
+
+    \b
+    Examples:
+      meterline credits refresh
+      meterline credits refresh --follow
+    """
+    s = settings(ctx)
+    if follow:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        typer.echo("keeping the balance projection up to date", err=True)
+        credits.refresh_forever(s.store(), s.clock(), stop, idle)
+        return
+    done = credits.refresh(s.store(), _now(ctx))
+    if as_json:
+        print_json(
+            {
+                "rated": done.rated,
+                "checked": done.checked,
+                "known_at": done.known_at,
+                "failed": done.failed,
+            }
+        )
+        return
+    typer.echo(
+        f"{done.rated} customers rated into the balance projection "
+        f"({done.checked} checked, as known at seq {done.known_at})"
+    )
+    for cid, reason in sorted(done.failed.items()):
+        typer.echo(f"  not rated: {cid}: {reason}", err=True)
 
 
 def register(app: typer.Typer) -> None:

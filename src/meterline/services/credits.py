@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -31,13 +32,14 @@ from meterline.billing.credits import (
 )
 from meterline.billing.customers import Customer
 from meterline.billing.periods import Period
+from meterline.domain.clock import Clock
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import MAX_EVENT_TIME_US, MIN_EVENT_TIME_US
 from meterline.domain.money import Currency, money_str
-from meterline.domain.timestamps import InvalidTimestamp, format_us, parse_rfc3339
+from meterline.domain.timestamps import InvalidTimestamp, format_us, from_datetime, parse_rfc3339
 from meterline.ledger.credit_postings import EXPIRY, GRANT, ROLLOVER, VOID
-from meterline.store import audit, credit_facts, sequence
-from meterline.store.customer_catalog import load_customer
+from meterline.store import audit, balance_projections, credit_facts, sequence
+from meterline.store.customer_catalog import customer_ids, load_customer, load_customers_by_id
 from meterline.store.database import Store
 from meterline.store.facts import facts
 
@@ -294,36 +296,117 @@ def list_grants(store: Store, customer_id: str, now_us: int) -> list[dict[str, A
 
 
 # The open period's amount due depends only on the facts `Facts.rating_basis`
-# names, so it is kept per (store, customer, period, basis): a balance read again
-# skips re-rating until something that can change this customer's rating is
-# recorded, however much the rest of the store moved (other customers' events).
-# Bounded; cleared when full.
+# names. It is looked up, in order, in this process's memory and in the balance
+# projection (`refresh` keeps it, store/balance_projections.py), each keyed by the
+# basis as known now, and only rated when neither holds it for that basis: a
+# balance read again, or read after `refresh`, skips re-rating until something
+# that can change this customer's rating is recorded, however much the rest of
+# the store moved. Memory is bounded; cleared when full.
 _DUE_CACHE_SIZE = 20_000
 _due_cache: dict[tuple[str, str, str, tuple[int, ...]], Decimal] = {}
 _due_lock = threading.Lock()
 
 
-def _open_due(conn: Connection, url: str, customer: Customer, label: str, k: int) -> Decimal:
+def _rate_open(conn: Connection, customer: Customer, label: str, k: int) -> Decimal:
     """subtotal + tax of the period's draft as known at K: the preview path
     (services/invoicing.py plan + measure + assemble) without the tree head and the
     finance details a draft document carries, which a balance does not need."""
     from meterline.billing.invoice import assemble
     from meterline.services.invoicing import measure_plan, plan_billing
 
-    key = (url, customer.id, label, facts(conn).rating_basis(customer.id, k))
+    b = measure_plan(conn, plan_billing(conn, customer.id, label, k, customer=customer), k)
+    body = assemble(b.customer, b.period, b.subscriptions, k, [])
+    # the money as the body writes it (the same Decimal as before the typed body)
+    return Decimal(body.text(body.subtotal)) + Decimal(body.text(body.tax))
+
+
+def _open_due(conn: Connection, url: str, customer: Customer, label: str, k: int) -> Decimal:
+    basis = facts(conn).rating_basis(customer.id, k)
+    key = (url, customer.id, label, basis)
     with _due_lock:
         found = _due_cache.get(key)
     if found is not None:
         return found
-    b = measure_plan(conn, plan_billing(conn, customer.id, label, k, customer=customer), k)
-    body = assemble(b.customer, b.period, b.subscriptions, k, [])
-    # the money as the body writes it (the same Decimal as before the typed body)
-    due = Decimal(body.text(body.subtotal)) + Decimal(body.text(body.tax))
+    stored = balance_projections.read(conn, customer.id, label)
+    due = stored[1] if stored is not None and stored[0] == basis else None
+    if due is None:
+        due = _rate_open(conn, customer, label, k)
     with _due_lock:
         if len(_due_cache) >= _DUE_CACHE_SIZE:
             _due_cache.clear()
         _due_cache[key] = due
     return due
+
+
+def _open_period(customer: Customer, now_us: int) -> Period | None:
+    """The period of the customer's cycle open at now, if a subscription covers it."""
+    period = customer.cycles()[0].period_of(now_us)
+    return period if customer.subscriptions_in(period.start, period.end) else None
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What one `refresh` pass did: customers re-rated (and checked), up to K."""
+
+    rated: int
+    checked: int
+    known_at: int
+    failed: dict[str, str]
+
+
+REFRESH_CHUNK = 200
+
+
+def refresh(store: Store, now_us: int, since: int = 0) -> Refreshed:
+    """Re-rate into the balance projection every customer whose rating basis may
+    have moved in (since, K], K the knowledge seq at the start (`since` 0: all).
+    The next pass starts from the returned `known_at`. A customer that cannot be
+    rated (e.g. no price book in its currency) is left out, with the reason."""
+    with store.read() as conn:
+        k = sequence.current(conn)
+        changed = None if since == 0 else facts(conn).rated_customers_changed(since, k)
+        ids = customer_ids(conn, k) if changed is None else sorted(changed)
+    rated = checked = 0
+    failed: dict[str, str] = {}
+    for i in range(0, len(ids), REFRESH_CHUNK):
+        rows: list[tuple[str, str, tuple[int, ...], Decimal, int]] = []
+        with store.read() as conn:
+            k_now = sequence.current(conn)
+            port = facts(conn)
+            for cid, found in load_customers_by_id(conn, ids[i : i + REFRESH_CHUNK], k_now).items():
+                checked += 1
+                if isinstance(found, MeterlineError):
+                    failed[cid] = found.message
+                    continue
+                period = _open_period(found, now_us)
+                if period is None:
+                    continue
+                basis = port.rating_basis(cid, k_now)
+                stored = balance_projections.read(conn, cid, period.label)
+                if stored is not None and stored[0] == basis:
+                    continue
+                try:
+                    due = _rate_open(conn, found, period.label, k_now)
+                except MeterlineError as exc:
+                    failed[cid] = exc.message
+                    continue
+                rows.append((cid, period.label, basis, due, k_now))
+        if rows:
+            with store.write() as conn:
+                balance_projections.write(conn, rows)
+            rated += len(rows)
+    return Refreshed(rated, checked, k, failed)
+
+
+def refresh_forever(store: Store, clock: Clock, stop: threading.Event, idle_s: float = 1.0) -> None:
+    """`refresh` in a loop until `stop`: a full pass first, then the customers whose
+    basis moved since the previous pass, waiting `idle_s` when nothing moved."""
+    since = 0
+    while not stop.is_set():
+        done = refresh(store, from_datetime(clock.now()), since)
+        if done.known_at == since:
+            stop.wait(idle_s)
+        since = done.known_at
 
 
 def balance(store: Store, customer_id: str, now_us: int) -> dict[str, Any]:
@@ -335,8 +418,8 @@ def balance(store: Store, customer_id: str, now_us: int) -> dict[str, Any]:
         cur = customer.currency
         open_period: dict[str, Any] | None = None
         due = Decimal(0)
-        period = customer.cycles()[0].period_of(now_us)
-        if customer.subscriptions_in(period.start, period.end):
+        period = _open_period(customer, now_us)
+        if period is not None:
             due = _open_due(conn, store.url, customer, period.label, k)
             open_period = {**period.to_dict(), "due": money_str(due, cur)}
     total = summarize(states, now_us)

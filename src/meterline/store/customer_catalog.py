@@ -53,6 +53,15 @@ def load_customers_by_id(
     return out
 
 
+def customer_ids(conn: Connection, known_at: int) -> list[str]:
+    """Every customer id with a version as known at K, sorted."""
+    rows = conn.execute(
+        text("SELECT DISTINCT customer_id FROM customers WHERE seq <= :k ORDER BY customer_id"),
+        {"k": known_at},
+    )
+    return [str(r[0]) for r in rows]
+
+
 def load_customers(conn: Connection, known_at: int | None = None) -> list[Customer]:
     """The latest version of every customer as known at K, by id."""
     k = sequence.current(conn) if known_at is None else known_at

@@ -280,6 +280,32 @@ class Facts:
         ).one()
         return tuple(-1 if v is None else int(v) for v in row)
 
+    def rated_customers_changed(self, k1: int, k2: int) -> set[str] | None:
+        """The customers whose rating basis may have moved in (K1, K2]: new index rows
+        or versions of theirs; None when a meter, price book or price version was
+        recorded (that can move everyone's)."""
+        params = {"k1": k1, "k2": k2}
+        catalog = self.conn.execute(
+            text(
+                "SELECT 1 FROM meters WHERE seq > :k1 AND seq <= :k2 UNION ALL "
+                "SELECT 1 FROM price_books WHERE seq > :k1 AND seq <= :k2 UNION ALL "
+                "SELECT 1 FROM price_versions WHERE seq > :k1 AND seq <= :k2"
+            ),
+            params,
+        ).first()
+        if catalog is not None:
+            return None
+        return {
+            str(r[0])
+            for r in self.conn.execute(
+                text(
+                    "SELECT DISTINCT customer_id FROM usage_index WHERE seq > :k1 AND seq <= :k2 "
+                    "UNION SELECT customer_id FROM customers WHERE seq > :k1 AND seq <= :k2"
+                ),
+                params,
+            )
+        }
+
     def pending(self, customer: str, lo: int, hi: int, known_at: int) -> bool:
         """Whether a re-rating mark or a customer change was recorded after K for [lo, hi)."""
         row = self.conn.execute(

@@ -329,6 +329,18 @@ console_sessions = Table(
     Column("seen_us", BigInteger, nullable=False),
 )
 
+# Derived, not a fact (migration 0022): each customer's open-period amount due
+# with the rating basis it was computed at (services/credits.py). Replaced in place.
+balance_projections = Table(
+    "balance_projections",
+    metadata,
+    Column("customer_id", String(256), primary_key=True),
+    Column("period_label", String(32), primary_key=True),
+    Column("basis", Text, nullable=False),
+    Column("due", Text, nullable=False),
+    Column("known_at", BigInteger, nullable=False),
+)
+
 # --- Webhooks (DESIGN §14; migration 0010) -----------------------------------
 # Endpoints subscribe to event types ("[]" = all). A message is written to the
 # outbox in the transaction of the fact that causes it, with one delivery per
