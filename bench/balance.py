@@ -1,15 +1,20 @@
 """Credit balance under concurrent load (issue 15): `GET /v1/customers/{id}/balance`
 p50/p99 against `GET /healthz` measured in the same run, under the same load.
 
-Builds a store of C customers x E events in January 2024 through the normal
-ingestion path (bench/invoice_run.py's month), grants every customer two credit
-grants (a paid top-up with a rollover cap and an expiring promotion), serves it
-with the clock pinned on January 31st (so the open period is January and the
-balance's `projected` rates the customer's whole month, as known now, through
-the usage index), then runs T client threads, each sending R requests to random
-customers, first to /healthz (the baseline), then to the balance endpoint.
+A store of C customers x E events in January 2024 (bench/invoice_run.py's month:
+loaded through the Ingestor, or with --cached a copy of bench/cached_store.py's
+store), every customer granted two credit grants (a paid top-up with a rollover
+cap and an expiring promotion), served with the clock pinned on January 31st (so
+the open period is January and `projected` needs the customer's whole month
+rated, as known now, from the usage index). T client threads each send R
+requests to random customers: /healthz (the baseline); the balance with no
+projection (each first read rates the period); then, after `credits refresh`
+filled the balance projection, other customers (each read checks and uses the
+projection, as with `credits refresh --follow` running); and those again (kept in
+the server's memory). In-process passes measure the same without HTTP.
 
     .venv/bin/python bench/balance.py                             # 1,000 x 1,000, SQLite
+    .venv/bin/python bench/balance.py --cached --customers 10000  # the 10M store
     .venv/bin/python bench/balance.py --backend postgres --customers 200
 """
 
@@ -56,7 +61,12 @@ def grant_all(store: Any, customers: list[str]) -> float:
 
 
 def hammer(
-    base: str, paths: list[str], threads: int, per_thread: int, headers: dict[str, str]
+    base: str,
+    paths: list[str],
+    threads: int,
+    per_thread: int,
+    headers: dict[str, str],
+    seed: int = 0,
 ) -> tuple[list[float], float]:
     """Latencies (ms) of threads x per_thread GETs, and the wall time (s)."""
     latencies: list[float] = []
@@ -77,7 +87,7 @@ def hammer(
         with lock:
             latencies.extend(mine)
 
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    workers = [threading.Thread(target=client, args=(seed + i,)) for i in range(threads)]
     t0 = time.perf_counter()
     for w in workers:
         w.start()
@@ -105,17 +115,21 @@ def summary(xs: list[float], wall: float) -> dict[str, float]:
 
 
 def in_process(store: Any, customers: list[str], n: int) -> dict[str, Any]:
-    """The balance's service time without HTTP, one call after another: a first pass
-    over n random customers (cold: nothing computed for them yet), the same calls
-    again (warm), and the baseline of a bare read of the knowledge seq."""
+    """The balance's service time without HTTP, one call after another, each pass
+    over n random customers: `cold` (nothing kept: every call rates the open
+    period), `memory` (the same calls again: kept in this process), then, after
+    `credits.refresh` has filled the balance projection, `projected` (other
+    customers, nothing in memory: the projection's row is checked and used).
+    The baseline is a bare read of the knowledge seq on the same kind of connection."""
     now_us = parse_rfc3339(NOW)
     rng = random.Random(11)
     picks = [rng.choice(customers) for _ in range(n)]
+    others = [rng.choice(customers) for _ in range(n)]
     base: list[float] = []
-    cold: list[float] = []
-    warm: list[float] = []
-    for out in (cold, warm):
-        for c in picks:
+    passes: dict[str, list[float]] = {"cold": [], "memory": [], "projected": []}
+
+    def run(name: str, who: list[str]) -> None:
+        for c in who:
             t0 = time.perf_counter()
             with store.read() as conn:
                 sequence.current(conn)
@@ -123,12 +137,26 @@ def in_process(store: Any, customers: list[str], n: int) -> dict[str, Any]:
             credits.balance(store, c, now_us)
             t2 = time.perf_counter()
             base.append((t1 - t0) * 1000)
-            out.append((t2 - t1) * 1000)
+            passes[name].append((t2 - t1) * 1000)
+
+    credits._due_cache.clear()
+    run("cold", picks)
+    run("memory", picks)
+    t0 = time.perf_counter()
+    done = credits.refresh(store, now_us)
+    refresh_s = time.perf_counter() - t0
+    credits._due_cache.clear()
+    run("projected", others)
 
     def pcts(xs: list[float]) -> dict[str, float]:
         return {"p50_ms": round(pct(xs, 50), 3), "p99_ms": round(pct(xs, 99), 3)}
 
-    return {"calls": n, "baseline_read": pcts(base), "cold": pcts(cold), "warm": pcts(warm)}
+    return {
+        "calls": n,
+        "baseline_read": pcts(base),
+        **{name: pcts(xs) for name, xs in passes.items()},
+        "refresh": {"s": round(refresh_s, 1), "rated": done.rated, "failed": len(done.failed)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,22 +188,28 @@ def main(argv: list[str] | None = None) -> int:
         )
         load_s = time.perf_counter() - t0
         grant_s = grant_all(store, customers)
-        service = in_process(store, customers, args.threads * args.requests)
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "serve.log"
             with serving(store.url, NOW, f"{KEY}:admin", log) as base:
                 headers = {"Authorization": f"Bearer {KEY}"}
                 balance_paths = [f"/v1/customers/{c}/balance" for c in customers]
-                hammer(base, balance_paths[:20], 1, 20, headers)  # warm up
+                hammer(base, ["/healthz"], 1, 20, headers)  # warm up
                 base_lat, base_wall = hammer(
                     base, ["/healthz"], args.threads, args.requests, headers
                 )
-                bal_lat, bal_wall = hammer(
+                # no projection yet: every first read of a customer rates its period
+                cold_lat, cold_wall = hammer(
                     base, balance_paths, args.threads, args.requests, headers
                 )
-                # again, nothing recorded in between: the open period's due at K is kept
+                # fills the projection (and measures the in-process passes)
+                service = in_process(store, customers, args.threads * args.requests)
+                # other customers (other seeds): each read checks and uses the projection
+                bal_lat, bal_wall = hammer(
+                    base, balance_paths, args.threads, args.requests, headers, seed=100
+                )
+                # the same again: kept in the server's memory for the same basis
                 warm_lat, warm_wall = hammer(
-                    base, balance_paths, args.threads, args.requests, headers
+                    base, balance_paths, args.threads, args.requests, headers, seed=100
                 )
                 sample = httpx.get(base + balance_paths[0], headers=headers).json()
     baseline = summary(base_lat, base_wall)
@@ -189,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "in_process": service,
         "baseline_healthz": baseline,
+        "balance_no_projection": summary(cold_lat, cold_wall),
         "balance": balance,
         "balance_again": summary(warm_lat, warm_wall),
         "ratio_p50": round(balance["p50_ms"] / baseline["p50_ms"], 1),
