@@ -294,30 +294,65 @@ def _money(value: Decimal, currency: str) -> str:
     return money_str(value, cur)
 
 
+def _dec(value: Decimal) -> str:
+    """`decimals.fmt` of a Decimal, from ``format(value, "f")`` (no exponent, every
+    digit) with the trailing fraction zeros cut: the same text without the digit
+    tuple (a body has dozens of decimals; tests compare it with `fmt`)."""
+    if not value or not value.is_finite():
+        return fmt(value)  # "0" for any zero; raises for NaN and infinities
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+# Per struct class: (attribute, JSON key, is money) of every field, in declaration order.
+_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _fields(cls: type[_Typed]) -> tuple[tuple[str, str, bool], ...]:
+    got = _FIELDS.get(cls)
+    if got is None:
+        money = cls.__money__
+        got = _FIELDS[cls] = tuple(
+            (name, key, name in money)
+            for name, key in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
+        )
+    return got
+
+
 def _plain(value: Any, currency: str) -> Any:
-    """Plain JSON data of a struct tree: money at the minor unit, decimals canonical."""
+    """Plain JSON data of a struct tree: money at the minor unit, decimals canonical.
+
+    Hot (every issued and verified body): scalar fields are copied inline and only
+    structs, tuples and maps recurse."""
     if isinstance(value, _Typed):
-        money = type(value).__money__
         own = getattr(value, "currency", currency)  # an explanation has its own currency
-        cur = own if isinstance(own, str) else currency
+        cur = own if type(own) is str else currency
         out: dict[str, Any] = {}
-        for name, key in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+        for name, key, money in _fields(type(value)):
             v = getattr(value, name)
-            if v is UNSET:
+            t = type(v)
+            if t is str or t is int or v is None or t is bool:
+                out[key] = v
+            elif v is UNSET:
                 continue
-            if isinstance(v, Decimal):
-                out[key] = _money(v, cur) if name in money else fmt(v)
-            elif name in money and isinstance(v, dict):  # a map of money (thresholds)
+            elif isinstance(v, Decimal):
+                out[key] = _money(v, cur) if money else _dec(v)
+            elif money and isinstance(v, dict):  # a map of money (thresholds)
                 out[key] = {k: _money(x, cur) for k, x in v.items()}
             else:
                 out[key] = _plain(v, cur)
         return out
+    t = type(value)
+    if t is str or t is int or value is None or t is bool:
+        return value
     if isinstance(value, tuple):
         return [_plain(v, currency) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v, currency) for k, v in value.items()}
     if isinstance(value, Decimal):
-        return fmt(value)
+        return _dec(value)
     return value
 
 

@@ -83,17 +83,27 @@ def read_all(conn: Connection) -> Iterator[tuple[int, str, str, Issued | Excepti
     """Every document in seq order as (seq, number, document hash, the document or why
     it cannot be read), with one statement for the documents and one for statuses
     (verification reads them all; `get` per document costs two statements each)."""
+    for seq, number, document_hash, got, _ in read_all_stored(conn):
+        yield seq, number, document_hash, got
+
+
+def read_all_stored(
+    conn: Connection,
+) -> Iterator[tuple[int, str, str, Issued | Exception, bytes]]:
+    """`read_all`, each with the body bytes as stored (verification hashes them as
+    they are before decoding them again)."""
     statuses = {
         str(n): str(st)
         for n, st in conn.execute(text("SELECT number, status FROM document_status ORDER BY seq"))
     }
     for row in conn.execute(text(f"SELECT {_COLUMNS} FROM documents ORDER BY seq")):
+        stored = str(row[3]).encode()
         try:
             doc = _issued(row, Status(statuses.get(str(row[1]), Status.ISSUED)))
         except Exception as exc:  # a row that cannot be read: named by the caller
-            yield int(row[0]), str(row[1]), str(row[6]), exc
+            yield int(row[0]), str(row[1]), str(row[6]), exc, stored
             continue
-        yield int(row[0]), doc.number, doc.document_hash, doc
+        yield int(row[0]), doc.number, doc.document_hash, doc, stored
 
 
 def invoice_for(conn: Connection, customer: str, label: str) -> str | None:
