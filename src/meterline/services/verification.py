@@ -125,24 +125,26 @@ class _Unreadable:
 
 
 def verify(store: Store, number: str | None = None) -> Report:
-    from meterline.services.invoicing import RECOMPUTE_CHUNK
+    from meterline.services.invoicing import RECOMPUTE_CHUNK, gc_paused
 
     report = Report()
     with store.read() as conn:
         unaltered: set[str] = set()
-        docs = _readable(conn, report, number, unaltered)
+        with gc_paused():  # what grows is held alive: see `gc_paused`
+            docs = _readable(conn, report, number, unaltered)
         previous = GENESIS
         ready: dict[str, Recomputed] = {}
         for i, doc in enumerate(docs):
             if i % RECOMPUTE_CHUNK == 0:
-                ready = recompute_many(
-                    conn,
-                    [
-                        d
-                        for d in docs[i : i + RECOMPUTE_CHUNK]
-                        if isinstance(d, Issued) and (number is None or d.number == number)
-                    ],
-                )
+                with gc_paused():
+                    ready = recompute_many(
+                        conn,
+                        [
+                            d
+                            for d in docs[i : i + RECOMPUTE_CHUNK]
+                            if isinstance(d, Issued) and (number is None or d.number == number)
+                        ],
+                    )
             if isinstance(doc, _Unreadable):
                 previous = doc.document_hash
                 continue
