@@ -40,10 +40,10 @@ import msgspec
 from msgspec import UNSET as UNSET
 from msgspec import Struct, UnsetType, field
 
-from meterline.domain.decimals import fmt
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Currency, money_str
 from meterline.domain.timestamps import format_us
+from meterline.pricing._exact import fmt
 from meterline.pricing.explanation import Explanation as PricingExplanation
 from meterline.pricing.explanation import SegmentLine
 
@@ -294,18 +294,6 @@ def _money(value: Decimal, currency: str) -> str:
     return money_str(value, cur)
 
 
-def _dec(value: Decimal) -> str:
-    """`decimals.fmt` of a Decimal, from ``format(value, "f")`` (no exponent, every
-    digit) with the trailing fraction zeros cut: the same text without the digit
-    tuple (a body has dozens of decimals; tests compare it with `fmt`)."""
-    if not value or not value.is_finite():
-        return fmt(value)  # "0" for any zero; raises for NaN and infinities
-    text = f"{value:f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
 # Per struct class: (attribute, JSON key, is money) of every field, in declaration order.
 _FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
 
@@ -338,7 +326,7 @@ def _plain(value: Any, currency: str) -> Any:
             elif v is UNSET:
                 continue
             elif isinstance(v, Decimal):
-                out[key] = _money(v, cur) if money else _dec(v)
+                out[key] = _money(v, cur) if money else fmt(v)
             elif money and isinstance(v, dict):  # a map of money (thresholds)
                 out[key] = {k: _money(x, cur) for k, x in v.items()}
             else:
@@ -352,7 +340,7 @@ def _plain(value: Any, currency: str) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v, currency) for k, v in value.items()}
     if isinstance(value, Decimal):
-        return _dec(value)
+        return fmt(value)
     return value
 
 
@@ -410,6 +398,20 @@ def credits_of(data: bytes) -> tuple[CreditApplied, ...]:
         raise MeterlineError(ErrorCode.INVALID_DOCUMENT, f"not a document body: {e}") from None
 
 
+_INSTANTS: dict[int, str] = {}
+
+
+def _instant(us: int) -> str:
+    """`format_us`, remembered: explanations repeat the same few segment bounds and
+    version dates on every line of every invoice of a run. Bounded."""
+    got = _INSTANTS.get(us)
+    if got is None:
+        if len(_INSTANTS) >= 4096:
+            _INSTANTS.clear()
+        got = _INSTANTS[us] = format_us(us)
+    return got
+
+
 def explanation_of(x: PricingExplanation) -> Explanation:
     """The typed explanation of a rated amount (what ``Explanation.to_dict`` writes)."""
     return Explanation(
@@ -426,7 +428,7 @@ def explanation_of(x: PricingExplanation) -> Explanation:
         versions=tuple(
             VersionRef(
                 version=v.label,
-                effective_from=format_us(v.effective_from),
+                effective_from=_instant(v.effective_from),
                 content_hash=v.content_hash,
             )
             for v in x.versions
@@ -440,8 +442,8 @@ def explanation_of(x: PricingExplanation) -> Explanation:
 def _segment_of(s: SegmentLine) -> Segment:
     p = s.priced
     return Segment(
-        start=format_us(s.start),
-        end=format_us(s.end),
+        start=_instant(s.start),
+        end=_instant(s.end),
         version=s.version.label,
         amount=p.amount,
         formula=s.formula,
