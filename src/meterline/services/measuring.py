@@ -26,7 +26,7 @@ from meterline.billing.usage import GroupUsage, Measurement
 from meterline.domain.decimals import PRECISION
 from meterline.metering import Meter, State, empty, merge
 from meterline.metering.aggregation import CountState, SumState
-from meterline.metering.bitemporal import Grain, Piece, RowKind, fold_rows, plan
+from meterline.metering.bitemporal import SUBTRACTABLE, Grain, Piece, RowKind, fold_rows, plan
 from meterline.store import usage_index
 from meterline.store.facts import facts
 
@@ -115,32 +115,42 @@ def _add_index(
     # Count and sum buckets are added up as plain numbers and made states once per
     # group and segment: the same additions, in the same order, as merging state
     # by state (ints; exact Decimal additions), without a state object per bucket.
+    # A count or sum bucket of `add` rows only (no state row, no `sub`) folds to the
+    # sum of its rows: they are added straight in (exact: the order does not matter).
     running: dict[tuple[tuple[str, str], int], Any] = {}
+    add = RowKind.ADD
     for key, rows in got.rows.items():
         code, _, grain, dims, start = key
-        if len(rows) == 1 and rows[0].kind is not RowKind.SUB:  # `fold_rows`' common case
-            state, events = rows[0].state, rows[0].events
+        parts: list[tuple[State, int]]
+        if len(rows) == 1:
+            only = rows[0]
+            parts = [(only.state, only.events)] if only.kind is not RowKind.SUB else []
+        elif kinds[code] in SUBTRACTABLE and all(r.kind is add for r in rows):
+            parts = [(r.state, r.events) for r in rows]
         else:
+            parts = []
+        if not parts:
             folded = fold_rows(kinds[code], rows)
-            state, events = folded.state, folded.events
+            parts = [(folded.state, folded.events)]
         segment = by_grain[grain][bisect_right(starts[grain], start) - 1].segment
         gk = (code, dims)
         acc = groups.get(gk)
         if acc is None:
             meter = by_code[code]
             acc = groups[gk] = _Group(meter, [empty(meter.aggregation)] * n)
-        acc.events += events
-        acc.seg_events[segment] += events
         rk = (gk, segment)
-        current = acc.states[segment]
-        if isinstance(state, CountState) and isinstance(current, CountState):
-            running[rk] = running.get(rk, current.count) + state.count
-        elif isinstance(state, SumState) and isinstance(current, SumState):
-            total = running.get(rk)
-            running[rk] = _EXACT.add(current.total if total is None else total, state.total)
-        else:
-            _settle(groups, running, rk)
-            acc.states[segment] = merge(acc.states[segment], state)
+        for state, events in parts:
+            acc.events += events
+            acc.seg_events[segment] += events
+            current = acc.states[segment]
+            if isinstance(state, CountState) and isinstance(current, CountState):
+                running[rk] = running.get(rk, current.count) + state.count
+            elif isinstance(state, SumState) and isinstance(current, SumState):
+                total = running.get(rk)
+                running[rk] = _EXACT.add(current.total if total is None else total, state.total)
+            else:
+                _settle(groups, running, rk)
+                acc.states[segment] = merge(acc.states[segment], state)
     for rk in list(running):
         _settle(groups, running, rk)
     return True
