@@ -461,26 +461,40 @@ def _read(
     straddling: set[str] = set()
     states = _STATES
     kinds = _KINDS
+    top = known_at
+    # Rows come customer by customer and bucket by bucket (the primary key's order),
+    # so the last customer's map and the last bucket's list are kept at hand.
+    last_c: str | None = None
+    by_key: dict[BucketKey, list[IndexRow]] = {}
+    last_key: BucketKey | None = None
+    last_list: list[IndexRow] = []
     for code, cust, grain, dims, start, seq, first, kind, state, n in fetched:
         c = str(cust)
-        if known_at is not None and int(seq) > known_at:
+        seq = int(seq)
+        if top is not None and seq > top:
             straddling.add(c)
             continue
-        key = (str(code), c, str(grain), str(dims), int(start))
         parsed = states.get(state)
         if parsed is None:
             if len(states) >= _STATES_SIZE:
                 states.clear()
             parsed = states[state] = _parse_state(state)
-        by_key = rows.get(c)
-        if by_key is None:
-            by_key = rows[c] = {}
-        row = IndexRow(int(seq), int(first), kinds[kind], parsed, int(n))
+        row = IndexRow(seq, int(first), kinds[kind], parsed, int(n))
+        key = (str(code), c, str(grain), str(dims), int(start))
+        if key == last_key:
+            last_list.append(row)
+            continue
+        if c != last_c:
+            got = rows.get(c)
+            if got is None:
+                got = rows[c] = {}
+            by_key, last_c = got, c
         found = by_key.get(key)
         if found is None:
-            by_key[key] = [row]
+            found = by_key[key] = [row]
         else:
             found.append(row)
+        last_key, last_list = key, found
     return {c: Read(rows.get(c, {}), c in straddling) for c in rows.keys() | straddling}
 
 
