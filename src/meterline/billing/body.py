@@ -40,10 +40,10 @@ import msgspec
 from msgspec import UNSET as UNSET
 from msgspec import Struct, UnsetType, field
 
-from meterline.domain.decimals import fmt
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.money import Currency, money_str
 from meterline.domain.timestamps import format_us
+from meterline.pricing._exact import fmt
 from meterline.pricing.explanation import Explanation as PricingExplanation
 from meterline.pricing.explanation import SegmentLine
 
@@ -294,24 +294,47 @@ def _money(value: Decimal, currency: str) -> str:
     return money_str(value, cur)
 
 
+# Per struct class: (attribute, JSON key, is money) of every field, in declaration order.
+_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _fields(cls: type[_Typed]) -> tuple[tuple[str, str, bool], ...]:
+    got = _FIELDS.get(cls)
+    if got is None:
+        money = cls.__money__
+        got = _FIELDS[cls] = tuple(
+            (name, key, name in money)
+            for name, key in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
+        )
+    return got
+
+
 def _plain(value: Any, currency: str) -> Any:
-    """Plain JSON data of a struct tree: money at the minor unit, decimals canonical."""
+    """Plain JSON data of a struct tree: money at the minor unit, decimals canonical.
+
+    Hot (every issued and verified body): scalar fields are copied inline and only
+    structs, tuples and maps recurse."""
     if isinstance(value, _Typed):
-        money = type(value).__money__
         own = getattr(value, "currency", currency)  # an explanation has its own currency
-        cur = own if isinstance(own, str) else currency
+        cur = own if type(own) is str else currency
         out: dict[str, Any] = {}
-        for name, key in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+        for name, key, money in _fields(type(value)):
             v = getattr(value, name)
-            if v is UNSET:
+            t = type(v)
+            if t is str or t is int or v is None or t is bool:
+                out[key] = v
+            elif v is UNSET:
                 continue
-            if isinstance(v, Decimal):
-                out[key] = _money(v, cur) if name in money else fmt(v)
-            elif name in money and isinstance(v, dict):  # a map of money (thresholds)
+            elif isinstance(v, Decimal):
+                out[key] = _money(v, cur) if money else fmt(v)
+            elif money and isinstance(v, dict):  # a map of money (thresholds)
                 out[key] = {k: _money(x, cur) for k, x in v.items()}
             else:
                 out[key] = _plain(v, cur)
         return out
+    t = type(value)
+    if t is str or t is int or value is None or t is bool:
+        return value
     if isinstance(value, tuple):
         return [_plain(v, currency) for v in value]
     if isinstance(value, dict):
@@ -375,6 +398,20 @@ def credits_of(data: bytes) -> tuple[CreditApplied, ...]:
         raise MeterlineError(ErrorCode.INVALID_DOCUMENT, f"not a document body: {e}") from None
 
 
+_INSTANTS: dict[int, str] = {}
+
+
+def _instant(us: int) -> str:
+    """`format_us`, remembered: explanations repeat the same few segment bounds and
+    version dates on every line of every invoice of a run. Bounded."""
+    got = _INSTANTS.get(us)
+    if got is None:
+        if len(_INSTANTS) >= 4096:
+            _INSTANTS.clear()
+        got = _INSTANTS[us] = format_us(us)
+    return got
+
+
 def explanation_of(x: PricingExplanation) -> Explanation:
     """The typed explanation of a rated amount (what ``Explanation.to_dict`` writes)."""
     return Explanation(
@@ -391,7 +428,7 @@ def explanation_of(x: PricingExplanation) -> Explanation:
         versions=tuple(
             VersionRef(
                 version=v.label,
-                effective_from=format_us(v.effective_from),
+                effective_from=_instant(v.effective_from),
                 content_hash=v.content_hash,
             )
             for v in x.versions
@@ -405,8 +442,8 @@ def explanation_of(x: PricingExplanation) -> Explanation:
 def _segment_of(s: SegmentLine) -> Segment:
     p = s.priced
     return Segment(
-        start=format_us(s.start),
-        end=format_us(s.end),
+        start=_instant(s.start),
+        end=_instant(s.end),
         version=s.version.label,
         amount=p.amount,
         formula=s.formula,

@@ -169,6 +169,8 @@ def _advance(
     su: SubscriptionUsage, period: Period, timezone: str, known_at: int
 ) -> list[typed.Line]:
     """In-advance flat fees: the next period's, the first period's, unused time back."""
+    if not any(isinstance(c, Flat) and c.in_advance for v in su.book.versions for c in v.charges):
+        return []  # every line below comes from an in-advance fee of one of the book's versions
     next_period = su.subscription.cycle(timezone).period_of(period.end)
     out = []
     for a in advance_lines(
@@ -217,6 +219,8 @@ def coupon_lines(
     subs: Sequence[SubscriptionUsage],
 ) -> list[typed.Line]:
     """Negative coupon lines, after minimum and maximum and before tax (DESIGN §7)."""
+    if not customer.coupons:
+        return []  # nothing to apply: skip finding the period's cycle
     cycle = next(
         (c for c in customer.cycles() if c.period_of(period.start) == period),
         customer.cycles()[0],

@@ -20,6 +20,7 @@ from decimal import (
     localcontext,
 )
 
+from meterline.domain import decimals
 from meterline.domain.decimals import PRECISION
 
 _EXACT = Context(
@@ -39,27 +40,44 @@ def exact() -> Iterator[Context]:
         yield ctx
 
 
+# The operations below call the context's methods directly: the same arithmetic
+# and traps as inside `exact()`, without entering a context per operation (rating
+# does tens of them per line). Only trapped conditions matter; the flags the
+# shared context collects are never read.
+
+
 def mul(a: Decimal, b: Decimal) -> Decimal:
-    with exact():
-        return a * b
+    return _EXACT.multiply(a, b)
 
 
 def sub(a: Decimal, b: Decimal) -> Decimal:
-    with exact():
-        return a - b
+    return _EXACT.subtract(a, b)
 
 
 def total(values: Iterable[Decimal]) -> Decimal:
-    items = list(values)
-    with exact():
-        return sum(items, Decimal(0))
+    out = Decimal(0)
+    for v in values:
+        out = _EXACT.add(out, v)
+    return out
 
 
 def ceil_div(a: Decimal, b: Decimal) -> Decimal:
     """ceil(a / b) for a >= 0, b > 0, exactly (integer quotient and remainder)."""
-    with exact():
-        quotient, remainder = divmod(a, b)
-        return quotient + 1 if remainder else quotient
+    quotient, remainder = _EXACT.divmod(a, b)
+    return _EXACT.add(quotient, 1) if remainder else quotient
+
+
+def fmt(value: Decimal | int) -> str:
+    """`decimals.fmt` (canonical decimal text), from ``format(value, "f")`` (no
+    exponent, every digit) with trailing fraction zeros cut: the same text without
+    building the digit tuple (explanations and bodies format dozens per line;
+    tests/pricing compare the two)."""
+    if isinstance(value, int) or not value or not value.is_finite():
+        return decimals.fmt(value)
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 def ratio(a: Decimal, numerator: int, denominator: int) -> Decimal:

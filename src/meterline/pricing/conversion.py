@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 
-from meterline.domain.decimals import PRECISION, fmt
-from meterline.pricing._exact import sub
+from meterline.domain.decimals import PRECISION
+from meterline.pricing._exact import fmt, sub
 from meterline.pricing.charges import ZERO, Conversion, ConversionRounding
 from meterline.pricing.explanation import grouped
 

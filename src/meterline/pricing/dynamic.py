@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import mul
+from meterline.pricing._exact import fmt, mul
 from meterline.pricing.charges import Dynamic
 from meterline.pricing.explanation import Priced, grouped
 

@@ -15,7 +15,6 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency, Rounding, money_str
 from meterline.domain.timestamps import (
     US_PER_DAY,
@@ -24,6 +23,7 @@ from meterline.domain.timestamps import (
     US_PER_SECOND,
     format_us,
 )
+from meterline.pricing._exact import fmt
 
 
 def _group(text: str) -> str:

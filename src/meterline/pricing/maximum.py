@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import precise_sub
+from meterline.pricing._exact import fmt, precise_sub
 from meterline.pricing.explanation import Priced, price_text
 from meterline.pricing.minimum import spend_limit
 

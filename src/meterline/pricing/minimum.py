@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import precise_sub, ratio
+from meterline.pricing._exact import fmt, precise_sub, ratio
 from meterline.pricing.explanation import Priced, durations_text, price_text
 
 # The line identity of the true-up; catalog charge codes may not use it.

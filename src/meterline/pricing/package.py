@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import ceil_div, mul, sub
+from meterline.pricing._exact import ceil_div, fmt, mul, sub
 from meterline.pricing.charges import ZERO, Package
 from meterline.pricing.explanation import Priced, grouped, price_text
 from meterline.pricing.free_units import billable

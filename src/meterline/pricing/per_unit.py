@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import mul, sub
+from meterline.pricing._exact import fmt, mul, sub
 from meterline.pricing.charges import ZERO, PerUnit
 from meterline.pricing.explanation import Priced, grouped, price_text
 from meterline.pricing.free_units import billable

@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import mul, total
+from meterline.pricing._exact import fmt, mul, total
 from meterline.pricing.charges import ZERO, Percentage
 from meterline.pricing.explanation import Priced, grouped, percent_text, price_text
 from meterline.pricing.free_units import billable

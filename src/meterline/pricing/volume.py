@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from meterline.domain.decimals import fmt
 from meterline.domain.money import Currency
-from meterline.pricing._exact import mul, total
+from meterline.pricing._exact import fmt, mul, total
 from meterline.pricing.charges import ZERO, Tier, Volume
 from meterline.pricing.explanation import Priced, TierLine, grouped, price_text
 from meterline.pricing.graduated import tier_ranges

@@ -16,13 +16,17 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Context, Inexact, InvalidOperation, Overflow
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from meterline.billing.document import FORMAT
 from meterline.billing.usage import GroupUsage, Measurement
+from meterline.domain.decimals import PRECISION
 from meterline.metering import Meter, State, empty, merge
-from meterline.metering.bitemporal import Grain, Piece, plan
+from meterline.metering.aggregation import CountState, SumState
+from meterline.metering.bitemporal import SUBTRACTABLE, Grain, Piece, RowKind, fold_rows, plan
 from meterline.store import usage_index
 from meterline.store.facts import facts
 
@@ -108,17 +112,63 @@ def _add_index(
         by_grain.setdefault(str(p.grain), []).append(p)
     starts = {g: [p.lo for p in ps] for g, ps in by_grain.items()}
     n = len(boundaries)
-    for (code, _, grain, dims, start), folded in got.folded(kinds).items():
-        ps = by_grain[grain]
-        piece = ps[bisect_right(starts[grain], start) - 1]
-        meter = by_code[code]
-        acc = groups.get((code, dims))
+    # Count and sum buckets are added up as plain numbers and made states once per
+    # group and segment: the same additions, in the same order, as merging state
+    # by state (ints; exact Decimal additions), without a state object per bucket.
+    # A count or sum bucket of `add` rows only (no state row, no `sub`) folds to the
+    # sum of its rows: they are added straight in (exact: the order does not matter).
+    running: dict[tuple[tuple[str, str], int], Any] = {}
+    add = RowKind.ADD
+    for key, rows in got.rows.items():
+        code, _, grain, dims, start = key
+        parts: list[tuple[State, int]]
+        if len(rows) == 1:
+            only = rows[0]
+            parts = [(only.state, only.events)] if only.kind is not RowKind.SUB else []
+        elif kinds[code] in SUBTRACTABLE and all(r.kind is add for r in rows):
+            parts = [(r.state, r.events) for r in rows]
+        else:
+            parts = []
+        if not parts:
+            folded = fold_rows(kinds[code], rows)
+            parts = [(folded.state, folded.events)]
+        segment = by_grain[grain][bisect_right(starts[grain], start) - 1].segment
+        gk = (code, dims)
+        acc = groups.get(gk)
         if acc is None:
-            acc = groups[(code, dims)] = _Group(meter, [empty(meter.aggregation)] * n)
-        acc.states[piece.segment] = merge(acc.states[piece.segment], folded.state)
-        acc.events += folded.events
-        acc.seg_events[piece.segment] += folded.events
+            meter = by_code[code]
+            acc = groups[gk] = _Group(meter, [empty(meter.aggregation)] * n)
+        rk = (gk, segment)
+        for state, events in parts:
+            acc.events += events
+            acc.seg_events[segment] += events
+            current = acc.states[segment]
+            if isinstance(state, CountState) and isinstance(current, CountState):
+                running[rk] = running.get(rk, current.count) + state.count
+            elif isinstance(state, SumState) and isinstance(current, SumState):
+                total = running.get(rk)
+                running[rk] = _EXACT.add(current.total if total is None else total, state.total)
+            else:
+                _settle(groups, running, rk)
+                acc.states[segment] = merge(acc.states[segment], state)
+    for rk in list(running):
+        _settle(groups, running, rk)
     return True
+
+
+_EXACT = Context(prec=PRECISION, traps=[Inexact, InvalidOperation, Overflow])  # as `merge`
+
+
+def _settle(
+    groups: dict[tuple[str, str], _Group], running: dict[tuple[tuple[str, str], int], Any], rk: Any
+) -> None:
+    """Make the running count or sum of one group's segment its state."""
+    value = running.pop(rk, None)
+    if value is None:
+        return
+    gk, segment = rk
+    states = groups[gk].states
+    states[segment] = CountState(value) if type(value) is int else SumState(value)
 
 
 IndexRequest = tuple[tuple[str, ...], tuple[tuple[Grain, int, int], ...]]

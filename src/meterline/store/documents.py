@@ -7,14 +7,14 @@ number back, so numbering has no gaps and no duplicates under concurrency.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
-from meterline.billing.body import Body, credits_of, decode, encode_bytes
+from meterline.billing.body import Body, CreditApplied, credits_of, decode, encode_bytes
 from meterline.billing.document import GENESIS, Issued, Kind, Status, chain_hash, number_text
 from meterline.billing.periods import Period
 from meterline.domain.errors import ErrorCode, MeterlineError
@@ -83,17 +83,27 @@ def read_all(conn: Connection) -> Iterator[tuple[int, str, str, Issued | Excepti
     """Every document in seq order as (seq, number, document hash, the document or why
     it cannot be read), with one statement for the documents and one for statuses
     (verification reads them all; `get` per document costs two statements each)."""
+    for seq, number, document_hash, got, _ in read_all_stored(conn):
+        yield seq, number, document_hash, got
+
+
+def read_all_stored(
+    conn: Connection,
+) -> Iterator[tuple[int, str, str, Issued | Exception, bytes]]:
+    """`read_all`, each with the body bytes as stored (verification hashes them as
+    they are before decoding them again)."""
     statuses = {
         str(n): str(st)
         for n, st in conn.execute(text("SELECT number, status FROM document_status ORDER BY seq"))
     }
     for row in conn.execute(text(f"SELECT {_COLUMNS} FROM documents ORDER BY seq")):
+        stored = str(row[3]).encode()
         try:
             doc = _issued(row, Status(statuses.get(str(row[1]), Status.ISSUED)))
         except Exception as exc:  # a row that cannot be read: named by the caller
-            yield int(row[0]), str(row[1]), str(row[6]), exc
+            yield int(row[0]), str(row[1]), str(row[6]), exc, stored
             continue
-        yield int(row[0]), doc.number, doc.document_hash, doc
+        yield int(row[0]), doc.number, doc.document_hash, doc, stored
 
 
 def invoice_for(conn: Connection, customer: str, label: str) -> str | None:
@@ -164,6 +174,66 @@ def credits_spent_many(
         spent = out[str(customer)]
         for c in credits_of(str(body).encode()):
             spent[c.grant] = spent.get(c.grant, Decimal(0)) + c.amount
+    return out
+
+
+def credits_spent_at(
+    conn: Connection, wanted: Sequence[tuple[str, int]]
+) -> list[dict[str, Decimal] | MeterlineError]:
+    """`credits_spent` of many (customer, K) pairs (verify: each invoice at its own
+    cutoff) with two statements: the customers' documents and statuses up to the
+    greatest K, cut back to each K here. Each entry is the spent map, or the error
+    `credits_spent` raises for it (a stored body whose credits cannot be read)."""
+    if not wanted:
+        return []
+    top = max(k for _, k in wanted)
+    docs: dict[str, list[tuple[int, str, str]]] = {}
+    for seq, number, customer, body in conn.execute(
+        text(
+            "SELECT seq, number, customer_id, body FROM documents WHERE customer_id IN :cs "
+            "AND seq <= :k ORDER BY seq"
+        ).bindparams(bindparam("cs", expanding=True)),
+        {"cs": sorted({c for c, _ in wanted}), "k": top},
+    ):
+        docs.setdefault(str(customer), []).append((int(seq), str(number), str(body)))
+    history: dict[str, list[tuple[int, str]]] = {}
+    numbers = [n for rows in docs.values() for _, n, _ in rows]
+    if numbers:
+        for number, seq, st in conn.execute(
+            text(
+                "SELECT number, seq, status FROM document_status WHERE number IN :ns "
+                "AND seq <= :k ORDER BY seq"
+            ).bindparams(bindparam("ns", expanding=True)),
+            {"ns": numbers, "k": top},
+        ):
+            history.setdefault(str(number), []).append((int(seq), str(st)))
+    credits: dict[str, tuple[CreditApplied, ...] | MeterlineError] = {}
+    out: list[dict[str, Decimal] | MeterlineError] = []
+    for customer, k in wanted:
+        spent: dict[str, Decimal] = {}
+        failed: MeterlineError | None = None
+        for seq, number, body in docs.get(customer, []):
+            if seq > k:
+                break
+            status = Status.ISSUED
+            for at, st in history.get(number, []):
+                if at > k:
+                    break
+                status = Status(st)
+            if status == Status.VOID:
+                continue
+            got = credits.get(number)
+            if got is None:
+                try:
+                    got = credits[number] = credits_of(body.encode())
+                except MeterlineError as exc:
+                    got = credits[number] = exc
+            if isinstance(got, MeterlineError):
+                failed = got
+                break
+            for c in got:
+                spent[c.grant] = spent.get(c.grant, Decimal(0)) + c.amount
+        out.append(spent if failed is None else failed)
     return out
 
 

@@ -201,6 +201,32 @@ class Facts:
         )
         return [(int(q), str(h)) for q, h in rows]
 
+    def catalog_changed(self, k1: int, k2: int) -> bool:
+        """Whether a meter or price version was recorded in (K1, K2]: if not, the
+        catalog as known at any K in [K1, K2] is the same (verify shares it)."""
+        row = self.conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM meters WHERE seq > :a AND seq <= :b) OR "
+                "EXISTS (SELECT 1 FROM price_versions WHERE seq > :a AND seq <= :b)"
+            ),
+            {"a": k1, "b": k2},
+        ).scalar_one()
+        return bool(row)
+
+    def customer_versions(self, ids: Sequence[str], known_at: int) -> dict[str, tuple[int, str]]:
+        """Each customer's latest definition as known at K, with its seq (one statement)."""
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            text(
+                "SELECT c.customer_id, c.seq, c.definition FROM customers c WHERE "
+                "c.customer_id IN :ids AND c.seq = (SELECT MAX(c2.seq) FROM customers c2 "
+                "WHERE c2.customer_id = c.customer_id AND c2.seq <= :k)"
+            ).bindparams(bindparam("ids", expanding=True)),
+            {"ids": list(ids), "k": known_at},
+        )
+        return {str(c): (int(q), str(d)) for c, q, d in rows}
+
     # --- changes in (K1, K2] ------------------------------------------------
 
     def retracted_between(
