@@ -30,6 +30,7 @@ from typing import Any
 
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.timestamps import from_datetime
+from meterline.ingest.gcpause import gc_paused
 from meterline.ingest.readers import Item
 from meterline.ingest.service import (
     EventCheck,
@@ -76,7 +77,8 @@ def _prepare_in_worker(wire: list[WireItem], now_us: int, with_check: bool) -> P
         with state.store.read() as conn:
             state.catalog.refresh(conn)
         check = partial(check_properties, state.catalog) if state.catalog.by_type else None
-    return prepare(chunk, now_us, state.options, check)
+    with gc_paused():
+        return prepare(chunk, now_us, state.options, check)
 
 
 def _wire(chunk: list[tuple[int, Item]]) -> list[WireItem]:
