@@ -291,3 +291,27 @@ def test_the_fast_path_truncates_past_the_microsecond() -> None:
 
     for text in ("2024-01-01T23:59:59.9999999Z", "2024-12-31T23:59:59.999999999Z"):
         assert parse_rfc3339(text) == parse_rfc3339_strictly(text)
+
+
+def test_overlapping_batches_still_collect_cycles(monkeypatch: Any) -> None:
+    """A server whose batches always overlap never ends the pause: a batch that
+    leaves after MAX_PAUSE_S collects, so cycles made meanwhile are freed."""
+    import gc
+    import weakref
+
+    from meterline.ingest import gcpause
+
+    class Node:
+        ref: Any = None
+
+    monkeypatch.setattr(gcpause, "MAX_PAUSE_S", 0.0)
+    with gcpause.gc_paused():  # another request, in flight throughout
+        cycle = Node()
+        cycle.ref = cycle
+        gone = weakref.ref(cycle)
+        del cycle
+        with gcpause.gc_paused():
+            pass  # this one leaves while the other is still inside: it collects
+        assert gone() is None
+        assert not gc.isenabled()
+    assert gc.isenabled()

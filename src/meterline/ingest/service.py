@@ -8,7 +8,9 @@ event is deduplicated on (source, event_id) against the store.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
@@ -168,6 +170,13 @@ class Ingestor:
         self.index = index
         self.timings = IngestTimings()
         self._partitions = Partitions()
+        # SQLite has one writer per file. Threads of this process (a server's
+        # requests) queue for it here, and the next one starts the moment the
+        # last commits; waiting inside SQLite's busy handler instead sleeps in
+        # steps of up to 100 ms and left the file idle between batches.
+        self._writer: AbstractContextManager[Any] = (
+            nullcontext() if store.is_postgres else threading.Lock()
+        )
 
     def ingest(
         self,
@@ -228,7 +237,7 @@ class Ingestor:
         """The write phase of one prepared batch: events, index, audit and webhook
         outbox in one transaction, then the batch's outcome added to `report`.
         The one write path, shared by the serial and the parallel ingestor."""
-        with gc_paused():
+        with gc_paused(), self._writer:
             self._store_batch(chunk, batch, now_us, options, report)
 
     def _store_batch(
