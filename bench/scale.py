@@ -206,7 +206,19 @@ def bench_validate_cpu(path: Path, events: int) -> float:
 
 @contextmanager
 def server(url: str, workers: int, log: Path) -> Iterator[str]:
-    with serving(url, NOW, f"{KEY}:ingest", log, ("--workers", str(workers))) as base:
+    """`serve --workers N`. Its start-up is CPU: each process imports meterline
+    (~1 CPU s) and builds its app, so N processes need ~N+1 CPU s before the
+    first answer. Measured at load ~6 on 2 cores: ready after ~2 s (1 worker),
+    3-6 s (2), 2-10 s (4); at load 20 a 2-worker start once took over the
+    former fixed 60 s deadline. Not a hang: the deadline now grows with N."""
+    with serving(
+        url,
+        NOW,
+        f"{KEY}:ingest",
+        log,
+        ("--workers", str(workers)),
+        start_timeout=60.0 + 60.0 * workers,
+    ) as base:
         yield base
 
 

@@ -22,7 +22,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(url: str, now: str, keys: str, log: Path, extra: tuple[str, ...] = ()) -> Iterator[str]:
+def serving(
+    url: str,
+    now: str,
+    keys: str,
+    log: Path,
+    extra: tuple[str, ...] = (),
+    start_timeout: float = 60.0,
+) -> Iterator[str]:
     """Serve the store at `url` with the clock pinned at `now` and API keys `keys`
     ("KEY:scope,..."); yields the base URL. The server's output goes to `log`."""
     port = free_port()
@@ -38,7 +45,7 @@ def serving(url: str, now: str, keys: str, log: Path, extra: tuple[str, ...] = (
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")

@@ -207,3 +207,111 @@ def test_index_state_texts_are_to_json(total: Decimal | int, count: int) -> None
     sum_state = SumState(Decimal(canonical.dumps(total).decode()))
     assert _state_text(sum_state) == to_json(sum_state)
     assert _state_text(CountState(count)) == to_json(CountState(count))
+
+
+_bucket_keys = st.tuples(
+    st.sampled_from(["api_calls", "tokens", "a", "b b"]),
+    st.text(max_size=4),
+    st.sampled_from(["w", "d"]),
+    st.sampled_from(["[]", '["x"]', '["y"]', "[null]"]),
+    st.integers(0, 10**15),
+)
+
+
+@given(st.lists(_bucket_keys, max_size=60, unique=True))
+def test_index_rows_are_written_in_tuple_order(keys: list[Any]) -> None:
+    """The stable one-field passes order keys exactly as sorting the tuples does."""
+    from meterline.metering.aggregation import CountState
+    from meterline.metering.bitemporal import RowKind
+    from meterline.store.usage_index import Delta, _sorted_keys
+
+    deltas = {k: Delta(RowKind.ADD, CountState(1), 1, 1, 1) for k in keys}
+    assert _sorted_keys(deltas) == sorted(keys)
+
+
+def test_the_collector_is_paused_per_batch_and_restored() -> None:
+    import gc
+
+    from meterline.ingest.gcpause import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():  # nested (the parallel writer inside a serial batch)
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()  # disabled by someone else: stays disabled
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+_stamps = st.builds(
+    lambda y, mo, d, sep, h, mi, s, frac, z: (
+        f"{y:04d}-{mo:02d}-{d:02d}{sep}{h:02d}:{mi:02d}:{s:02d}{frac}{z}"
+    ),
+    st.integers(0, 9999),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.sampled_from("Tt "),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.one_of(st.just(""), st.from_regex(r"\.[0-9]{0,10}", fullmatch=True)),
+    st.sampled_from(["Z", "z", "+00:00", "-01:30", ""]),
+)
+
+
+def _parse_or_error(parse: Any, text: str) -> Any:
+    from meterline.domain.timestamps import InvalidTimestamp
+
+    try:
+        return parse(text)
+    except InvalidTimestamp as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=1000)
+@given(_stamps | st.text(max_size=32))
+def test_the_fromisoformat_fast_path_parses_like_the_strict_parser(text: str) -> None:
+    """Same instant or the same error message as the regular-expression parser,
+    on valid stamps and on every near miss (bad dates, hour 24, second 60,
+    1 to 10 fractional digits, lower case t and z, offsets, other text)."""
+    from meterline.domain.timestamps import parse_rfc3339, parse_rfc3339_strictly
+
+    assert _parse_or_error(parse_rfc3339, text) == _parse_or_error(parse_rfc3339_strictly, text)
+
+
+def test_the_fast_path_truncates_past_the_microsecond() -> None:
+    from meterline.domain.timestamps import parse_rfc3339, parse_rfc3339_strictly
+
+    for text in ("2024-01-01T23:59:59.9999999Z", "2024-12-31T23:59:59.999999999Z"):
+        assert parse_rfc3339(text) == parse_rfc3339_strictly(text)
+
+
+def test_overlapping_batches_still_collect_cycles(monkeypatch: Any) -> None:
+    """A server whose batches always overlap never ends the pause: a batch that
+    leaves after MAX_PAUSE_S collects, so cycles made meanwhile are freed."""
+    import gc
+    import weakref
+
+    from meterline.ingest import gcpause
+
+    class Node:
+        ref: Any = None
+
+    monkeypatch.setattr(gcpause, "MAX_PAUSE_S", 0.0)
+    with gcpause.gc_paused():  # another request, in flight throughout
+        cycle = Node()
+        cycle.ref = cycle
+        gone = weakref.ref(cycle)
+        del cycle
+        with gcpause.gc_paused():
+            pass  # this one leaves while the other is still inside: it collects
+        assert gone() is None
+        assert not gc.isenabled()
+    assert gc.isenabled()

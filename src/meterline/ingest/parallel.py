@@ -29,7 +29,9 @@ from time import perf_counter
 from typing import Any
 
 from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.domain.events import Event
 from meterline.domain.timestamps import from_datetime
+from meterline.ingest.gcpause import gc_paused
 from meterline.ingest.readers import Item
 from meterline.ingest.service import (
     EventCheck,
@@ -40,12 +42,52 @@ from meterline.ingest.service import (
     prepare,
 )
 from meterline.store.database import Store, is_transient, open_store
+from meterline.store.event_log import Candidate, Reject
 from meterline.store.meter_catalog import MeterCatalog
 from meterline.store.window_index import check_properties
 
 # (position, raw, line, decoded, obj): an Item as plain picklable data. Item's
 # "not decoded" sentinel is an identity, which would not survive pickling.
 WireItem = tuple[int, bytes, int, bool, Any]
+
+# A Candidate on its way back: (position, source, event_id, customer_id,
+# event_type, event_time, properties, content_hash, parsed, raw). Plain tuples
+# pickle in C; the frozen, slotted dataclasses pickle through Python-level
+# __getstate__/__setstate__ per object, which made the parent's unpickling of
+# a batch (~4 µs per event) cost nearly what validating it had cost the worker.
+WireCandidate = tuple[int, str, str, str, str, int, str, str, Any, bytes]
+WireBatch = tuple[list[WireCandidate], list[Reject], list[WireCandidate]]
+
+
+def _to_wire(candidates: list[Candidate]) -> list[WireCandidate]:
+    return [
+        (
+            c.position,
+            e.source,
+            e.event_id,
+            e.customer_id,
+            e.event_type,
+            e.event_time,
+            e.properties,
+            e.content_hash,
+            e.parsed,
+            c.raw,
+        )
+        for c in candidates
+        for e in (c.event,)
+    ]
+
+
+def _from_wire(wire: list[WireCandidate]) -> list[Candidate]:
+    return [
+        Candidate(pos, Event(source, event_id, customer, event_type, at, props, h, parsed), raw)
+        for pos, source, event_id, customer, event_type, at, props, h, parsed, raw in wire
+    ]
+
+
+def _batch_from_wire(wire: WireBatch) -> PreparedBatch:
+    candidates, rejects, repeats = wire
+    return PreparedBatch(_from_wire(candidates), rejects, _from_wire(repeats))
 
 
 @dataclass(frozen=True)
@@ -64,7 +106,7 @@ def _init_worker(store_url: str, options: IngestOptions) -> None:
     _state = _WorkerState(open_store(store_url), MeterCatalog(), options)
 
 
-def _prepare_in_worker(wire: list[WireItem], now_us: int, with_check: bool) -> PreparedBatch:
+def _prepare_in_worker(wire: list[WireItem], now_us: int, with_check: bool) -> WireBatch:
     state = _state
     assert state is not None, "worker not initialised"
     chunk = [
@@ -76,7 +118,9 @@ def _prepare_in_worker(wire: list[WireItem], now_us: int, with_check: bool) -> P
         with state.store.read() as conn:
             state.catalog.refresh(conn)
         check = partial(check_properties, state.catalog) if state.catalog.by_type else None
-    return prepare(chunk, now_us, state.options, check)
+    with gc_paused():
+        batch = prepare(chunk, now_us, state.options, check)
+        return (_to_wire(batch.candidates), batch.rejects, _to_wire(batch.repeats))
 
 
 def _wire(chunk: list[tuple[int, Item]]) -> list[WireItem]:
@@ -112,7 +156,7 @@ class ParallelIngestor:
         store = self.ingestor.store
         report = IngestReport()
         context = multiprocessing.get_context("spawn")
-        in_flight: deque[tuple[list[tuple[int, Item]], int, Future[PreparedBatch]]] = deque()
+        in_flight: deque[tuple[list[tuple[int, Item]], int, Future[WireBatch]]] = deque()
         with ProcessPoolExecutor(
             self.workers,
             mp_context=context,
@@ -136,7 +180,8 @@ class ParallelIngestor:
                 chunk, now_us, future = in_flight.popleft()
                 t0 = perf_counter()
                 try:
-                    batch = future.result()
+                    with gc_paused():
+                        batch = _batch_from_wire(future.result())
                 except BrokenProcessPool as exc:
                     raise MeterlineError(
                         ErrorCode.STORE_UNAVAILABLE,

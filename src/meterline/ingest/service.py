@@ -8,7 +8,9 @@ event is deduplicated on (source, event_id) against the store.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
@@ -26,6 +28,7 @@ from meterline.domain.events import (
     validate_object,
 )
 from meterline.domain.timestamps import from_datetime
+from meterline.ingest.gcpause import gc_paused
 from meterline.ingest.readers import Item
 from meterline.services import alerts
 from meterline.store import audit, webhook_facts
@@ -167,6 +170,13 @@ class Ingestor:
         self.index = index
         self.timings = IngestTimings()
         self._partitions = Partitions()
+        # SQLite has one writer per file. Threads of this process (a server's
+        # requests) queue for it here, and the next one starts the moment the
+        # last commits; waiting inside SQLite's busy handler instead sleeps in
+        # steps of up to 100 ms and left the file idle between batches.
+        self._writer: AbstractContextManager[Any] = (
+            nullcontext() if store.is_postgres else threading.Lock()
+        )
 
     def ingest(
         self,
@@ -176,7 +186,8 @@ class Ingestor:
     ) -> IngestReport:
         report = IngestReport()
         for chunk in _batches(items, options.batch_size):
-            self._ingest_chunk(chunk, options, report)
+            with gc_paused():
+                self._ingest_chunk(chunk, options, report)
             if progress is not None:
                 progress(len(chunk))
         return report
@@ -226,6 +237,17 @@ class Ingestor:
         """The write phase of one prepared batch: events, index, audit and webhook
         outbox in one transaction, then the batch's outcome added to `report`.
         The one write path, shared by the serial and the parallel ingestor."""
+        with gc_paused(), self._writer:
+            self._store_batch(chunk, batch, now_us, options, report)
+
+    def _store_batch(
+        self,
+        chunk: list[tuple[int, Item]],
+        batch: PreparedBatch,
+        now_us: int,
+        options: IngestOptions,
+        report: IngestReport,
+    ) -> None:
         t1 = perf_counter()
         if self.store.is_postgres and batch.candidates:
             months = {month_of(c.event.event_time) for c in batch.candidates}
