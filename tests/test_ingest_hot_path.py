@@ -232,7 +232,7 @@ def test_index_rows_are_written_in_tuple_order(keys: list[Any]) -> None:
 def test_the_collector_is_paused_per_batch_and_restored() -> None:
     import gc
 
-    from meterline.ingest.gcpause import gc_paused
+    from meterline.gcpause import gc_paused
 
     assert gc.isenabled()
     with gc_paused():
@@ -299,7 +299,7 @@ def test_overlapping_batches_still_collect_cycles(monkeypatch: Any) -> None:
     import gc
     import weakref
 
-    from meterline.ingest import gcpause
+    from meterline import gcpause
 
     class Node:
         ref: Any = None

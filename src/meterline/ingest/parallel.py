@@ -31,7 +31,7 @@ from typing import Any
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event
 from meterline.domain.timestamps import from_datetime
-from meterline.ingest.gcpause import gc_paused
+from meterline.gcpause import gc_paused
 from meterline.ingest.readers import Item
 from meterline.ingest.service import (
     EventCheck,

@@ -28,7 +28,7 @@ from meterline.domain.events import (
     validate_object,
 )
 from meterline.domain.timestamps import from_datetime
-from meterline.ingest.gcpause import gc_paused
+from meterline.gcpause import gc_paused
 from meterline.ingest.readers import Item
 from meterline.services import alerts
 from meterline.store import audit, webhook_facts

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import threading
 import weakref
 from collections import OrderedDict
@@ -46,6 +45,7 @@ from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event, decode_json
 from meterline.domain.merkle import perfect_ranges
 from meterline.domain.timestamps import format_us
+from meterline.gcpause import gc_paused
 from meterline.metering import Meter, window_start
 from meterline.pricing.charges import Flat
 from meterline.pricing.pricebook import PriceBook, Segment, split_segments
@@ -369,26 +369,6 @@ def finish_body(
     head = merkle.head(conn, k, nodes)
     tree_head = typed.TreeHead(size=head.size, root=head.root.hex())
     return structs.replace(body, format=fmt, tree_head=tree_head)
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for one chunk of work (an invoice run's chunk,
-    a verify batch), then back on as it was.
-
-    Reference counting frees what a chunk drops; the collector's passes over the tens
-    of thousands of index rows, states and body structs a chunk holds alive cost
-    about 40% of the run (bench/invperf.py at 1M events). Any garbage cycle waits at
-    most one chunk. Process-wide: another thread's chunk may re-enable it early,
-    which costs time, never correctness."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 # Invoices recomputed together by `compute_bodies` (verify): one index read per

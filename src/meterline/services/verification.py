@@ -125,7 +125,8 @@ class _Unreadable:
 
 
 def verify(store: Store, number: str | None = None) -> Report:
-    from meterline.services.invoicing import RECOMPUTE_CHUNK, gc_paused
+    from meterline.gcpause import gc_paused
+    from meterline.services.invoicing import RECOMPUTE_CHUNK
 
     report = Report()
     with store.read() as conn:

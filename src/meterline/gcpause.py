@@ -1,10 +1,12 @@
-"""The cyclic garbage collector paused while a batch is validated and stored.
+"""The cyclic garbage collector paused while a batch is validated and stored, an
+invoice run's chunk is issued or a verify batch is recomputed.
 
 A batch keeps tens of thousands of small container objects alive at once
 (events, their parsed properties, candidates, rows, index deltas). The
 collector runs every few hundred allocations and re-traverses all of them,
 again and again as they age into older generations: measured on the SQLite
-ingest benchmark, that was ~40% of the process's CPU, for nothing, since the
+ingest benchmark, that was ~40% of the process's CPU (and ~40% of the 1M invoice
+run in bench/invperf.py), for nothing, since the
 batch makes no reference cycles worth collecting (everything is freed by
 reference counting when the batch ends). With the collector paused for the
 batch, any cycle that does form is collected after it, as usual.
