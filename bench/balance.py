@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from invoice_run import MONTH_START, customer_ids, load
 from meterline.domain.timestamps import parse_rfc3339
 from meterline.services import credits
 from meterline.store import sequence
-from servers import serving
+from servers import load_test, serving
 from stores import cached_copy, fresh_store
 
 NOW = "2024-01-31T00:00:00Z"
@@ -60,58 +58,9 @@ def grant_all(store: Any, customers: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def hammer(
-    base: str,
-    paths: list[str],
-    threads: int,
-    per_thread: int,
-    headers: dict[str, str],
-    seed: int = 0,
-) -> tuple[list[float], float]:
-    """Latencies (ms) of threads x per_thread GETs, and the wall time (s)."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    failures: list[str] = []
-
-    def client(seed: int) -> None:
-        rng = random.Random(seed)
-        mine: list[float] = []
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
-            for _ in range(per_thread):
-                path = rng.choice(paths)
-                t0 = time.perf_counter()
-                r = http.get(path)
-                mine.append((time.perf_counter() - t0) * 1000)
-                if r.status_code != 200:
-                    failures.append(f"{path}: {r.status_code} {r.text[:200]}")
-        with lock:
-            latencies.extend(mine)
-
-    workers = [threading.Thread(target=client, args=(seed + i,)) for i in range(threads)]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - t0
-    if failures:
-        raise SystemExit(f"{len(failures)} failed requests, e.g. {failures[0]}")
-    return latencies, wall
-
-
 def pct(xs: list[float], p: float) -> float:
     ordered = sorted(xs)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def summary(xs: list[float], wall: float) -> dict[str, float]:
-    return {
-        "n": len(xs),
-        "p50_ms": round(pct(xs, 50), 2),
-        "p99_ms": round(pct(xs, 99), 2),
-        "mean_ms": round(statistics.fmean(xs), 2),
-        "rps": round(len(xs) / wall, 1),
-    }
 
 
 def in_process(store: Any, customers: list[str], n: int) -> dict[str, Any]:
@@ -164,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--customers", type=int, default=1000)
     ap.add_argument("--events-per-customer", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=4, help="client processes")
+    ap.add_argument("--rate", type=float, default=50.0, help="requests/s per client, paced pass")
     ap.add_argument("--requests", type=int, default=250, help="per thread")
     ap.add_argument("--batch-size", type=int, default=20_000)
     ap.add_argument(
@@ -191,43 +141,46 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "serve.log"
             with serving(store.url, NOW, f"{KEY}:admin", log) as base:
-                headers = {"Authorization": f"Bearer {KEY}"}
-                balance_paths = [f"/v1/customers/{c}/balance" for c in customers]
-                hammer(base, ["/healthz"], 1, 20, headers)  # warm up
-                base_lat, base_wall = hammer(
-                    base, ["/healthz"], args.threads, args.requests, headers
-                )
+                path = "/v1/customers/{customer}/balance"
+                n, clients = args.requests, args.threads
+
+                def run(p: str, seed: int, rate: float = 0.0) -> dict[str, float]:
+                    return load_test(base, KEY, p, customers, clients, n, rate, seed)
+
+                healthz = run("/healthz", 1)
                 # no projection yet: every first read of a customer rates its period
-                cold_lat, cold_wall = hammer(
-                    base, balance_paths, args.threads, args.requests, headers
-                )
+                no_projection = run(path, 1)
                 # fills the projection (and measures the in-process passes)
-                service = in_process(store, customers, args.threads * args.requests)
+                service = in_process(store, customers, clients * n)
                 # other customers (other seeds): each read checks and uses the projection
-                bal_lat, bal_wall = hammer(
-                    base, balance_paths, args.threads, args.requests, headers, seed=100
-                )
+                projected = run(path, 100)
                 # the same again: kept in the server's memory for the same basis
-                warm_lat, warm_wall = hammer(
-                    base, balance_paths, args.threads, args.requests, headers, seed=100
-                )
-                sample = httpx.get(base + balance_paths[0], headers=headers).json()
-    baseline = summary(base_lat, base_wall)
-    balance = summary(bal_lat, bal_wall)
+                again = run(path, 100)
+                # each client at --rate requests/s, other customers: below saturation
+                paced = {
+                    "rate_per_client": args.rate,
+                    "baseline_healthz": run("/healthz", 1, args.rate),
+                    "balance": run(path, 200, args.rate),
+                }
+                sample = httpx.get(
+                    base + path.format(customer=customers[0]),
+                    headers={"Authorization": f"Bearer {KEY}"},
+                ).json()
     result = {
         "backend": args.backend,
         "customers": args.customers,
         "events": events,
         "load_s": round(load_s, 1),
         "grants_s": round(grant_s, 1),
-        "threads": args.threads,
+        "clients": args.threads,
         "in_process": service,
-        "baseline_healthz": baseline,
-        "balance_no_projection": summary(cold_lat, cold_wall),
-        "balance": balance,
-        "balance_again": summary(warm_lat, warm_wall),
-        "ratio_p50": round(balance["p50_ms"] / baseline["p50_ms"], 1),
-        "ratio_p99": round(balance["p99_ms"] / baseline["p99_ms"], 1),
+        "baseline_healthz": healthz,
+        "balance_no_projection": no_projection,
+        "balance": projected,
+        "balance_again": again,
+        "ratio_p50": round(projected["p50_ms"] / healthz["p50_ms"], 1),
+        "ratio_p99": round(projected["p99_ms"] / healthz["p99_ms"], 1),
+        "paced": paced,
         "sample": {k: sample[k] for k in ("available", "projected", "open_period")},
     }
     json.dump(result, sys.stdout, indent=2)

@@ -7,8 +7,12 @@
    12:00 (January is the open period: ~E events per customer to read). P client
    processes each send R requests `GET /v1/customers/{random}/entitlements/api`;
    baseline: the same load on `GET /healthz` (no store). p50/p99 of each, and
-   the ratio. Also the service time in process (no HTTP): `entitlements.check`
-   one after another against a bare read of the knowledge seq.
+   the ratio: once as fast as answers come (closed loop: the clients and the
+   server saturate the machine, so latency is mostly queueing), once with each
+   client paced at --rate requests/s (latency timed from each request's
+   scheduled instant; see servers.timed_gets). Also the service time in process
+   (no HTTP): `entitlements.check` one after another against a bare read of
+   the knowledge seq. With --cached, on a copy of bench/cached_store.py's store.
 2. Alert evaluation on ingest: the same events (a smaller C) ingested into three
    fresh stores: no alerts; every customer with a quantity alert and a metered
    entitlement; and with a spend alert too (rating the open period per touched
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import random
 import statistics
@@ -43,7 +46,7 @@ from meterline.services.catalog import apply_catalog
 from meterline.store import sequence
 from meterline.store.database import Store
 from meterline.wiring import ingestor_for
-from servers import serving
+from servers import load_test, serving
 from stores import cached_copy, fresh_store
 
 KEY = "bench-admin-key"
@@ -82,41 +85,6 @@ def ingest_all(store: Store, customers: list[str], per_customer: int, batch: int
         if report.rejected or report.duplicates:
             raise SystemExit(f"unexpected rejects: {report.rejects[:3]}")
     return seconds
-
-
-def _client(args: tuple[str, str, list[str], int, int]) -> list[float]:
-    base, path, customers, requests, seed = args
-    rng = random.Random(seed)
-    out = []
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as http:
-        for _ in range(requests):
-            p = path.format(customer=rng.choice(customers))
-            t0 = time.perf_counter()
-            r = http.get(p)
-            out.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                raise SystemExit(f"{p}: {r.status_code} {r.text[:200]}")
-    return out
-
-
-def load_test(
-    base: str, path: str, customers: list[str], clients: int, requests: int
-) -> dict[str, float]:
-    with multiprocessing.get_context("spawn").Pool(clients) as pool:
-        # warm up the server and the client processes (spawned, importing httpx)
-        pool.map(_client, [(base, path, customers, 5, -i) for i in range(clients)])
-        t0 = time.perf_counter()
-        parts = pool.map(
-            _client, [(base, path, customers, requests, i + 1) for i in range(clients)]
-        )
-        wall = time.perf_counter() - t0
-    lat = sorted(x for p in parts for x in p)
-    return {
-        "requests": len(lat),
-        "p50_ms": round(statistics.median(lat) * 1000, 3),
-        "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 3),
-        "per_s": round(len(lat) / wall, 1),
-    }
 
 
 def _percentiles(lat: list[float]) -> dict[str, float]:
@@ -187,14 +155,20 @@ def check_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 headers={"Authorization": f"Bearer {KEY}"},
             ).json()
             assert int(sample["usage"]) > 0, sample
-            base_stats = load_test(base, "/healthz", customers, args.clients, args.requests)
-            check_stats = load_test(
-                base,
-                "/v1/customers/{customer}/entitlements/api",
-                customers,
-                args.clients,
-                args.requests,
-            )
+            check_path = "/v1/customers/{customer}/entitlements/api"
+            n = args.requests
+            base_stats = load_test(base, KEY, "/healthz", customers, args.clients, n)
+            check_stats = load_test(base, KEY, check_path, customers, args.clients, n)
+            # the same clients each at --rate requests/s: latency below saturation
+            paced = {
+                "rate_per_client": args.rate,
+                "baseline_healthz": load_test(
+                    base, KEY, "/healthz", customers, args.clients, n, args.rate
+                ),
+                "entitlement_check": load_test(
+                    base, KEY, check_path, customers, args.clients, n, args.rate
+                ),
+            }
     return {
         "backend": backend,
         "customers": args.customers,
@@ -207,6 +181,7 @@ def check_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         "entitlement_check": check_stats,
         "p50_ratio": round(check_stats["p50_ms"] / base_stats["p50_ms"], 2),
         "p99_ratio": round(check_stats["p99_ms"] / base_stats["p99_ms"], 2),
+        "paced": paced,
     }
 
 
@@ -249,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=20_000)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--requests", type=int, default=500, help="per client")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        help="requests/s per client for the paced pass (latency below saturation)",
+    )
     p.add_argument("--skip-check", action="store_true")
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument(
