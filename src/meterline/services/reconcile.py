@@ -411,11 +411,17 @@ def _usage_summary(conn: Connection, since: int = 0) -> list[Series]:
             {"since": since},
         )
     }
+    # After a checkpoint SQLite would still walk the whole (customer, type, time) index
+    # for the grouping; the unary plus makes it read only the seq range instead.
+    by = (
+        "+customer_id, +event_type"
+        if since and conn.dialect.name == "sqlite"
+        else ("customer_id, event_type")
+    )
     rows = conn.execute(
         text(
             "SELECT customer_id, event_type, COUNT(*), MIN(event_time), MAX(event_time) "
-            "FROM events WHERE seq > :since GROUP BY customer_id, event_type "
-            "ORDER BY customer_id, event_type"
+            f"FROM events WHERE seq > :since GROUP BY {by} ORDER BY {by}"
         ),
         {"since": since},
     )
@@ -1770,8 +1776,22 @@ def _pending_rerates(conn: Connection, docs: Documents) -> list[str]:
             doc = documents.get(conn, d.number)
             notes.setdefault(str(doc.body.corrects), []).append(doc)
     k = int(conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one())
+    # An invoice needs a look only if its customer has a mark after the invoice's own
+    # cutoff (the query below asks for marks after an even later one): most have none.
+    latest_mark = {
+        str(c): int(q)
+        for c, q in conn.execute(
+            text("SELECT customer_id, MAX(seq) FROM rerate_marks GROUP BY customer_id")
+        )
+    }
+    customer_of = {d.number: d.customer_id for d in docs.summaries}
+    cutoff_of = {number: cutoff for number, cutoff, _ in docs.heads}
     out = []
     for number in docs.rerate_candidates:
+        latest = latest_mark.get(customer_of.get(number, ""))
+        own_cutoff = cutoff_of.get(number)
+        if latest is None or (isinstance(own_cutoff, int) and latest <= own_cutoff):
+            continue
         invoice = documents.get(conn, number)
         body = invoice.body
         billed = [invoice, *notes.get(invoice.number, [])]
