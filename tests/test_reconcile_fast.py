@@ -1,6 +1,8 @@
-"""Check 2's bulk path (`_fast_windows`): count and integer-sum series compared in
-SQL. It may only confirm equality: on every store, clean or tampered, the report
-must be the one the reference path (every series folded in Python) gives."""
+"""Check 2's bulk paths: count and integer-sum series compared in SQL
+(`_fast_windows`), the other meters folded in batches of customers
+(`_batch_windows`). They may only confirm equality: on every store, clean or
+tampered, the report must be the one the reference path (every series read,
+folded and compared one by one) gives."""
 
 from __future__ import annotations
 
@@ -32,6 +34,13 @@ CATALOG: dict[str, Any] = {
             "code": "tokens",
             "event_type": "llm_call",
             "aggregation": "sum",
+            "property": "tokens",
+            "group_by": ["model"],
+        },
+        {
+            "code": "peak_tokens",
+            "event_type": "llm_call",
+            "aggregation": "max",
             "property": "tokens",
             "group_by": ["model"],
         },
@@ -104,8 +113,9 @@ def workload(store: Store) -> None:
 
 
 def reference(store: Store, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The report with every series recomputed and compared one by one."""
     with monkeypatch.context() as m:
-        m.setattr(module, "_fast_eligible", lambda meter: False)
+        m.setattr(module, "_bulk_windows", lambda *args: {})
         return module.reconcile(store, full=True, record=False).to_json()
 
 
@@ -121,7 +131,15 @@ def test_bulk_path_takes_integer_series_and_leaves_the_rest(
         taken.update((m.code, c) for c in got)
         return got
 
+    batch = module._batch_windows
+
+    def batch_spy(conn: Any, m: Any, customers: Any, lo: Any, hi: Any) -> dict[str, int]:
+        got = batch(conn, m, customers, lo, hi)
+        taken.update((m.code, c) for c in got)
+        return got
+
     monkeypatch.setattr(module, "_fast_windows", spy)
+    monkeypatch.setattr(module, "_batch_windows", batch_spy)
     report = module.reconcile(store, full=True, record=False)
     assert report.ok, report.to_json()
     assert ("tokens", "acme") in taken and ("api_calls", "beta") in taken
@@ -129,7 +147,10 @@ def test_bulk_path_takes_integer_series_and_leaves_the_rest(
     # A decimal, a numeric string, a number as group value: folded in Python.
     assert ("tokens", "beta") not in taken and ("daily_tokens", "beta") not in taken
     assert ("tokens", "gamma") not in taken and ("daily_tokens", "gamma") in taken
+    # max is compared in batches of customers, in Python (decimals included).
+    assert {("peak_tokens", c) for c in ("acme", "beta", "gamma")} <= taken
     monkeypatch.setattr(module, "_fast_windows", fast)
+    monkeypatch.setattr(module, "_batch_windows", batch)
     assert report.to_json() == reference(store, monkeypatch)
 
 

@@ -38,7 +38,8 @@ from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash,
 from meterline.domain.canonical import content_hash
 from meterline.domain.decimals import exact_sum, fmt
 from meterline.domain.errors import MeterlineError
-from meterline.domain.events import decode_json
+from meterline.domain.events import Event, decode_json
+from meterline.domain.merkle import perfect_ranges
 from meterline.domain.money import Currency, Rounding, round_money
 from meterline.domain.timestamps import US_PER_DAY, format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
@@ -69,7 +70,7 @@ from meterline.store import checkpoints, credit_facts, documents, journal, merkl
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
-from meterline.store.window_index import WindowKey, WindowRow, recompute
+from meterline.store.window_index import WindowKey, WindowRow, fold, recompute
 
 Progress = Callable[[str, int, int], None]
 
@@ -456,6 +457,10 @@ def _stored_windows(
     if has_day_rollup(meter.window_us):
         ranges.append((Grain.DAY, ranges[0][1], ranges[0][2]))
     got = usage_index.read(conn, customer, [meter.code], ranges, None, whole=True)
+    return _keyed(meter, got)
+
+
+def _keyed(meter: Meter, got: usage_index.Read) -> dict[WindowKey, tuple[Any, int]]:
     out: dict[WindowKey, tuple[Any, int]] = {}
     for (code, cust, grain, dims, start), f in got.folded({meter.code: meter.aggregation}).items():
         key_dims = dims if grain == Grain.WINDOW else f"day:{dims}"
@@ -535,19 +540,20 @@ def windows_touched(
     for m in meters:
         by_type.setdefault(m.event_type, []).append(m)
     out: dict[tuple[str, str], set[int]] = {}
-    rows = conn.execute(
-        text(
-            "SELECT customer_id, event_type, event_time FROM events WHERE seq > :k "
-            "UNION ALL SELECT e.customer_id, e.event_type, e.event_time FROM retractions r "
-            "JOIN events e ON e.seq = r.event_seq WHERE r.seq > :k"
-        ),
-        {"k": since},
+    rows = merkle.raw_rows(  # the driver's cursor: one row per new event
+        conn,
+        "SELECT customer_id, event_type, event_time FROM events WHERE seq > ? "
+        "UNION ALL SELECT e.customer_id, e.event_type, e.event_time FROM retractions r "
+        "JOIN events e ON e.seq = r.event_seq WHERE r.seq > ?",
+        (since, since),
     )
     for customer, event_type, event_time in rows:
         for m in by_type.get(str(event_type), []):
-            out.setdefault((m.code, str(customer)), set()).add(
-                window_start(int(event_time), m.window_us)
-            )
+            key = (m.code, str(customer))
+            starts = out.get(key)
+            if starts is None:
+                starts = out[key] = set()
+            starts.add(window_start(int(event_time), m.window_us))
     return out
 
 
@@ -594,13 +600,12 @@ def _check_windows_since(
         if has_day_rollup(m.window_us):  # whole UTC days, so day rollups compare whole
             starts, width = {day_of(s) for s in starts}, US_PER_DAY
         spans.append((m, customer, _ranges(starts, width)))
-        if _fast_eligible(m):
-            for lo, hi in spans[-1][2]:
-                same_span.setdefault((code, lo, hi), []).append((customer, 1))
+        for lo, hi in spans[-1][2]:
+            same_span.setdefault((code, lo, hi), []).append((customer, 1))
     equal: dict[tuple[str, str, int, int], int] = {}
     for (code, lo, hi), customers in same_span.items():
         for batch in _fast_batches(customers):
-            for customer, n in _fast_windows(conn, by_code[code], batch, lo, hi).items():
+            for customer, n in _bulk_windows(conn, by_code[code], batch, lo, hi).items():
                 equal[(code, customer, lo, hi)] = n
     for i, (m, customer, ranges) in enumerate(spans):
         tick("windows", i, len(work))
@@ -948,6 +953,60 @@ def _fast_windows(
     return {c: checked.get(c, 0) for c in customers if c not in bad}
 
 
+def _batch_windows(
+    conn: Connection, m: Meter, customers: Sequence[str], lo: int | None, hi: int | None
+) -> dict[str, int]:
+    """`_fast_windows` for the meters the database cannot aggregate exactly (min,
+    max, latest, unique_count, non-integer sums): the reference recomputation and
+    comparison, but with one read of events and one of the index for the whole
+    batch of customers instead of two statements per customer. Used the same way:
+    a series with any difference, or a batch that raises, goes the reference path."""
+    if not customers:
+        return {}
+    sql = (
+        "SELECT e.seq, e.source, e.event_id, e.customer_id, e.event_type, e.event_time, "
+        "e.properties, e.content_hash FROM events e WHERE e.event_type = ? AND e.customer_id IN ("
+        + ", ".join("?" for _ in customers)
+        + ")"
+        + (" AND e.event_time >= ? AND e.event_time < ?" if lo is not None else "")
+        + " AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
+        "AND r.event_id = e.event_id)"
+    )
+    params: list[Any] = [m.event_type, *customers, *([lo, hi] if lo is not None else [])]
+    grains = [(Grain.WINDOW, -(2**62) if lo is None else lo, 2**62 if hi is None else hi)]
+    if has_day_rollup(m.window_us):
+        grains.append((Grain.DAY, grains[0][1], grains[0][2]))
+    try:
+        with conn.begin_nested():
+            rows = merkle.raw_rows(conn, sql, tuple(params))
+            fresh_all = fold(
+                {m.event_type: [m]},
+                ((int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])) for r in rows),
+            )
+            reads = usage_index.read_many(conn, customers, [m.code], grains, EVERY_ROW, whole=True)
+            by_customer: dict[str, dict[WindowKey, WindowRow]] = {c: {} for c in customers}
+            for key, row in _with_days(m, fresh_all).items():
+                by_customer[key[1]][key] = row
+            empty = to_json(aggregate(m.aggregation, []))
+            out: dict[str, int] = {}
+            for c in customers:
+                problems: list[str] = []
+                n = _compare_windows(by_customer[c], _keyed(m, reads[c]), empty, problems)
+                if not problems:
+                    out[c] = n
+            return out
+    except Exception:  # a row Python cannot read, an SQL error: the reference path names it
+        return {}
+
+
+def _bulk_windows(
+    conn: Connection, m: Meter, customers: Sequence[str], lo: int | None, hi: int | None
+) -> dict[str, int]:
+    if _fast_eligible(m):
+        return _fast_windows(conn, m, customers, lo, hi)
+    return _batch_windows(conn, m, customers, lo, hi)
+
+
 def _fast_batches(items: Sequence[tuple[str, int]]) -> Iterator[list[str]]:
     """Customers in batches of at most FAST_CUSTOMERS and about FAST_EVENTS events."""
     batch: list[str] = []
@@ -1017,11 +1076,10 @@ def check_windows(
     seen: set[tuple[str, str]] = set()
     equal: dict[tuple[str, str], int] = {}
     for m in meters:
-        if _fast_eligible(m):
-            small = [(s.customer, s.stored) for s in by_type.get(m.event_type, [])]
-            for batch in _fast_batches([c for c in small if c[1] <= CHUNK_EVENTS]):
-                for customer, n in _fast_windows(conn, m, batch, None, None).items():
-                    equal[(m.code, customer)] = n
+        small = [(s.customer, s.stored) for s in by_type.get(m.event_type, [])]
+        for batch in _fast_batches([c for c in small if c[1] <= CHUNK_EVENTS]):
+            for customer, n in _bulk_windows(conn, m, batch, None, None).items():
+                equal[(m.code, customer)] = n
     for i, (m, s) in enumerate(work):
         tick("windows", i, len(work))
         seen.add((m.code, s.customer))
@@ -1840,6 +1898,22 @@ class TreeCheck:
     sweep_next: int = 0
 
 
+def _prefetch_heads(nodes: merkle.Nodes, bodies: list[str], k: int) -> None:
+    """Read the stored nodes of every document's tree head at once (one statement per
+    level) instead of per document; what cannot be read here is named per document
+    by the loop that follows, exactly as without this."""
+    sizes: set[int] = set()
+    for body_text in bodies:
+        with contextlib.suppress(Exception):
+            body = decode_json(body_text.encode())
+            size = int(body["tree_head"]["size"])
+            if 0 < size <= k:
+                sizes.add(size)
+    ids = sorted({i for size in sizes for i in perfect_ranges(0, size)})
+    with contextlib.suppress(merkle.MissingNodes):
+        nodes(ids)
+
+
 def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: Progress) -> Check:
     """Leaves recomputed from the fact rows after `scope.since` (every fact's content
     hash, events included, metered or not) grow the tree from the stored frontier and
@@ -1885,6 +1959,7 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
         problems.append(f"{beyond} fact rows carry a seq above the knowledge counter {k}")
     heads = 0
     docs = conn.execute(text("SELECT number, body FROM documents ORDER BY seq")).all()
+    _prefetch_heads(nodes, [str(b) for _, b in docs], k)
     for number, body_text in docs:
         try:
             body = decode_json(str(body_text).encode())
