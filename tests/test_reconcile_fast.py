@@ -109,7 +109,7 @@ def workload(store: Store) -> None:
     ]
     ingest(store, clock("2024-02-01T00:00:00Z"), events[: len(events) // 2], batch_size=25)
     ingest(store, clock("2024-02-01T00:00:00Z"), events[len(events) // 2 :], batch_size=25)
-    retract_event(store, "default", "acme-l3", "test", parse_rfc3339("2024-02-01T00:00:00Z"))
+    retract_event(store, "default", "beta-l3", "test", parse_rfc3339("2024-02-01T00:00:00Z"))
 
 
 def reference(store: Store, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -195,6 +195,10 @@ TAMPERS: dict[str, Callable[[Any], None]] = {
         "seq, first_seq, kind, state, events) VALUES ('acme', 'tokens', 'w', 0, '[\"small\"]', "
         "1, 1, 'add', :s, 1)",
         s='{"kind":"sum","sum":"3"}',
+    ),
+    "retraction row added behind the index's back": _sql(
+        "INSERT INTO retractions (seq, source, event_id, event_seq, reason, retracted_at) "
+        "SELECT 100000, source, event_id, seq, 'forged', 0 FROM events WHERE event_id = 'acme-l5'"
     ),
     "empty index row added": _sql(
         "INSERT INTO usage_index (customer_id, meter_code, grain, bucket_start, dimensions, "

@@ -603,9 +603,11 @@ def _check_windows_since(
         for lo, hi in spans[-1][2]:
             same_span.setdefault((code, lo, hi), []).append((customer, 1))
     equal: dict[tuple[str, str, int, int], int] = {}
+    retracted = _retracted(conn) if same_span else set()
     for (code, lo, hi), customers in same_span.items():
         for batch in _fast_batches(customers):
-            for customer, n in _bulk_windows(conn, by_code[code], batch, lo, hi).items():
+            m = by_code[code]
+            for customer, n in _bulk_windows(conn, m, batch, lo, hi, retracted).items():
                 equal[(code, customer, lo, hi)] = n
     for i, (m, customer, ranges) in enumerate(spans):
         tick("windows", i, len(work))
@@ -711,9 +713,11 @@ def _fast_eligible(m: Meter) -> bool:
 def _fast_raw_sql(
     m: Meter, postgres: bool, customers: Sequence[str], lo: int | None, hi: int | None
 ) -> tuple[str, tuple[Any, ...]]:
-    """Live events of the customers (in [lo, hi) if given) per window and group
-    values: count, integer sum, and how many rows the database cannot read exactly
-    (``bad``: a time that is no integer, unreadable JSON, a value that is no integer)."""
+    """Events of the customers (in [lo, hi) if given) per window and group values:
+    count, integer sum, and how many rows the database cannot read exactly (``bad``:
+    a time that is no integer, unreadable JSON, a value that is no integer). No
+    retraction is looked up: series with a retracted event never come here
+    (`_retracted`), so the count index covers an ungrouped count."""
     w = m.window_us
     sums = m.aggregation is Aggregation.SUM
     if postgres:
@@ -760,8 +764,7 @@ def _fast_raw_sql(
         + ", ".join("?" for _ in customers)
         + ")"
         + (" AND e.event_time >= ? AND e.event_time < ?" if lo is not None else "")
-        + " AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
-        f"AND r.event_id = e.event_id) GROUP BY e.customer_id, ws{groups}"
+        + f" GROUP BY e.customer_id, ws{groups}"
     )
     params += [m.event_type, *customers]
     if lo is not None:
@@ -779,7 +782,7 @@ def _count_text(n: int) -> str:
 
 
 def _sum_text(total: int | Decimal) -> str:
-    return f'{_SUM_PREFIX}{fmt(total)}"}}'
+    return f'{_SUM_PREFIX}{total if type(total) is int else fmt(total)}"}}'
 
 
 def _fast_fresh(
@@ -789,9 +792,9 @@ def _fast_fresh(
     lo: int | None,
     hi: int | None,
     bad: set[str],
-) -> dict[tuple[str, str, int], tuple[int, str]]:
-    """The recomputed windows (and day rollups) of the customers as (events, state
-    text), keyed as `_stored_windows` keys them (without the meter code)."""
+) -> dict[tuple[str, str, int], list[Any]]:
+    """The recomputed windows (and day rollups) of the customers as [events, sum],
+    keyed as `_stored_windows` keys them (without the meter code)."""
     postgres = conn.dialect.name == "postgresql"
     sql, params = _fast_raw_sql(m, postgres, customers, lo, hi)
     rows = merkle.raw_rows(conn, sql, params)
@@ -800,54 +803,57 @@ def _fast_fresh(
     text_kind = "string" if postgres else "text"
     acc: dict[tuple[str, str, int], list[Any]] = {}
     rollup = has_day_rollup(m.window_us)
+    plain = encode_dimensions(())
     for row in rows:
-        customer = str(row[0])
-        if row[-1]:  # a row the database cannot read exactly
+        customer = row[0]
+        if row[-1] or type(customer) is not str:  # a row the database cannot read exactly
+            bad.add(str(customer))
+            continue
+        if ngroups:
+            dims_list: list[str | None] = []
+            for i in range(ngroups):
+                kind, value = row[2 + 2 * i], row[3 + 2 * i]
+                if kind == text_kind and isinstance(value, str):
+                    dims_list.append(value)
+                elif kind is None or kind == "null":
+                    dims_list.append(None)
+                else:  # a number, boolean or object as group value: the reference path
+                    bad.add(customer)
+                    break
+            else:
+                dims = encode_dimensions(tuple(dims_list))
+        else:
+            dims = plain
+        n, total, start = row[-3], row[-2], row[1]
+        if type(start) is not int or (sums and not isinstance(total, int | Decimal)):
             bad.add(customer)
             continue
-        dims_list: list[str | None] = []
-        for i in range(ngroups):
-            kind, value = row[2 + 2 * i], row[3 + 2 * i]
-            if kind == text_kind and isinstance(value, str):
-                dims_list.append(value)
-            elif kind is None or kind == "null":
-                dims_list.append(None)
-            else:  # a number, boolean or object as group value: the reference path
-                bad.add(customer)
-                break
-        else:
-            dims = encode_dimensions(tuple(dims_list))
-            n, total, start = int(row[-3]), row[-2], int(row[1])
-            if sums and not isinstance(total, int | Decimal):
-                bad.add(customer)
-                continue
-            key = (customer, dims, start)
-            if key in acc:  # two raw groups in one window: cannot happen, be safe
-                bad.add(customer)
-            acc[key] = [n, total if sums else 0]
-            if rollup:
-                dkey = (customer, f"day:{dims}", day_of(start))
-                d = acc.get(dkey)
-                if d is None:
-                    acc[dkey] = [n, total if sums else 0]
-                else:
-                    d[0] += n
-                    d[1] += total if sums else 0
-    if sums:
-        return {k: (n, _sum_text(t)) for k, (n, t) in acc.items()}
-    return {k: (n, _count_text(n)) for k, (n, _) in acc.items()}
+        key = (customer, dims, start)
+        if key in acc:  # two raw groups in one window (a null and a missing group value)
+            bad.add(customer)
+        acc[key] = [n, total]
+        if rollup:
+            dkey = (customer, "day:" + dims, start - start % US_PER_DAY)
+            d = acc.get(dkey)
+            if d is None:
+                acc[dkey] = [n, total]
+            else:
+                d[0] += n
+                d[1] += total
+    return acc
 
 
 def _fast_stored(
     conn: Connection, m: Meter, customers: Sequence[str], lo: int, hi: int, bad: set[str]
 ) -> dict[tuple[str, str, int], tuple[int, str]]:
     """The index rows of the customers' buckets in [lo, hi), folded to the present,
-    as (events, canonical state text) where that is plain to see; a bucket with
-    rows that need the general fold is folded with `fold_rows`."""
+    as (events, state text): a single row as it is stored, several ``add`` rows of
+    canonical integer states summed, anything else folded with `fold_rows`."""
     grains = [Grain.WINDOW, *([Grain.DAY] if has_day_rollup(m.window_us) else [])]
     sql = (
-        "SELECT customer_id, grain, dimensions, bucket_start, kind, state, events, seq, "
-        "first_seq FROM usage_index WHERE meter_code = ? AND customer_id IN ("
+        "SELECT customer_id, CASE WHEN grain = 'w' THEN dimensions ELSE 'day:' || dimensions "
+        "END, bucket_start, kind, state, events, seq, first_seq FROM usage_index "
+        "WHERE meter_code = ? AND customer_id IN ("
         + ", ".join("?" for _ in customers)
         + ") AND ("
         + " OR ".join("(grain = ? AND bucket_start >= ? AND bucket_start < ?)" for _ in grains)
@@ -856,25 +862,23 @@ def _fast_stored(
     params: list[Any] = [m.code, *customers]
     for g in grains:
         params += [str(g), lo, hi]
-    out: dict[tuple[str, str, int], Any] = {}
-    multi: dict[tuple[str, str, int], list[tuple[Any, ...]]] = {}
+    out: dict[Any, Any] = {}
+    multi: dict[Any, list[tuple[Any, ...]]] = {}
     for row in merkle.raw_rows(conn, sql, tuple(params)):
-        customer, grain, dims, start = str(row[0]), str(row[1]), str(row[2]), int(row[3])
-        key = (customer, dims if grain == Grain.WINDOW else f"day:{dims}", start)
-        seen = multi.get(key)
-        if seen is not None:
-            seen.append(row)
-        elif key in out:
+        key = row[:3]
+        if key in out:
             multi[key] = [out.pop(key), row]
+        elif key in multi:
+            multi[key].append(row)
         else:
             out[key] = row
     sums = m.aggregation is Aggregation.SUM
     folded: dict[tuple[str, str, int], tuple[int, str]] = {}
     for key, row in out.items():
-        if row[4] not in _PLAIN_KINDS or not isinstance(row[5], str) or not isinstance(row[6], int):
+        if row[3] not in _PLAIN_KINDS or type(row[4]) is not str or type(row[5]) is not int:
             multi[key] = [row]
         else:
-            folded[key] = (row[6], row[5])
+            folded[key] = (row[5], row[4])
     for key, rows in multi.items():
         got = _fold_plain(rows, sums)
         if got is None:
@@ -883,18 +887,18 @@ def _fast_stored(
                     m.aggregation,
                     [
                         IndexRow(
-                            int(r[7]),
-                            int(r[8]),
-                            RowKind(str(r[4])),
-                            from_json(str(r[5])),
                             int(r[6]),
+                            int(r[7]),
+                            RowKind(str(r[3])),
+                            from_json(str(r[4])),
+                            int(r[5]),
                         )
                         for r in rows
                     ],
                 )
                 got = (f.events, to_json(f.state))
             except Exception:  # unreadable: the reference path names it
-                bad.add(key[0])
+                bad.add(str(key[0]))
                 continue
         folded[key] = got
     return folded
@@ -905,7 +909,7 @@ def _fold_plain(rows: list[tuple[Any, ...]], sums: bool) -> tuple[int, str] | No
     (events, text) of their sum without parsing; None when any row is otherwise."""
     events, total = 0, 0
     for r in rows:
-        kind, state, n = r[4], r[5], r[6]
+        kind, state, n = r[3], r[4], r[5]
         if kind != "add" or not isinstance(state, str) or not isinstance(n, int):
             return None
         if sums:
@@ -943,8 +947,10 @@ def _fast_windows(
         return {}
     empty = to_json(aggregate(m.aggregation, []))
     checked: dict[str, int] = {}
-    for key, want in fresh.items():
-        if stored.pop(key, None) != want:
+    sums = m.aggregation is Aggregation.SUM
+    for key, (n, total) in fresh.items():
+        got = stored.pop(key, None)
+        if got is None or got[0] != n or got[1] != (_sum_text(total) if sums else _count_text(n)):
             bad.add(key[0])
         checked[key[0]] = checked.get(key[0], 0) + 1
     for key, got in stored.items():
@@ -999,11 +1005,32 @@ def _batch_windows(
         return {}
 
 
+def _retracted(conn: Connection) -> set[tuple[str, str]]:
+    """(customer, event type) of every event a retraction row names, matched by key
+    as the recomputation matches them: these series go the reference path."""
+    return {
+        (str(c), str(t))
+        for c, t in conn.execute(
+            text(
+                "SELECT DISTINCT e.customer_id, e.event_type FROM retractions r "
+                "JOIN events e ON e.source = r.source AND e.event_id = r.event_id"
+            )
+        )
+    }
+
+
 def _bulk_windows(
-    conn: Connection, m: Meter, customers: Sequence[str], lo: int | None, hi: int | None
+    conn: Connection,
+    m: Meter,
+    customers: Sequence[str],
+    lo: int | None,
+    hi: int | None,
+    retracted: set[tuple[str, str]],
 ) -> dict[str, int]:
+    """Series found equal in bulk (the fast path, or batches for the other meters)."""
     if _fast_eligible(m):
-        return _fast_windows(conn, m, customers, lo, hi)
+        plain = [c for c in customers if (c, m.event_type) not in retracted]
+        return _fast_windows(conn, m, plain, lo, hi)
     return _batch_windows(conn, m, customers, lo, hi)
 
 
@@ -1075,10 +1102,11 @@ def check_windows(
     checked = 0
     seen: set[tuple[str, str]] = set()
     equal: dict[tuple[str, str], int] = {}
+    retracted = _retracted(conn)
     for m in meters:
         small = [(s.customer, s.stored) for s in by_type.get(m.event_type, [])]
         for batch in _fast_batches([c for c in small if c[1] <= CHUNK_EVENTS]):
-            for customer, n in _bulk_windows(conn, m, batch, None, None).items():
+            for customer, n in _bulk_windows(conn, m, batch, None, None, retracted).items():
                 equal[(m.code, customer)] = n
     for i, (m, s) in enumerate(work):
         tick("windows", i, len(work))
