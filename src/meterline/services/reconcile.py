@@ -1249,8 +1249,14 @@ def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documen
                     if int(r[0]) > since and isinstance(d := read.get(str(r[1])), Issued)
                 ],
             )
+        preread = read.get(str(number))
+        in_scope = int(seq) > since
+        # A savepoint only where the check runs SQL (a recomputation, a row read
+        # again): out of scope with the row at hand it is pure Python, and
+        # thousands of savepoints would cost more than the check.
+        guard = conn.begin_nested() if in_scope or preread is None else contextlib.nullcontext()
         try:
-            with conn.begin_nested():
+            with guard:
                 previous = _check_document(
                     conn,
                     out,
@@ -1264,8 +1270,8 @@ def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documen
                     cutoff,
                     previous,
                     counters,
-                    int(seq) > since,
-                    read.get(str(number)),
+                    in_scope,
+                    preread,
                     ready.get(str(number)),
                 )
         except Exception as exc:  # an unreadable row: name it, keep the chain going
@@ -1926,14 +1932,13 @@ class TreeCheck:
     sweep_next: int = 0
 
 
-def _prefetch_heads(nodes: merkle.Nodes, bodies: list[str], k: int) -> None:
+def _prefetch_heads(nodes: merkle.Nodes, bodies: list[Any], k: int) -> None:
     """Read the stored nodes of every document's tree head at once (one statement per
     level) instead of per document; what cannot be read here is named per document
     by the loop that follows, exactly as without this."""
     sizes: set[int] = set()
-    for body_text in bodies:
+    for body in bodies:
         with contextlib.suppress(Exception):
-            body = decode_json(body_text.encode())
             size = int(body["tree_head"]["size"])
             if 0 < size <= k:
                 sizes.add(size)
@@ -1986,11 +1991,20 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
     if beyond:
         problems.append(f"{beyond} fact rows carry a seq above the knowledge counter {k}")
     heads = 0
-    docs = conn.execute(text("SELECT number, body FROM documents ORDER BY seq")).all()
-    _prefetch_heads(nodes, [str(b) for _, b in docs], k)
-    for number, body_text in docs:
+    docs: list[tuple[Any, Any]] = []
+    for number, body_text in merkle.raw_rows(
+        conn, "SELECT number, body FROM documents ORDER BY seq", ()
+    ):
         try:
-            body = decode_json(str(body_text).encode())
+            docs.append((number, decode_json(str(body_text).encode())))
+        except Exception as exc:
+            docs.append((number, exc))
+    _prefetch_heads(nodes, [b for _, b in docs], k)
+    for number, body in docs:
+        if isinstance(body, Exception):
+            problems.append(f"{number}: body is unreadable ({type(body).__name__})")
+            continue
+        try:
             head = body.get("tree_head") if isinstance(body, dict) else None
         except Exception as exc:
             problems.append(f"{number}: body is unreadable ({type(exc).__name__})")

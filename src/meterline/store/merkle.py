@@ -655,13 +655,12 @@ def audit_small_kinds(conn: Connection, upto: int, batch: int = 5_000) -> TreeAu
     out = TreeAudit([])
     for kind in FACT_KINDS[1:]:
         cond = f" AND {kind.where}" if kind.where else ""
-        rows = conn.execute(
-            text(
-                f"SELECT {', '.join(kind.columns())} FROM {kind.name} WHERE seq <= :k{cond} "
-                "ORDER BY seq"
-            ),
-            {"k": upto},
-        ).all()
+        rows = raw_rows(  # the driver's cursor, as `facts_in` (same values per column type)
+            conn,
+            f"SELECT {', '.join(kind.columns())} FROM {kind.name} WHERE seq <= ?{cond} "
+            "ORDER BY seq",
+            (upto,),
+        )
         for i in range(0, len(rows), batch):
             part = rows[i : i + batch]
             idxs = [int(r[0]) - 1 for r in part]
