@@ -1012,8 +1012,10 @@ def _retracted(conn: Connection) -> set[tuple[str, str]]:
         (str(c), str(t))
         for c, t in conn.execute(
             text(
+                # CROSS JOIN: SQLite keeps retractions as the outer loop (it would
+                # otherwise walk every event to probe a nearly empty table).
                 "SELECT DISTINCT e.customer_id, e.event_type FROM retractions r "
-                "JOIN events e ON e.source = r.source AND e.event_id = r.event_id"
+                "CROSS JOIN events e WHERE e.source = r.source AND e.event_id = r.event_id"
             )
         )
     }
