@@ -164,6 +164,10 @@ TAMPERS: dict[str, Callable[[Any], None]] = {
     "event value made a decimal": _sql(_ACME_TOKENS, p='{"model":"small","tokens":104.0}'),
     "event value made a string": _sql(_ACME_TOKENS, p='{"model":"small","tokens":"104"}'),
     "event properties unreadable": _sql(_ACME_TOKENS, p='{"model":"small","tokens":'),
+    "event value given twice": _sql(_ACME_TOKENS, p='{"model":"small","tokens":104,"tokens":9}'),
+    "event group given twice": _sql(
+        _ACME_TOKENS, p='{"model":"small","model":"huge","tokens":104}'
+    ),
     "event group changed": _sql(_ACME_TOKENS, p='{"model":"huge","tokens":104}'),
     "event group made a number": _sql(_ACME_TOKENS, p='{"model":7,"tokens":104}'),
     "event time made text": _sql(

@@ -757,6 +757,12 @@ def _fast_raw_sql(
         total = f"SUM(CASE WHEN {ok} THEN {value} END)"
         bad += f" + (CASE WHEN {ok} THEN 0 ELSE 1 END)"
         params += [v, v, v, v, v]
+    if not postgres:
+        # A key given twice: SQLite reads the first, the decoder the last (as does
+        # PostgreSQL's jsonb), so such a row is left to the reference path.
+        for name in [*m.group_by, *([m.property] if sums and m.property else [])]:
+            bad += f" + (CASE WHEN json_type(json_remove({p}, ?), ?) IS NULL THEN 0 ELSE 1 END)"
+            params += [key(name), key(name)]
     groups = "".join(f", g{i}t, g{i}v" for i in range(len(m.group_by)))
     sql = (
         f"SELECT e.customer_id, {ws} AS ws{cols}, COUNT(*), {total}, SUM({bad}) "
