@@ -1035,11 +1035,16 @@ def _bulk_windows(
     hi: int | None,
     retracted: set[tuple[str, str]],
 ) -> dict[str, int]:
-    """Series found equal in bulk (the fast path, or batches for the other meters)."""
+    """Series found equal in bulk: by the database where it can (`_fast_windows`),
+    the rest (a decimal, a retraction, ...) folded in batches (`_batch_windows`)."""
+    got: dict[str, int] = {}
     if _fast_eligible(m):
         plain = [c for c in customers if (c, m.event_type) not in retracted]
-        return _fast_windows(conn, m, plain, lo, hi)
-    return _batch_windows(conn, m, customers, lo, hi)
+        got = _fast_windows(conn, m, plain, lo, hi)
+    rest = [c for c in customers if c not in got]
+    if rest:
+        got.update(_batch_windows(conn, m, rest, lo, hi))
+    return got
 
 
 def _fast_batches(items: Sequence[tuple[str, int]]) -> Iterator[list[str]]:
