@@ -237,3 +237,43 @@ def append_leaves(size: int, frontier: dict[NodeId, bytes], leaves: Iterable[byt
         stack.append(cur)
         n += 1
     return Growth(out)
+
+
+def grow_levels(
+    size: int, frontier: dict[NodeId, bytes], leaves: Sequence[bytes]
+) -> list[tuple[int, list[bytes]]]:
+    """The same nodes as `append_leaves`, level by level: for each level (0 = the
+    leaves) the index of the first node completed and the hashes of the completed
+    nodes, left to right. One hash call per node and no tuple per node, so an
+    auditor can compare whole levels with the stored ones."""
+    out: list[tuple[int, list[bytes]]] = [(size, list(leaves))]
+    end = size + len(leaves)
+    level, lo, cur = 0, size, out[0][1]
+    sha = hashlib.sha256
+    while True:
+        nlo, nhi = size >> (level + 1), end >> (level + 1)
+        if nhi <= nlo:
+            return out
+        first = 2 * nlo  # lo or lo - 1: then the left child is an old frontier node
+        row = cur if first == lo else [frontier[(level, first)], *cur]
+        pairs = 2 * (nhi - nlo)
+        new = [
+            sha(NODE_PREFIX + a + b).digest()
+            for a, b in zip(row[0:pairs:2], row[1:pairs:2], strict=True)
+        ]
+        out.append((nlo, new))
+        level, lo, cur = level + 1, nlo, new
+
+
+def frontier_after(
+    size: int, frontier: dict[NodeId, bytes], levels: list[tuple[int, list[bytes]]]
+) -> dict[NodeId, bytes]:
+    """The frontier of the grown tree (`grow_levels` from `size`)."""
+    end = levels[0][0] + len(levels[0][1])
+    out: dict[NodeId, bytes] = {}
+    for lv, ix in perfect_ranges(0, end):
+        if lv < len(levels) and levels[lv][0] <= ix < levels[lv][0] + len(levels[lv][1]):
+            out[(lv, ix)] = levels[lv][1][ix - levels[lv][0]]
+        else:
+            out[(lv, ix)] = frontier[(lv, ix)]
+    return out

@@ -24,7 +24,7 @@ chunks for large series. The whole run reads one consistent snapshot.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -36,9 +36,10 @@ from meterline.billing import body as typed
 from meterline.billing.credits import GrantKind
 from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash, chain_hash
 from meterline.domain.canonical import content_hash
-from meterline.domain.decimals import exact_sum
+from meterline.domain.decimals import exact_sum, fmt
 from meterline.domain.errors import MeterlineError
-from meterline.domain.events import decode_json
+from meterline.domain.events import Event, decode_json
+from meterline.domain.merkle import perfect_ranges
 from meterline.domain.money import Currency, Rounding, round_money
 from meterline.domain.timestamps import US_PER_DAY, format_us
 from meterline.ledger.accounts import CASH, TAX_PAYABLE, account_class, account_type
@@ -50,18 +51,26 @@ from meterline.metering import (
     aggregate,
     dimensions,
     encode_dimensions,
+    from_json,
     merge,
     to_json,
     value_of,
     window_start,
 )
 from meterline.metering.aggregation import CountState
-from meterline.metering.bitemporal import Grain, IndexRow, RowKind, day_of, has_day_rollup
+from meterline.metering.bitemporal import (
+    Grain,
+    IndexRow,
+    RowKind,
+    day_of,
+    fold_rows,
+    has_day_rollup,
+)
 from meterline.store import checkpoints, credit_facts, documents, journal, merkle, usage_index
 from meterline.store.customer_catalog import load_customer, load_customers
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
-from meterline.store.window_index import WindowKey, WindowRow, recompute
+from meterline.store.window_index import WindowKey, WindowRow, fold, recompute
 
 Progress = Callable[[str, int, int], None]
 
@@ -403,11 +412,17 @@ def _usage_summary(conn: Connection, since: int = 0) -> list[Series]:
             {"since": since},
         )
     }
+    # After a checkpoint SQLite would still walk the whole (customer, type, time) index
+    # for the grouping; the unary plus makes it read only the seq range instead.
+    by = (
+        "+customer_id, +event_type"
+        if since and conn.dialect.name == "sqlite"
+        else ("customer_id, event_type")
+    )
     rows = conn.execute(
         text(
             "SELECT customer_id, event_type, COUNT(*), MIN(event_time), MAX(event_time) "
-            "FROM events WHERE seq > :since GROUP BY customer_id, event_type "
-            "ORDER BY customer_id, event_type"
+            f"FROM events WHERE seq > :since GROUP BY {by} ORDER BY {by}"
         ),
         {"since": since},
     )
@@ -442,6 +457,10 @@ def _stored_windows(
     if has_day_rollup(meter.window_us):
         ranges.append((Grain.DAY, ranges[0][1], ranges[0][2]))
     got = usage_index.read(conn, customer, [meter.code], ranges, None, whole=True)
+    return _keyed(meter, got)
+
+
+def _keyed(meter: Meter, got: usage_index.Read) -> dict[WindowKey, tuple[Any, int]]:
     out: dict[WindowKey, tuple[Any, int]] = {}
     for (code, cust, grain, dims, start), f in got.folded({meter.code: meter.aggregation}).items():
         key_dims = dims if grain == Grain.WINDOW else f"day:{dims}"
@@ -521,19 +540,20 @@ def windows_touched(
     for m in meters:
         by_type.setdefault(m.event_type, []).append(m)
     out: dict[tuple[str, str], set[int]] = {}
-    rows = conn.execute(
-        text(
-            "SELECT customer_id, event_type, event_time FROM events WHERE seq > :k "
-            "UNION ALL SELECT e.customer_id, e.event_type, e.event_time FROM retractions r "
-            "JOIN events e ON e.seq = r.event_seq WHERE r.seq > :k"
-        ),
-        {"k": since},
+    rows = merkle.raw_rows(  # the driver's cursor: one row per new event
+        conn,
+        "SELECT customer_id, event_type, event_time FROM events WHERE seq > ? "
+        "UNION ALL SELECT e.customer_id, e.event_type, e.event_time FROM retractions r "
+        "JOIN events e ON e.seq = r.event_seq WHERE r.seq > ?",
+        (since, since),
     )
     for customer, event_type, event_time in rows:
         for m in by_type.get(str(event_type), []):
-            out.setdefault((m.code, str(customer)), set()).add(
-                window_start(int(event_time), m.window_us)
-            )
+            key = (m.code, str(customer))
+            starts = out.get(key)
+            if starts is None:
+                starts = out[key] = set()
+            starts.add(window_start(int(event_time), m.window_us))
     return out
 
 
@@ -572,13 +592,31 @@ def _check_windows_since(
         for k, starts in windows_touched(conn, meters, since).items()
         if k[0] not in new_meters
     )
-    for i, ((code, customer), starts) in enumerate(work):
-        tick("windows", i, len(work))
+    spans: list[tuple[Meter, str, list[tuple[int, int]]]] = []
+    same_span: dict[tuple[str, int, int], list[tuple[str, int]]] = {}
+    for (code, customer), starts in work:
         m = by_code[code]
         width = m.window_us
         if has_day_rollup(m.window_us):  # whole UTC days, so day rollups compare whole
             starts, width = {day_of(s) for s in starts}, US_PER_DAY
-        for lo, hi in _ranges(starts, width):
+        spans.append((m, customer, _ranges(starts, width)))
+        for lo, hi in spans[-1][2]:
+            same_span.setdefault((code, lo, hi), []).append((customer, 1))
+    equal: dict[tuple[str, str, int, int], int] = {}
+    retracted = _retracted(conn) if same_span else set()
+    for (code, lo, hi), customers in same_span.items():
+        for batch in _fast_batches(customers):
+            m = by_code[code]
+            for customer, n in _bulk_windows(conn, m, batch, lo, hi, retracted).items():
+                equal[(code, customer, lo, hi)] = n
+    for i, (m, customer, ranges) in enumerate(spans):
+        tick("windows", i, len(work))
+        code = m.code
+        for lo, hi in ranges:
+            fast = equal.get((code, customer, lo, hi))
+            if fast is not None:  # equal in bulk (see `_fast_windows`)
+                checked += fast
+                continue
             # No savepoint per chunk (they cost more than the chunk): a row Python
             # cannot read is caught here; an SQL error fails the check as a whole.
             try:
@@ -641,6 +679,388 @@ def _recompute(
     }
 
 
+# Check 2's fast path: count and integer-sum series compared in bulk --------------
+#
+# The reference is `_recompute` + `_stored_windows` + `_compare_windows` per
+# series, which folds every event and every index row in Python. For count
+# meters and sum meters whose values are JSON integers, the database aggregates
+# exactly (SQLite's SUM over 64-bit integers is exact and raises on overflow;
+# PostgreSQL's NUMERIC is exact): one grouped statement per batch of customers
+# for the raw side, one plain read of the index rows, compared as (events,
+# canonical state text). A series passes here only when every window and day
+# rollup is equal; anything else (a value that is no JSON integer, a group value
+# that is no string, unreadable JSON, an unusual or non-canonical index row, any
+# difference, an SQL error) sends that series to the reference path, which names
+# what is wrong exactly as before: the fast path can only confirm equality.
+
+FAST_CUSTOMERS = 500  # customers per statement
+FAST_EVENTS = 200_000  # events per statement (bounds memory)
+_SUM_PREFIX = '{"kind":"sum","sum":"'
+_COUNT_TEXT: dict[int, str] = {}
+_PLAIN_KINDS = ("add", "set", "cpt")  # a single row of these kinds folds to itself
+
+
+def _fast_eligible(m: Meter) -> bool:
+    """Meters whose windows the database can aggregate exactly."""
+    names = [*m.group_by, *([m.property] if m.property else [])]
+    if any('"' in n or "\\" in n for n in names):
+        return False
+    if m.aggregation is Aggregation.COUNT:
+        return True
+    return m.aggregation is Aggregation.SUM and m.property is not None
+
+
+def _fast_raw_sql(
+    m: Meter, postgres: bool, customers: Sequence[str], lo: int | None, hi: int | None
+) -> tuple[str, tuple[Any, ...]]:
+    """Events of the customers (in [lo, hi) if given) per window and group values:
+    count, integer sum, and how many rows the database cannot read exactly (``bad``:
+    a time that is no integer, unreadable JSON, a value that is no integer). No
+    retraction is looked up: series with a retracted event never come here
+    (`_retracted`), so the count index covers an ungrouped count."""
+    w = m.window_us
+    sums = m.aggregation is Aggregation.SUM
+    if postgres:
+        ws = "e.event_time - mod(mod(e.event_time, ?) + ?, ?)"
+        p = "e.properties::jsonb"
+        group = f"jsonb_typeof({p} -> ?) AS g{{i}}t, {p} ->> ? AS g{{i}}v"
+        # JSON integers of at most 18 digits (`?` would read as a placeholder).
+        ok = f"(jsonb_typeof({p} -> ?) = 'number' AND ({p} ->> ?) ~ " + "'^-{0,1}[0-9]{1,18}$')"
+        value = f"({p} ->> ?)::numeric"
+        bad = "0"
+
+        def key(name: str) -> str:
+            return name
+
+    else:
+        ws = "e.event_time - (((e.event_time % ?) + ?) % ?)"
+        p = "(CASE WHEN json_valid(e.properties) THEN e.properties END)"
+        group = f"json_type({p}, ?) AS g{{i}}t, json_extract({p}, ?) AS g{{i}}v"
+        ok = f"(json_type({p}, ?) = 'integer' AND typeof(json_extract({p}, ?)) = 'integer')"
+        value = f"json_extract({p}, ?)"
+        bad = "(CASE WHEN typeof(e.event_time) = 'integer' THEN 0 ELSE 1 END)"
+        if sums or m.group_by:
+            bad += f" + (CASE WHEN {p} IS NULL THEN 1 ELSE 0 END)"
+
+        def key(name: str) -> str:
+            return f'$."{name}"'
+
+    params: list[Any] = [w, w, w]
+    cols = ""
+    for i, name in enumerate(m.group_by):
+        cols += ", " + group.format(i=i)
+        params += [key(name), key(name)]
+    total = "0"
+    if sums:
+        assert m.property is not None
+        v = key(m.property)
+        total = f"SUM(CASE WHEN {ok} THEN {value} END)"
+        bad += f" + (CASE WHEN {ok} THEN 0 ELSE 1 END)"
+        params += [v, v, v, v, v]
+    if not postgres:
+        # A key given twice: SQLite reads the first, the decoder the last (as does
+        # PostgreSQL's jsonb), so such a row is left to the reference path.
+        for name in [*m.group_by, *([m.property] if sums and m.property else [])]:
+            bad += f" + (CASE WHEN json_type(json_remove({p}, ?), ?) IS NULL THEN 0 ELSE 1 END)"
+            params += [key(name), key(name)]
+    groups = "".join(f", g{i}t, g{i}v" for i in range(len(m.group_by)))
+    sql = (
+        f"SELECT e.customer_id, {ws} AS ws{cols}, COUNT(*), {total}, SUM({bad}) "
+        "FROM events e WHERE e.event_type = ? AND e.customer_id IN ("
+        + ", ".join("?" for _ in customers)
+        + ")"
+        + (" AND e.event_time >= ? AND e.event_time < ?" if lo is not None else "")
+        + f" GROUP BY e.customer_id, ws{groups}"
+    )
+    params += [m.event_type, *customers]
+    if lo is not None:
+        params += [lo, hi]
+    return sql, tuple(params)
+
+
+def _count_text(n: int) -> str:
+    got = _COUNT_TEXT.get(n)
+    if got is None:
+        if len(_COUNT_TEXT) > 100_000:
+            _COUNT_TEXT.clear()
+        got = _COUNT_TEXT[n] = to_json(CountState(n))
+    return got
+
+
+def _sum_text(total: int | Decimal) -> str:
+    return f'{_SUM_PREFIX}{total if type(total) is int else fmt(total)}"}}'
+
+
+def _fast_fresh(
+    conn: Connection,
+    m: Meter,
+    customers: Sequence[str],
+    lo: int | None,
+    hi: int | None,
+    bad: set[str],
+) -> dict[tuple[str, str, int], list[Any]]:
+    """The recomputed windows (and day rollups) of the customers as [events, sum],
+    keyed as `_stored_windows` keys them (without the meter code)."""
+    postgres = conn.dialect.name == "postgresql"
+    sql, params = _fast_raw_sql(m, postgres, customers, lo, hi)
+    rows = merkle.raw_rows(conn, sql, params)
+    sums = m.aggregation is Aggregation.SUM
+    ngroups = len(m.group_by)
+    text_kind = "string" if postgres else "text"
+    acc: dict[tuple[str, str, int], list[Any]] = {}
+    rollup = has_day_rollup(m.window_us)
+    plain = encode_dimensions(())
+    for row in rows:
+        customer = row[0]
+        if row[-1] or type(customer) is not str:  # a row the database cannot read exactly
+            bad.add(str(customer))
+            continue
+        if ngroups:
+            dims_list: list[str | None] = []
+            for i in range(ngroups):
+                kind, value = row[2 + 2 * i], row[3 + 2 * i]
+                if kind == text_kind and isinstance(value, str):
+                    dims_list.append(value)
+                elif kind is None or kind == "null":
+                    dims_list.append(None)
+                else:  # a number, boolean or object as group value: the reference path
+                    bad.add(customer)
+                    break
+            else:
+                dims = encode_dimensions(tuple(dims_list))
+        else:
+            dims = plain
+        n, total, start = row[-3], row[-2], row[1]
+        if type(start) is not int or (sums and not isinstance(total, int | Decimal)):
+            bad.add(customer)
+            continue
+        key = (customer, dims, start)
+        if key in acc:  # two raw groups in one window (a null and a missing group value)
+            bad.add(customer)
+        acc[key] = [n, total]
+        if rollup:
+            dkey = (customer, "day:" + dims, start - start % US_PER_DAY)
+            d = acc.get(dkey)
+            if d is None:
+                acc[dkey] = [n, total]
+            else:
+                d[0] += n
+                d[1] += total
+    return acc
+
+
+def _fast_stored(
+    conn: Connection, m: Meter, customers: Sequence[str], lo: int, hi: int, bad: set[str]
+) -> dict[tuple[str, str, int], tuple[int, str]]:
+    """The index rows of the customers' buckets in [lo, hi), folded to the present,
+    as (events, state text): a single row as it is stored, several ``add`` rows of
+    canonical integer states summed, anything else folded with `fold_rows`."""
+    grains = [Grain.WINDOW, *([Grain.DAY] if has_day_rollup(m.window_us) else [])]
+    sql = (
+        "SELECT customer_id, CASE WHEN grain = 'w' THEN dimensions ELSE 'day:' || dimensions "
+        "END, bucket_start, kind, state, events, seq, first_seq FROM usage_index "
+        "WHERE meter_code = ? AND customer_id IN ("
+        + ", ".join("?" for _ in customers)
+        + ") AND ("
+        + " OR ".join("(grain = ? AND bucket_start >= ? AND bucket_start < ?)" for _ in grains)
+        + ")"
+    )
+    params: list[Any] = [m.code, *customers]
+    for g in grains:
+        params += [str(g), lo, hi]
+    out: dict[Any, Any] = {}
+    multi: dict[Any, list[tuple[Any, ...]]] = {}
+    for row in merkle.raw_rows(conn, sql, tuple(params)):
+        key = row[:3]
+        if key in out:
+            multi[key] = [out.pop(key), row]
+        elif key in multi:
+            multi[key].append(row)
+        else:
+            out[key] = row
+    sums = m.aggregation is Aggregation.SUM
+    folded: dict[tuple[str, str, int], tuple[int, str]] = {}
+    for key, row in out.items():
+        if row[3] not in _PLAIN_KINDS or type(row[4]) is not str or type(row[5]) is not int:
+            multi[key] = [row]
+        else:
+            folded[key] = (row[5], row[4])
+    for key, rows in multi.items():
+        got = _fold_plain(rows, sums)
+        if got is None:
+            try:
+                f = fold_rows(
+                    m.aggregation,
+                    [
+                        IndexRow(
+                            int(r[6]),
+                            int(r[7]),
+                            RowKind(str(r[3])),
+                            from_json(str(r[4])),
+                            int(r[5]),
+                        )
+                        for r in rows
+                    ],
+                )
+                got = (f.events, to_json(f.state))
+            except Exception:  # unreadable: the reference path names it
+                bad.add(str(key[0]))
+                continue
+        folded[key] = got
+    return folded
+
+
+def _fold_plain(rows: list[tuple[Any, ...]], sums: bool) -> tuple[int, str] | None:
+    """A bucket of ``add`` rows only, each in canonical text with an integer state:
+    (events, text) of their sum without parsing; None when any row is otherwise."""
+    events, total = 0, 0
+    for r in rows:
+        kind, state, n = r[3], r[4], r[5]
+        if kind != "add" or not isinstance(state, str) or not isinstance(n, int):
+            return None
+        if sums:
+            digits = state[len(_SUM_PREFIX) : -2]
+            if not (
+                state.startswith(_SUM_PREFIX)
+                and state.endswith('"}')
+                and digits.lstrip("-").isdigit()
+                and state == _sum_text(int(digits))
+            ):
+                return None
+            total += int(digits)
+        elif state != _count_text(n):
+            return None
+        events += n
+    return events, (_sum_text(total) if sums else _count_text(events))
+
+
+def _fast_windows(
+    conn: Connection, m: Meter, customers: Sequence[str], lo: int | None, hi: int | None
+) -> dict[str, int]:
+    """Series of ``m`` (customers; in [lo, hi) if given, else whole) found equal to
+    the index, each with the number of windows and day rollups checked; the others
+    are left out."""
+    if not customers:
+        return {}
+    bad: set[str] = set()
+    try:
+        with conn.begin_nested():
+            fresh = _fast_fresh(conn, m, customers, lo, hi, bad)
+            stored = _fast_stored(
+                conn, m, customers, -(2**62) if lo is None else lo, 2**62 if hi is None else hi, bad
+            )
+    except Exception:  # an SQL error (overflow, malformed JSON on PostgreSQL): reference path
+        return {}
+    empty = to_json(aggregate(m.aggregation, []))
+    checked: dict[str, int] = {}
+    sums = m.aggregation is Aggregation.SUM
+    for key, (n, total) in fresh.items():
+        got = stored.pop(key, None)
+        if got is None or got[0] != n or got[1] != (_sum_text(total) if sums else _count_text(n)):
+            bad.add(key[0])
+        checked[key[0]] = checked.get(key[0], 0) + 1
+    for key, got in stored.items():
+        if got != (0, empty):
+            bad.add(key[0])
+    return {c: checked.get(c, 0) for c in customers if c not in bad}
+
+
+def _batch_windows(
+    conn: Connection, m: Meter, customers: Sequence[str], lo: int | None, hi: int | None
+) -> dict[str, int]:
+    """`_fast_windows` for the meters the database cannot aggregate exactly (min,
+    max, latest, unique_count, non-integer sums): the reference recomputation and
+    comparison, but with one read of events and one of the index for the whole
+    batch of customers instead of two statements per customer. Used the same way:
+    a series with any difference, or a batch that raises, goes the reference path."""
+    if not customers:
+        return {}
+    sql = (
+        "SELECT e.seq, e.source, e.event_id, e.customer_id, e.event_type, e.event_time, "
+        "e.properties, e.content_hash FROM events e WHERE e.event_type = ? AND e.customer_id IN ("
+        + ", ".join("?" for _ in customers)
+        + ")"
+        + (" AND e.event_time >= ? AND e.event_time < ?" if lo is not None else "")
+        + " AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.source = e.source "
+        "AND r.event_id = e.event_id)"
+    )
+    params: list[Any] = [m.event_type, *customers, *([lo, hi] if lo is not None else [])]
+    grains = [(Grain.WINDOW, -(2**62) if lo is None else lo, 2**62 if hi is None else hi)]
+    if has_day_rollup(m.window_us):
+        grains.append((Grain.DAY, grains[0][1], grains[0][2]))
+    try:
+        with conn.begin_nested():
+            rows = merkle.raw_rows(conn, sql, tuple(params))
+            fresh_all = fold(
+                {m.event_type: [m]},
+                ((int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])) for r in rows),
+            )
+            reads = usage_index.read_many(conn, customers, [m.code], grains, EVERY_ROW, whole=True)
+            by_customer: dict[str, dict[WindowKey, WindowRow]] = {c: {} for c in customers}
+            for key, row in _with_days(m, fresh_all).items():
+                by_customer[key[1]][key] = row
+            empty = to_json(aggregate(m.aggregation, []))
+            out: dict[str, int] = {}
+            for c in customers:
+                problems: list[str] = []
+                n = _compare_windows(by_customer[c], _keyed(m, reads[c]), empty, problems)
+                if not problems:
+                    out[c] = n
+            return out
+    except Exception:  # a row Python cannot read, an SQL error: the reference path names it
+        return {}
+
+
+def _retracted(conn: Connection) -> set[tuple[str, str]]:
+    """(customer, event type) of every event a retraction row names, matched by key
+    as the recomputation matches them: these series go the reference path."""
+    return {
+        (str(c), str(t))
+        for c, t in conn.execute(
+            text(
+                # CROSS JOIN: SQLite keeps retractions as the outer loop (it would
+                # otherwise walk every event to probe a nearly empty table).
+                "SELECT DISTINCT e.customer_id, e.event_type FROM retractions r "
+                "CROSS JOIN events e WHERE e.source = r.source AND e.event_id = r.event_id"
+            )
+        )
+    }
+
+
+def _bulk_windows(
+    conn: Connection,
+    m: Meter,
+    customers: Sequence[str],
+    lo: int | None,
+    hi: int | None,
+    retracted: set[tuple[str, str]],
+) -> dict[str, int]:
+    """Series found equal in bulk: by the database where it can (`_fast_windows`),
+    the rest (a decimal, a retraction, ...) folded in batches (`_batch_windows`)."""
+    got: dict[str, int] = {}
+    if _fast_eligible(m):
+        plain = [c for c in customers if (c, m.event_type) not in retracted]
+        got = _fast_windows(conn, m, plain, lo, hi)
+    rest = [c for c in customers if c not in got]
+    if rest:
+        got.update(_batch_windows(conn, m, rest, lo, hi))
+    return got
+
+
+def _fast_batches(items: Sequence[tuple[str, int]]) -> Iterator[list[str]]:
+    """Customers in batches of at most FAST_CUSTOMERS and about FAST_EVENTS events."""
+    batch: list[str] = []
+    events = 0
+    for customer, n in items:
+        if batch and (len(batch) >= FAST_CUSTOMERS or events + n > FAST_EVENTS):
+            yield batch
+            batch, events = [], 0
+        batch.append(customer)
+        events += n
+    if batch:
+        yield batch
+
+
 def _events(n: int) -> str:
     return f"{n:,} event" if n == 1 else f"{n:,} events"
 
@@ -694,9 +1114,20 @@ def check_windows(
     work = [(m, s) for m in meters for s in by_type.get(m.event_type, [])]
     checked = 0
     seen: set[tuple[str, str]] = set()
+    equal: dict[tuple[str, str], int] = {}
+    retracted = _retracted(conn)
+    for m in meters:
+        small = [(s.customer, s.stored) for s in by_type.get(m.event_type, [])]
+        for batch in _fast_batches([c for c in small if c[1] <= CHUNK_EVENTS]):
+            for customer, n in _bulk_windows(conn, m, batch, None, None, retracted).items():
+                equal[(m.code, customer)] = n
     for i, (m, s) in enumerate(work):
         tick("windows", i, len(work))
         seen.add((m.code, s.customer))
+        fast = equal.get((m.code, s.customer))
+        if fast is not None:  # equal in bulk (see `_fast_windows`)
+            checked += fast
+            continue
         empty = to_json(aggregate(m.aggregation, []))
         chunks = _chunks(m, s)
         for lo, hi in chunks:
@@ -831,8 +1262,14 @@ def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documen
                     if int(r[0]) > since and isinstance(d := read.get(str(r[1])), Issued)
                 ],
             )
+        preread = read.get(str(number))
+        in_scope = int(seq) > since
+        # A savepoint only where the check runs SQL (a recomputation, a row read
+        # again): out of scope with the row at hand it is pure Python, and
+        # thousands of savepoints would cost more than the check.
+        guard = conn.begin_nested() if in_scope or preread is None else contextlib.nullcontext()
         try:
-            with conn.begin_nested():
+            with guard:
                 previous = _check_document(
                     conn,
                     out,
@@ -846,8 +1283,8 @@ def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documen
                     cutoff,
                     previous,
                     counters,
-                    int(seq) > since,
-                    read.get(str(number)),
+                    in_scope,
+                    preread,
                     ready.get(str(number)),
                 )
         except Exception as exc:  # an unreadable row: name it, keep the chain going
@@ -1444,8 +1881,22 @@ def _pending_rerates(conn: Connection, docs: Documents) -> list[str]:
             doc = documents.get(conn, d.number)
             notes.setdefault(str(doc.body.corrects), []).append(doc)
     k = int(conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one())
+    # An invoice needs a look only if its customer has a mark after the invoice's own
+    # cutoff (the query below asks for marks after an even later one): most have none.
+    latest_mark = {
+        str(c): int(q)
+        for c, q in conn.execute(
+            text("SELECT customer_id, MAX(seq) FROM rerate_marks GROUP BY customer_id")
+        )
+    }
+    customer_of = {d.number: d.customer_id for d in docs.summaries}
+    cutoff_of = {number: cutoff for number, cutoff, _ in docs.heads}
     out = []
     for number in docs.rerate_candidates:
+        latest = latest_mark.get(customer_of.get(number, ""))
+        own_cutoff = cutoff_of.get(number)
+        if latest is None or (isinstance(own_cutoff, int) and latest <= own_cutoff):
+            continue
         invoice = documents.get(conn, number)
         body = invoice.body
         billed = [invoice, *notes.get(invoice.number, [])]
@@ -1494,6 +1945,21 @@ class TreeCheck:
     sweep_next: int = 0
 
 
+def _prefetch_heads(nodes: merkle.Nodes, bodies: list[Any], k: int) -> None:
+    """Read the stored nodes of every document's tree head at once (one statement per
+    level) instead of per document; what cannot be read here is named per document
+    by the loop that follows, exactly as without this."""
+    sizes: set[int] = set()
+    for body in bodies:
+        with contextlib.suppress(Exception):
+            size = int(body["tree_head"]["size"])
+            if 0 < size <= k:
+                sizes.add(size)
+    ids = sorted({i for size in sizes for i in perfect_ranges(0, size)})
+    with contextlib.suppress(merkle.MissingNodes):
+        nodes(ids)
+
+
 def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: Progress) -> Check:
     """Leaves recomputed from the fact rows after `scope.since` (every fact's content
     hash, events included, metered or not) grow the tree from the stored frontier and
@@ -1538,10 +2004,20 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
     if beyond:
         problems.append(f"{beyond} fact rows carry a seq above the knowledge counter {k}")
     heads = 0
-    docs = conn.execute(text("SELECT number, body FROM documents ORDER BY seq")).all()
-    for number, body_text in docs:
+    docs: list[tuple[Any, Any]] = []
+    for number, body_text in merkle.raw_rows(
+        conn, "SELECT number, body FROM documents ORDER BY seq", ()
+    ):
         try:
-            body = decode_json(str(body_text).encode())
+            docs.append((number, decode_json(str(body_text).encode())))
+        except Exception as exc:
+            docs.append((number, exc))
+    _prefetch_heads(nodes, [b for _, b in docs], k)
+    for number, body in docs:
+        if isinstance(body, Exception):
+            problems.append(f"{number}: body is unreadable ({type(body).__name__})")
+            continue
+        try:
             head = body.get("tree_head") if isinstance(body, dict) else None
         except Exception as exc:
             problems.append(f"{number}: body is unreadable ({type(exc).__name__})")

@@ -214,6 +214,7 @@ def facts_in(conn: Connection, lo: int, hi: int, kinds: Sequence[FactKind] | Non
         seq_at = kind.columns().index("seq")
         n = 0
         events = kind.table is schema.events
+        name = kind.name
         for row in rows:
             n += 1
             seq = int(row[seq_at])
@@ -224,7 +225,7 @@ def facts_in(conn: Connection, lo: int, hi: int, kinds: Sequence[FactKind] | Non
                         str(row[1]), str(row[2]), str(row[3]), str(row[4]), row[5], row[6]
                     )
                 )
-                out.kinds[seq] = kind.name
+                out.kinds[seq] = name
                 continue
             try:
                 h = fact_hash(kind, row)
@@ -585,31 +586,15 @@ def audit_range(
         for s in range(at + 1, nxt + 1):
             if s not in facts.hashes:
                 out.problems.append(f"seq {s}: no fact holds it (deleted, or an unknown kind)")
-        leaves = [merkle.leaf_hash(facts.hashes.get(s, NO_FACT)) for s in range(at + 1, nxt + 1)]
-        growth = merkle.append_leaves(at, frontier, leaves)
-        computed: dict[int, dict[int, bytes]] = {}
-        for lv, ix, h in growth.nodes:
-            computed.setdefault(lv, {})[ix] = h
-        for lv, level_nodes in computed.items():
-            lo, hi = min(level_nodes), max(level_nodes) + 1
-            stored = dict(stored_level_range(conn, lv, lo, hi))
-            for ix, h in level_nodes.items():
-                got = stored.get(ix)
-                if got is None:
-                    out.problems.append(f"node (level {lv}, index {ix}) is missing")
-                elif got != h:
-                    what = (
-                        f"{facts.kinds.get(ix + 1, 'no fact')} seq {ix + 1} (leaf {ix})"
-                        if lv == 0
-                        else f"node (level {lv}, {ix})"
-                    )
-                    out.problems.append(
-                        f"{what}: stored {got.hex()[:16]}... but the facts give {h.hex()[:16]}..."
-                    )
-        # carry the recomputed frontier forward
-        table = {(lv, ix): h for lv, ix, h in growth.nodes}
-        table.update(frontier)
-        frontier = {i: table[i] for i in merkle.perfect_ranges(0, nxt)}
+        sha = hashlib.sha256
+        leaves = [
+            sha(merkle.LEAF_PREFIX + facts.hashes.get(s, NO_FACT)).digest()
+            for s in range(at + 1, nxt + 1)
+        ]
+        levels = merkle.grow_levels(at, frontier, leaves)
+        if not _levels_stored(conn, levels):  # some node differs: name each one
+            _compare_growth(conn, merkle.append_leaves(at, frontier, leaves), facts, out)
+        frontier = merkle.frontier_after(at, frontier, levels)
         out.leaves_checked += nxt - at
         if tick:
             tick(nxt)
@@ -624,6 +609,45 @@ def audit_range(
     return out
 
 
+def _levels_stored(conn: Connection, levels: list[tuple[int, list[bytes]]]) -> bool:
+    """Every computed level equals the stored nodes of its index range (one read per
+    level, compared as whole lists)."""
+    for lv, (lo, hashes) in enumerate(levels):
+        if not hashes:
+            continue
+        rows = raw_rows(
+            conn,
+            "SELECT hash FROM merkle_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (lv, lo, lo + len(hashes)),
+        )
+        if len(rows) != len(hashes) or [bytes(r[0]) for r in rows] != hashes:
+            return False
+    return True
+
+
+def _compare_growth(conn: Connection, growth: merkle.Growth, facts: Facts, out: TreeAudit) -> None:
+    """Name every completed node that is missing or differs from the stored one."""
+    computed: dict[int, dict[int, bytes]] = {}
+    for lv, ix, h in growth.nodes:
+        computed.setdefault(lv, {})[ix] = h
+    for lv, level_nodes in computed.items():
+        lo, hi = min(level_nodes), max(level_nodes) + 1
+        stored = dict(stored_level_range(conn, lv, lo, hi))
+        for ix, h in level_nodes.items():
+            got = stored.get(ix)
+            if got is None:
+                out.problems.append(f"node (level {lv}, index {ix}) is missing")
+            elif got != h:
+                what = (
+                    f"{facts.kinds.get(ix + 1, 'no fact')} seq {ix + 1} (leaf {ix})"
+                    if lv == 0
+                    else f"node (level {lv}, {ix})"
+                )
+                out.problems.append(
+                    f"{what}: stored {got.hex()[:16]}... but the facts give {h.hex()[:16]}..."
+                )
+
+
 def audit_small_kinds(conn: Connection, upto: int, batch: int = 5_000) -> TreeAudit:
     """Every non-event fact with seq <= upto, recomputed from its row and compared
     with its stored leaf. There are few of them (catalog, documents, status facts,
@@ -631,13 +655,12 @@ def audit_small_kinds(conn: Connection, upto: int, batch: int = 5_000) -> TreeAu
     out = TreeAudit([])
     for kind in FACT_KINDS[1:]:
         cond = f" AND {kind.where}" if kind.where else ""
-        rows = conn.execute(
-            text(
-                f"SELECT {', '.join(kind.columns())} FROM {kind.name} WHERE seq <= :k{cond} "
-                "ORDER BY seq"
-            ),
-            {"k": upto},
-        ).all()
+        rows = raw_rows(  # the driver's cursor, as `facts_in` (same values per column type)
+            conn,
+            f"SELECT {', '.join(kind.columns())} FROM {kind.name} WHERE seq <= ?{cond} "
+            "ORDER BY seq",
+            (upto,),
+        )
         for i in range(0, len(rows), batch):
             part = rows[i : i + batch]
             idxs = [int(r[0]) - 1 for r in part]
