@@ -24,6 +24,21 @@ from meterline.store.facts import facts
 
 NOW = parse_rfc3339("2024-01-20T00:00:00Z")
 SUBSCRIBED = [{"price_book": "standard", "start": "2024-01-01T00:00:00Z"}]
+# The first tier's price halved, retroactively to January 1st (a correction of v1).
+PRICE_FIX: dict[str, Any] = {
+    "version": "v2",
+    "effective_from": "2024-01-01T00:00:00Z",
+    "supersedes": "v1",
+    "reason": "price fix",
+    "charges": [
+        {
+            "code": "api",
+            "meter": "api_calls",
+            "model": "graduated",
+            "tiers": [{**TIERS[0], "unit_price": "0.01"}, *TIERS[1:]],
+        }
+    ],
+}
 CUSTOMERS = [
     {"id": "acme", "name": "Acme", "currency": "USD", "subscriptions": SUBSCRIBED},
     {"id": "other", "name": "Other", "currency": "USD", "subscriptions": SUBSCRIBED},
@@ -77,21 +92,7 @@ def test_a_retraction_and_a_price_change_renew_the_rating(store: Store) -> None:
     assert _due(store) == Decimal("0.20")
     retract_event(store, "default", "c0", "sent twice", NOW)
     assert _due(store) == Decimal("0.18") == _fresh_due(store)
-    cheaper: dict[str, Any] = {
-        "version": "v2",
-        "effective_from": "2024-01-01T00:00:00Z",
-        "supersedes": "v1",
-        "reason": "price fix",
-        "charges": [
-            {
-                "code": "api",
-                "meter": "api_calls",
-                "model": "graduated",
-                "tiers": [{**TIERS[0], "unit_price": "0.01"}, *TIERS[1:]],
-            }
-        ],
-    }
-    apply_catalog(store, catalog(V1, cheaper, customers=CUSTOMERS), NOW)
+    apply_catalog(store, catalog(V1, PRICE_FIX, customers=CUSTOMERS), NOW)
     assert _due(store) == Decimal("0.09") == _fresh_due(store)
 
 
@@ -147,21 +148,7 @@ def test_a_price_change_re_rates_everyone_on_the_next_pass(store: Store) -> None
     ingest(store, at, calls(10))
     ingest(store, at, calls(20, prefix="o", customer="other"))
     first = credits.refresh(store, NOW)
-    fix: dict[str, Any] = {
-        "version": "v2",
-        "effective_from": "2024-01-01T00:00:00Z",
-        "supersedes": "v1",
-        "reason": "price fix",
-        "charges": [
-            {
-                "code": "api",
-                "meter": "api_calls",
-                "model": "graduated",
-                "tiers": [{**TIERS[0], "unit_price": "0.01"}, *TIERS[1:]],
-            }
-        ],
-    }
-    apply_catalog(store, catalog(V1, fix, customers=CUSTOMERS), NOW)
+    apply_catalog(store, catalog(V1, PRICE_FIX, customers=CUSTOMERS), NOW)
     again = credits.refresh(store, NOW, since=first.known_at)
     assert (again.rated, again.checked) == (2, 2)
     assert (_stored_due(store), _stored_due(store, "other")) == (Decimal("0.10"), Decimal("0.20"))
