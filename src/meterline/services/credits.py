@@ -276,8 +276,10 @@ def _row(s: GrantState, now_us: int, seq: int | None = None) -> dict[str, Any]:
     }
 
 
-def _grants(conn: Connection, customer_id: str) -> tuple[Any, list[GrantState], dict[str, int]]:
-    k = sequence.current(conn)
+def _grants(
+    conn: Connection, customer_id: str, k: int | None = None
+) -> tuple[Any, list[GrantState], dict[str, int]]:
+    k = sequence.current(conn) if k is None else k
     customer = load_customer(conn, customer_id, k)
     rows = credit_facts.facts(conn, customer_id, k)
     from meterline.store import documents
@@ -414,7 +416,7 @@ def balance(store: Store, customer_id: str, now_us: int) -> dict[str, Any]:
     what the open period's usage, rated as known now, comes to (before credits)."""
     with store.read() as conn:
         k = sequence.current(conn)
-        customer, states, seqs = _grants(conn, customer_id)
+        customer, states, seqs = _grants(conn, customer_id, k)
         cur = customer.currency
         open_period: dict[str, Any] | None = None
         due = Decimal(0)

@@ -138,30 +138,13 @@ def _evaluate(
     return out
 
 
-# Parsed definitions by their stored text (facts never change; equal text, equal
-# value): the check reads a few short rows and parses nothing it parsed before.
+# Parsed meters by their stored text (facts never change; equal text, equal value).
 _PARSED_SIZE = 10_000
-_customers: dict[str, Customer] = {}
 _meters: dict[str, Meter] = {}
 
 
 def _customer(conn: Connection, customer_id: str, known_at: int) -> Customer:
-    row = conn.execute(
-        text(
-            "SELECT definition FROM customers WHERE customer_id = :c AND seq <= :k "
-            "ORDER BY seq DESC LIMIT 1"
-        ),
-        {"c": customer_id, "k": known_at},
-    ).first()
-    if row is None:
-        raise MeterlineError(ErrorCode.UNKNOWN_CUSTOMER, f"no customer {customer_id!r}")
-    found = _customers.get(row[0])
-    if found is None:
-        found = load_customer(conn, customer_id, known_at)
-        if len(_customers) >= _PARSED_SIZE:
-            _customers.clear()
-        _customers[row[0]] = found
-    return found
+    return load_customer(conn, customer_id, known_at)  # parsed once per version
 
 
 def _meter(conn: Connection, code: str, known_at: int) -> Meter:

@@ -11,6 +11,12 @@ from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import decode_json
 from meterline.store import sequence
 
+# Parsed customers by their stored definition text: a version never changes and
+# equal text is an equal (frozen) value, so a balance or entitlement check reads one
+# short row and parses nothing it parsed before. Bounded; cleared when full.
+_PARSED_SIZE = 20_000
+_parsed: dict[str, Customer] = {}
+
 
 def load_customer(conn: Connection, customer_id: str, known_at: int | None = None) -> Customer:
     k = sequence.current(conn) if known_at is None else known_at
@@ -23,7 +29,14 @@ def load_customer(conn: Connection, customer_id: str, known_at: int | None = Non
     ).first()
     if row is None:
         raise MeterlineError(ErrorCode.UNKNOWN_CUSTOMER, f"no customer {customer_id!r}")
-    return parse_customer(decode_json(row[0]), f"customer {customer_id}")
+    definition = str(row[0])
+    found = _parsed.get(definition)
+    if found is None:
+        found = parse_customer(decode_json(definition), f"customer {customer_id}")
+        if len(_parsed) >= _PARSED_SIZE:
+            _parsed.clear()
+        _parsed[definition] = found
+    return found
 
 
 def load_customers_by_id(
