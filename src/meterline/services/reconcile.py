@@ -1710,11 +1710,10 @@ def check_ledger(
         if docs.status.get(d.number, Status.ISSUED) == Status.ISSUED:
             key = (f"receivable:{d.customer_id}", d.currency)
             open_docs[key] = open_docs.get(key, ZERO) + d.total
+    then = _statuses_at(docs, since) if older else {}
     for number, d in older.items():  # status moved since the checkpoint: move its share
-        then = _status_at(docs, number, since)
-        now = docs.status.get(number, Status.ISSUED)
-        _expect(d, then, open_docs, owed, -1)
-        _expect(d, now, open_docs, owed, 1)
+        _expect(d, then.get(number, Status.ISSUED), open_docs, owed, -1)
+        _expect(d, docs.status.get(number, Status.ISSUED), open_docs, owed, 1)
     receivable = {k: v for k, v in balances.items() if account_class(k[0]) == "receivable"}
     checks.append(
         _compare_balances(
@@ -1770,15 +1769,14 @@ def _doc_seq(conn: Connection, number: str) -> int:
     )
 
 
-def _status_at(docs: Documents, number: str, seq: int) -> Status:
-    """A document's status as known at `seq` (issued until a status fact says else)."""
-    status = Status.ISSUED
-    for q, n, st, _ in docs.status_facts:
+def _statuses_at(docs: Documents, seq: int) -> dict[str, Status]:
+    """Each document's status as known at `seq` (issued until a status fact says else)."""
+    out: dict[str, Status] = {}
+    for q, n, st, _ in docs.status_facts:  # in seq order
         if q > seq:
             break
-        if n == number:
-            status = Status(st)
-    return status
+        out[n] = Status(st)
+    return out
 
 
 def _expect(d: DocSummary, status: Status, receivable: Totals, owed: Totals, sign: int) -> None:
