@@ -37,17 +37,21 @@ from meterline.services.reconcile import reconcile
 from meterline.store.database import open_store
 store = open_store(sys.argv[1])
 cpu, t0 = time.process_time(), time.perf_counter()
-report = reconcile(store, record=False)
+report = reconcile(store, full=sys.argv[2] == "full", record=False)
 wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
 store.dispose()
 print(json.dumps({"wall": wall, "cpu": cpu, "report": report.to_json()}))
 """
 
 
-def _run(src: str, url: str) -> dict[str, object]:
+def _run(src: str, url: str, mode: str = "incremental") -> dict[str, object]:
     env = dict(os.environ, PYTHONPATH=src)
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, url], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _CHILD, url, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     got: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
     return got
@@ -58,18 +62,34 @@ def _shape(report: object) -> list[tuple[str, bool]]:
     return [(str(c["name"]), bool(c["ok"])) for c in report["checks"]]
 
 
-def _pairs(label: str, base: str, here: str, url: str, rounds: int) -> None:
+def _pairs(
+    label: str, base: str, here: str, url: str, rounds: int, mode: str = "incremental"
+) -> None:
+    reports: dict[str, object] = {}
     for i in range(rounds):
         for name, src in (("before", base), ("after", here)):
-            got = _run(src, url)
+            got = _run(src, url, mode)
             report = got["report"]
             assert isinstance(report, dict)
+            reports[name] = report
             print(
                 f"{label} round {i + 1} {name}: {float(str(got['wall'])):.2f}s "
                 f"(cpu {float(str(got['cpu'])):.2f}s) ok={report['ok']} mode={report['mode']} "
                 f"checks={_shape(report)}; load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
+    before, after = reports["before"], reports["after"]
+    assert isinstance(before, dict) and isinstance(after, dict)
+    print(f"{label}: reports identical as JSON: {before == after}", flush=True)
+    for b, a in zip(before["checks"], after["checks"], strict=True):
+        if b != a:
+            print(
+                f"  {b['name']}: before {b['details']!r}\n  {' ' * len(b['name'])}  after  "
+                f"{a['details']!r}",
+                flush=True,
+            )
+    if before["warnings"] != after["warnings"]:
+        print(f"  warnings: before {before['warnings']}\n  after {after['warnings']}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", required=True, help="the baseline's src directory")
+    parser.add_argument("--compare-full", action="store_true", help="also time --full, once")
     args = parser.parse_args(argv)
     here = str(Path(__file__).resolve().parent.parent / "src")
     print(f"load average {os.getloadavg()[0]:.2f}; baseline {args.baseline}", flush=True)
@@ -109,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             assert reconcile(store).ok
             store.dispose()
             _pairs("incremental, nothing new", args.baseline, here, url, args.rounds)
+            if args.compare_full:
+                _pairs("full", args.baseline, here, url, 1, "full")
         finally:
             store.dispose()
     return 0
