@@ -164,3 +164,19 @@ def test_an_old_document_tampered_is_caught_by_full(store: Store) -> None:
     assert incremental.mode == "incremental"
     assert {c.name for c in incremental.checks if not c.ok} == {"merkle_log"}
     assert "documents seq" in incremental.check("merkle_log").details
+
+
+def test_the_checkpoint_an_incremental_run_resumes_from_must_hash_to_its_content(
+    store: Store,
+) -> None:
+    """Its carried state is trusted only under its chained hash."""
+    _books_after_the_checkpoint(store)
+    with store.write() as conn:
+        state = json.loads(
+            str(conn.execute(text("SELECT state FROM reconcile_checkpoints")).scalar_one())
+        )
+        state["carry"]["receivable"] = []
+        conn.execute(text("UPDATE reconcile_checkpoints SET state = :s"), {"s": json.dumps(state)})
+    report = reconcile(store)
+    assert report.mode == "incremental" and not report.ok
+    assert "checkpoint 1: its hash does not match" in report.check("merkle_log").details

@@ -2174,7 +2174,13 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
     nodes = merkle.Nodes(conn)
     cp = scope.checkpoint
     if cp is not None:
-        problems.extend(checkpoints.chain_problems(conn))
+        # The whole chain, or with a carried state the checkpoint it comes from (earlier
+        # links were checked by the runs after them; `--full` does not resume from one).
+        problems.extend(
+            checkpoints.chain_problems(conn)
+            if scope.carry is None
+            else checkpoints.link_problems(conn, cp)
+        )
         try:
             if merkle.head(conn, cp.seq, nodes).root.hex() != cp.root:
                 problems.append(
