@@ -17,6 +17,7 @@ from meterline.services.corrections import rerate
 from meterline.services.reconcile import reconcile
 from meterline.services.retraction import retract_event
 from meterline.services.verification import verify
+from meterline.store import checkpoints
 from meterline.store.database import Store
 
 JAN1 = parse_rfc3339("2024-01-01T00:00:00Z")
@@ -238,6 +239,7 @@ def test_a_full_history_ties_out(store: Store) -> None:
         {"grant": "promo", "amount": "10.00"},
         {"grant": "paid", "amount": "4.00"},
     ]
+    assert reconcile(store, full=True).ok  # a checkpoint: what follows is incremental
     for i in range(50):
         retract_event(store, "default", f"c{i}", "duplicates", LATER_US)
     assert rerate(store, LATER_US).issued
@@ -249,7 +251,13 @@ def test_a_full_history_ties_out(store: Store) -> None:
     assert (b["expired"], b["voided"], b["available"]) == ("11.00", "7.00", "5.00")
     for entry in ledger.journal(store):
         assert entry["balanced"]
+    grown = reconcile(store)  # a correction, a void, credit facts after the checkpoint
+    assert grown.ok and grown.mode == "incremental", grown.to_json()
     _clean(store)
+    with store.read() as conn:
+        *_, incremental, full = checkpoints.all_checkpoints(conn)
+    assert (incremental.mode, full.mode, incremental.seq) == ("incremental", "full", full.seq)
+    assert incremental.state["carry"] == full.state["carry"]  # carried = recomputed
     assert reconcile(store).ok  # and incrementally after the clean run
 
 

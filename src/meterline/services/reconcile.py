@@ -37,7 +37,7 @@ from meterline.billing.credits import GrantKind
 from meterline.billing.document import GENESIS, Issued, Kind, Status, body_hash, chain_hash
 from meterline.domain.canonical import content_hash
 from meterline.domain.decimals import exact_sum, fmt
-from meterline.domain.errors import MeterlineError
+from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.domain.events import Event, decode_json
 from meterline.domain.merkle import perfect_ranges
 from meterline.domain.money import Currency, Rounding, round_money
@@ -66,8 +66,16 @@ from meterline.metering.bitemporal import (
     fold_rows,
     has_day_rollup,
 )
-from meterline.store import checkpoints, credit_facts, documents, journal, merkle, usage_index
-from meterline.store.customer_catalog import load_customer, load_customers
+from meterline.store import (
+    checkpoints,
+    credit_facts,
+    documents,
+    journal,
+    merkle,
+    sequence,
+    usage_index,
+)
+from meterline.store.customer_catalog import load_customer, load_customers, load_customers_by_id
 from meterline.store.database import Store
 from meterline.store.meter_catalog import load_meters
 from meterline.store.window_index import WindowKey, WindowRow, fold, recompute
@@ -176,7 +184,8 @@ def reconcile(
         with contextlib.suppress(Exception), conn.begin_nested():
             last = checkpoints.last(conn)
         if not full and last is not None and last.seq <= report.cutoff_seq:
-            scope = Scope(last.seq, last)
+            scope = Scope(last.seq, last, Carry.from_state(last.state))
+        carry = Carry()  # what this run's checkpoint carries to the next one
         report.mode = "incremental" if scope.checkpoint else "full"
         report.checkpoint = {
             "from_seq": scope.since,
@@ -200,33 +209,34 @@ def reconcile(
 
         def load_docs() -> list[Check]:
             nonlocal docs
-            docs = _load_documents(conn, tick, scope.since)
+            docs = _load_documents(conn, tick, scope.since, scope.carry)
+            carry.documents, carry.tip, carry.counters = docs.total, docs.tip, docs.counters
             return [
                 _result("documents_reproduce", docs.reproduce, docs.reproduce_ok()),
                 _result(
                     "document_arithmetic",
                     docs.arithmetic,
-                    f"{docs.checked} of {len(docs.summaries)} documents: lines, subtotal, tax, "
+                    f"{docs.checked} of {docs.total} documents: lines, subtotal, tax, "
                     "credits and total agree",
                 ),
             ]
 
         run(["documents_reproduce", "document_arithmetic"], load_docs)
-        run(LEDGER_CHECKS, lambda: check_ledger(conn, docs, tick))
+        run(LEDGER_CHECKS, lambda: check_ledger(conn, docs, tick, scope, carry))
         run(
             ["hash_chain"],
             lambda: [
                 _result(
                     "hash_chain",
                     docs.chain,
-                    f"{len(docs.summaries)} documents chained from genesis; numbers gapless per "
-                    "kind",
+                    f"{docs.total} documents chained from genesis; numbers gapless per kind",
                 )
             ],
         )
         run(["void_corrections"], lambda: [check_void_corrections(conn, docs)])
         tree = TreeCheck()
         run(["merkle_log"], lambda: [check_merkle(conn, scope, report.cutoff_seq, tree, tick)])
+        carry.heads = tree.heads
         tick("warnings", 0, 1)
         try:
             with conn.begin_nested():
@@ -237,16 +247,70 @@ def reconcile(
             )
         tick("warnings", 1, 1)
     if report.ok and record:
-        _record_checkpoint(store, report, scope, tree)
+        _record_checkpoint(store, report, scope, tree, carry)
     return report
+
+
+Totals = dict[tuple[str, str], Decimal]
+
+
+@dataclass
+class Carry:
+    """What the whole-store checks know at a checkpoint, kept in its (hashed) state so
+    the next incremental run reads only what was added since (DESIGN §9): the document
+    chain's tip and per-kind counters, how many documents and tree heads were checked,
+    and what the documents say the receivable and the other accounts must hold. An old
+    document or fact altered in place is then found by `--full` and the sweep."""
+
+    documents: int = 0
+    tip: str = GENESIS
+    counters: dict[str, int] = field(default_factory=dict)
+    heads: int = 0
+    receivable: Totals = field(default_factory=dict)
+    owed: Totals = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        def rows(totals: Totals) -> list[list[str]]:
+            return [[a, c, str(v)] for (a, c), v in sorted(totals.items())]
+
+        return {
+            "documents": self.documents,
+            "tip": self.tip,
+            "counters": dict(sorted(self.counters.items())),
+            "heads": self.heads,
+            "receivable": rows(self.receivable),
+            "owed": rows(self.owed),
+        }
+
+    @staticmethod
+    def from_state(state: dict[str, Any]) -> Carry | None:
+        """The carried state, or None (a checkpoint from before it was kept, or one that
+        cannot be read): then documents and the ledger are read whole, as `--full`."""
+        got = state.get("carry")
+        if not isinstance(got, dict):
+            return None
+        try:
+            return Carry(
+                int(got["documents"]),
+                str(got["tip"]),
+                {str(k): int(v) for k, v in got["counters"].items()},
+                int(got["heads"]),
+                {(str(a), str(c)): Decimal(str(v)) for a, c, v in got["receivable"]},
+                {(str(a), str(c)): Decimal(str(v)) for a, c, v in got["owed"]},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
+            return None
 
 
 @dataclass(frozen=True)
 class Scope:
-    """What a run checks: facts, index rows and documents with seq > since."""
+    """What a run checks: facts, index rows and documents with seq > since. With a
+    `carry` (incremental after a checkpoint that kept one) documents before `since` are
+    not read: their chain tip, counts and ledger totals come from the checkpoint."""
 
     since: int
     checkpoint: checkpoints.Checkpoint | None
+    carry: Carry | None = None
 
 
 LEDGER_CHECKS = ["ledger_balanced", "ledger_postings", "ledger_receivable", "ledger_revenue"]
@@ -270,7 +334,7 @@ class _Guard:
 
 
 def _record_checkpoint(
-    store: Store, report: ReconcileReport, scope: Scope, tree: TreeCheck
+    store: Store, report: ReconcileReport, scope: Scope, tree: TreeCheck, carry: Carry
 ) -> None:
     base = scope.checkpoint.fact_count if scope.checkpoint else 0
     with store.write() as conn:
@@ -281,7 +345,7 @@ def _record_checkpoint(
             tree.root,
             report.mode,
             content_hash(report.to_json()),
-            {"sweep_next": tree.sweep_next},
+            {"sweep_next": tree.sweep_next, "carry": carry.to_state()},
         )
     report.checkpoint["recorded"] = cp.checkpoint_hash
 
@@ -1218,16 +1282,27 @@ class Documents:
     rerate_candidates: list[str] = field(default_factory=list)
     heads: list[tuple[str, Any, Any]] = field(default_factory=list)
     checked: int = 0  # documents recomputed (all, or those issued after the checkpoint)
+    carried: int = 0  # documents before the checkpoint, not read (their count carried)
+    tip: str = GENESIS  # the last document's hash
+    counters: dict[str, int] = field(default_factory=dict)  # documents per number prefix
+
+    @property
+    def total(self) -> int:
+        return self.carried + len(self.summaries)
 
     def reproduce_ok(self) -> str:
         return f"{self.checked} documents reproduce their content hash at their cutoff"
 
 
-def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documents:
+def _load_documents(
+    conn: Connection, tick: Progress, since: int = 0, carry: Carry | None = None
+) -> Documents:
     """Documents after `since` are recomputed and their arithmetic checked; every
-    document is read for the chain, numbering and ledger. A document that cannot
-    be read is named and the run goes on."""
+    document is read for the chain, numbering and ledger, or with a `carry` only those
+    after `since` (the chain resumes from the carried tip and counters). A document
+    that cannot be read is named and the run goes on."""
     out = Documents()
+    read_from = since if carry is not None else 0
     for seq, number, status, at in conn.execute(
         text("SELECT seq, number, status, at FROM document_status ORDER BY seq")
     ):
@@ -1239,17 +1314,19 @@ def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documen
     rows = conn.execute(
         text(
             "SELECT seq, number, kind, customer_id, currency, total, corrects, cutoff_seq "
-            "FROM documents ORDER BY seq"
-        )
+            "FROM documents WHERE seq > :s ORDER BY seq"
+        ),
+        {"s": read_from},
     ).all()
-    previous = GENESIS
-    counters: dict[str, int] = {}
+    previous = carry.tip if carry is not None else GENESIS
+    counters: dict[str, int] = dict(carry.counters) if carry is not None else {}
+    out.carried = carry.documents if carry is not None else 0
     from meterline.services.invoicing import RECOMPUTE_CHUNK
     from meterline.services.verification import recompute_many
 
     # Every document read with one statement; those in scope recomputed in batches
     # (`recompute_many`: shared reads; what it cannot do is recomputed one by one).
-    read = {number: got for _, number, _, got in documents.read_all(conn)}
+    read = {number: got for _, number, _, got in documents.read_all(conn, read_from)}
     ready: dict[str, Any] = {}
     for i, (seq, number, kind, customer, currency, total, corrects, cutoff) in enumerate(rows):
         tick("documents", i, len(rows))
@@ -1298,6 +1375,7 @@ def _load_documents(conn: Connection, tick: Progress, since: int = 0) -> Documen
             prefix = str(number).partition("-")[0]
             counters[prefix] = counters.get(prefix, 0) + 1
     tick("documents", len(rows), len(rows))
+    out.tip, out.counters = previous, counters
     for kind, last in conn.execute(text("SELECT kind, last FROM document_numbers")):
         issued = counters.get(Kind(str(kind)).prefix, 0)
         if int(last) != issued:
@@ -1488,8 +1566,20 @@ def _entry_text(e: Entry) -> str:
     )
 
 
-def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Check]:
+def check_ledger(
+    conn: Connection,
+    docs: Documents,
+    tick: Progress,
+    scope: Scope | None = None,
+    carry: Carry | None = None,
+) -> list[Check]:
+    """Checks 5. With a carried state (`scope.carry`) only entries and facts after the
+    checkpoint are read; what the documents say each account must hold is the carried
+    totals plus what the new documents, status changes and credit facts move."""
     tick("ledger", 0, 4)
+    held = scope.carry if scope is not None else None
+    since = scope.since if held is not None and scope is not None else 0
+    after = {"s": since}
     # Balanced: in SQL, over integer minor units.
     unbalanced = [
         f"entry {seq} ({doc}): debits {d} != credits {c} (minor units)"
@@ -1497,10 +1587,12 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
             text(
                 "SELECT e.seq, e.document, COALESCE(SUM(l.debit_minor), 0), "
                 "COALESCE(SUM(l.credit_minor), 0) FROM journal_entries e "
-                "LEFT JOIN journal_lines l ON l.entry_seq = e.seq GROUP BY e.seq, e.document "
+                "LEFT JOIN journal_lines l ON l.entry_seq = e.seq WHERE e.seq > :s "
+                "GROUP BY e.seq, e.document "
                 "HAVING COALESCE(SUM(l.debit_minor), 0) <> COALESCE(SUM(l.credit_minor), 0) "
                 "ORDER BY e.seq"
-            )
+            ),
+            after,
         )
     ]
     unbalanced += [
@@ -1511,13 +1603,20 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
                 "WHEN l.currency <> e.currency THEN 'in ' || l.currency || ', entry in ' || e.currency "
                 "ELSE 'must be one positive debit or one positive credit' END "
                 "FROM journal_lines l LEFT JOIN journal_entries e ON e.seq = l.entry_seq "
-                "WHERE e.seq IS NULL OR l.currency <> e.currency OR l.debit_minor < 0 "
-                "OR l.credit_minor < 0 OR (l.debit_minor > 0) = (l.credit_minor > 0) "
+                "WHERE l.entry_seq > :s AND (e.seq IS NULL OR l.currency <> e.currency "
+                "OR l.debit_minor < 0 OR l.credit_minor < 0 "
+                "OR (l.debit_minor > 0) = (l.credit_minor > 0)) "
                 "ORDER BY l.entry_seq, l.line_no"
-            )
+            ),
+            after,
         )
     ]
-    accounts = [str(r[0]) for r in conn.execute(text("SELECT DISTINCT account FROM journal_lines"))]
+    accounts = [
+        str(r[0])
+        for r in conn.execute(
+            text("SELECT DISTINCT account FROM journal_lines WHERE entry_seq > :s"), after
+        )
+    ]
     for account in sorted(accounts):
         try:
             account_type(account)
@@ -1536,20 +1635,42 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
     expected: dict[int, Entry | None] = {d.seq: d.issue for d in docs.summaries}
     by_number = {d.number: d for d in docs.summaries}
     bodies: dict[str, typed.Body] = {}
+    posting_problems: list[str] = []
+    older: dict[str, DocSummary] = {}  # documents before the checkpoint whose status moved
     for seq, number, status, _ in docs.status_facts:
-        if number not in by_number:
+        if seq <= since:
             continue
+        if number not in by_number and number not in older:
+            if held is None:
+                continue
+            try:  # a document before the checkpoint: read it alone
+                doc = documents.get(conn, number)
+            except Exception as exc:
+                posting_problems.append(f"{number} (status at seq {seq}): unreadable ({exc})")
+                continue
+            bodies[number] = doc.body
+            older[number] = _summary(_doc_seq(conn, number), doc, posting_problems)
         if number not in bodies:
             bodies[number] = documents.get(conn, number).body
         try:
             expected[seq] = status_entry(number, status, bodies[number])
         except (ValueError, KeyError, ArithmeticError):
             expected[seq] = None
-    posting_problems: list[str] = []
-    credit_expected = _credit_entries(conn, posting_problems)
+    credit_expected = {
+        q: e for q, e in _credit_entries(conn, posting_problems).items() if q > since
+    }
     expected.update(credit_expected)
     stored_seqs: set[int] = set()
-    for stored in journal.entries(conn):
+    if held is None:
+        stored_entries: Iterator[journal.StoredEntry] = journal.entries(conn)
+    else:
+        new = int(
+            conn.execute(
+                text("SELECT COUNT(*) FROM journal_entries WHERE seq > :s"), after
+            ).scalar_one()
+        )
+        stored_entries = journal.entries(conn, limit=new) if new else iter(())
+    for stored in stored_entries:
         stored_seqs.add(stored.seq)
         want = expected.get(stored.seq)
         got = stored.entry
@@ -1576,17 +1697,23 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
         _result(
             "ledger_postings",
             posting_problems,
-            f"{len(stored_seqs)} entries match the posting rules of their documents and payments",
+            f"{len(stored_seqs) if held is None else entries_n} entries match the posting "
+            "rules of their documents and payments",
         )
     )
     tick("ledger", 2, 4)
     balances = _balances(conn)
     # Receivable per customer == its open documents (issued, not paid, not void).
-    open_docs: dict[tuple[str, str], Decimal] = {}
+    open_docs: Totals = dict(held.receivable) if held is not None else {}
+    owed: Totals = dict(held.owed) if held is not None else {}
     for d in docs.summaries:
         if docs.status.get(d.number, Status.ISSUED) == Status.ISSUED:
             key = (f"receivable:{d.customer_id}", d.currency)
             open_docs[key] = open_docs.get(key, ZERO) + d.total
+    then = _statuses_at(docs, since) if older else {}
+    for number, d in older.items():  # status moved since the checkpoint: move its share
+        _expect(d, then.get(number, Status.ISSUED), open_docs, owed, -1)
+        _expect(d, docs.status.get(number, Status.ISSUED), open_docs, owed, 1)
     receivable = {k: v for k, v in balances.items() if account_class(k[0]) == "receivable"}
     checks.append(
         _compare_balances(
@@ -1599,7 +1726,6 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
     )
     tick("ledger", 3, 4)
     # Revenue per charge, tax, credit used and cash against the documents.
-    owed: dict[tuple[str, str], Decimal] = {}
 
     def add(account: str, currency: str, amount: Decimal) -> None:
         owed[(account, currency)] = owed.get((account, currency), ZERO) + amount
@@ -1629,8 +1755,48 @@ def check_ledger(conn: Connection, docs: Documents, tick: Progress) -> list[Chec
             "used and cash equal the documents",
         )
     )
+    if carry is not None:
+        carry.receivable, carry.owed = open_docs, owed
     tick("ledger", 4, 4)
     return checks
+
+
+def _doc_seq(conn: Connection, number: str) -> int:
+    return int(
+        conn.execute(
+            text("SELECT seq FROM documents WHERE number = :n"), {"n": number}
+        ).scalar_one()
+    )
+
+
+def _statuses_at(docs: Documents, seq: int) -> dict[str, Status]:
+    """Each document's status as known at `seq` (issued until a status fact says else)."""
+    out: dict[str, Status] = {}
+    for q, n, st, _ in docs.status_facts:  # in seq order
+        if q > seq:
+            break
+        out[n] = Status(st)
+    return out
+
+
+def _expect(d: DocSummary, status: Status, receivable: Totals, owed: Totals, sign: int) -> None:
+    """Add (sign 1) or take back (-1) what one document in `status` says the receivable
+    and the other accounts hold: the same sums as the full run's, one document at a time."""
+
+    def add(totals: Totals, account: str, amount: Decimal) -> None:
+        key = (account, d.currency)
+        totals[key] = totals.get(key, ZERO) + sign * amount
+
+    if status == Status.ISSUED:
+        add(receivable, f"receivable:{d.customer_id}", d.total)
+    if status == Status.VOID:
+        return
+    for account, amount in d.revenue.items():
+        add(owed, account, -amount)
+    add(owed, TAX_PAYABLE, -d.tax)
+    add(owed, f"customer_credit:{d.customer_id}", d.credits_applied)
+    if status == Status.PAID:
+        add(owed, CASH, d.total)
 
 
 def _credit_entries(conn: Connection, problems: list[str]) -> dict[int, Entry | None]:
@@ -1716,7 +1882,16 @@ def unbilled_usage(
 ) -> list[UnbilledWarning]:
     """Warnings (check 7); with `since`, about the events stored after it."""
     warnings: list[UnbilledWarning] = []
-    customers = {c.id: c for c in load_customers(conn)}
+    if since:  # only the customers the new events name (an unknown one is left out)
+        named = load_customers_by_id(
+            conn, sorted({s.customer for s in usage}), sequence.current(conn)
+        )
+        for got in named.values():
+            if isinstance(got, MeterlineError) and got.code != ErrorCode.UNKNOWN_CUSTOMER:
+                raise got
+        customers = {c.id: c for c in named.values() if not isinstance(c, MeterlineError)}
+    else:
+        customers = {c.id: c for c in load_customers(conn)}
     metered = {m.event_type for m in meters}
 
     unknown: dict[str, int] = {}
@@ -1876,10 +2051,32 @@ def _pending_rerates(conn: Connection, docs: Documents) -> list[str]:
     from meterline.services.corrections import correction_body
 
     notes: dict[str, list[Issued]] = {}
-    for d in docs.summaries:
-        if d.kind != Kind.INVOICE and docs.status.get(d.number) != Status.VOID:
-            doc = documents.get(conn, d.number)
-            notes.setdefault(str(doc.body.corrects), []).append(doc)
+    candidates = docs.rerate_candidates
+    customer_of = {d.number: d.customer_id for d in docs.summaries}
+    cutoff_of: dict[str, Any] = {number: cutoff for number, cutoff, _ in docs.heads}
+    if docs.carried:
+        # Documents before the checkpoint were not read: their columns (checked against
+        # their bodies by the run that covered them) say enough; a note is read only
+        # for an invoice that is re-rated here.
+        note_numbers: dict[str, list[str]] = {}
+        candidates = []
+        for number, kind, customer, corrects, cutoff in conn.execute(
+            text(
+                "SELECT number, kind, customer_id, corrects, cutoff_seq FROM documents ORDER BY seq"
+            )
+        ):
+            if docs.status.get(str(number)) == Status.VOID:
+                continue
+            if str(kind) == Kind.INVOICE:
+                candidates.append(str(number))
+                customer_of[str(number)], cutoff_of[str(number)] = str(customer), cutoff
+            else:
+                note_numbers.setdefault(str(corrects), []).append(str(number))
+    else:
+        for d in docs.summaries:
+            if d.kind != Kind.INVOICE and docs.status.get(d.number) != Status.VOID:
+                doc = documents.get(conn, d.number)
+                notes.setdefault(str(doc.body.corrects), []).append(doc)
     k = int(conn.execute(text("SELECT seq FROM knowledge WHERE id = 1")).scalar_one())
     # An invoice needs a look only if its customer has a mark after the invoice's own
     # cutoff (the query below asks for marks after an even later one): most have none.
@@ -1889,16 +2086,19 @@ def _pending_rerates(conn: Connection, docs: Documents) -> list[str]:
             text("SELECT customer_id, MAX(seq) FROM rerate_marks GROUP BY customer_id")
         )
     }
-    customer_of = {d.number: d.customer_id for d in docs.summaries}
-    cutoff_of = {number: cutoff for number, cutoff, _ in docs.heads}
     out = []
-    for number in docs.rerate_candidates:
+    for number in candidates:
         latest = latest_mark.get(customer_of.get(number, ""))
         own_cutoff = cutoff_of.get(number)
         if latest is None or (isinstance(own_cutoff, int) and latest <= own_cutoff):
             continue
-        invoice = documents.get(conn, number)
+        try:
+            invoice = documents.get(conn, number)
+        except Exception:  # unreadable: named by the run that reads it (as `--full`)
+            continue
         body = invoice.body
+        if docs.carried:
+            notes[number] = [documents.get(conn, n) for n in note_numbers.get(number, [])]
         billed = [invoice, *notes.get(invoice.number, [])]
         cutoff = max(d.body.cutoff_seq for d in billed)
         mark = conn.execute(
@@ -1943,6 +2143,7 @@ class TreeCheck:
     root: str = ""
     sweep: tuple[int, int] | None = None  # seqs (lo, hi] re-verified before the checkpoint
     sweep_next: int = 0
+    heads: int = 0  # document tree heads checked, carried ones included
 
 
 def _prefetch_heads(nodes: merkle.Nodes, bodies: list[Any], k: int) -> None:
@@ -1963,14 +2164,23 @@ def _prefetch_heads(nodes: merkle.Nodes, bodies: list[Any], k: int) -> None:
 def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: Progress) -> Check:
     """Leaves recomputed from the fact rows after `scope.since` (every fact's content
     hash, events included, metered or not) grow the tree from the stored frontier and
-    must equal the stored nodes; every document's tree head must be the root of
-    today's tree at its size (a prefix: consistency); after a checkpoint, the tree
-    at the checkpoint still has its root and the facts up to it are still all there."""
+    must equal the stored nodes; every document's tree head (with a carried state:
+    every one issued after the checkpoint) must be the root of today's tree at its size
+    (a prefix: consistency); after a checkpoint, the checkpoint chain holds, the tree at
+    the checkpoint still has its root and one slice of the facts before it is checked
+    again (the sweep). A fact before the checkpoint altered, removed or inserted behind
+    the system's back is found by that sweep in turn, and by `--full` at once."""
     problems: list[str] = []
     nodes = merkle.Nodes(conn)
     cp = scope.checkpoint
     if cp is not None:
-        problems.extend(checkpoints.chain_problems(conn))
+        # The whole chain, or with a carried state the checkpoint it comes from (earlier
+        # links were checked by the runs after them; `--full` does not resume from one).
+        problems.extend(
+            checkpoints.chain_problems(conn)
+            if scope.carry is None
+            else checkpoints.link_problems(conn, cp)
+        )
         try:
             if merkle.head(conn, cp.seq, nodes).root.hex() != cp.root:
                 problems.append(
@@ -1979,16 +2189,17 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
                 )
         except merkle.MissingNodes as exc:
             problems.append(f"the tree at the checkpoint's size {cp.seq}: {exc}")
-        now = merkle.fact_count(conn, cp.seq)
-        if now != cp.fact_count:
-            problems.append(
-                f"{now} facts with seq <= {cp.seq}, but {cp.fact_count} at the checkpoint: "
-                "facts were deleted or inserted behind the system's back"
-            )
-        # Facts before the checkpoint: the few non-event facts all, and one slice of
-        # the log per run in turn (a patrol sweep), so an event altered in place is
-        # found within ceil(K0 / SWEEP) incremental runs; `--full` finds it at once.
-        problems.extend(merkle.audit_small_kinds(conn, cp.seq).problems)
+        if scope.carry is None:  # a checkpoint from before carried state: as then
+            now = merkle.fact_count(conn, cp.seq)
+            if now != cp.fact_count:
+                problems.append(
+                    f"{now} facts with seq <= {cp.seq}, but {cp.fact_count} at the "
+                    "checkpoint: facts were deleted or inserted behind the system's back"
+                )
+            problems.extend(merkle.audit_small_kinds(conn, cp.seq).problems)
+        # Facts before the checkpoint: one slice of the log per run in turn (a patrol
+        # sweep over every kind of fact), so a fact altered in place is found within
+        # ceil(K0 / SWEEP) incremental runs; `--full` finds it at once.
         lo = int(cp.state.get("sweep_next", 0))
         lo = lo if 0 <= lo < cp.seq else 0
         hi = min(cp.seq, lo + SWEEP)
@@ -2003,10 +2214,11 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
     beyond = merkle.fact_count_above(conn, k)
     if beyond:
         problems.append(f"{beyond} fact rows carry a seq above the knowledge counter {k}")
-    heads = 0
+    heads = scope.carry.heads if scope.carry is not None else 0
+    after = scope.since if scope.carry is not None else 0
     docs: list[tuple[Any, Any]] = []
     for number, body_text in merkle.raw_rows(
-        conn, "SELECT number, body FROM documents ORDER BY seq", ()
+        conn, "SELECT number, body FROM documents WHERE seq > ? ORDER BY seq", (after,)
     ):
         try:
             docs.append((number, decode_json(str(body_text).encode())))
@@ -2040,6 +2252,7 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
             problems.append(f"{number}: {exc}")
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"{number}: unreadable tree head ({exc})")
+    tree.heads = heads
     try:
         tree.root = merkle.head(conn, k, nodes).root.hex()
     except merkle.MissingNodes as exc:
@@ -2047,8 +2260,9 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
     scope_text = f"seq {scope.since + 1}..{k}" if scope.since else f"all {k} facts"
     if tree.sweep is not None:
         scope_text += (
-            f" (and seq {tree.sweep[0] + 1}..{tree.sweep[1]} plus every non-event fact "
-            "before the checkpoint)"
+            f" (and seq {tree.sweep[0] + 1}..{tree.sweep[1]}"
+            + (" plus every non-event fact" if scope.carry is None else "")
+            + " before the checkpoint)"
         )
     return _result(
         "merkle_log",

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -71,9 +72,9 @@ _COLUMNS = "id, seq, fact_count, root, mode, report_hash, previous_hash, checkpo
 
 
 def _row(r: Any) -> Checkpoint:
-    try:
-        state = json.loads(str(r[8]))
-    except ValueError:
+    try:  # msgspec: the carried state of a large store is a few hundred kB
+        state = msgspec.json.decode(str(r[8]))
+    except (ValueError, msgspec.DecodeError):
         state = {"unreadable": str(r[8])[:80]}
     return Checkpoint(
         int(r[0]),
@@ -115,6 +116,30 @@ def chain_problems(conn: Connection) -> list[str]:
     return out
 
 
+def link_problems(conn: Connection, cp: Checkpoint) -> list[str]:
+    """`chain_problems` without re-hashing every checkpoint's (large) state: every
+    checkpoint links to the one before it (hash columns only), and the last one, whose
+    carried state the incremental run resumes from, hashes to its content."""
+    out: list[str] = []
+    previous = GENESIS
+    for i, prev, own in conn.execute(
+        text("SELECT id, previous_hash, checkpoint_hash FROM reconcile_checkpoints ORDER BY id")
+    ):
+        if str(prev) != previous:
+            out.append(f"checkpoint {i}: does not link to the checkpoint before it")
+        previous = str(own)
+    if cp.expected_hash() != cp.checkpoint_hash:
+        out.append(f"checkpoint {cp.id}: its hash does not match its content")
+    return out
+
+
+def _last_hash(conn: Connection) -> str:
+    row = conn.execute(
+        text("SELECT checkpoint_hash FROM reconcile_checkpoints ORDER BY id DESC LIMIT 1")
+    ).first()
+    return GENESIS if row is None else str(row[0])
+
+
 def record(
     conn: Connection,
     seq: int,
@@ -124,8 +149,7 @@ def record(
     report_hash: str,
     state: dict[str, Any],
 ) -> Checkpoint:
-    prior = last(conn)
-    previous = GENESIS if prior is None else prior.checkpoint_hash
+    previous = _last_hash(conn)
     h = chain_hash(seq, fact_count, root, mode, report_hash, previous, state)
     conn.execute(
         text(
@@ -143,6 +167,12 @@ def record(
             "s": json.dumps(state, sort_keys=True),
         },
     )
-    latest = last(conn)
-    assert latest is not None
-    return latest
+    row = conn.execute(
+        text(
+            "SELECT id FROM reconcile_checkpoints WHERE checkpoint_hash = :h "
+            "ORDER BY id DESC LIMIT 1"
+        ),
+        {"h": h},
+    ).first()
+    assert row is not None
+    return Checkpoint(int(row[0]), seq, fact_count, root, mode, report_hash, previous, h, state)

@@ -79,16 +79,19 @@ def list_documents(conn: Connection, customer: str | None = None) -> list[Issued
     return [_issued(r, statuses.get(str(r[1]), Status.ISSUED)) for r in rows]
 
 
-def read_all(conn: Connection) -> Iterator[tuple[int, str, str, Issued | Exception]]:
-    """Every document in seq order as (seq, number, document hash, the document or why
-    it cannot be read), with one statement for the documents and one for statuses
-    (verification reads them all; `get` per document costs two statements each)."""
-    for seq, number, document_hash, got, _ in read_all_stored(conn):
+def read_all(
+    conn: Connection, since: int = 0
+) -> Iterator[tuple[int, str, str, Issued | Exception]]:
+    """Every document (with seq > `since`) in seq order as (seq, number, document hash,
+    the document or why it cannot be read), with one statement for the documents and
+    one for statuses (verification reads them all; `get` per document costs two
+    statements each)."""
+    for seq, number, document_hash, got, _ in read_all_stored(conn, since):
         yield seq, number, document_hash, got
 
 
 def read_all_stored(
-    conn: Connection,
+    conn: Connection, since: int = 0
 ) -> Iterator[tuple[int, str, str, Issued | Exception, bytes]]:
     """`read_all`, each with the body bytes as stored (verification hashes them as
     they are before decoding them again)."""
@@ -96,7 +99,9 @@ def read_all_stored(
         str(n): str(st)
         for n, st in conn.execute(text("SELECT number, status FROM document_status ORDER BY seq"))
     }
-    for row in conn.execute(text(f"SELECT {_COLUMNS} FROM documents ORDER BY seq")):
+    for row in conn.execute(
+        text(f"SELECT {_COLUMNS} FROM documents WHERE seq > :s ORDER BY seq"), {"s": since}
+    ):
         stored = str(row[3]).encode()
         try:
             doc = _issued(row, Status(statuses.get(str(row[1]), Status.ISSUED)))
