@@ -22,15 +22,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meterline.api.auth import KeyRing, Scope
+from meterline.store.console_sessions import Row
 
 COOKIE = "meterline_console"
 IDLE_US = 30 * 60 * 1_000_000
 ABSOLUTE_US = 8 * 3600 * 1_000_000
 TOUCH_US = 60 * 1_000_000
 SWEEP_EVERY = 100
-
-Row = tuple[str, str, int, int]
-"""actor, csrf, created_us, seen_us"""
 
 
 @dataclass

@@ -143,10 +143,6 @@ _PARSED_SIZE = 10_000
 _meters: dict[str, Meter] = {}
 
 
-def _customer(conn: Connection, customer_id: str, known_at: int) -> Customer:
-    return load_customer(conn, customer_id, known_at)  # parsed once per version
-
-
 def _meter(conn: Connection, code: str, known_at: int) -> Meter:
     row = conn.execute(
         text("SELECT definition FROM meters WHERE code = :c AND seq <= :k"),
@@ -166,7 +162,7 @@ def _meter(conn: Connection, code: str, known_at: int) -> Meter:
 def check(conn: Connection, customer_id: str, feature_code: str, now_us: int) -> dict[str, Any]:
     """One feature's entitlement for a customer, as known now."""
     k = sequence.current(conn)
-    customer = _customer(conn, customer_id, k)
+    customer = load_customer(conn, customer_id, k)  # parsed once per version
     feature = _feature(conn, feature_code, k)
     return {"customer_id": customer.id} | _evaluate(conn, customer, [feature], now_us, k)[0]
 
@@ -174,7 +170,7 @@ def check(conn: Connection, customer_id: str, feature_code: str, now_us: int) ->
 def check_all(conn: Connection, customer_id: str, now_us: int) -> dict[str, Any]:
     """Every catalog feature for a customer (features it has no entitlement to say so)."""
     k = sequence.current(conn)
-    customer = _customer(conn, customer_id, k)
+    customer = load_customer(conn, customer_id, k)  # parsed once per version
     features = entitlement_catalog.load_features(conn, k)
     answers = _evaluate(conn, customer, features.values(), now_us, k)
     return {
