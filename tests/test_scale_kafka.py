@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,11 @@ def _count(store: Store) -> int:
         return int(conn.execute(text("SELECT COUNT(*) FROM events")).scalar_one())
 
 
+def _assigned(log: Path) -> bool:
+    """True once the consumer logged an assignment of at least one partition."""
+    return re.search(r"assigned \[.+\]", log.read_text(errors="replace")) is not None
+
+
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -130,6 +136,10 @@ def test_group_of_consumers_one_killed_one_joining(
         assert killed_at < N // 2
         c = _consumer(store, brokers, topic, group, tmp_path / "c.err")
         procs.append(c)
+        # The joiner must hold partitions before the rest is produced; otherwise b can
+        # drain it all while c is still starting (a slow start is not what is tested).
+        _wait_for(lambda: _assigned(tmp_path / "c.err") or c.poll() is not None, 90, "c joins")
+        assert c.poll() is None, (tmp_path / "c.err").read_text()
         _produce(brokers, topic, range(N // 2, N), ends)
         _wait_for(lambda: _count(store) >= N, 120, "every event stored")
         _wait_for(lambda: _committed(brokers, topic, group) == ends, 90, "offsets committed")

@@ -7,7 +7,7 @@ has every aggregation, a group_by, 1m/1h/1d windows, a mid-hour price change,
 and customers in UTC, +05:30 (Asia/Kolkata) and a DST zone (America/New_York,
 which changes offset on 2024-03-10). At cutoffs drawn from the history (after
 each fact, and any seq at all, which may fall inside a batch; invoices issued
-mid-history append checkpoints), every invoice
+mid-history append checkpoints, month rollup passes fold whole months), every invoice
 body computed from the index equals the one computed from raw events, and the
 window index folded at K equals the windows recomputed from raw events at K.
 """
@@ -26,7 +26,7 @@ from meterline.domain.canonical import dumps
 from meterline.domain.clock import FixedClock
 from meterline.domain.timestamps import parse_rfc3339, to_datetime
 from meterline.metering import to_json
-from meterline.services import invoicing
+from meterline.services import invoicing, rollups
 from meterline.services.catalog import apply_catalog
 from meterline.services.retraction import retract_event
 from meterline.store import sequence, usage_index
@@ -127,6 +127,7 @@ step = st.one_of(
     st.tuples(st.just("retract"), st.integers(0, 10**6), st.none()),
     st.tuples(st.just("meter"), st.none(), st.none()),
     st.tuples(st.just("issue"), st.sampled_from(["2024-02", "2024-03"]), st.none()),
+    st.tuples(st.just("rollup"), st.none(), st.booleans()),
 )
 
 
@@ -158,6 +159,9 @@ def _play(store: Store, steps: list[Any]) -> list[int]:
             retract_event(store, "default", ids[arg % len(ids)], "dispute", NOW_US)
         elif kind == "issue":  # forced: appends checkpoints at its K (see below)
             invoicing.issue(store, arg, NOW_US, force=True)
+        elif kind == "rollup":  # month rollup passes: later cutoffs read from them
+            rollups.roll_up(store, NOW_US, None if flag else ["2024-02", "2024-03"])
+            continue  # derived rows, no fact: no new cutoff
         elif kind == "meter" and not meter_applied:
             meter_applied = True
             apply_catalog(store, _catalog([*METERS, LATE_METER], [V1, V2]), NOW_US)

@@ -454,3 +454,8 @@ def main() -> None:
     from meterline.cli.usage import run
 
     sys.exit(run(app))
+
+
+from meterline.cli import index  # noqa: E402  (month rollups of the usage index)
+
+index.register(app)

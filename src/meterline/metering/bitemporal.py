@@ -22,12 +22,22 @@ batch) cannot answer K: the caller reads that span's raw events instead.
 Reading a span: ``plan`` cuts it into pieces answered by day rollups where
 whole UTC days lie inside a price segment, by windows where whole windows do,
 and by raw events where a boundary cuts a window.
+
+Month rollups: ingest writes no month rows (a month bucket would get a row
+from every batch). A rollup pass at seq S (``usage_index.roll_up``) appends,
+for one UTC month, a ``cpt`` row per (customer, meter, dimension group) with
+the fold of the month's day rows <= S, and records the pass. A read as known
+at K >= S of a whole month inside a price segment then folds that month's
+``cpt`` row and the day rows after S: a period reads a few rows per group
+whatever its events and ingest batches were. Month rollups exist only where
+day rollups do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Context, Inexact, InvalidOperation, Overflow
 from enum import StrEnum
 
@@ -65,6 +75,40 @@ _STATE_KINDS = frozenset({RowKind.SET, RowKind.CHECKPOINT})
 class Grain(StrEnum):
     WINDOW = "w"  # the meter's own window
     DAY = "d"  # UTC day rollup (kept only for meters with windows shorter than a day)
+    MONTH = "m"  # UTC calendar-month rollup: `cpt` rows of a rollup pass only
+
+
+def month_of(t_us: int) -> int:
+    """Start of the UTC calendar month holding ``t_us``."""
+    d = _EPOCH + timedelta(microseconds=t_us)
+    return _us(datetime(d.year, d.month, 1, tzinfo=UTC))
+
+
+def next_month(month_us: int) -> int:
+    """Start of the UTC calendar month after the one starting at ``month_us``."""
+    d = _EPOCH + timedelta(microseconds=month_us)
+    y, m = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return _us(datetime(y, m, 1, tzinfo=UTC))
+
+
+def whole_months(lo: int, hi: int) -> list[int]:
+    """Starts of the UTC calendar months lying wholly inside [lo, hi)."""
+    out = []
+    m = month_of(lo)
+    if m < lo:
+        m = next_month(m)
+    while next_month(m) <= hi:
+        out.append(m)
+        m = next_month(m)
+    return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _us(d: datetime) -> int:
+    delta = d - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def has_day_rollup(window_us: int) -> bool:
@@ -200,6 +244,9 @@ __all__ = [
     "day_of",
     "fold_rows",
     "has_day_rollup",
+    "month_of",
+    "next_month",
     "plan",
     "subtract",
+    "whole_months",
 ]

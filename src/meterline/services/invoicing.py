@@ -426,7 +426,7 @@ def compute_bodies(
     for (codes, ranges), members in groups.items():
         top = max(wanted[i][2] for i, _, _ in members)
         customers = sorted({wanted[i][0] for i, _, _ in members})
-        got = port.index_many(customers, codes, ranges, top, whole=True)
+        got = port.index_many(customers, codes, ranges, top, whole=True, rollups=True)
         for i, j, size in members:
             reads[i][j][size] = got[wanted[i][0]].as_of(wanted[i][2])
     # Credits: customers without any credit fact have only their catalog grants, and
@@ -719,7 +719,9 @@ def _read_index(
                 wanted.setdefault(req, []).append((cid, i, size))
     port = facts(conn)
     for (codes, ranges), members in wanted.items():
-        got = port.index_many(sorted({cid for cid, _, _ in members}), codes, ranges, k)
+        got = port.index_many(
+            sorted({cid for cid, _, _ in members}), codes, ranges, k, rollups=True
+        )
         for cid, i, size in members:
             reads[cid][i][size] = got[cid]
     return reads

@@ -1,7 +1,8 @@
 """Measuring a subscription's usage for one period from the usage index (DESIGN §4).
 
 The span is cut per price segment (``metering.bitemporal.plan``): whole UTC
-days are read from day rollups, whole windows from windows, and only windows
+days are read from day rollups (whole UTC months from a month rollup pass and
+the day rows after it, where a pass <= K exists), whole windows from windows, and only windows
 cut by a period or segment boundary (a +05:30 month start, a mid-hour price
 change) from raw events. Everything is "as known at K": index rows with
 seq <= K, events with seq <= K not retracted at K. Should a row straddle K
@@ -93,14 +94,12 @@ def _add_index(
     if not indexed:
         return True
     got = prefetched
-    if got is None:
-        got = usage_index.read(
-            conn,
-            customer,
-            [m.code for m in meters],
-            [(p.grain, p.lo, p.hi) for p in indexed if p.grain is not None],
-            known_at,
-        )
+    ranges = [(p.grain, p.lo, p.hi) for p in indexed if p.grain is not None]
+    codes = [m.code for m in meters]
+    if got is None or got.refold:
+        got = usage_index.read(conn, customer, codes, ranges, known_at, rollups=True)
+    if got.refold:  # a day's whole state after the month's rollup pass
+        got = usage_index.read(conn, customer, codes, ranges, known_at)
     if got.straddles:
         return False
     kinds = {m.code: m.aggregation for m in meters}
@@ -132,7 +131,8 @@ def _add_index(
         if not parts:
             folded = fold_rows(kinds[code], rows)
             parts = [(folded.state, folded.events)]
-        segment = by_grain[grain][bisect_right(starts[grain], start) - 1].segment
+        g = _DAY if grain == _MONTH else grain  # a month lies inside one day piece
+        segment = by_grain[g][bisect_right(starts[g], start) - 1].segment
         gk = (code, dims)
         acc = groups.get(gk)
         if acc is None:
@@ -157,6 +157,7 @@ def _add_index(
 
 
 _EXACT = Context(prec=PRECISION, traps=[Inexact, InvalidOperation, Overflow])  # as `merge`
+_DAY, _MONTH = str(Grain.DAY), str(Grain.MONTH)
 
 
 def _settle(

@@ -168,13 +168,15 @@ class Facts:
         known_at: int,
         *,
         whole: bool = False,
+        rollups: bool = False,
     ) -> dict[str, Read]:
         """``index`` for many customers with the same buckets, in one statement
-        (``whole``: every row since the first, to cut back with ``Read.as_of``)."""
+        (``whole``: every row since the first, to cut back with ``Read.as_of``;
+        ``rollups``: whole months from a month rollup pass, see ``usage_index.Read``)."""
         from meterline.store import usage_index
 
         return usage_index.read_many(
-            self.conn, customers, meter_codes, ranges, known_at, whole=whole
+            self.conn, customers, meter_codes, ranges, known_at, whole=whole, rollups=rollups
         )
 
     # --- catalog versions as known at K ----------------------------------------

@@ -300,6 +300,18 @@ usage_index = Table(
     sqlite_with_rowid=False,
 )
 
+# Derived, not a fact (migration 0023): the usage index's month rollup passes. A
+# pass at seq S appended a month `cpt` row at S for every (customer, meter, group)
+# with day rows in that UTC month <= S; reads as known at K >= S start from them.
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("grain", String(1), primary_key=True),
+    Column("bucket_start", BigInteger, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("rows", BigInteger, nullable=False),
+)
+
 # -- scale-out (issue 13): invoice runs split across processes -----------------
 
 # Operational state, not a fact: which customer-periods an invoice run has done.

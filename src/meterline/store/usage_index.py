@@ -47,6 +47,9 @@ from meterline.metering.bitemporal import (
     day_of,
     fold_rows,
     has_day_rollup,
+    month_of,
+    next_month,
+    whole_months,
 )
 from meterline.store.facts import facts
 
@@ -345,10 +348,17 @@ def on_retraction(
 
 @dataclass
 class Read:
-    """Index rows of some buckets as known at K, and whether any row straddles K."""
+    """Index rows of some buckets as known at K, and whether any row straddles K.
+
+    Month buckets (grain ``m``, from a read with ``rollups``) hold the month's
+    ``cpt`` row of the pass at ``floor`` and the month's day rows after it.
+    ``refold``: the month rollups cannot answer (a day ``set`` row after the
+    pass, or a cut back to before it): read again without them."""
 
     rows: dict[BucketKey, list[IndexRow]]
     straddles: bool
+    floor: int = 0
+    refold: bool = False
 
     def folded(self, kinds: Mapping[str, Aggregation]) -> dict[BucketKey, Folded]:
         return {k: fold_rows(kinds[k[0]], rows) for k, rows in self.rows.items()}
@@ -357,6 +367,8 @@ class Read:
         """The read as known at an earlier K, from a ``whole`` read (every row since
         the first): rows with seq <= K; a row learnt in a batch that K cuts straddles.
         Folds the same as reading at K (a bucket folds from its last state row)."""
+        if k < self.floor or self.refold:
+            return Read({}, self.straddles, refold=True)
         rows: dict[BucketKey, list[IndexRow]] = {}
         straddles = self.straddles
         for key, rs in self.rows.items():
@@ -365,7 +377,7 @@ class Read:
                 straddles = True
             if kept:
                 rows[key] = kept
-        return Read(rows, straddles)
+        return Read(rows, straddles, self.floor)
 
 
 _SELECTED = (
@@ -403,22 +415,29 @@ def read(
     known_at: int | None,
     *,
     whole: bool = False,
+    rollups: bool = False,
 ) -> Read:
     """Rows of the customer's buckets of ``grain`` in [lo, hi) per range, seq <= K.
 
     With ``known_at`` None: everything stored (the present). Only the rows from
     each bucket's latest state row <= K on, unless ``whole`` (every row: window
-    versions, the deep check of reconciliation).
+    versions, the deep check of reconciliation). ``rollups``: whole UTC months
+    of a day range with a rollup pass <= K come as month buckets (see `Read`).
     """
     if not meter_codes or not ranges:
         return Read({}, False)
     customers = None if customer is None else [customer]
-    got = _read(conn, customers, meter_codes, ranges, known_at, whole)
+    got = _read(conn, customers, meter_codes, ranges, known_at, whole, rollups)
     if customer is None:
         out: dict[BucketKey, list[IndexRow]] = {}
         for r in got.values():
             out.update(r.rows)
-        return Read(out, any(r.straddles for r in got.values()))
+        return Read(
+            out,
+            any(r.straddles for r in got.values()),
+            max((r.floor for r in got.values()), default=0),
+            any(r.refold for r in got.values()),
+        )
     return got.get(customer, Read({}, False))
 
 
@@ -430,6 +449,7 @@ def read_many(
     known_at: int,
     *,
     whole: bool = False,
+    rollups: bool = False,
 ) -> dict[str, Read]:
     """`read` for many customers with the same buckets, in one statement (an
     invoice run reads a chunk of customers at once instead of one by one).
@@ -437,7 +457,10 @@ def read_many(
     out = {c: Read({}, False) for c in customers}
     if not customers or not meter_codes or not ranges:
         return out
-    out.update(_read(conn, sorted(set(customers)), meter_codes, ranges, known_at, whole))
+    got = _read(conn, sorted(set(customers)), meter_codes, ranges, known_at, whole, rollups)
+    floor = max((r.floor for r in got.values()), default=0)
+    out = {c: Read({}, False, floor) for c in customers}
+    out.update(got)
     return out
 
 
@@ -448,86 +471,201 @@ def _read(
     ranges: Sequence[tuple[Grain, int, int]],
     known_at: int | None,
     whole: bool,
+    rollups: bool = False,
 ) -> dict[str, Read]:
     """One statement through the driver's own cursor (an invoice run reads a few
-    hundred thousand index rows; SQLAlchemy's per-row layer would cost a third)."""
+    hundred thousand index rows; SQLAlchemy's per-row layer would cost a third),
+    and one per whole month answered by a rollup pass."""
     pg = conn.dialect.name == "postgresql"
+    months: list[tuple[int, int]] = []  # (month start, pass seq)
+    if rollups and known_at is not None:
+        ranges, months = _split_months(ranges, rollup_passes(conn, known_at))
+    collected = _Collected(known_at)
+    raw = conn.connection.driver_connection
+    cur = raw.cursor()  # type: ignore[union-attr]
+    try:
+        if ranges:
+            sql, params = _select(pg, customers, meter_codes, ranges, known_at)
+            if not whole:
+                sql += _latest_only(cur, sql, known_at, _p(pg, "k"), params)
+            cur.execute(sql, params)
+            collected.add(cur.fetchall())
+        for month, seq in months:
+            for sql, params in _month_selects(pg, customers, meter_codes, month, seq, known_at):
+                cur.execute(sql, params)
+                collected.add(cur.fetchall())
+    finally:
+        cur.close()
+    floor = max((seq for _, seq in months), default=0)
+    return collected.reads(floor)
 
-    def p(name: str) -> str:
-        return f"%({name})s" if pg else f":{name}"
 
+def _p(pg: bool, name: str) -> str:
+    return f"%({name})s" if pg else f":{name}"
+
+
+def _select(
+    pg: bool,
+    customers: Sequence[str] | None,
+    meter_codes: Sequence[str],
+    ranges: Sequence[tuple[Grain, int, int]],
+    known_at: int | None,
+) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {}
     codes = sorted(set(meter_codes))
     params.update({f"m{i}": c for i, c in enumerate(codes)})
     where = []
     for i, (grain, lo, hi) in enumerate(ranges):
         where.append(
-            f"(grain = {p(f'g{i}')} AND bucket_start >= {p(f'lo{i}')} "
-            f"AND bucket_start < {p(f'hi{i}')})"
+            f"(grain = {_p(pg, f'g{i}')} AND bucket_start >= {_p(pg, f'lo{i}')} "
+            f"AND bucket_start < {_p(pg, f'hi{i}')})"
         )
         params |= {f"g{i}": str(grain), f"lo{i}": lo, f"hi{i}": hi}
     sql = (
         _SELECTED
         + " FROM usage_index u WHERE meter_code IN ("
-        + ", ".join(p(f"m{i}") for i in range(len(codes)))
+        + ", ".join(_p(pg, f"m{i}") for i in range(len(codes)))
         + ") AND ("
         + " OR ".join(where)
         + ")"
     )
     if customers is not None:
         params.update({f"c{i}": c for i, c in enumerate(customers)})
-        sql += " AND customer_id IN (" + ", ".join(p(f"c{i}") for i in range(len(customers))) + ")"
+        sql += (
+            " AND customer_id IN ("
+            + ", ".join(_p(pg, f"c{i}") for i in range(len(customers)))
+            + ")"
+        )
     if known_at is not None:
-        sql += f" AND first_seq <= {p('k')}"
+        sql += f" AND first_seq <= {_p(pg, 'k')}"
         params["k"] = known_at
-    raw = conn.connection.driver_connection
-    cur = raw.cursor()  # type: ignore[union-attr]
-    try:
-        if not whole:
-            sql += _latest_only(cur, sql, known_at, p("k"), params)
-        cur.execute(sql, params)
-        fetched = cur.fetchall()
-    finally:
-        cur.close()
-    rows: dict[str, dict[BucketKey, list[IndexRow]]] = {}
-    straddling: set[str] = set()
-    states = _STATES
-    kinds = _KINDS
-    top = known_at
-    # Rows come customer by customer and bucket by bucket (the primary key's order),
-    # so the last customer's map and the last bucket's list are kept at hand.
-    last_c: str | None = None
-    by_key: dict[BucketKey, list[IndexRow]] = {}
-    last_key: BucketKey | None = None
-    last_list: list[IndexRow] = []
-    for code, cust, grain, dims, start, seq, first, kind, state, n in fetched:
-        c = str(cust)
-        seq = int(seq)
-        if top is not None and seq > top:
-            straddling.add(c)
+    return sql, params
+
+
+def _month_selects(
+    pg: bool,
+    customers: Sequence[str] | None,
+    meter_codes: Sequence[str],
+    month: int,
+    seq: int,
+    known_at: int | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The month's ``cpt`` rows of the pass at ``seq`` and its day rows after it
+    (day ``cpt`` rows left out: they only cache what the other rows hold), both
+    keyed as the month bucket. Two statements, each one range of the key."""
+    out = []
+    end = next_month(month)
+    for grain, lo, hi, cond in (
+        (Grain.MONTH, month, month + 1, f"seq = {int(seq)} AND kind = 'cpt'"),
+        (Grain.DAY, month, end, f"seq > {int(seq)} AND kind <> 'cpt'"),
+    ):
+        sql, params = _select(pg, customers, meter_codes, [(grain, lo, hi)], known_at)
+        sql = sql.replace(
+            _SELECTED,
+            "SELECT meter_code, customer_id, 'm', dimensions, "
+            f"{int(month)}, seq, first_seq, kind, state, events",
+            1,
+        )
+        out.append((sql + " AND " + cond, params))
+    return out
+
+
+def _split_months(
+    ranges: Sequence[tuple[Grain, int, int]], passes: Mapping[int, int]
+) -> tuple[list[tuple[Grain, int, int]], list[tuple[int, int]]]:
+    """Day ranges without the whole months a rollup pass answers, and those months."""
+    if not passes:
+        return list(ranges), []
+    rest: list[tuple[Grain, int, int]] = []
+    months: list[tuple[int, int]] = []
+    for grain, lo, hi in ranges:
+        if str(grain) != Grain.DAY:
+            rest.append((grain, lo, hi))
             continue
-        parsed = states.get(state)
-        if parsed is None:
-            if len(states) >= _STATES_SIZE:
-                states.clear()
-            parsed = states[state] = _parse_state(state)
-        row = IndexRow(seq, int(first), kinds[kind], parsed, int(n))
-        key = (str(code), c, str(grain), str(dims), int(start))
-        if key == last_key:
-            last_list.append(row)
-            continue
-        if c != last_c:
-            got = rows.get(c)
-            if got is None:
-                got = rows[c] = {}
-            by_key, last_c = got, c
-        found = by_key.get(key)
-        if found is None:
-            found = by_key[key] = [row]
-        else:
-            found.append(row)
-        last_key, last_list = key, found
-    return {c: Read(rows.get(c, {}), c in straddling) for c in rows.keys() | straddling}
+        at = lo
+        for m in whole_months(lo, hi):
+            seq = passes.get(m)
+            if seq is None:
+                continue
+            if at < m:
+                rest.append((grain, at, m))
+            months.append((m, seq))
+            at = next_month(m)
+        if at < hi:
+            rest.append((grain, at, hi))
+    return rest, months
+
+
+class _Collected:
+    """Fetched index rows parsed into per-customer, per-bucket lists."""
+
+    def __init__(self, known_at: int | None) -> None:
+        self.top = known_at
+        self.rows: dict[str, dict[BucketKey, list[IndexRow]]] = {}
+        self.straddling: set[str] = set()
+        self.refold: set[str] = set()
+
+    def add(self, fetched: Sequence[Any]) -> None:
+        rows = self.rows
+        straddling = self.straddling
+        states = _STATES
+        kinds = _KINDS
+        top = self.top
+        set_kind = RowKind.SET
+        # Rows come customer by customer and bucket by bucket (the primary key's order),
+        # so the last customer's map and the last bucket's list are kept at hand.
+        last_c: str | None = None
+        by_key: dict[BucketKey, list[IndexRow]] = {}
+        last_key: BucketKey | None = None
+        last_list: list[IndexRow] = []
+        for code, cust, grain, dims, start, seq, first, kind, state, n in fetched:
+            c = str(cust)
+            seq = int(seq)
+            if top is not None and seq > top:
+                straddling.add(c)
+                continue
+            parsed = states.get(state)
+            if parsed is None:
+                if len(states) >= _STATES_SIZE:
+                    states.clear()
+                parsed = states[state] = _parse_state(state)
+            row = IndexRow(seq, int(first), kinds[kind], parsed, int(n))
+            if row.kind is set_kind and grain == "m":
+                self.refold.add(c)  # a day's whole state after the pass: not a delta
+            key = (str(code), c, str(grain), str(dims), int(start))
+            if key == last_key:
+                last_list.append(row)
+                continue
+            if c != last_c:
+                got = rows.get(c)
+                if got is None:
+                    got = rows[c] = {}
+                by_key, last_c = got, c
+            found = by_key.get(key)
+            if found is None:
+                found = by_key[key] = [row]
+            else:
+                found.append(row)
+            last_key, last_list = key, found
+
+    def reads(self, floor: int) -> dict[str, Read]:
+        rows = self.rows
+        return {
+            c: Read(rows.get(c, {}), c in self.straddling, floor, c in self.refold)
+            for c in rows.keys() | self.straddling | self.refold
+        }
+
+
+def rollup_passes(conn: Connection, known_at: int) -> dict[int, int]:
+    """Month start -> seq of its latest rollup pass <= K."""
+    rows = conn.execute(
+        text(
+            "SELECT bucket_start, MAX(seq) FROM usage_rollups WHERE grain = 'm' AND seq <= :k "
+            "GROUP BY bucket_start"
+        ),
+        {"k": known_at},
+    )
+    return {int(r[0]): int(r[1]) for r in rows}
 
 
 # The texts `to_json` writes for a sum, max or min of a canonical decimal (no "-0":
@@ -659,8 +797,207 @@ def checkpoint_rows(
     run collects a chunk's and appends them with one statement)."""
     out: dict[BucketKey, Delta] = {}
     for key, rows in got.rows.items():
+        if key[2] == Grain.MONTH:
+            continue  # month buckets are written by rollup passes only
         if len(rows) <= CHECKPOINT_AFTER or any(r.seq == seq and r.kind.is_state for r in rows):
             continue
         f = fold_rows(kinds[key[0]], rows)
         out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
     return out
+
+
+# --- month rollup passes ----------------------------------------------------------
+
+ROLLUP_CUSTOMERS = 500  # customers folded per statement of a rollup pass
+
+
+@dataclass(frozen=True)
+class RollupPass:
+    """One month rolled up at ``seq``: the month's ``cpt`` rows written, and how
+    many index rows were folded into them."""
+
+    month: int
+    seq: int
+    rows: int
+    folded: int
+
+
+def _day_meters(conn: Connection, seq: int) -> dict[str, Aggregation]:
+    return {
+        m.code: m.aggregation
+        for s, m in _meters_with_seq(conn)
+        if s <= seq and has_day_rollup(m.window_us)
+    }
+
+
+def _customers(conn: Connection) -> list[str]:
+    """Every customer with index rows, by seeks along the key (a loose index scan:
+    one probe per customer, not a walk over every row)."""
+    out: list[str] = []
+    probe = text(
+        "SELECT customer_id FROM usage_index WHERE customer_id > :c ORDER BY customer_id LIMIT 1"
+    )
+    first = conn.execute(
+        text("SELECT customer_id FROM usage_index ORDER BY customer_id LIMIT 1")
+    ).first()
+    while first is not None:
+        out.append(str(first[0]))
+        first = conn.execute(probe, {"c": out[-1]}).first()
+    return out
+
+
+def touched_months(conn: Connection, since: int) -> list[int]:
+    """UTC months that facts after seq ``since`` may have changed in the day rollups:
+    months of events accepted or retracted after it (all months of the index when a
+    meter was applied after it: its ``set`` rows may lie anywhere)."""
+    if conn.execute(text("SELECT 1 FROM meters WHERE seq > :s LIMIT 1"), {"s": since}).first():
+        span = conn.execute(text("SELECT MIN(event_time), MAX(event_time) FROM events")).one()
+    else:
+        span = conn.execute(
+            text(
+                "SELECT MIN(t), MAX(t) FROM ("
+                "SELECT event_time AS t FROM events WHERE seq > :s "
+                "UNION ALL SELECT e.event_time AS t FROM retractions r "
+                "JOIN events e ON e.seq = r.event_seq WHERE r.seq > :s) x"
+            ),
+            {"s": since},
+        ).one()
+    if span[0] is None:
+        return []
+    out = []
+    m, last = month_of(int(span[0])), month_of(int(span[1]))
+    while m <= last:
+        out.append(m)
+        m = next_month(m)
+    return out
+
+
+def last_rollup(conn: Connection) -> int:
+    """The seq of the latest rollup pass (0: none)."""
+    got = conn.execute(text("SELECT MAX(seq) FROM usage_rollups")).scalar()
+    return 0 if got is None else int(got)
+
+
+@dataclass(frozen=True)
+class MonthRollup:
+    """A month rollup computed as known at ``seq`` and not yet written."""
+
+    month: int
+    seq: int
+    rows: dict[BucketKey, Delta]
+    folded: int
+
+
+def compute_rollups(
+    conn: Connection, seq: int, months: Sequence[int] | None = None
+) -> list[MonthRollup]:
+    """The month rollup passes as known at ``seq`` (any snapshot at ``seq``: rows
+    <= ``seq`` never change, so a read transaction will do), one per month: by
+    default every month the facts since the latest pass touched.
+
+    A month with an earlier pass S is folded forward: its ``cpt`` rows at S and
+    the day rows after S (what changed); a customer with a day ``set`` row after
+    S, and a month never rolled up, from its day rollups as known at ``seq``.
+    Passes change no usage: a read as known at K folds to the same states with
+    or without them (tests compare). A month already rolled up at ``seq`` is
+    skipped."""
+    if months is None:
+        months = touched_months(conn, last_rollup(conn))
+    kinds = _day_meters(conn, seq)
+    out: list[MonthRollup] = []
+    if not months:
+        return out
+    customers = _customers(conn) if kinds else []
+    codes = sorted(kinds)
+    for month in months:
+        prior = _prior_pass(conn, month, seq)
+        if prior == seq:
+            continue
+        rows: dict[BucketKey, Delta] = {}
+        folded = 0
+        for i in range(0, len(customers), ROLLUP_CUSTOMERS):
+            batch = customers[i : i + ROLLUP_CUSTOMERS]
+            deltas, n = _month_states(conn, batch, codes, kinds, month, seq, prior)
+            rows.update(deltas)
+            folded += n
+        out.append(MonthRollup(month, seq, rows, folded))
+    return out
+
+
+def _prior_pass(conn: Connection, month: int, seq: int) -> int | None:
+    got = conn.execute(
+        text(
+            "SELECT MAX(seq) FROM usage_rollups WHERE grain = 'm' AND bucket_start = :m "
+            "AND seq <= :k"
+        ),
+        {"m": month, "k": seq},
+    ).scalar()
+    return None if got is None else int(got)
+
+
+def record_rollups(conn: Connection, computed: Sequence[MonthRollup]) -> list[RollupPass]:
+    """Append computed passes (in a write transaction): each month's ``cpt`` rows
+    and its pass row. A month already rolled up at that seq (a concurrent pass)
+    is left as it is."""
+    out = []
+    for r in computed:
+        if _prior_pass(conn, r.month, r.seq) == r.seq:
+            continue
+        append(conn, r.rows)
+        conn.execute(
+            text(
+                "INSERT INTO usage_rollups (grain, bucket_start, seq, rows) "
+                "VALUES ('m', :m, :s, :n)"
+            ),
+            {"m": r.month, "s": r.seq, "n": len(r.rows)},
+        )
+        out.append(RollupPass(r.month, r.seq, len(r.rows), r.folded))
+    return out
+
+
+def roll_up(conn: Connection, seq: int, months: Sequence[int] | None = None) -> list[RollupPass]:
+    """`compute_rollups` and `record_rollups` in one transaction."""
+    return record_rollups(conn, compute_rollups(conn, seq, months))
+
+
+def _month_states(
+    conn: Connection,
+    customers: Sequence[str],
+    codes: Sequence[str],
+    kinds: Mapping[str, Aggregation],
+    month: int,
+    seq: int,
+    prior: int | None,
+) -> tuple[dict[BucketKey, Delta], int]:
+    """The month's ``cpt`` rows at ``seq`` for some customers, and the rows folded."""
+    out: dict[BucketKey, Delta] = {}
+    day_range = [(Grain.DAY, month, next_month(month))]
+    redo = list(customers)
+    folded = 0
+    if prior is not None:
+        got = read_many(conn, customers, codes, day_range, seq, rollups=True)
+        redo = []
+        for c, r in got.items():
+            if r.refold or r.straddles or (r.rows and r.floor != prior):
+                redo.append(c)
+                continue
+            for key, rows in r.rows.items():
+                f = fold_rows(kinds[key[0]], rows)
+                folded += len(rows)
+                out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
+    if redo:
+        for r in read_many(conn, redo, codes, day_range, seq).values():
+            by_bucket: dict[BucketKey, tuple[Any, int]] = {}
+            for (code, cust, _, dims, _), rows in r.rows.items():
+                f = fold_rows(kinds[code], rows)
+                folded += len(rows)
+                key = (code, cust, str(Grain.MONTH), dims, month)
+                had = by_bucket.get(key)
+                by_bucket[key] = (
+                    (f.state, f.events)
+                    if had is None
+                    else (merge(had[0], f.state), had[1] + f.events)
+                )
+            for key, (state, events) in by_bucket.items():
+                out[key] = Delta(RowKind.CHECKPOINT, state, events, seq, seq)
+    return out, folded

@@ -1,0 +1,226 @@
+"""Month rollup passes of the usage index (DESIGN §4), on both backends.
+
+A pass folds each UTC month's day rows, as known at its seq S, into one ``cpt``
+row per (customer, meter, group); reads as known at K >= S of a whole month
+start from it and fold only the day rows after S. Generated histories (batches
+of events over two whole months, late and backfilled, retractions that count
+and sum subtract and min/max/latest/unique_count re-fold, a meter applied after
+its events, passes at any point) must give byte-identical invoices to a raw
+fold at every cutoff, from `compute_body` and from verify's batched
+`compute_bodies`; and a pass must actually shorten the read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+from tests.conftest import reset
+from tests.support import event, ingest
+
+from meterline.billing import body as typed
+from meterline.domain.canonical import dumps
+from meterline.domain.clock import FixedClock
+from meterline.domain.timestamps import format_us, parse_rfc3339, to_datetime
+from meterline.metering.bitemporal import Grain
+from meterline.services import invoicing, rollups
+from meterline.services.catalog import apply_catalog
+from meterline.services.retraction import retract_event
+from meterline.store import sequence, usage_index
+from meterline.store.database import Store
+
+NOW_US = parse_rfc3339("2024-05-01T00:00:00Z")
+METERS = [
+    {"code": "calls", "event_type": "call", "aggregation": "count"},
+    {
+        "code": "tokens",
+        "event_type": "call",
+        "aggregation": "sum",
+        "property": "n",
+        "group_by": ["m"],
+    },
+    {"code": "peak", "event_type": "call", "aggregation": "max", "property": "n", "window": "1m"},
+    {"code": "low", "event_type": "call", "aggregation": "min", "property": "n"},
+    {"code": "users", "event_type": "call", "aggregation": "unique_count", "property": "u"},
+    {"code": "last", "event_type": "call", "aggregation": "latest", "property": "n"},
+    {"code": "daily", "event_type": "call", "aggregation": "sum", "property": "n", "window": "1d"},
+]
+LATE_METER = {"code": "later", "event_type": "call", "aggregation": "sum", "property": "n"}
+
+
+def _charges(meters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"code": f"c_{m['code']}", "meter": m["code"], "model": "per_unit", "unit_price": "0.1"}
+        for m in meters
+    ]
+
+
+V1 = {"version": "v1", "effective_from": "2024-01-01T00:00:00Z", "charges": _charges(METERS)}
+# Prices the meter applied later from February on: no boundary inside a month.
+V2 = {
+    "version": "v2",
+    "effective_from": "2024-02-01T00:00:00Z",
+    "retroactive": True,
+    "reason": "a new meter",
+    "charges": _charges([*METERS, LATE_METER]),
+}
+
+
+def _catalog(meters: list[dict[str, Any]], versions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "meters": meters,
+        "price_books": [{"code": "std", "currency": "USD", "versions": versions}],
+        "customers": [
+            {
+                "id": cid,
+                "name": cid,
+                "currency": "USD",
+                "timezone": "UTC",
+                "tax_rate": "0.1",
+                "subscriptions": [{"price_book": "std", "start": "2024-01-01T00:00:00Z"}],
+            }
+            for cid in ("a", "b")
+        ],
+    }
+
+
+START_US = parse_rfc3339("2024-02-01T00:00:00Z")
+SPAN_MINUTES = (29 + 31) * 1440  # February and March 2024
+LABELS = ("2024-02", "2024-03")
+
+call = st.tuples(
+    st.integers(0, SPAN_MINUTES - 1),
+    st.sampled_from(["a", "b"]),
+    st.integers(-20, 500) | st.sampled_from(["0.1", "2.25"]),
+    st.sampled_from(["x", "y", None]),
+    st.integers(0, 4),
+)
+step = st.one_of(
+    st.tuples(st.just("events"), st.lists(call, min_size=1, max_size=15), st.booleans()),
+    st.tuples(st.just("retract"), st.integers(0, 10**6), st.none()),
+    st.tuples(st.just("meter"), st.none(), st.none()),
+    st.tuples(st.just("rollup"), st.none(), st.booleans()),
+)
+
+
+def _event(i: int, c: tuple[Any, ...]) -> dict[str, Any]:
+    minute, customer, n, m, u = c
+    props: dict[str, Any] = {"n": n, "u": f"user{u}"}
+    if m is not None:
+        props["m"] = m
+    t = format_us(START_US + minute * 60_000_000 + (i % 60) * 1_000_000)
+    return event(f"e{i}", customer=customer, type_="call", time=t, props=props)
+
+
+def _play(store: Store, steps: list[Any]) -> list[int]:
+    """Apply the history; the seq after each fact (rollup passes take none)."""
+    reset(store)
+    apply_catalog(store, _catalog(METERS, [V1]), NOW_US)
+    clock = FixedClock(to_datetime(NOW_US))
+    with store.read() as conn:
+        cutoffs = [sequence.current(conn)]
+    ids: list[str] = []
+    meter_applied = False
+    n = 0
+    for kind, arg, flag in steps:
+        if kind == "events":
+            batch = [_event(n + j, c) for j, c in enumerate(arg)]
+            n += len(batch)
+            ids += [e["event_id"] for e in batch]
+            ingest(store, clock, batch, batch_size=4 if flag else 3, backfill=True)  # > 35 days
+        elif kind == "retract" and ids:
+            retract_event(store, "default", ids[arg % len(ids)], "dispute", NOW_US)
+        elif kind == "meter" and not meter_applied:
+            meter_applied = True
+            apply_catalog(store, _catalog([*METERS, LATE_METER], [V1, V2]), NOW_US)
+        elif kind == "rollup":
+            rollups.roll_up(store, NOW_US, None if flag else list(LABELS))
+            continue
+        else:
+            continue
+        with store.read() as conn:
+            cutoffs.append(sequence.current(conn))
+    return cutoffs
+
+
+def _check(store: Store, cutoffs: list[int]) -> None:
+    wanted = []
+    with store.read() as conn:
+        for k in cutoffs:
+            for customer in ("a", "b"):
+                for label in LABELS:
+                    indexed = invoicing.compute_body(conn, customer, label, k)
+                    raw = invoicing.compute_body(conn, customer, label, k, raw=True)
+                    assert dumps(indexed) == dumps(raw), (k, customer, label)
+                    wanted.append((customer, label, k, 2, indexed))
+        batched = invoicing.compute_bodies(conn, [w[:4] for w in wanted])
+    for w, got in zip(wanted, batched, strict=True):
+        assert got is not None and not isinstance(got, Exception), w[:3]
+        assert dumps(typed.encode(got)) == dumps(w[4]), w[:3]
+
+
+SETTINGS = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@SETTINGS
+@given(steps=st.lists(step, min_size=1, max_size=10))
+def test_reads_through_month_rollups_equal_a_raw_fold(store: Store, steps: list[Any]) -> None:
+    cutoffs = _play(store, [*steps, ("rollup", None, True)])
+    _check(store, cutoffs)
+
+
+def _history() -> list[Any]:
+    spread = [(m, "ab"[m % 2], m % 50, "xy"[m % 3 % 2], m % 5) for m in range(0, SPAN_MINUTES, 53)]
+    return [
+        ("events", spread[: len(spread) // 2], False),
+        ("rollup", None, True),
+        ("events", spread[len(spread) // 2 :], False),
+        ("retract", 3, None),  # count/sum subtract; min/max/latest/unique_count re-fold
+        ("rollup", None, True),
+        ("events", [(100, "a", 999, "x", 9), (40000, "b", -5, None, 1)], True),
+        ("meter", None, None),
+        ("retract", 11, None),
+        ("rollup", None, False),
+        ("events", [(200, "a", 7, "y", 2)], False),
+    ]
+
+
+def test_a_fixed_history_through_every_rollup_path(store: Store) -> None:
+    cutoffs = _play(store, _history())
+    _check(store, cutoffs)
+    with store.read() as conn:
+        passes = conn.execute(
+            text("SELECT bucket_start, seq, rows FROM usage_rollups ORDER BY seq, bucket_start")
+        ).all()
+        assert len(passes) == 6  # two months x three passes
+        assert all(int(r[2]) > 0 for r in passes)
+        k = cutoffs[-1]
+        feb = (Grain.DAY, START_US, parse_rfc3339("2024-03-01T00:00:00Z"))
+        with_months = usage_index.read(conn, "a", ["calls", "tokens"], [feb], k, rollups=True)
+        days = usage_index.read(conn, "a", ["calls", "tokens"], [feb], k)
+    assert {key[2] for key in with_months.rows} == {"m"}
+    assert sum(map(len, with_months.rows.values())) < sum(map(len, days.rows.values())) / 4
+
+
+def test_a_cut_back_before_the_pass_reads_again(store: Store) -> None:
+    cutoffs = _play(store, _history()[:2])
+    feb = (Grain.DAY, START_US, parse_rfc3339("2024-03-01T00:00:00Z"))
+    with store.read() as conn:
+        top = sequence.current(conn)
+        got = usage_index.read(conn, "a", ["calls"], [feb], top, rollups=True, whole=True)
+        assert got.floor == top
+        assert got.as_of(cutoffs[0]).refold and not got.as_of(top).refold
+
+
+def test_rollup_is_idempotent_and_reports(store: Store) -> None:
+    _play(store, _history()[:1])
+    first = rollups.roll_up(store, NOW_US)
+    assert [p["month"] for p in first["passes"]] == ["2024-02", "2024-03"]
+    assert rollups.roll_up(store, NOW_US)["passes"] == []  # nothing changed since
+    assert rollups.roll_up(store, NOW_US, ["2024-02"])["passes"] == []  # same seq
