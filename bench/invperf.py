@@ -38,11 +38,12 @@ from sqlalchemy import text
 
 from cached_store import build, read_loaded
 from index_bench import duckdb_baseline, timed_verify
-from invoice_run import check, customer_ids, timed_issue
+from invoice_run import ISSUE_AT, check, customer_ids, timed_issue
 from meterline.domain.clock import FixedClock
 from meterline.domain.timestamps import US_PER_HOUR, format_us, parse_rfc3339, to_datetime
 from meterline.ingest.readers import Item
 from meterline.ingest.service import IngestOptions
+from meterline.services import rollups
 from meterline.services.reconcile import reconcile
 from meterline.store.database import Store, open_store
 from meterline.wiring import ingestor_for
@@ -148,6 +149,21 @@ def _reconcile(store: Store, full: bool) -> Any:
     return report
 
 
+def _rollup(store: Store, what: str) -> None:
+    cpu = time.process_time()
+    t0 = time.perf_counter()
+    out = rollups.roll_up(store, ISSUE_AT)
+    wall = time.perf_counter() - t0
+    rows = sum(p["rows_written"] for p in out["passes"])
+    folded = sum(p["rows_folded"] for p in out["passes"])
+    print(
+        f"{what}: {wall:.2f}s (CPU {time.process_time() - cpu:.2f}s), {len(out['passes'])} "
+        f"month(s), {rows:,} month rows from {folded:,} index rows; load "
+        f"{os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--customers", type=int, default=1_000)
@@ -158,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--skip", choices=("verify", "reconcile"), action="append", default=[])
+    parser.add_argument(
+        "--rollup",
+        action="store_true",
+        help="run a month rollup pass (timed) before the invoice run, and again after "
+        "the new events of the incremental step",
+    )
     args = parser.parse_args(argv)
     prof = set(args.profile or [])
     print(
@@ -175,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(f"sqlite:///{db}")
         try:
             duck_s, copied = duckdb_baseline(store)
+            if args.rollup:
+                _rollup(store, "month rollup pass (first: folds every day row)")
             (result, _), issue_s = _profiled(
                 "invoice" in prof, args.top, lambda: timed_issue(store, False, 0)
             )
@@ -211,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             new_s = ingest_new(store, customers, args.new)
+            if args.rollup:
+                _rollup(store, f"month rollup pass after {args.new:,} new events")
             cpu = time.process_time()
             _, inc_s = _profiled("incremental" in prof, args.top, lambda: _reconcile(store, False))
             print(

@@ -58,10 +58,11 @@ def _charges(meters: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 V1 = {"version": "v1", "effective_from": "2024-01-01T00:00:00Z", "charges": _charges(METERS)}
-# Prices the meter applied later from February on: no boundary inside a month.
+# Prices the meter applied later from mid-February on: February's two segments are
+# covered by rollup units and single days, March by its month unit.
 V2 = {
     "version": "v2",
-    "effective_from": "2024-02-01T00:00:00Z",
+    "effective_from": "2024-02-14T00:00:00Z",
     "retroactive": True,
     "reason": "a new meter",
     "charges": _charges([*METERS, LATE_METER]),
@@ -196,16 +197,26 @@ def test_a_fixed_history_through_every_rollup_path(store: Store) -> None:
     _check(store, cutoffs)
     with store.read() as conn:
         passes = conn.execute(
-            text("SELECT bucket_start, seq, rows FROM usage_rollups ORDER BY seq, bucket_start")
+            text("SELECT customer_id, bucket_start, seq, rows FROM usage_rollups ORDER BY seq")
         ).all()
-        assert len(passes) == 6  # two months x three passes
-        assert all(int(r[2]) > 0 for r in passes)
+        # three passes; the second folds only what the events and retraction since touched
+        assert len({r[2] for r in passes}) == 3 and 6 < len(passes) < 12
+        assert all(int(r[3]) > 0 for r in passes)
         k = cutoffs[-1]
-        feb = (Grain.DAY, START_US, parse_rfc3339("2024-03-01T00:00:00Z"))
-        with_months = usage_index.read(conn, "a", ["calls", "tokens"], [feb], k, rollups=True)
-        days = usage_index.read(conn, "a", ["calls", "tokens"], [feb], k)
-    assert {key[2] for key in with_months.rows} == {"m"}
+        mar = (Grain.DAY, parse_rfc3339("2024-03-01T00:00:00Z"), NOW_US)
+        with_months = usage_index.read(conn, "a", ["calls", "tokens"], [mar], k, rollups=True)
+        days = usage_index.read(conn, "a", ["calls", "tokens"], [mar], k)
+        feb = (Grain.DAY, START_US, parse_rfc3339("2024-02-14T00:00:00Z"))
+        units = usage_index.read(conn, "a", ["calls"], [feb], k, rollups=True)
+    assert {key[2] for key in with_months.rows} == {"m"}  # March whole (April has no rows)
     assert sum(map(len, with_months.rows.values())) < sum(map(len, days.rows.values())) / 4
+    starts = sorted((key[2], format_us(key[4])[:10]) for key in units.rows)
+    assert starts == [
+        ("2", "2024-02-09"),
+        ("2", "2024-02-11"),
+        ("8", "2024-02-01"),
+        ("d", "2024-02-13"),
+    ]
 
 
 def test_a_cut_back_before_the_pass_reads_again(store: Store) -> None:
@@ -224,3 +235,73 @@ def test_rollup_is_idempotent_and_reports(store: Store) -> None:
     assert [p["month"] for p in first["passes"]] == ["2024-02", "2024-03"]
     assert rollups.roll_up(store, NOW_US)["passes"] == []  # nothing changed since
     assert rollups.roll_up(store, NOW_US, ["2024-02"])["passes"] == []  # same seq
+
+
+def _window_check(store: Store, full: bool) -> Any:
+    from meterline.services.reconcile import reconcile
+
+    report = reconcile(store, full=full)
+    return next(c for c in report.checks if c.name == "window_aggregates"), report
+
+
+def test_reconcile_folds_every_pass_again_and_finds_a_tampered_month_row(store: Store) -> None:
+    _play(store, _history())
+    check, report = _window_check(store, full=True)
+    assert report.ok, [c.to_json() for c in report.checks if not c.ok]
+    assert "month rollup rows folded again" in check.details
+    rows_before = int(check.details.split("; ")[-1].split()[0])
+    assert rows_before > 0
+    with store.write() as conn:  # behind the system's back: one month row changed
+        conn.execute(
+            text(
+                "UPDATE usage_index SET state = :st "
+                "WHERE grain = 'm' AND meter_code = 'calls' AND customer_id = 'a' "
+                "AND seq = (SELECT MAX(seq) FROM usage_rollups)"
+            ),
+            {"st": '{"count":7777,"kind":"count"}'},
+        )
+    check, report = _window_check(store, full=True)
+    assert not check.ok and "month rollup" in check.details and "7777" in check.details
+
+
+def test_an_incremental_reconcile_checks_the_passes_made_since(store: Store) -> None:
+    _play(store, _history()[:1])
+    assert _window_check(store, full=True)[1].ok  # the checkpoint
+    rollups.roll_up(store, NOW_US)
+    with store.write() as conn:
+        conn.execute(
+            text(
+                "UPDATE usage_index SET events = events + 1 "
+                "WHERE grain = 'm' AND meter_code = 'tokens' AND customer_id = 'b'"
+            )
+        )
+    check, _ = _window_check(store, full=False)
+    assert not check.ok and "rollup of 2024-0" in check.details
+
+
+def test_cover_uses_the_largest_units_that_fit() -> None:
+    from meterline.metering.bitemporal import cover, month_units
+
+    def d(day: str) -> int:
+        return parse_rfc3339(f"2024-{day}T00:00:00Z")
+
+    def shown(lo: str, hi: str, month: str) -> list[tuple[str, str, str]]:
+        return [
+            (str(g), format_us(a)[5:10], format_us(b)[5:10])
+            for g, a, b in cover(d(lo), d(hi), d(month))
+        ]
+
+    assert shown("01-01", "02-01", "01-01") == [("m", "01-01", "02-01")]
+    assert shown("01-16", "02-01", "01-01") == [
+        ("None", "01-16", "01-17"),
+        ("8", "01-17", "01-25"),
+        ("8", "01-25", "02-01"),  # the month's last block is shorter
+    ]
+    # 2024 is a leap year: February's last 2-day block is its 29th alone
+    assert shown("02-28", "03-01", "02-01") == [("None", "02-28", "02-29"), ("2", "02-29", "03-01")]
+    assert shown("02-04", "02-06", "02-01") == [
+        ("None", "02-04", "02-05"),
+        ("None", "02-05", "02-06"),
+    ]
+    units = month_units(d("01-01"))
+    assert len(units) == 1 + 4 + 16 and units[-1][1:] == (d("01-31"), d("02-01"))

@@ -43,7 +43,7 @@ from meterline.domain.timestamps import US_PER_HOUR, format_us, parse_rfc3339, t
 from meterline.ingest.readers import read_file
 from meterline.ingest.service import IngestOptions, IngestReport
 from meterline.render.text import render_text
-from meterline.services import corrections, invoicing, progressive, verification
+from meterline.services import corrections, invoicing, progressive, rollups, verification
 from meterline.services.catalog import apply_catalog
 from meterline.services.retraction import retract_event
 from meterline.store.database import Store, open_store
@@ -332,6 +332,12 @@ def _run(
             console.print(f"  January {event_type:<10} {n:>10,} events from {customers} customers")
 
     with _step(console, f"3. issue {PERIOD}"):
+        # A rollup pass first, as operators schedule it: the run reads month units.
+        passes = rollups.roll_up(store, _us(ISSUE_AT))["passes"]
+        console.print(
+            "usage index rolled up: "
+            + ", ".join(f"{p['month']} {p['rows_written']:,} unit rows" for p in passes)
+        )
         result = invoicing.issue(store, PERIOD, _us(ISSUE_AT))
         # The anniversary customer's periods start on the 20th: its first one is closed.
         anniversary = ids[demo_catalog.ANNIVERSARY_INDEX]

@@ -25,12 +25,13 @@ and by raw events where a boundary cuts a window.
 
 Month rollups: ingest writes no month rows (a month bucket would get a row
 from every batch). A rollup pass at seq S (``usage_index.roll_up``) appends,
-for one UTC month, a ``cpt`` row per (customer, meter, dimension group) with
-the fold of the month's day rows <= S, and records the pass. A read as known
-at K >= S of a whole month inside a price segment then folds that month's
-``cpt`` row and the day rows after S: a period reads a few rows per group
-whatever its events and ingest batches were. Month rollups exist only where
-day rollups do.
+for one UTC month, ``cpt`` rows per (customer, meter, dimension group) with
+the fold of the day rows <= S of each rollup unit (the month, its 8-day and
+its 2-day blocks), and records the pass. A read as known at K >= S of whole
+days of that month inside a price segment folds the units that cover them
+(`cover`) and the day rows after S: a period reads a few rows per group
+whatever its events and ingest batches were. Rollups exist only where day
+rollups do.
 """
 
 from __future__ import annotations
@@ -76,6 +77,50 @@ class Grain(StrEnum):
     WINDOW = "w"  # the meter's own window
     DAY = "d"  # UTC day rollup (kept only for meters with windows shorter than a day)
     MONTH = "m"  # UTC calendar-month rollup: `cpt` rows of a rollup pass only
+    EIGHT_DAYS = "8"  # 8-day blocks from the month's start (the last one shorter): idem
+    TWO_DAYS = "2"  # 2-day blocks from the month's start (the last one may be 1 day): idem
+
+
+# Rollup units of a pass, coarsest first: a day range inside a rolled-up month is
+# covered greedily by the largest units that fit, and single days for the rest, so
+# a price change on any day costs a few more rows, not a month of day rows.
+UNIT_GRAINS = (Grain.MONTH, Grain.EIGHT_DAYS, Grain.TWO_DAYS)
+UNIT_GRAIN_TEXTS = frozenset(str(g) for g in UNIT_GRAINS)
+_UNIT_DAYS = {Grain.EIGHT_DAYS: 8, Grain.TWO_DAYS: 2}
+
+
+def month_units(month_us: int) -> list[tuple[Grain, int, int]]:
+    """Every rollup unit of the UTC month starting at ``month_us``: (grain, lo, hi)."""
+    end = next_month(month_us)
+    out = [(Grain.MONTH, month_us, end)]
+    for grain, days in _UNIT_DAYS.items():
+        step = days * US_PER_DAY
+        out += [(grain, lo, min(lo + step, end)) for lo in range(month_us, end, step)]
+    return out
+
+
+def cover(lo: int, hi: int, month_us: int) -> list[tuple[Grain | None, int, int]]:
+    """[lo, hi) (whole UTC days inside the month at ``month_us``) as rollup units,
+    largest first, and single days (grain None) where no unit fits."""
+    end = next_month(month_us)
+    out: list[tuple[Grain | None, int, int]] = []
+    at = lo
+    while at < hi:
+        if at == month_us and end <= hi:
+            out.append((Grain.MONTH, at, end))
+            at = end
+            continue
+        for grain, days in _UNIT_DAYS.items():
+            step = days * US_PER_DAY
+            top = min(at + step, end)
+            if (at - month_us) % step == 0 and top <= hi:
+                out.append((grain, at, top))
+                at = top
+                break
+        else:
+            out.append((None, at, at + US_PER_DAY))
+            at += US_PER_DAY
+    return out
 
 
 def month_of(t_us: int) -> int:
@@ -235,16 +280,20 @@ def bucket_size(grain: Grain, window_us: int) -> int:
 
 __all__ = [
     "SUBTRACTABLE",
+    "UNIT_GRAINS",
+    "UNIT_GRAIN_TEXTS",
     "Folded",
     "Grain",
     "IndexRow",
     "Piece",
     "RowKind",
     "bucket_size",
+    "cover",
     "day_of",
     "fold_rows",
     "has_day_rollup",
     "month_of",
+    "month_units",
     "next_month",
     "plan",
     "subtract",

@@ -1,8 +1,8 @@
 """Measuring a subscription's usage for one period from the usage index (DESIGN §4).
 
 The span is cut per price segment (``metering.bitemporal.plan``): whole UTC
-days are read from day rollups (whole UTC months from a month rollup pass and
-the day rows after it, where a pass <= K exists), whole windows from windows, and only windows
+days are read from day rollups (or from the units of a month rollup pass <= K
+and the day rows after it), whole windows from windows, and only windows
 cut by a period or segment boundary (a +05:30 month start, a mid-hour price
 change) from raw events. Everything is "as known at K": index rows with
 seq <= K, events with seq <= K not retracted at K. Should a row straddle K
@@ -27,7 +27,15 @@ from meterline.billing.usage import GroupUsage, Measurement
 from meterline.domain.decimals import PRECISION
 from meterline.metering import Meter, State, empty, merge
 from meterline.metering.aggregation import CountState, SumState
-from meterline.metering.bitemporal import SUBTRACTABLE, Grain, Piece, RowKind, fold_rows, plan
+from meterline.metering.bitemporal import (
+    SUBTRACTABLE,
+    UNIT_GRAIN_TEXTS,
+    Grain,
+    Piece,
+    RowKind,
+    fold_rows,
+    plan,
+)
 from meterline.store import usage_index
 from meterline.store.facts import facts
 
@@ -131,7 +139,7 @@ def _add_index(
         if not parts:
             folded = fold_rows(kinds[code], rows)
             parts = [(folded.state, folded.events)]
-        g = _DAY if grain == _MONTH else grain  # a month lies inside one day piece
+        g = _DAY if grain in UNIT_GRAIN_TEXTS else grain  # a unit lies inside one day piece
         segment = by_grain[g][bisect_right(starts[g], start) - 1].segment
         gk = (code, dims)
         acc = groups.get(gk)
@@ -157,7 +165,7 @@ def _add_index(
 
 
 _EXACT = Context(prec=PRECISION, traps=[Inexact, InvalidOperation, Overflow])  # as `merge`
-_DAY, _MONTH = str(Grain.DAY), str(Grain.MONTH)
+_DAY = str(Grain.DAY)
 
 
 def _settle(

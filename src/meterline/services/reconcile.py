@@ -74,6 +74,7 @@ from meterline.store import (
     merkle,
     sequence,
     usage_index,
+    usage_rollups,
 )
 from meterline.store.customer_catalog import load_customer, load_customers, load_customers_by_id
 from meterline.store.database import Store
@@ -202,7 +203,8 @@ def reconcile(
         def windows() -> list[Check]:
             meters.extend(load_meters(conn))
             usage.extend(_usage_summary(conn, scope.since))
-            return [check_windows(conn, meters, usage, tick, scope.since)]
+            got = check_windows(conn, meters, usage, tick, scope.since)
+            return [with_rollups(conn, got, scope.since)]
 
         run(["window_aggregates"], windows)
         docs = Documents()
@@ -700,6 +702,25 @@ def _check_windows_since(
         f"{checked} windows touched since seq {since} recomputed from raw events"
         + (f"; {len(whole)} new meter(s) checked whole" if whole else ""),
     )
+
+
+def with_rollups(conn: Connection, windows: Check, since: int = 0) -> Check:
+    """Check 2 extended to the month rollup passes after ``since``: each pass's rows
+    folded again from the day rollups the windows check compared with raw events."""
+    compared, problems = usage_rollups.check(conn, since)
+    if not compared and not problems:
+        return windows
+    if not problems:
+        return Check(
+            windows.name,
+            windows.ok,
+            f"{windows.details}; {compared} month rollup rows folded again from day rollups",
+            windows.count,
+        )
+    details = f"{len(problems)} month rollup problem(s): {listing(problems)}"
+    if not windows.ok:
+        details = f"{windows.details}; {details}"
+    return Check(windows.name, False, details, windows.count + len(problems))
 
 
 # Check 2 folds every raw row the tables hold, not only those "as known now": a row

@@ -300,12 +300,14 @@ usage_index = Table(
     sqlite_with_rowid=False,
 )
 
-# Derived, not a fact (migration 0023): the usage index's month rollup passes. A
-# pass at seq S appended a month `cpt` row at S for every (customer, meter, group)
-# with day rows in that UTC month <= S; reads as known at K >= S start from them.
+# Derived, not a fact (migration 0023): the usage index's rollup passes. A pass at
+# seq S appended the `cpt` rows of a customer's month units (`m`, `8`, `2` grains)
+# with the fold of its day rows <= S; reads as known at K >= S start from them.
+# Index ix_usage_rollups_seq (seq) in the migration.
 usage_rollups = Table(
     "usage_rollups",
     metadata,
+    Column("customer_id", String(256), primary_key=True),
     Column("grain", String(1), primary_key=True),
     Column("bucket_start", BigInteger, primary_key=True),
     Column("seq", BigInteger, primary_key=True),

@@ -40,16 +40,17 @@ from meterline.metering import (
 from meterline.metering.aggregation import CountState, MaxState, MinState, SumState
 from meterline.metering.bitemporal import (
     SUBTRACTABLE,
+    UNIT_GRAIN_TEXTS,
     Folded,
     Grain,
     IndexRow,
     RowKind,
+    cover,
     day_of,
     fold_rows,
     has_day_rollup,
     month_of,
     next_month,
-    whole_months,
 )
 from meterline.store.facts import facts
 
@@ -457,10 +458,7 @@ def read_many(
     out = {c: Read({}, False) for c in customers}
     if not customers or not meter_codes or not ranges:
         return out
-    got = _read(conn, sorted(set(customers)), meter_codes, ranges, known_at, whole, rollups)
-    floor = max((r.floor for r in got.values()), default=0)
-    out = {c: Read({}, False, floor) for c in customers}
-    out.update(got)
+    out.update(_read(conn, sorted(set(customers)), meter_codes, ranges, known_at, whole, rollups))
     return out
 
 
@@ -474,30 +472,83 @@ def _read(
     rollups: bool = False,
 ) -> dict[str, Read]:
     """One statement through the driver's own cursor (an invoice run reads a few
-    hundred thousand index rows; SQLAlchemy's per-row layer would cost a third),
-    and one per whole month answered by a rollup pass."""
+    hundred thousand index rows; SQLAlchemy's per-row layer would cost a third);
+    with ``rollups``, one per group of customers whose rollup passes <= K are the
+    same, plus two per rollup unit answering whole days (see `Read`)."""
     pg = conn.dialect.name == "postgresql"
-    months: list[tuple[int, int]] = []  # (month start, pass seq)
-    if rollups and known_at is not None:
-        ranges, months = _split_months(ranges, rollup_passes(conn, known_at))
+    groups: list[tuple[Sequence[str] | None, dict[int, int]]] = [(customers, {})]
+    if rollups and known_at is not None and customers:
+        groups = _by_passes(customers, ranges, rollup_passes(conn, customers, known_at))
     collected = _Collected(known_at)
     raw = conn.connection.driver_connection
     cur = raw.cursor()  # type: ignore[union-attr]
     try:
-        if ranges:
-            sql, params = _select(pg, customers, meter_codes, ranges, known_at)
-            if not whole:
-                sql += _latest_only(cur, sql, known_at, _p(pg, "k"), params)
-            cur.execute(sql, params)
-            collected.add(cur.fetchall())
-        for month, seq in months:
-            for sql, params in _month_selects(pg, customers, meter_codes, month, seq, known_at):
+        for members, passes in groups:
+            rest, units = _split_units(ranges, passes)
+            if rest:
+                sql, params = _select(pg, members, meter_codes, rest, known_at)
+                if not whole:
+                    sql += _latest_only(cur, sql, known_at, _p(pg, "k"), params)
                 cur.execute(sql, params)
                 collected.add(cur.fetchall())
+            for grain, lo, hi, seq in units:
+                for sql, params in _unit_selects(
+                    pg, members, meter_codes, grain, lo, hi, seq, known_at
+                ):
+                    cur.execute(sql, params)
+                    collected.add(cur.fetchall())
+            if units and members is not None:
+                floor = max(u[3] for u in units)
+                collected.floors.update(dict.fromkeys(members, floor))
     finally:
         cur.close()
-    floor = max((seq for _, seq in months), default=0)
-    return collected.reads(floor)
+    return collected.reads()
+
+
+def _by_passes(
+    customers: Sequence[str],
+    ranges: Sequence[tuple[Grain, int, int]],
+    passes: Mapping[str, Mapping[int, int]],
+) -> list[tuple[Sequence[str] | None, dict[int, int]]]:
+    """Customers grouped by their rollup passes over the day ranges' months (a
+    month-end chunk has one or two groups: most customers were rolled up together)."""
+    days = [(lo, hi) for g, lo, hi in ranges if str(g) == Grain.DAY]
+    out: dict[tuple[tuple[int, int], ...], list[str]] = {}
+    for c in customers:
+        mine = passes.get(c, {})
+        sig = tuple(
+            sorted(
+                (m, s)
+                for m, s in mine.items()
+                if any(m < hi and next_month(m) > lo for lo, hi in days)
+            )
+        )
+        out.setdefault(sig, []).append(c)
+    return [(members, dict(sig)) for sig, members in out.items()]
+
+
+def rollup_passes(
+    conn: Connection, customers: Sequence[str], known_at: int
+) -> dict[str, dict[int, int]]:
+    """Customer -> month start -> seq of the latest rollup pass <= K that folded it."""
+    out: dict[str, dict[int, int]] = {}
+    for i in range(0, len(customers), 500):
+        batch = list(customers[i : i + 500])
+        pg = conn.dialect.name == "postgresql"
+        params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)} | {"k": known_at}
+        sql = (
+            "SELECT customer_id, bucket_start, MAX(seq) FROM usage_rollups WHERE customer_id IN ("
+            + ", ".join(_p(pg, f"c{j}") for j in range(len(batch)))
+            + f") AND grain = 'm' AND seq <= {_p(pg, 'k')} GROUP BY customer_id, bucket_start"
+        )
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute(sql, params)
+            for c, m, seq in cur.fetchall():
+                out.setdefault(str(c), {})[int(m)] = int(seq)
+        finally:
+            cur.close()
+    return out
 
 
 def _p(pg: bool, name: str) -> str:
@@ -542,58 +593,63 @@ def _select(
     return sql, params
 
 
-def _month_selects(
+def _unit_selects(
     pg: bool,
     customers: Sequence[str] | None,
     meter_codes: Sequence[str],
-    month: int,
+    grain: Grain,
+    lo: int,
+    hi: int,
     seq: int,
     known_at: int | None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The month's ``cpt`` rows of the pass at ``seq`` and its day rows after it
+    """A rollup unit's ``cpt`` rows of the pass at ``seq`` and its day rows after it
     (day ``cpt`` rows left out: they only cache what the other rows hold), both
-    keyed as the month bucket. Two statements, each one range of the key."""
+    keyed as the unit's bucket. Two statements, each one range of the key."""
     out = []
-    end = next_month(month)
-    for grain, lo, hi, cond in (
-        (Grain.MONTH, month, month + 1, f"seq = {int(seq)} AND kind = 'cpt'"),
-        (Grain.DAY, month, end, f"seq > {int(seq)} AND kind <> 'cpt'"),
+    for g, a, b, cond in (
+        (grain, lo, lo + 1, f"seq = {int(seq)} AND kind = 'cpt'"),
+        (Grain.DAY, lo, hi, f"seq > {int(seq)} AND kind <> 'cpt'"),
     ):
-        sql, params = _select(pg, customers, meter_codes, [(grain, lo, hi)], known_at)
+        sql, params = _select(pg, customers, meter_codes, [(g, a, b)], known_at)
         sql = sql.replace(
             _SELECTED,
-            "SELECT meter_code, customer_id, 'm', dimensions, "
-            f"{int(month)}, seq, first_seq, kind, state, events",
+            f"SELECT meter_code, customer_id, '{grain}', dimensions, "
+            f"{int(lo)}, seq, first_seq, kind, state, events",
             1,
         )
         out.append((sql + " AND " + cond, params))
     return out
 
 
-def _split_months(
+def _split_units(
     ranges: Sequence[tuple[Grain, int, int]], passes: Mapping[int, int]
-) -> tuple[list[tuple[Grain, int, int]], list[tuple[int, int]]]:
-    """Day ranges without the whole months a rollup pass answers, and those months."""
+) -> tuple[list[tuple[Grain, int, int]], list[tuple[Grain, int, int, int]]]:
+    """Day ranges without the days that rolled-up months' units cover, and those
+    units (grain, lo, hi, pass seq)."""
     if not passes:
         return list(ranges), []
     rest: list[tuple[Grain, int, int]] = []
-    months: list[tuple[int, int]] = []
+    units: list[tuple[Grain, int, int, int]] = []
     for grain, lo, hi in ranges:
         if str(grain) != Grain.DAY:
             rest.append((grain, lo, hi))
             continue
-        at = lo
-        for m in whole_months(lo, hi):
+        m = month_of(lo)
+        while m < hi:
+            end = next_month(m)
+            a, b = max(lo, m), min(hi, end)
             seq = passes.get(m)
-            if seq is None:
-                continue
-            if at < m:
-                rest.append((grain, at, m))
-            months.append((m, seq))
-            at = next_month(m)
-        if at < hi:
-            rest.append((grain, at, hi))
-    return rest, months
+            parts = [(None, a, b)] if seq is None else cover(a, b, m)
+            for g, x, y in parts:
+                if g is not None and seq is not None:
+                    units.append((g, x, y, seq))
+                elif rest and rest[-1][0] == grain and rest[-1][2] == x:
+                    rest[-1] = (grain, rest[-1][1], y)
+                else:
+                    rest.append((grain, x, y))
+            m = end
+    return rest, units
 
 
 class _Collected:
@@ -604,6 +660,7 @@ class _Collected:
         self.rows: dict[str, dict[BucketKey, list[IndexRow]]] = {}
         self.straddling: set[str] = set()
         self.refold: set[str] = set()
+        self.floors: dict[str, int] = {}  # customer -> greatest rollup pass read
 
     def add(self, fetched: Sequence[Any]) -> None:
         rows = self.rows
@@ -612,6 +669,7 @@ class _Collected:
         kinds = _KINDS
         top = self.top
         set_kind = RowKind.SET
+        units = UNIT_GRAIN_TEXTS
         # Rows come customer by customer and bucket by bucket (the primary key's order),
         # so the last customer's map and the last bucket's list are kept at hand.
         last_c: str | None = None
@@ -630,7 +688,7 @@ class _Collected:
                     states.clear()
                 parsed = states[state] = _parse_state(state)
             row = IndexRow(seq, int(first), kinds[kind], parsed, int(n))
-            if row.kind is set_kind and grain == "m":
+            if row.kind is set_kind and grain in units:
                 self.refold.add(c)  # a day's whole state after the pass: not a delta
             key = (str(code), c, str(grain), str(dims), int(start))
             if key == last_key:
@@ -648,24 +706,35 @@ class _Collected:
                 found.append(row)
             last_key, last_list = key, found
 
-    def reads(self, floor: int) -> dict[str, Read]:
-        rows = self.rows
+    def reads(self) -> dict[str, Read]:
+        rows, floors = self.rows, self.floors
         return {
-            c: Read(rows.get(c, {}), c in self.straddling, floor, c in self.refold)
-            for c in rows.keys() | self.straddling | self.refold
+            c: Read(rows.get(c, {}), c in self.straddling, floors.get(c, 0), c in self.refold)
+            for c in rows.keys() | self.straddling | self.refold | floors.keys()
         }
 
 
-def rollup_passes(conn: Connection, known_at: int) -> dict[int, int]:
-    """Month start -> seq of its latest rollup pass <= K."""
-    rows = conn.execute(
-        text(
-            "SELECT bucket_start, MAX(seq) FROM usage_rollups WHERE grain = 'm' AND seq <= :k "
-            "GROUP BY bucket_start"
-        ),
-        {"k": known_at},
-    )
-    return {int(r[0]): int(r[1]) for r in rows}
+def read_units(
+    conn: Connection,
+    customers: Sequence[str],
+    codes: Sequence[str],
+    units: Sequence[tuple[Grain, int, int]],
+    floor: int,
+    known_at: int,
+) -> dict[str, Read]:
+    """Rollup units of some customers from the pass at ``floor``, as known at K
+    (a later pass folds forward from them)."""
+    pg = conn.dialect.name == "postgresql"
+    collected = _Collected(known_at)
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for grain, lo, hi in units:
+            for sql, params in _unit_selects(pg, customers, codes, grain, lo, hi, floor, known_at):
+                cur.execute(sql, params)
+                collected.add(cur.fetchall())
+    finally:
+        cur.close()
+    return collected.reads()
 
 
 # The texts `to_json` writes for a sum, max or min of a canonical decimal (no "-0":
@@ -797,207 +866,10 @@ def checkpoint_rows(
     run collects a chunk's and appends them with one statement)."""
     out: dict[BucketKey, Delta] = {}
     for key, rows in got.rows.items():
-        if key[2] == Grain.MONTH:
-            continue  # month buckets are written by rollup passes only
+        if key[2] in UNIT_GRAIN_TEXTS:
+            continue  # rollup units are written by rollup passes only
         if len(rows) <= CHECKPOINT_AFTER or any(r.seq == seq and r.kind.is_state for r in rows):
             continue
         f = fold_rows(kinds[key[0]], rows)
         out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
     return out
-
-
-# --- month rollup passes ----------------------------------------------------------
-
-ROLLUP_CUSTOMERS = 500  # customers folded per statement of a rollup pass
-
-
-@dataclass(frozen=True)
-class RollupPass:
-    """One month rolled up at ``seq``: the month's ``cpt`` rows written, and how
-    many index rows were folded into them."""
-
-    month: int
-    seq: int
-    rows: int
-    folded: int
-
-
-def _day_meters(conn: Connection, seq: int) -> dict[str, Aggregation]:
-    return {
-        m.code: m.aggregation
-        for s, m in _meters_with_seq(conn)
-        if s <= seq and has_day_rollup(m.window_us)
-    }
-
-
-def _customers(conn: Connection) -> list[str]:
-    """Every customer with index rows, by seeks along the key (a loose index scan:
-    one probe per customer, not a walk over every row)."""
-    out: list[str] = []
-    probe = text(
-        "SELECT customer_id FROM usage_index WHERE customer_id > :c ORDER BY customer_id LIMIT 1"
-    )
-    first = conn.execute(
-        text("SELECT customer_id FROM usage_index ORDER BY customer_id LIMIT 1")
-    ).first()
-    while first is not None:
-        out.append(str(first[0]))
-        first = conn.execute(probe, {"c": out[-1]}).first()
-    return out
-
-
-def touched_months(conn: Connection, since: int) -> list[int]:
-    """UTC months that facts after seq ``since`` may have changed in the day rollups:
-    months of events accepted or retracted after it (all months of the index when a
-    meter was applied after it: its ``set`` rows may lie anywhere)."""
-    if conn.execute(text("SELECT 1 FROM meters WHERE seq > :s LIMIT 1"), {"s": since}).first():
-        span = conn.execute(text("SELECT MIN(event_time), MAX(event_time) FROM events")).one()
-    else:
-        span = conn.execute(
-            text(
-                "SELECT MIN(t), MAX(t) FROM ("
-                "SELECT event_time AS t FROM events WHERE seq > :s "
-                "UNION ALL SELECT e.event_time AS t FROM retractions r "
-                "JOIN events e ON e.seq = r.event_seq WHERE r.seq > :s) x"
-            ),
-            {"s": since},
-        ).one()
-    if span[0] is None:
-        return []
-    out = []
-    m, last = month_of(int(span[0])), month_of(int(span[1]))
-    while m <= last:
-        out.append(m)
-        m = next_month(m)
-    return out
-
-
-def last_rollup(conn: Connection) -> int:
-    """The seq of the latest rollup pass (0: none)."""
-    got = conn.execute(text("SELECT MAX(seq) FROM usage_rollups")).scalar()
-    return 0 if got is None else int(got)
-
-
-@dataclass(frozen=True)
-class MonthRollup:
-    """A month rollup computed as known at ``seq`` and not yet written."""
-
-    month: int
-    seq: int
-    rows: dict[BucketKey, Delta]
-    folded: int
-
-
-def compute_rollups(
-    conn: Connection, seq: int, months: Sequence[int] | None = None
-) -> list[MonthRollup]:
-    """The month rollup passes as known at ``seq`` (any snapshot at ``seq``: rows
-    <= ``seq`` never change, so a read transaction will do), one per month: by
-    default every month the facts since the latest pass touched.
-
-    A month with an earlier pass S is folded forward: its ``cpt`` rows at S and
-    the day rows after S (what changed); a customer with a day ``set`` row after
-    S, and a month never rolled up, from its day rollups as known at ``seq``.
-    Passes change no usage: a read as known at K folds to the same states with
-    or without them (tests compare). A month already rolled up at ``seq`` is
-    skipped."""
-    if months is None:
-        months = touched_months(conn, last_rollup(conn))
-    kinds = _day_meters(conn, seq)
-    out: list[MonthRollup] = []
-    if not months:
-        return out
-    customers = _customers(conn) if kinds else []
-    codes = sorted(kinds)
-    for month in months:
-        prior = _prior_pass(conn, month, seq)
-        if prior == seq:
-            continue
-        rows: dict[BucketKey, Delta] = {}
-        folded = 0
-        for i in range(0, len(customers), ROLLUP_CUSTOMERS):
-            batch = customers[i : i + ROLLUP_CUSTOMERS]
-            deltas, n = _month_states(conn, batch, codes, kinds, month, seq, prior)
-            rows.update(deltas)
-            folded += n
-        out.append(MonthRollup(month, seq, rows, folded))
-    return out
-
-
-def _prior_pass(conn: Connection, month: int, seq: int) -> int | None:
-    got = conn.execute(
-        text(
-            "SELECT MAX(seq) FROM usage_rollups WHERE grain = 'm' AND bucket_start = :m "
-            "AND seq <= :k"
-        ),
-        {"m": month, "k": seq},
-    ).scalar()
-    return None if got is None else int(got)
-
-
-def record_rollups(conn: Connection, computed: Sequence[MonthRollup]) -> list[RollupPass]:
-    """Append computed passes (in a write transaction): each month's ``cpt`` rows
-    and its pass row. A month already rolled up at that seq (a concurrent pass)
-    is left as it is."""
-    out = []
-    for r in computed:
-        if _prior_pass(conn, r.month, r.seq) == r.seq:
-            continue
-        append(conn, r.rows)
-        conn.execute(
-            text(
-                "INSERT INTO usage_rollups (grain, bucket_start, seq, rows) "
-                "VALUES ('m', :m, :s, :n)"
-            ),
-            {"m": r.month, "s": r.seq, "n": len(r.rows)},
-        )
-        out.append(RollupPass(r.month, r.seq, len(r.rows), r.folded))
-    return out
-
-
-def roll_up(conn: Connection, seq: int, months: Sequence[int] | None = None) -> list[RollupPass]:
-    """`compute_rollups` and `record_rollups` in one transaction."""
-    return record_rollups(conn, compute_rollups(conn, seq, months))
-
-
-def _month_states(
-    conn: Connection,
-    customers: Sequence[str],
-    codes: Sequence[str],
-    kinds: Mapping[str, Aggregation],
-    month: int,
-    seq: int,
-    prior: int | None,
-) -> tuple[dict[BucketKey, Delta], int]:
-    """The month's ``cpt`` rows at ``seq`` for some customers, and the rows folded."""
-    out: dict[BucketKey, Delta] = {}
-    day_range = [(Grain.DAY, month, next_month(month))]
-    redo = list(customers)
-    folded = 0
-    if prior is not None:
-        got = read_many(conn, customers, codes, day_range, seq, rollups=True)
-        redo = []
-        for c, r in got.items():
-            if r.refold or r.straddles or (r.rows and r.floor != prior):
-                redo.append(c)
-                continue
-            for key, rows in r.rows.items():
-                f = fold_rows(kinds[key[0]], rows)
-                folded += len(rows)
-                out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
-    if redo:
-        for r in read_many(conn, redo, codes, day_range, seq).values():
-            by_bucket: dict[BucketKey, tuple[Any, int]] = {}
-            for (code, cust, _, dims, _), rows in r.rows.items():
-                f = fold_rows(kinds[code], rows)
-                folded += len(rows)
-                key = (code, cust, str(Grain.MONTH), dims, month)
-                had = by_bucket.get(key)
-                by_bucket[key] = (
-                    (f.state, f.events)
-                    if had is None
-                    else (merge(had[0], f.state), had[1] + f.events)
-                )
-            for key, (state, events) in by_bucket.items():
-                out[key] = Delta(RowKind.CHECKPOINT, state, events, seq, seq)
-    return out, folded
