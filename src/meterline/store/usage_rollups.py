@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Context, Inexact, InvalidOperation, Overflow
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from meterline.domain.decimals import PRECISION
 from meterline.domain.timestamps import US_PER_DAY, format_us
 from meterline.metering import Aggregation, merge
+from meterline.metering.aggregation import CountState, SumState
 from meterline.metering.bitemporal import (
     UNIT_GRAINS,
     Grain,
@@ -221,28 +224,49 @@ def fold_month(
         return out, folded
     day_range = [(Grain.DAY, month, next_month(month))]
     eight, two = 8 * US_PER_DAY, 2 * US_PER_DAY
+    sub = RowKind.SUB
     for r in read_many(conn, redo, codes, day_range, seq).values():
-        acc: dict[BucketKey, tuple[Any, int]] = {}
+        # Count and sum days are added up as plain numbers (exact: ints, and Decimal
+        # additions that trap on rounding, as `merge`); other states are merged.
+        numbers: dict[BucketKey, list[Any]] = {}
+        states: dict[BucketKey, tuple[Any, int]] = {}
         for (code, cust, _, dims, day), rows in r.rows.items():
-            f = fold_rows(kinds[code], rows)
+            if len(rows) == 1 and rows[0].kind is not sub:
+                state, events = rows[0].state, rows[0].events
+            else:
+                f = fold_rows(kinds[code], rows)
+                state, events = f.state, f.events
             folded += len(rows)
             at = day - month
-            for key in (
+            keys = (
                 (code, cust, _MONTH, dims, month),
                 (code, cust, _EIGHT, dims, month + at - at % eight),
                 (code, cust, _TWO, dims, month + at - at % two),
-            ):
-                had = acc.get(key)
-                acc[key] = (
-                    (f.state, f.events)
-                    if had is None
-                    else (merge(had[0], f.state), had[1] + f.events)
+            )
+            kind = type(state)
+            if isinstance(state, CountState | SumState):
+                value: Any = state.count if isinstance(state, CountState) else state.total
+                for key in keys:
+                    got = numbers.get(key)
+                    if got is None:
+                        numbers[key] = [kind, value, events]
+                    else:
+                        got[1] = got[1] + value if kind is CountState else _EXACT.add(got[1], value)
+                        got[2] += events
+                continue
+            for key in keys:
+                had = states.get(key)
+                states[key] = (
+                    (state, events) if had is None else (merge(had[0], state), had[1] + events)
                 )
-        for key, (state, events) in acc.items():
+        for key, (kind, value, events) in numbers.items():
+            out[key] = Delta(RowKind.CHECKPOINT, kind(value), events, seq, seq)
+        for key, (state, events) in states.items():
             out[key] = Delta(RowKind.CHECKPOINT, state, events, seq, seq)
     return out, folded
 
 
+_EXACT = Context(prec=PRECISION, traps=[Inexact, InvalidOperation, Overflow])  # as `merge`
 _MONTH, _EIGHT, _TWO = (str(g) for g in UNIT_GRAINS)
 
 
