@@ -36,7 +36,7 @@ rollups do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Inexact, InvalidOperation, Overflow
@@ -99,21 +99,31 @@ def month_units(month_us: int) -> list[tuple[Grain, int, int]]:
     return out
 
 
-def cover(lo: int, hi: int, month_us: int) -> list[tuple[Grain | None, int, int]]:
+def cover(
+    lo: int,
+    hi: int,
+    month_us: int,
+    usable: Callable[[Grain, int], bool] | None = None,
+) -> list[tuple[Grain | None, int, int]]:
     """[lo, hi) (whole UTC days inside the month at ``month_us``) as rollup units,
-    largest first, and single days (grain None) where no unit fits."""
+    largest first, and single days (grain None) where no unit fits. ``usable``:
+    which units (grain, start) may be used (those a pass has written)."""
     end = next_month(month_us)
     out: list[tuple[Grain | None, int, int]] = []
     at = lo
     while at < hi:
-        if at == month_us and end <= hi:
+        if at == month_us and end <= hi and (usable is None or usable(Grain.MONTH, at)):
             out.append((Grain.MONTH, at, end))
             at = end
             continue
         for grain, days in _UNIT_DAYS.items():
             step = days * US_PER_DAY
             top = min(at + step, end)
-            if (at - month_us) % step == 0 and top <= hi:
+            if (
+                (at - month_us) % step == 0
+                and top <= hi
+                and (usable is None or usable(grain, at))
+            ):
                 out.append((grain, at, top))
                 at = top
                 break
@@ -121,6 +131,17 @@ def cover(lo: int, hi: int, month_us: int) -> list[tuple[Grain | None, int, int]
             out.append((None, at, at + US_PER_DAY))
             at += US_PER_DAY
     return out
+
+
+def unit_of(grain: Grain, day_us: int, month_us: int) -> tuple[Grain, int, int]:
+    """The unit of ``grain`` holding the day at ``day_us`` of the month at ``month_us``."""
+    end = next_month(month_us)
+    if grain is Grain.MONTH:
+        return (grain, month_us, end)
+    step = _UNIT_DAYS[grain] * US_PER_DAY
+    at = day_us - month_us
+    lo = month_us + at - at % step
+    return (grain, lo, min(lo + step, end))
 
 
 def month_of(t_us: int) -> int:
@@ -297,5 +318,6 @@ __all__ = [
     "next_month",
     "plan",
     "subtract",
+    "unit_of",
     "whole_months",
 ]

@@ -473,79 +473,82 @@ def _read(
 ) -> dict[str, Read]:
     """One statement through the driver's own cursor (an invoice run reads a few
     hundred thousand index rows; SQLAlchemy's per-row layer would cost a third);
-    with ``rollups``, one per group of customers whose rollup passes <= K are the
-    same, plus two per rollup unit answering whole days (see `Read`)."""
+    with ``rollups``, the whole days a customer's rollup units answer are read from
+    them instead (see `Read`): one statement per group of customers left with the
+    same day ranges, and two per unit."""
     pg = conn.dialect.name == "postgresql"
-    groups: list[tuple[Sequence[str] | None, dict[int, int]]] = [(customers, {})]
-    if rollups and known_at is not None and customers:
-        groups = _by_passes(customers, ranges, rollup_passes(conn, customers, known_at))
+    groups: dict[tuple[tuple[Grain, int, int], ...], list[str]] = {}
+    units: dict[tuple[Grain, int, int], dict[str, int]] = {}
     collected = _Collected(known_at)
+    if rollups and known_at is not None and customers:
+        passes = unit_passes(conn, customers, known_at, *_day_span(ranges))
+        for c in customers:
+            rest, mine = _split_units(ranges, passes.get(c, {}))
+            groups.setdefault(tuple(rest), []).append(c)
+            for grain, lo, hi, seq in mine:
+                units.setdefault((grain, lo, hi), {})[c] = seq
+                if seq > collected.floors.get(c, 0):
+                    collected.floors[c] = seq
+    else:
+        groups[tuple(ranges)] = list(customers) if customers is not None else []
     raw = conn.connection.driver_connection
     cur = raw.cursor()  # type: ignore[union-attr]
     try:
-        for members, passes in groups:
-            rest, units = _split_units(ranges, passes)
-            if rest:
-                sql, params = _select(pg, members, meter_codes, rest, known_at)
-                if not whole:
-                    sql += _latest_only(cur, sql, known_at, _p(pg, "k"), params)
+        for rest_key, members in groups.items():
+            rest = list(rest_key)
+            if not rest:
+                continue
+            sql, params = _select(
+                pg, None if customers is None else members, meter_codes, rest, known_at
+            )
+            if not whole:
+                sql += _latest_only(cur, sql, known_at, _p(pg, "k"), params)
+            cur.execute(sql, params)
+            collected.add(cur.fetchall())
+        for (grain, lo, hi), floors in units.items():
+            for sql, params in _unit_selects(
+                pg, sorted(floors), meter_codes, grain, lo, hi, min(floors.values()), known_at
+            ):
                 cur.execute(sql, params)
-                collected.add(cur.fetchall())
-            for grain, lo, hi, seq in units:
-                for sql, params in _unit_selects(
-                    pg, members, meter_codes, grain, lo, hi, seq, known_at
-                ):
-                    cur.execute(sql, params)
-                    collected.add(cur.fetchall())
-            if units and members is not None:
-                floor = max(u[3] for u in units)
-                collected.floors.update(dict.fromkeys(members, floor))
+                collected.add(cur.fetchall(), floors)
     finally:
         cur.close()
     return collected.reads()
 
 
-def _by_passes(
-    customers: Sequence[str],
-    ranges: Sequence[tuple[Grain, int, int]],
-    passes: Mapping[str, Mapping[int, int]],
-) -> list[tuple[Sequence[str] | None, dict[int, int]]]:
-    """Customers grouped by their rollup passes over the day ranges' months (a
-    month-end chunk has one or two groups: most customers were rolled up together)."""
+def _day_span(ranges: Sequence[tuple[Grain, int, int]]) -> tuple[int, int]:
     days = [(lo, hi) for g, lo, hi in ranges if str(g) == Grain.DAY]
-    out: dict[tuple[tuple[int, int], ...], list[str]] = {}
-    for c in customers:
-        mine = passes.get(c, {})
-        sig = tuple(
-            sorted(
-                (m, s)
-                for m, s in mine.items()
-                if any(m < hi and next_month(m) > lo for lo, hi in days)
-            )
-        )
-        out.setdefault(sig, []).append(c)
-    return [(members, dict(sig)) for sig, members in out.items()]
+    if not days:
+        return 0, 0
+    return min(lo for lo, _ in days), max(hi for _, hi in days)
 
 
-def rollup_passes(
-    conn: Connection, customers: Sequence[str], known_at: int
-) -> dict[str, dict[int, int]]:
-    """Customer -> month start -> seq of the latest rollup pass <= K that folded it."""
-    out: dict[str, dict[int, int]] = {}
+def unit_passes(
+    conn: Connection, customers: Sequence[str], known_at: int, lo: int, hi: int
+) -> dict[str, dict[tuple[str, int], int]]:
+    """Customer -> (unit grain, unit start) -> seq of the latest rollup pass <= K that
+    wrote that unit, for units starting in [lo, hi) (a month's units start in it)."""
+    out: dict[str, dict[tuple[str, int], int]] = {}
+    if lo >= hi:
+        return out
+    lo = month_of(lo)
+    pg = conn.dialect.name == "postgresql"
     for i in range(0, len(customers), 500):
         batch = list(customers[i : i + 500])
-        pg = conn.dialect.name == "postgresql"
-        params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)} | {"k": known_at}
+        params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)}
+        params |= {"k": known_at, "lo": lo, "hi": hi}
         sql = (
-            "SELECT customer_id, bucket_start, MAX(seq) FROM usage_rollups WHERE customer_id IN ("
+            "SELECT customer_id, grain, bucket_start, MAX(seq) FROM usage_rollups "
+            "WHERE customer_id IN ("
             + ", ".join(_p(pg, f"c{j}") for j in range(len(batch)))
-            + f") AND grain = 'm' AND seq <= {_p(pg, 'k')} GROUP BY customer_id, bucket_start"
+            + f") AND bucket_start >= {_p(pg, 'lo')} AND bucket_start < {_p(pg, 'hi')} "
+            f"AND seq <= {_p(pg, 'k')} GROUP BY customer_id, grain, bucket_start"
         )
         cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cur.execute(sql, params)
-            for c, m, seq in cur.fetchall():
-                out.setdefault(str(c), {})[int(m)] = int(seq)
+            for c, g, start, seq in cur.fetchall():
+                out.setdefault(str(c), {})[(str(g), int(start))] = int(seq)
         finally:
             cur.close()
     return out
@@ -603,12 +606,14 @@ def _unit_selects(
     seq: int,
     known_at: int | None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """A rollup unit's ``cpt`` rows of the pass at ``seq`` and its day rows after it
-    (day ``cpt`` rows left out: they only cache what the other rows hold), both
-    keyed as the unit's bucket. Two statements, each one range of the key."""
+    """A rollup unit's ``cpt`` rows from the pass at ``seq`` on and its day rows after
+    it (day ``cpt`` rows left out: they only cache what the other rows hold), both
+    keyed as the unit's bucket; `_Collected.add` keeps, per customer, the ``cpt`` row
+    of its own pass and the day rows after it. Two statements, each one range of
+    the key."""
     out = []
     for g, a, b, cond in (
-        (grain, lo, lo + 1, f"seq = {int(seq)} AND kind = 'cpt'"),
+        (grain, lo, lo + 1, f"seq >= {int(seq)} AND kind = 'cpt'"),
         (Grain.DAY, lo, hi, f"seq > {int(seq)} AND kind <> 'cpt'"),
     ):
         sql, params = _select(pg, customers, meter_codes, [(g, a, b)], known_at)
@@ -623,14 +628,18 @@ def _unit_selects(
 
 
 def _split_units(
-    ranges: Sequence[tuple[Grain, int, int]], passes: Mapping[int, int]
+    ranges: Sequence[tuple[Grain, int, int]], passes: Mapping[tuple[str, int], int]
 ) -> tuple[list[tuple[Grain, int, int]], list[tuple[Grain, int, int, int]]]:
-    """Day ranges without the days that rolled-up months' units cover, and those
-    units (grain, lo, hi, pass seq)."""
+    """A customer's day ranges without the days its rolled-up units cover (largest
+    units first, `bitemporal.cover`), and those units (grain, lo, hi, pass seq)."""
     if not passes:
         return list(ranges), []
     rest: list[tuple[Grain, int, int]] = []
     units: list[tuple[Grain, int, int, int]] = []
+
+    def usable(grain: Grain, start: int) -> bool:
+        return (str(grain), start) in passes
+
     for grain, lo, hi in ranges:
         if str(grain) != Grain.DAY:
             rest.append((grain, lo, hi))
@@ -639,11 +648,10 @@ def _split_units(
         while m < hi:
             end = next_month(m)
             a, b = max(lo, m), min(hi, end)
-            seq = passes.get(m)
-            parts = [(None, a, b)] if seq is None else cover(a, b, m)
+            parts = cover(a, b, m, usable)
             for g, x, y in parts:
-                if g is not None and seq is not None:
-                    units.append((g, x, y, seq))
+                if g is not None:
+                    units.append((g, x, y, passes[(str(g), x)]))
                 elif rest and rest[-1][0] == grain and rest[-1][2] == x:
                     rest[-1] = (grain, rest[-1][1], y)
                 else:
@@ -662,7 +670,19 @@ class _Collected:
         self.refold: set[str] = set()
         self.floors: dict[str, int] = {}  # customer -> greatest rollup pass read
 
-    def add(self, fetched: Sequence[Any]) -> None:
+    def add(self, fetched: Sequence[Any], floors: Mapping[str, int] | None = None) -> None:
+        """Parse fetched rows; with ``floors`` (rows of a rollup unit, per customer the
+        pass its unit is read from) keep a ``cpt`` row only at the customer's floor
+        and the other rows only after it."""
+        if floors is not None:
+            cpt = RowKind.CHECKPOINT.value
+            fetched = [
+                r
+                for r in fetched
+                if (
+                    int(r[5]) == floors[str(r[1])] if r[7] == cpt else int(r[5]) > floors[str(r[1])]
+                )
+            ]
         rows = self.rows
         straddling = self.straddling
         states = _STATES
@@ -716,22 +736,23 @@ class _Collected:
 
 def read_units(
     conn: Connection,
-    customers: Sequence[str],
+    wanted: Mapping[tuple[Grain, int, int], Mapping[str, int]],
     codes: Sequence[str],
-    units: Sequence[tuple[Grain, int, int]],
-    floor: int,
     known_at: int,
 ) -> dict[str, Read]:
-    """Rollup units of some customers from the pass at ``floor``, as known at K
-    (a later pass folds forward from them)."""
+    """Rollup units (grain, lo, hi) of some customers, each from the pass given per
+    customer, as known at K (a later pass folds forward from them)."""
     pg = conn.dialect.name == "postgresql"
     collected = _Collected(known_at)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        for grain, lo, hi in units:
-            for sql, params in _unit_selects(pg, customers, codes, grain, lo, hi, floor, known_at):
+        for (grain, lo, hi), floors in wanted.items():
+            low = min(floors.values())
+            for sql, params in _unit_selects(
+                pg, sorted(floors), codes, grain, lo, hi, low, known_at
+            ):
                 cur.execute(sql, params)
-                collected.add(cur.fetchall())
+                collected.add(cur.fetchall(), floors)
     finally:
         cur.close()
     return collected.reads()

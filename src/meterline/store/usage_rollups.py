@@ -34,6 +34,7 @@ from meterline.metering.bitemporal import (
     month_of,
     month_units,
     next_month,
+    unit_of,
 )
 from meterline.store.usage_index import (
     BucketKey,
@@ -43,6 +44,7 @@ from meterline.store.usage_index import (
     append,
     read_many,
     read_units,
+    unit_passes,
 )
 
 BATCH = 500  # customers folded per statement
@@ -140,28 +142,14 @@ def touched(conn: Connection, since: int) -> dict[int, set[str]]:
     return out
 
 
-def _priors(conn: Connection, month: int, customers: Sequence[str], seq: int) -> dict[str, int]:
-    """Customer -> its latest pass of the month <= ``seq``."""
-    out: dict[str, int] = {}
-    for i in range(0, len(customers), BATCH):
-        batch = list(customers[i : i + BATCH])
-        params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)}
-        rows = conn.execute(
-            text(
-                "SELECT customer_id, MAX(seq) FROM usage_rollups WHERE customer_id IN ("
-                + ", ".join(f":c{j}" for j in range(len(batch)))
-                + ") AND grain = 'm' AND bucket_start = :m AND seq <= :k GROUP BY customer_id"
-            ),
-            params | {"m": month, "k": seq},
-        )
-        out.update({str(c): int(s) for c, s in rows})
-    return out
+Unit = tuple[Grain, int, int]  # (grain, lo, hi)
 
 
 def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> list[MonthRollup]:
     """The passes as known at ``seq``: for the given months every customer, by
-    default the (customer, month) pairs touched since the latest pass. A customer
-    already rolled up at ``seq`` is skipped."""
+    default the (customer, month) pairs facts touched since the latest pass. For
+    each, only the units whose days changed since their own pass are folded again
+    (every unit on a customer's first pass of a month)."""
     kinds = day_meters(conn, seq)
     if not kinds:
         return []
@@ -173,61 +161,119 @@ def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> 
     out = []
     for month in sorted(wanted):
         customers = sorted(wanted[month])
-        priors = _priors(conn, month, customers, seq)
-        todo = [c for c in customers if priors.get(c) != seq]
         got = MonthRollup(month, seq)
-        for i in range(0, len(todo), BATCH):
-            batch = todo[i : i + BATCH]
-            rows, folded = fold_month(conn, batch, kinds, month, seq, priors)
+        for i in range(0, len(customers), BATCH):
+            batch = customers[i : i + BATCH]
+            passes = unit_passes(conn, batch, seq, month, next_month(month))
+            units = _changed_units(conn, batch, sorted(kinds), month, seq, passes)
+            rows, folded = fold_units(conn, units, kinds, month, seq, passes)
             got.rows.update(rows)
             got.folded += folded
-            got.customers += sorted({k[1] for k in rows})
+            got.customers += sorted(units)
         if got.customers:
             out.append(got)
     return out
 
 
-def fold_month(
+def _changed_units(
     conn: Connection,
     customers: Sequence[str],
+    codes: Sequence[str],
+    month: int,
+    seq: int,
+    passes: Mapping[str, Mapping[tuple[str, int], int]],
+) -> dict[str, set[Unit]]:
+    """Customer -> the month's units to fold at ``seq``: all of them on its first
+    pass of the month (or after a day ``set`` row since), else those holding a day
+    with rows since its month unit's pass (the latest pass that changed anything in
+    the month). A customer already rolled up at ``seq``, or unchanged, has none."""
+    everything = set(month_units(month))
+    out: dict[str, set[Unit]] = {}
+    since: dict[int, list[str]] = {}
+    for c in customers:
+        s = passes.get(c, {}).get((_MONTH, month))
+        if s is None:
+            out[c] = set(everything)
+        elif s < seq:
+            since.setdefault(s, []).append(c)
+    end = next_month(month)
+    for s, members in since.items():
+        got = read_many(conn, members, codes, [(Grain.DAY, month, end)], seq, whole=True)
+        for c, r in got.items():
+            changed = [
+                (key[4], row.kind)
+                for key, rows in r.rows.items()
+                for row in rows
+                if row.seq > s and row.kind is not RowKind.CHECKPOINT
+            ]
+            if not changed:
+                continue
+            if any(kind is RowKind.SET for _, kind in changed):
+                out[c] = set(everything)
+                continue
+            out[c] = {unit_of(g, day, month) for day, _ in changed for g in UNIT_GRAINS}
+    return out
+
+
+def fold_units(
+    conn: Connection,
+    wanted: Mapping[str, set[Unit]],
     kinds: Mapping[str, Aggregation],
     month: int,
     seq: int,
-    priors: Mapping[str, int],
+    passes: Mapping[str, Mapping[tuple[str, int], int]],
 ) -> tuple[dict[BucketKey, Delta], int]:
-    """The month's unit ``cpt`` rows at ``seq`` for some customers, and how many
-    index rows were folded: forward from each customer's pass in ``priors`` (its
-    units there and the day rows since), or, without one (or with a day ``set``
-    row since), from the month's day rollups as known at ``seq``."""
+    """The ``cpt`` rows at ``seq`` of some customers' units, and how many index rows
+    were folded: a unit with an earlier pass (in ``passes``, < ``seq``) forward from
+    it (its ``cpt`` row there and the day rows since); one without, or with a day
+    ``set`` row since, from its day rollups as known at ``seq``."""
     out: dict[BucketKey, Delta] = {}
     codes = sorted(kinds)
-    units = [u[:3] for u in month_units(month)]
     folded = 0
-    by_prior: dict[int, list[str]] = {}
-    redo: list[str] = []
-    for c in customers:
-        p = priors.get(c)
-        if p is None:
-            redo.append(c)
-        else:
-            by_prior.setdefault(p, []).append(c)
-    for prior, members in sorted(by_prior.items()):
-        for c, r in read_units(conn, members, codes, units, prior, seq).items():
+    forward: dict[Unit, dict[str, int]] = {}
+    from_days: dict[str, set[Unit]] = {}
+    for c, units in wanted.items():
+        mine = passes.get(c, {})
+        for u in units:
+            prior = mine.get((str(u[0]), u[1]))
+            if prior is not None and prior < seq:
+                forward.setdefault(u, {})[c] = prior
+            else:
+                from_days.setdefault(c, set()).add(u)
+    if forward:
+        for c, r in read_units(conn, forward, codes, seq).items():
             if r.refold or r.straddles:
-                redo.append(c)
+                from_days.setdefault(c, set()).update(u for u, f in forward.items() if c in f)
                 continue
             for key, rows in r.rows.items():
-                f = fold_rows(kinds[key[0]], rows)
-                folded += len(rows)
-                out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
-    if not redo:
-        return out, folded
-    day_range = [(Grain.DAY, month, next_month(month))]
-    eight, two = 8 * US_PER_DAY, 2 * US_PER_DAY
+                if (Grain(key[2]), key[4]) not in {(u[0], u[1]) for u in from_days.get(c, ())}:
+                    f = fold_rows(kinds[key[0]], rows)
+                    folded += len(rows)
+                    out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
+    if from_days:
+        days, n = _from_days(conn, from_days, kinds, month, seq)
+        out.update(days)
+        folded += n
+    return out, folded
+
+
+def _from_days(
+    conn: Connection,
+    wanted: Mapping[str, set[Unit]],
+    kinds: Mapping[str, Aggregation],
+    month: int,
+    seq: int,
+) -> tuple[dict[BucketKey, Delta], int]:
+    """Units folded from the month's day rollups as known at ``seq``. Count and sum
+    days are added up as plain numbers (exact: ints, and Decimal additions that trap
+    on rounding, as `merge`); other states are merged."""
+    out: dict[BucketKey, Delta] = {}
+    folded = 0
     sub = RowKind.SUB
-    for r in read_many(conn, redo, codes, day_range, seq).values():
-        # Count and sum days are added up as plain numbers (exact: ints, and Decimal
-        # additions that trap on rounding, as `merge`); other states are merged.
+    day_range = [(Grain.DAY, month, next_month(month))]
+    reads = read_many(conn, sorted(wanted), sorted(kinds), day_range, seq)
+    for c, r in reads.items():
+        keep = {(str(u[0]), u[1]) for u in wanted.get(c, ())}
         numbers: dict[BucketKey, list[Any]] = {}
         states: dict[BucketKey, tuple[Any, int]] = {}
         for (code, cust, _, dims, day), rows in r.rows.items():
@@ -237,12 +283,11 @@ def fold_month(
                 f = fold_rows(kinds[code], rows)
                 state, events = f.state, f.events
             folded += len(rows)
-            at = day - month
-            keys = (
-                (code, cust, _MONTH, dims, month),
-                (code, cust, _EIGHT, dims, month + at - at % eight),
-                (code, cust, _TWO, dims, month + at - at % two),
-            )
+            keys = []
+            for g in UNIT_GRAINS:
+                u = unit_of(g, day, month)
+                if (str(g), u[1]) in keep:
+                    keys.append((code, cust, str(g), dims, u[1]))
             kind = type(state)
             if isinstance(state, CountState | SumState):
                 value: Any = state.count if isinstance(state, CountState) else state.total
@@ -266,95 +311,99 @@ def fold_month(
     return out, folded
 
 
+_MONTH = str(Grain.MONTH)
 _EXACT = Context(prec=PRECISION, traps=[Inexact, InvalidOperation, Overflow])  # as `merge`
-_MONTH, _EIGHT, _TWO = (str(g) for g in UNIT_GRAINS)
 
 
 def record(conn: Connection, computed: Iterable[MonthRollup]) -> list[RollupPass]:
-    """Append computed passes (in a write transaction): the unit rows and a pass row
-    per customer and month. A customer a concurrent pass already rolled up at that
-    seq is left as it is."""
+    """Append computed passes (in a write transaction): the unit rows, and a pass row
+    per customer and unit written. Units a concurrent pass already wrote at that seq
+    are left as they are."""
     out = []
     for r in computed:
-        done = {c for c, s in _priors(conn, r.month, r.customers, r.seq).items() if s == r.seq}
-        rows = {k: d for k, d in r.rows.items() if k[1] not in done}
-        customers = [c for c in r.customers if c not in done]
-        if not customers:
+        if not r.rows:
+            continue
+        end = next_month(r.month)
+        done = {
+            (c, g, start)
+            for c, units in unit_passes(conn, r.customers, r.seq, r.month, end).items()
+            for (g, start), s in units.items()
+            if s == r.seq
+        }
+        rows = {k: d for k, d in r.rows.items() if (k[1], k[2], k[4]) not in done}
+        per: dict[tuple[str, str, int], int] = {}
+        for key in rows:
+            unit = (key[1], key[2], key[4])
+            per[unit] = per.get(unit, 0) + 1
+        if not per:
             continue
         append(conn, rows)
-        per: dict[str, int] = dict.fromkeys(customers, 0)
-        for key in rows:
-            per[key[1]] += 1
         conn.execute(
             text(
                 "INSERT INTO usage_rollups (customer_id, grain, bucket_start, seq, rows) "
-                "VALUES (:c, 'm', :m, :s, :n)"
+                "VALUES (:c, :g, :m, :s, :n)"
             ),
-            [{"c": c, "m": r.month, "s": r.seq, "n": n} for c, n in per.items()],
+            [{"c": c, "g": g, "m": m, "s": r.seq, "n": n} for (c, g, m), n in per.items()],
         )
-        out.append(RollupPass(r.month, r.seq, len(customers), len(rows), r.folded))
+        customers = len({c for c, _, _ in per})
+        out.append(RollupPass(r.month, r.seq, customers, len(rows), r.folded))
     return out
 
 
 def stored(
-    conn: Connection, month: int, seq: int, customers: Sequence[str]
+    conn: Connection, seq: int, units: Mapping[str, set[Unit]]
 ) -> dict[BucketKey, tuple[str, int]]:
-    """The unit ``cpt`` rows some customers' pass of the month at ``seq`` wrote."""
+    """The ``cpt`` rows a pass at ``seq`` wrote for some customers' units."""
     out: dict[BucketKey, tuple[str, int]] = {}
-    for i in range(0, len(customers), BATCH):
-        batch = list(customers[i : i + BATCH])
-        params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)}
-        rows = conn.execute(
-            text(
-                "SELECT meter_code, customer_id, grain, dimensions, bucket_start, state, events "
-                "FROM usage_index WHERE customer_id IN ("
-                + ", ".join(f":c{j}" for j in range(len(batch)))
-                + ") AND grain IN ('m', '8', '2') AND bucket_start >= :m AND bucket_start < :e "
-                "AND seq = :s AND kind = 'cpt'"
-            ),
-            params | {"m": month, "e": next_month(month), "s": seq},
-        )
-        for r in rows:
-            key = (str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]))
-            out[key] = (str(r[5]), int(r[6]))
+    for c, mine in units.items():
+        for grain, lo, _ in mine:
+            rows = conn.execute(
+                text(
+                    "SELECT meter_code, dimensions, state, events FROM usage_index "
+                    "WHERE customer_id = :c AND grain = :g AND bucket_start = :lo "
+                    "AND seq = :s AND kind = 'cpt'"
+                ),
+                {"c": c, "g": str(grain), "lo": lo, "s": seq},
+            )
+            for r in rows:
+                out[(str(r[0]), c, str(grain), str(r[1]), lo)] = (str(r[2]), int(r[3]))
     return out
 
 
 def check(conn: Connection, since: int = 0) -> tuple[int, list[str]]:
-    """Every pass at or after ``since`` folded again and compared with the unit rows
-    it wrote: a customer's first pass of a month from its day rollups as known then,
-    a later one forward from its pass before (so, by induction from the first, every
-    pass equals the day rollups, which reconciliation checks against raw events).
-    ``>=``: a pass takes no seq, so one made after a checkpoint at K is at K.
-    Returns the unit rows compared and the problems found."""
-    passes = conn.execute(
+    """Every unit a pass at or after ``since`` wrote, folded again and compared with
+    its rows: from the unit's pass before (its ``cpt`` row and the day rows since),
+    or from the day rollups as known then for a unit's first pass (so, by induction,
+    every unit equals its day rollups, which reconciliation checks against raw
+    events). ``>=``: a pass takes no seq, so one made after a checkpoint at K is at
+    K. Returns the unit rows compared and the problems found."""
+    written = conn.execute(
         text(
-            "SELECT bucket_start, seq, customer_id FROM usage_rollups "
-            "WHERE grain = 'm' AND seq >= :s ORDER BY bucket_start, seq, customer_id"
+            "SELECT seq, customer_id, grain, bucket_start FROM usage_rollups "
+            "WHERE seq >= :s ORDER BY seq, customer_id, grain, bucket_start"
         ),
         {"s": since},
     ).all()
-    groups: dict[tuple[int, int], list[str]] = {}
-    for m, s, c in passes:
-        groups.setdefault((int(m), int(s)), []).append(str(c))
+    groups: dict[tuple[int, int], dict[str, set[Unit]]] = {}
+    for seq_v, c, g, lo_v in written:
+        seq, lo = int(seq_v), int(lo_v)
+        month = month_of(lo)
+        unit = unit_of(Grain(str(g)), lo, month)
+        groups.setdefault((seq, month), {}).setdefault(str(c), set()).add(unit)
     compared = 0
     problems: list[str] = []
-    for (month, seq), customers in groups.items():
+    for (seq, month), units in groups.items():
         kinds = day_meters(conn, seq)
-        priors = _priors(conn, month, customers, seq - 1)
-        fresh: dict[BucketKey, Delta] = {}
-        for i in range(0, len(customers), BATCH):
-            batch = customers[i : i + BATCH]
-            fresh.update(fold_month(conn, batch, kinds, month, seq, priors)[0])
-        have = stored(conn, month, seq, customers)
-        label = f"rollup of {format_us(month)[:7]} at seq {seq}"
+        passes = unit_passes(conn, sorted(units), seq - 1, month, next_month(month))
+        fresh, _ = fold_units(conn, units, kinds, month, seq, passes)
+        have = stored(conn, seq, units)
         for key in sorted(fresh.keys() | have.keys()):
             compared += 1
             d = fresh.get(key)
             want = None if d is None else (_state_text(d.state), d.events)
             if have.get(key) != want:
                 problems.append(
-                    f"{label}: {key[0]}/{key[1]} {key[3]} unit {key[2]} from "
+                    f"rollup at seq {seq}: {key[0]}/{key[1]} {key[3]} unit {key[2]} from "
                     f"{format_us(key[4])[:10]} is {have.get(key)}, day rollups give {want}"
                 )
     return compared, problems
