@@ -272,6 +272,7 @@ def _from_days(
     sub = RowKind.SUB
     day_range = [(Grain.DAY, month, next_month(month))]
     reads = read_many(conn, sorted(wanted), sorted(kinds), day_range, seq)
+    day_units: dict[int, tuple[tuple[str, int], ...]] = {}
     for c, r in reads.items():
         keep = {(str(u[0]), u[1]) for u in wanted.get(c, ())}
         numbers: dict[BucketKey, list[Any]] = {}
@@ -283,11 +284,12 @@ def _from_days(
                 f = fold_rows(kinds[code], rows)
                 state, events = f.state, f.events
             folded += len(rows)
-            keys = []
-            for g in UNIT_GRAINS:
-                u = unit_of(g, day, month)
-                if (str(g), u[1]) in keep:
-                    keys.append((code, cust, str(g), dims, u[1]))
+            du = day_units.get(day)
+            if du is None:
+                du = day_units[day] = tuple(
+                    (str(g), unit_of(g, day, month)[1]) for g in UNIT_GRAINS
+                )
+            keys = [(code, cust, g, dims, lo) for g, lo in du if (g, lo) in keep]
             kind = type(state)
             if isinstance(state, CountState | SumState):
                 value: Any = state.count if isinstance(state, CountState) else state.total
