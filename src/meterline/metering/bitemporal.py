@@ -119,11 +119,7 @@ def cover(
         for grain, days in _UNIT_DAYS.items():
             step = days * US_PER_DAY
             top = min(at + step, end)
-            if (
-                (at - month_us) % step == 0
-                and top <= hi
-                and (usable is None or usable(grain, at))
-            ):
+            if (at - month_us) % step == 0 and top <= hi and (usable is None or usable(grain, at)):
                 out.append((grain, at, top))
                 at = top
                 break
