@@ -188,31 +188,40 @@ def _changed_units(
     with rows since its month unit's pass (the latest pass that changed anything in
     the month). A customer already rolled up at ``seq``, or unchanged, has none."""
     everything = set(month_units(month))
-    out: dict[str, set[Unit]] = {}
+    out: dict[str, set[Unit]] = {}  # `everything` itself where every unit is folded
     since: dict[int, list[str]] = {}
     for c in customers:
         s = passes.get(c, {}).get((_MONTH, month))
         if s is None:
-            out[c] = set(everything)
+            out[c] = everything
         elif s < seq:
             since.setdefault(s, []).append(c)
     end = next_month(month)
     for s, members in since.items():
-        got = read_many(conn, members, codes, [(Grain.DAY, month, end)], seq, whole=True)
-        for c, r in got.items():
-            changed = [
-                (key[4], row.kind)
-                for key, rows in r.rows.items()
-                for row in rows
-                if row.seq > s and row.kind is not RowKind.CHECKPOINT
-            ]
-            if not changed:
-                continue
-            if any(kind is RowKind.SET for _, kind in changed):
-                out[c] = set(everything)
-                continue
-            out[c] = {unit_of(g, day, month) for day, _ in changed for g in UNIT_GRAINS}
-    return out
+        for i in range(0, len(members), BATCH):
+            batch = members[i : i + BATCH]
+            params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)}
+            params |= {f"m{j}": c for j, c in enumerate(codes)}
+            rows = conn.execute(
+                text(
+                    "SELECT customer_id, bucket_start, kind FROM usage_index WHERE customer_id IN ("
+                    + ", ".join(f":c{j}" for j in range(len(batch)))
+                    + ") AND meter_code IN ("
+                    + ", ".join(f":m{j}" for j in range(len(codes)))
+                    + ") AND grain = 'd' AND bucket_start >= :lo AND bucket_start < :hi "
+                    "AND seq > :s AND first_seq <= :k AND kind <> 'cpt'"
+                ),
+                params | {"lo": month, "hi": end, "s": s, "k": seq},
+            )
+            for c, day, kind in rows:
+                cust = str(c)
+                if out.get(cust) is everything:
+                    continue
+                if kind == RowKind.SET.value:
+                    out[cust] = everything  # a day's whole state: fold the month again
+                    continue
+                out.setdefault(cust, set()).update(unit_of(g, int(day), month) for g in UNIT_GRAINS)
+    return {c: set(u) for c, u in out.items()}
 
 
 def fold_units(
