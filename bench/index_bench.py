@@ -88,9 +88,9 @@ def duckdb_baseline(store: Store, repeat: int = 3) -> tuple[float, int]:
     return best, n
 
 
-def timed_verify(store: Store) -> tuple[float, int]:
+def timed_verify(store: Store, jobs: int = 1) -> tuple[float, int]:
     t0 = time.perf_counter()
-    report = verify(store)
+    report = verify(store, jobs=jobs)
     seconds = time.perf_counter() - t0
     assert report.ok, [c for c in report.checks if not c["ok"]][:3]
     return seconds, sum(1 for c in report.checks if c["name"].endswith("reproduces"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import csv
+import functools
 import io
 import os
 import pstats
@@ -175,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--skip", choices=("verify", "reconcile"), action="append", default=[])
     parser.add_argument(
+        "--verify-jobs",
+        type=int,
+        action="append",
+        help="verify with this many worker processes (repeat to time several; default 1)",
+    )
+    parser.add_argument(
+        "--from-store",
+        type=Path,
+        help="copy this store instead of the cached one (e.g. a rolled-up copy of it)",
+    )
+    parser.add_argument(
         "--rollup",
         action="store_true",
         help="run a month rollup pass (timed) before the invoice run, and again after "
@@ -193,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     customers = customer_ids(args.customers)
     with tempfile.TemporaryDirectory(prefix="meterline-invperf-", dir="/tmp") as tmp:
         db = Path(tmp) / "bench.db"
-        shutil.copyfile(cached, db)
+        shutil.copyfile(args.from_store or cached, db)
         store = open_store(f"sqlite:///{db}")
         try:
             duck_s, copied = duckdb_baseline(store)
@@ -212,15 +224,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             if "verify" not in args.skip:
-                (_, verified), verify_s = _profiled(
-                    "verify" in prof, args.top, lambda: timed_verify(store)
-                )
-                print(
-                    f"verify: {verified:,} documents in {verify_s:.2f}s "
-                    f"({verify_s / verified * 1000:.2f} ms/doc; CPU {_cpu[-1]:.2f}s); load "
-                    f"{os.getloadavg()[0]:.2f}",
-                    flush=True,
-                )
+                for jobs in args.verify_jobs or [1]:
+                    (_, verified), verify_s = _profiled(
+                        "verify" in prof, args.top, functools.partial(timed_verify, store, jobs)
+                    )
+                    print(
+                        f"verify ({jobs} process{'es' if jobs > 1 else ''}): {verified:,} "
+                        f"documents in {verify_s:.2f}s ({verify_s / verified * 1000:.2f} ms/doc; "
+                        f"CPU of this process {_cpu[-1]:.2f}s); load {os.getloadavg()[0]:.2f}",
+                        flush=True,
+                    )
             if "reconcile" in args.skip:
                 return 0
             hourly_s, groups = duckdb_hourly(store)

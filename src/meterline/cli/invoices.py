@@ -403,6 +403,13 @@ def verify(
     ctx: typer.Context,
     number: str = typer.Argument(None, help="One document (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    jobs: int = typer.Option(
+        0,
+        "--jobs",
+        min=0,
+        help="Worker processes recomputing invoices (0: one per CPU, up to 8; "
+        "used from 2,000 invoices on).",
+    ),
 ) -> None:
     """Recompute issued documents at their cutoff; exit 1 if any does not reproduce.
 
@@ -410,10 +417,12 @@ def verify(
     Examples:
       meterline verify
       meterline verify INV-000001 --json
+      meterline verify --jobs 1
     """
+    from meterline.services.verification import default_jobs
     from meterline.services.verification import verify as verify_docs
 
-    report = verify_docs(settings(ctx).store(), number)
+    report = verify_docs(settings(ctx).store(), number, jobs or default_jobs())
     if as_json:
         print_json(report.to_dict())
     else:

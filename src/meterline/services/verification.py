@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from msgspec import structs
+from sqlalchemy import text
 
 from meterline.billing import body as typed
 from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash
@@ -118,25 +119,154 @@ def _readable(
     return out
 
 
+class _Refused(Exception):
+    """What a worker's `compute_body` refused with (its message, as one process words it)."""
+
+
 @dataclass
 class _Unreadable:
     number: str
     document_hash: str
 
 
-def verify(store: Store, number: str | None = None) -> Report:
+# Below this many invoices one process is done before workers would have started.
+PARALLEL_MIN = 2_000
+
+Remote = tuple[str, str]
+"""A worker's answer for one invoice: ("hash", content hash of the recomputed body),
+("error", what `compute_body` refused with), or ("again", "") to recompute here."""
+
+
+def _wanted(doc: Issued) -> tuple[str, str, str, int, int, bool]:
+    b = doc.body
+    no_head = b.tree_head is typed.UNSET
+    return (doc.number, b.customer_id, b.period.label, b.cutoff_seq, b.doc_format, no_head)
+
+
+_worker_store: Store | None = None
+
+
+def _open_worker(url: str) -> None:
+    global _worker_store
+    from meterline.store.database import open_store
+
+    _worker_store = open_store(url)
+
+
+def _hashes(since: int, until: int) -> dict[str, Remote]:
+    """In a worker process: recompute the invoices with seq in (since, until]
+    (`invoicing.compute_bodies`, the reads shared as in one process) and answer with
+    their content hashes only. Notes, progressive invoices and documents that
+    cannot be read are left to the caller."""
+    from meterline.gcpause import gc_paused
+    from meterline.services import invoicing
+
+    assert _worker_store is not None
+    out: dict[str, Remote] = {}
+    with _worker_store.read() as conn, gc_paused():
+        wanted = [
+            _wanted(d)
+            for _, _, _, d, _ in documents.read_all_stored(conn, since, until)
+            if isinstance(d, Issued) and d.kind == Kind.INVOICE and d.body.role is typed.UNSET
+        ]
+        got = invoicing.compute_bodies(conn, [w[1:5] for w in wanted])
+    for w, g in zip(wanted, got, strict=True):
+        if isinstance(g, typed.Body):
+            if w[5]:
+                g = structs.replace(g, tree_head=typed.UNSET)
+            out[w[0]] = ("hash", body_hash(g))
+        elif isinstance(g, MeterlineError):
+            out[w[0]] = ("error", str(g))
+        else:
+            out[w[0]] = ("again", "")
+    return out
+
+
+class _Workers:
+    """Worker processes recomputing every invoice, a chunk of seq range per task,
+    started before the caller reads the documents itself (the two overlap). A task
+    that fails (a database error) leaves its invoices to the caller, which
+    recomputes them and reports exactly as one process would."""
+
+    def __init__(self, store: Store, conn: Any, jobs: int, chunk: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        seqs = [
+            int(r[0])
+            for r in conn.execute(
+                text("SELECT seq FROM documents WHERE kind = 'invoice' ORDER BY seq")
+            )
+        ]
+        self.pool = None
+        self.futures: list[Any] = []
+        if len(seqs) < PARALLEL_MIN:
+            return
+        bounds = [
+            (seqs[i] - 1, seqs[min(i + chunk, len(seqs)) - 1]) for i in range(0, len(seqs), chunk)
+        ]
+        self.pool = ProcessPoolExecutor(
+            jobs,
+            mp_context=multiprocessing.get_context("spawn"),  # no connection crosses a fork
+            initializer=_open_worker,
+            initargs=(store.url,),
+        )
+        self.futures = [self.pool.submit(_hashes, lo, hi) for lo, hi in bounds]
+
+    def results(self) -> dict[str, Remote]:
+        out: dict[str, Remote] = {}
+        try:
+            for future in self.futures:
+                try:
+                    out.update(future.result())
+                except Exception:  # a database error in the worker: the caller recomputes
+                    continue
+        finally:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+
+def default_jobs() -> int:
+    """Worker processes for a large `verify`: the CPUs this process may use (at most 8)."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def verify(store: Store, number: str | None = None, jobs: int = 1) -> Report:
+    """``jobs`` > 1: invoices are recomputed in that many worker processes when there
+    are at least `PARALLEL_MIN` of them (the rest of the report is the same)."""
     from meterline.gcpause import gc_paused
     from meterline.services.invoicing import RECOMPUTE_CHUNK
 
     report = Report()
     with store.read() as conn:
-        unaltered: set[str] = set()
-        with gc_paused():  # what grows is held alive: see `gc_paused`
-            docs = _readable(conn, report, number, unaltered)
+        workers = (
+            _Workers(store, conn, jobs, RECOMPUTE_CHUNK) if jobs > 1 and number is None else None
+        )
+        try:
+            unaltered: set[str] = set()
+            with gc_paused():  # what grows is held alive: see `gc_paused`
+                docs = _readable(conn, report, number, unaltered)
+            remote = {} if workers is None else workers.results()
+        finally:
+            if workers is not None:
+                workers.close()
         previous = GENESIS
         ready: dict[str, Recomputed] = {}
         for i, doc in enumerate(docs):
-            if i % RECOMPUTE_CHUNK == 0:
+            if remote:
+                pass  # recomputed by the workers; what they left is recomputed below
+            elif i % RECOMPUTE_CHUNK == 0:
                 with gc_paused():
                     ready = recompute_many(
                         conn,
@@ -153,21 +283,30 @@ def verify(store: Store, number: str | None = None) -> Report:
             if selected:
                 stored_ok = doc.number in unaltered or body_hash(doc.body) == doc.content_hash
                 try:
-                    again = ready.get(doc.number)
-                    if isinstance(again, MeterlineError):
-                        raise again
-                    if again is None:
-                        with conn.begin_nested():
-                            again = recompute(conn, doc)
-                    reproduced = body_hash(again) == doc.content_hash
+                    answer = remote.get(doc.number, ("again", ""))
+                    if answer[0] == "error":
+                        raise _Refused(answer[1])
+                    if answer[0] == "hash":
+                        got_hash = answer[1]
+                    else:
+                        again = ready.get(doc.number)
+                        if isinstance(again, MeterlineError):
+                            raise again
+                        if again is None:
+                            with conn.begin_nested():
+                                again = recompute(conn, doc)
+                        got_hash = body_hash(again)
+                    reproduced = got_hash == doc.content_hash
                     detail = (
                         f"reproduces at cutoff seq {doc.body.cutoff_seq}"
                         if reproduced
                         else (
                             f"recomputed at cutoff seq {doc.body.cutoff_seq} the content hash is "
-                            f"{body_hash(again)}, not {doc.content_hash}"
+                            f"{got_hash}, not {doc.content_hash}"
                         )
                     )
+                except _Refused as exc:
+                    reproduced, detail = False, f"cannot recompute: {exc}"
                 except MeterlineError as exc:
                     reproduced, detail = False, f"cannot recompute: {exc}"
                 except Exception as exc:  # a corrupted fact it depends on: report, go on

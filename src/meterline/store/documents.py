@@ -91,16 +91,17 @@ def read_all(
 
 
 def read_all_stored(
-    conn: Connection, since: int = 0
+    conn: Connection, since: int = 0, until: int | None = None
 ) -> Iterator[tuple[int, str, str, Issued | Exception, bytes]]:
-    """`read_all`, each with the body bytes as stored (verification hashes them as
-    they are before decoding them again)."""
+    """`read_all` (seq in (since, until]), each with the body bytes as stored
+    (verification hashes them as they are before decoding them again)."""
     statuses = {
         str(n): str(st)
         for n, st in conn.execute(text("SELECT number, status FROM document_status ORDER BY seq"))
     }
     for row in conn.execute(
-        text(f"SELECT {_COLUMNS} FROM documents WHERE seq > :s ORDER BY seq"), {"s": since}
+        text(f"SELECT {_COLUMNS} FROM documents WHERE seq > :s AND seq <= :u ORDER BY seq"),
+        {"s": since, "u": 2**62 if until is None else until},
     ):
         stored = str(row[3]).encode()
         try:
