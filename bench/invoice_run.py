@@ -309,13 +309,13 @@ def close_period(store: Store) -> None:
 
 
 def timed_issue(
-    store: Store, profile: bool, top: int, customer: str | None = None
+    store: Store, profile: bool, top: int, customer: str | None = None, jobs: int = 1
 ) -> tuple[invoicing.IssueResult, float]:
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    result = invoicing.issue(store, LABEL, ISSUE_AT, customer)
+    result = invoicing.issue(store, LABEL, ISSUE_AT, customer, jobs=jobs)
     if profiler is not None:
         profiler.disable()
     seconds = time.perf_counter() - started

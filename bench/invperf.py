@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--skip", choices=("verify", "reconcile"), action="append", default=[])
     parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes of the invoice run (default 1)"
+    )
+    parser.add_argument(
         "--verify-jobs",
         type=int,
         action="append",
@@ -212,11 +215,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.rollup:
                 _rollup(store, "month rollup pass (first: folds every day row)")
             (result, _), issue_s = _profiled(
-                "invoice" in prof, args.top, lambda: timed_issue(store, False, 0)
+                "invoice" in prof, args.top, lambda: timed_issue(store, False, 0, jobs=args.jobs)
             )
             check(result, loaded, customers)
             print(
-                f"invoice run: {len(result.issued):,} invoices in {issue_s:.2f}s "
+                f"invoice run ({args.jobs} job(s)): {len(result.issued):,} invoices in {issue_s:.2f}s "
                 f"({issue_s / len(result.issued) * 1000:.2f} ms/invoice; CPU {_cpu[-1]:.2f}s); "
                 "DuckDB GROUP BY over "
                 f"the same {copied:,} events {duck_s * 1000:.1f} ms; ratio "

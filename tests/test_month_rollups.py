@@ -207,6 +207,9 @@ def test_a_fixed_history_through_every_rollup_path(store: Store) -> None:
         days = usage_index.read(conn, "a", ["calls", "tokens"], [mar], k)
         feb = (Grain.DAY, START_US, parse_rfc3339("2024-02-14T00:00:00Z"))
         units = usage_index.read(conn, "a", ["calls"], [feb], k, rollups=True)
+        march = (Grain.WINDOW, mar[1], mar[2])  # the 1-day meter's windows
+        daily = usage_index.read(conn, "a", ["daily"], [march], k, rollups=Grain.WINDOW)
+    assert {key[2] for key in daily.rows} == {"m"}
     assert {key[2] for key in with_months.rows} == {"m"}  # March whole (April has no rows)
     assert sum(map(len, with_months.rows.values())) < sum(map(len, days.rows.values())) / 4
     starts = sorted((key[2], format_us(key[4])[:10]) for key in units.rows)

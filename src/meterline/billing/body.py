@@ -358,6 +358,14 @@ def encode(body: Body) -> dict[str, Any]:
 _last: tuple[Body, bytes] | None = None
 
 
+def remember(body: Body, data: bytes) -> None:
+    """Make ``data`` what `encode_bytes` returns for ``body`` next: its canonical
+    bytes, encoded elsewhere (an invoice worker process), checked by the caller
+    against the body's content hash."""
+    global _last
+    _last = (body, data)
+
+
 def encode_bytes(body: Body) -> bytes:
     """Canonical JSON of the body (what is hashed and stored; domain/canonical.py)."""
     global _last

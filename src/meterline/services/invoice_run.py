@@ -173,10 +173,11 @@ def _issue_from_snapshot(
     return issued
 
 
-def run(store: Store, label: str, now_us: int, force: bool = False) -> IssueResult:
-    """Issue the period's invoices, sharing the work with any concurrent run."""
+def run(store: Store, label: str, now_us: int, force: bool = False, jobs: int = 1) -> IssueResult:
+    """Issue the period's invoices, sharing the work with any concurrent run (on
+    SQLite: this process, with ``jobs`` worker processes computing the bodies)."""
     if not store.is_postgres:
-        return invoicing.issue(store, label, now_us, None, force)
+        return invoicing.issue(store, label, now_us, None, force, jobs)
     seed_claims(store, label)
     result = IssueResult()
     tried: set[str] = set()

@@ -426,7 +426,8 @@ def compute_bodies(
     for (codes, ranges), members in groups.items():
         top = max(wanted[i][2] for i, _, _ in members)
         customers = sorted({wanted[i][0] for i, _, _ in members})
-        got = port.index_many(customers, codes, ranges, top, whole=True, rollups=True)
+        days = measuring.rollup_grain(members[0][2]) or False
+        got = port.index_many(customers, codes, ranges, top, whole=True, rollups=days)
         for i, j, size in members:
             reads[i][j][size] = got[wanted[i][0]].as_of(wanted[i][2])
     # Credits: customers without any credit fact have only their catalog grants, and
@@ -514,21 +515,34 @@ def customers_for(store: Store, label: str) -> list[str]:
 
 
 def issue(
-    store: Store, label: str, now_us: int, customer: str | None = None, force: bool = False
+    store: Store,
+    label: str,
+    now_us: int,
+    customer: str | None = None,
+    force: bool = False,
+    jobs: int = 1,
 ) -> IssueResult:
     """Issue the period's invoices (one customer's, or every billable customer's).
 
     A run over all customers works in chunks of `CHUNK` customers, one transaction
     each (`_issue_chunk`); a chunk that cannot be issued as a whole is issued again
-    customer by customer, so one customer's failure never stops the run."""
+    customer by customer, so one customer's failure never stops the run. With
+    ``jobs`` > 1 and many customers, worker processes compute the chunks' bodies
+    from snapshots while this process appends them (services/invoice_workers.py)."""
+    from meterline.services import invoice_workers
+
     result = IssueResult()
     if customer is not None:
         _issue_serial(store, customer, label, now_us, force, result, single=True)
     else:
         targets = customers_for(store, label)
-        for i in range(0, len(targets), CHUNK):
-            with gc_paused():
-                _issue_chunk(store, targets[i : i + CHUNK], label, now_us, force, result)
+        chunks = [targets[i : i + CHUNK] for i in range(0, len(targets), CHUNK)]
+        if jobs > 1 and len(targets) >= invoice_workers.PARALLEL_MIN:
+            invoice_workers.issue_chunks(store, chunks, label, now_us, force, jobs, result)
+        else:
+            for chunk in chunks:
+                with gc_paused():
+                    _issue_chunk(store, chunk, label, now_us, force, result)
     if result.issued:
         from meterline.services.finance import with_finance
 
@@ -719,8 +733,9 @@ def _read_index(
                 wanted.setdefault(req, []).append((cid, i, size))
     port = facts(conn)
     for (codes, ranges), members in wanted.items():
+        days = measuring.rollup_grain(members[0][2]) or False
         got = port.index_many(
-            sorted({cid for cid, _, _ in members}), codes, ranges, k, rollups=True
+            sorted({cid for cid, _, _ in members}), codes, ranges, k, rollups=days
         )
         for cid, i, size in members:
             reads[cid][i][size] = got[cid]

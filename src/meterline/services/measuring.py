@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from meterline.billing.document import FORMAT
 from meterline.billing.usage import GroupUsage, Measurement
 from meterline.domain.decimals import PRECISION
+from meterline.domain.timestamps import US_PER_DAY
 from meterline.metering import Meter, State, empty, merge
 from meterline.metering.aggregation import CountState, SumState
 from meterline.metering.bitemporal import (
@@ -34,6 +35,7 @@ from meterline.metering.bitemporal import (
     Piece,
     RowKind,
     fold_rows,
+    has_day_rollup,
     plan,
 )
 from meterline.store import usage_index
@@ -104,8 +106,9 @@ def _add_index(
     got = prefetched
     ranges = [(p.grain, p.lo, p.hi) for p in indexed if p.grain is not None]
     codes = [m.code for m in meters]
+    days = rollup_grain(meters[0].window_us)
     if got is None or got.refold:
-        got = usage_index.read(conn, customer, codes, ranges, known_at, rollups=True)
+        got = usage_index.read(conn, customer, codes, ranges, known_at, rollups=days or False)
     if got.refold:  # a day's whole state after the month's rollup pass
         got = usage_index.read(conn, customer, codes, ranges, known_at)
     if got.straddles:
@@ -139,7 +142,7 @@ def _add_index(
         if not parts:
             folded = fold_rows(kinds[code], rows)
             parts = [(folded.state, folded.events)]
-        g = _DAY if grain in UNIT_GRAIN_TEXTS else grain  # a unit lies inside one day piece
+        g = str(days) if grain in UNIT_GRAIN_TEXTS else grain  # a unit lies in one day piece
         segment = by_grain[g][bisect_right(starts[g], start) - 1].segment
         gk = (code, dims)
         acc = groups.get(gk)
@@ -165,7 +168,6 @@ def _add_index(
 
 
 _EXACT = Context(prec=PRECISION, traps=[Inexact, InvalidOperation, Overflow])  # as `merge`
-_DAY = str(Grain.DAY)
 
 
 def _settle(
@@ -178,6 +180,14 @@ def _settle(
     gk, segment = rk
     states = groups[gk].states
     states[segment] = CountState(value) if type(value) is int else SumState(value)
+
+
+def rollup_grain(window_us: int) -> Grain | None:
+    """The rows rollup units fold for meters of this window: day rollups below a day,
+    the windows themselves for 1-day windows, none above."""
+    if has_day_rollup(window_us):
+        return Grain.DAY
+    return Grain.WINDOW if window_us == US_PER_DAY else None
 
 
 IndexRequest = tuple[tuple[str, ...], tuple[tuple[Grain, int, int], ...]]

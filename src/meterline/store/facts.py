@@ -168,7 +168,7 @@ class Facts:
         known_at: int,
         *,
         whole: bool = False,
-        rollups: bool = False,
+        rollups: bool | Grain = False,
     ) -> dict[str, Read]:
         """``index`` for many customers with the same buckets, in one statement
         (``whole``: every row since the first, to cut back with ``Read.as_of``;

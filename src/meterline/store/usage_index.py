@@ -55,6 +55,9 @@ from meterline.metering.bitemporal import (
 from meterline.store.facts import facts
 
 BucketKey = tuple[str, str, str, str, int]
+Rollups = bool | Grain
+"""Whether a read may use rollup units, and over which rows: True or ``Grain.DAY``
+for the day rollups of sub-day meters, ``Grain.WINDOW`` for 1-day windows."""
 """meter code, customer, grain, dimensions, bucket start."""
 
 
@@ -416,7 +419,7 @@ def read(
     known_at: int | None,
     *,
     whole: bool = False,
-    rollups: bool = False,
+    rollups: Rollups = False,
 ) -> Read:
     """Rows of the customer's buckets of ``grain`` in [lo, hi) per range, seq <= K.
 
@@ -450,7 +453,7 @@ def read_many(
     known_at: int,
     *,
     whole: bool = False,
-    rollups: bool = False,
+    rollups: Rollups = False,
 ) -> dict[str, Read]:
     """`read` for many customers with the same buckets, in one statement (an
     invoice run reads a chunk of customers at once instead of one by one).
@@ -469,7 +472,7 @@ def _read(
     ranges: Sequence[tuple[Grain, int, int]],
     known_at: int | None,
     whole: bool,
-    rollups: bool = False,
+    rollups: Rollups = False,
 ) -> dict[str, Read]:
     """One statement through the driver's own cursor (an invoice run reads a few
     hundred thousand index rows; SQLAlchemy's per-row layer would cost a third);
@@ -480,10 +483,11 @@ def _read(
     groups: dict[tuple[tuple[Grain, int, int], ...], list[str]] = {}
     units: dict[tuple[Grain, int, int], dict[str, int]] = {}
     collected = _Collected(known_at)
-    if rollups and known_at is not None and customers:
-        passes = unit_passes(conn, customers, known_at, *_day_span(ranges))
+    days = Grain.DAY if rollups is True else rollups
+    if days and known_at is not None and customers:
+        passes = unit_passes(conn, customers, known_at, *_day_span(ranges, days))
         for c in customers:
-            rest, mine = _split_units(ranges, passes.get(c, {}))
+            rest, mine = _split_units(ranges, passes.get(c, {}), days)
             groups.setdefault(tuple(rest), []).append(c)
             for grain, lo, hi, seq in mine:
                 units.setdefault((grain, lo, hi), {})[c] = seq
@@ -507,7 +511,13 @@ def _read(
             collected.add(cur.fetchall())
         for (grain, lo, hi), floors in units.items():
             for sql, params in _unit_selects(
-                pg, sorted(floors), meter_codes, grain, lo, hi, min(floors.values()), known_at
+                pg,
+                sorted(floors),
+                meter_codes,
+                (grain, lo, hi),
+                min(floors.values()),
+                known_at,
+                days or Grain.DAY,
             ):
                 cur.execute(sql, params)
                 collected.add(cur.fetchall(), floors)
@@ -516,8 +526,8 @@ def _read(
     return collected.reads()
 
 
-def _day_span(ranges: Sequence[tuple[Grain, int, int]]) -> tuple[int, int]:
-    days = [(lo, hi) for g, lo, hi in ranges if str(g) == Grain.DAY]
+def _day_span(ranges: Sequence[tuple[Grain, int, int]], grain: Grain) -> tuple[int, int]:
+    days = [(lo, hi) for g, lo, hi in ranges if str(g) == grain]
     if not days:
         return 0, 0
     return min(lo for lo, _ in days), max(hi for _, hi in days)
@@ -600,21 +610,21 @@ def _unit_selects(
     pg: bool,
     customers: Sequence[str] | None,
     meter_codes: Sequence[str],
-    grain: Grain,
-    lo: int,
-    hi: int,
+    unit: tuple[Grain, int, int],
     seq: int,
     known_at: int | None,
+    days: Grain = Grain.DAY,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """A rollup unit's ``cpt`` rows from the pass at ``seq`` on and its day rows after
-    it (day ``cpt`` rows left out: they only cache what the other rows hold), both
-    keyed as the unit's bucket; `_Collected.add` keeps, per customer, the ``cpt`` row
-    of its own pass and the day rows after it. Two statements, each one range of
-    the key."""
+    """A rollup unit's ``cpt`` rows from the pass at ``seq`` on and its day rows
+    (``days``: day rollups, or the windows of 1-day meters) after it (their ``cpt``
+    rows left out: they only cache what the other rows hold), both keyed as the
+    unit's bucket; `_Collected.add` keeps, per customer, the ``cpt`` row of its own
+    pass and the day rows after it. Two statements, each one range of the key."""
+    grain, lo, hi = unit
     out = []
     for g, a, b, cond in (
         (grain, lo, lo + 1, f"seq >= {int(seq)} AND kind = 'cpt'"),
-        (Grain.DAY, lo, hi, f"seq > {int(seq)} AND kind <> 'cpt'"),
+        (days, lo, hi, f"seq > {int(seq)} AND kind <> 'cpt'"),
     ):
         sql, params = _select(pg, customers, meter_codes, [(g, a, b)], known_at)
         sql = sql.replace(
@@ -628,7 +638,9 @@ def _unit_selects(
 
 
 def _split_units(
-    ranges: Sequence[tuple[Grain, int, int]], passes: Mapping[tuple[str, int], int]
+    ranges: Sequence[tuple[Grain, int, int]],
+    passes: Mapping[tuple[str, int], int],
+    days: Grain = Grain.DAY,
 ) -> tuple[list[tuple[Grain, int, int]], list[tuple[Grain, int, int, int]]]:
     """A customer's day ranges without the days its rolled-up units cover (largest
     units first, `bitemporal.cover`), and those units (grain, lo, hi, pass seq)."""
@@ -641,7 +653,7 @@ def _split_units(
         return (str(grain), start) in passes
 
     for grain, lo, hi in ranges:
-        if str(grain) != Grain.DAY:
+        if str(grain) != days:
             rest.append((grain, lo, hi))
             continue
         m = month_of(lo)
@@ -739,6 +751,7 @@ def read_units(
     wanted: Mapping[tuple[Grain, int, int], Mapping[str, int]],
     codes: Sequence[str],
     known_at: int,
+    days: Grain = Grain.DAY,
 ) -> dict[str, Read]:
     """Rollup units (grain, lo, hi) of some customers, each from the pass given per
     customer, as known at K (a later pass folds forward from them)."""
@@ -746,11 +759,9 @@ def read_units(
     collected = _Collected(known_at)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        for (grain, lo, hi), floors in wanted.items():
+        for unit, floors in wanted.items():
             low = min(floors.values())
-            for sql, params in _unit_selects(
-                pg, sorted(floors), codes, grain, lo, hi, low, known_at
-            ):
+            for sql, params in _unit_selects(pg, sorted(floors), codes, unit, low, known_at, days):
                 cur.execute(sql, params)
                 collected.add(cur.fetchall(), floors)
     finally:

@@ -72,13 +72,35 @@ class MonthRollup:
     folded: int = 0
 
 
-def day_meters(conn: Connection, seq: int) -> dict[str, Aggregation]:
-    """Meters known at ``seq`` that keep day rollups (the only ones rolled up)."""
-    return {
-        m.code: m.aggregation
-        for s, m in _meters_with_seq(conn)
-        if s <= seq and has_day_rollup(m.window_us)
-    }
+@dataclass(frozen=True)
+class Rolled:
+    """The meters rolled up as known at a seq: their aggregations, and which of them
+    have 1-day windows (their units fold the windows, the others their day rollups)."""
+
+    kinds: dict[str, Aggregation]
+    daily: frozenset[str]
+
+    def grains(self) -> list[tuple[Grain, list[str]]]:
+        """(the rows units fold, the meters whose rows they are), non-empty only."""
+        sub = sorted(c for c in self.kinds if c not in self.daily)
+        out = [(Grain.DAY, sub), (Grain.WINDOW, sorted(self.daily))]
+        return [(g, codes) for g, codes in out if codes]
+
+
+def day_meters(conn: Connection, seq: int) -> Rolled:
+    """Meters known at ``seq`` that rollup units cover: those with day rollups
+    (windows shorter than a day) and those with 1-day windows."""
+    kinds: dict[str, Aggregation] = {}
+    daily: set[str] = set()
+    for s, m in _meters_with_seq(conn):
+        if s > seq:
+            continue
+        if has_day_rollup(m.window_us):
+            kinds[m.code] = m.aggregation
+        elif m.window_us == US_PER_DAY:
+            kinds[m.code] = m.aggregation
+            daily.add(m.code)
+    return Rolled(kinds, frozenset(daily))
 
 
 def indexed_customers(conn: Connection) -> list[str]:
@@ -150,8 +172,8 @@ def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> 
     default the (customer, month) pairs facts touched since the latest pass. For
     each, only the units whose days changed since their own pass are folded again
     (every unit on a customer's first pass of a month)."""
-    kinds = day_meters(conn, seq)
-    if not kinds:
+    meters = day_meters(conn, seq)
+    if not meters.kinds:
         return []
     if months is None:
         wanted = touched(conn, last_pass(conn))
@@ -165,8 +187,8 @@ def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> 
         for i in range(0, len(customers), BATCH):
             batch = customers[i : i + BATCH]
             passes = unit_passes(conn, batch, seq, month, next_month(month))
-            units = _changed_units(conn, batch, sorted(kinds), month, seq, passes)
-            rows, folded = fold_units(conn, units, kinds, month, seq, passes)
+            units = _changed_units(conn, batch, meters, month, seq, passes)
+            rows, folded = fold_units(conn, units, meters, month, seq, passes)
             got.rows.update(rows)
             got.folded += folded
             got.customers += sorted(units)
@@ -178,7 +200,7 @@ def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> 
 def _changed_units(
     conn: Connection,
     customers: Sequence[str],
-    codes: Sequence[str],
+    meters: Rolled,
     month: int,
     seq: int,
     passes: Mapping[str, Mapping[tuple[str, int], int]],
@@ -201,14 +223,20 @@ def _changed_units(
         for i in range(0, len(members), BATCH):
             batch = members[i : i + BATCH]
             params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)}
-            params |= {f"m{j}": c for j, c in enumerate(codes)}
+            which = []
+            for g, codes in meters.grains():
+                names = [f"{g}{j}" for j in range(len(codes))]
+                params |= dict(zip(names, codes, strict=True))
+                which.append(
+                    f"(grain = '{g}' AND meter_code IN ({', '.join(':' + n for n in names)}))"
+                )
             rows = conn.execute(
                 text(
                     "SELECT customer_id, bucket_start, kind FROM usage_index WHERE customer_id IN ("
                     + ", ".join(f":c{j}" for j in range(len(batch)))
-                    + ") AND meter_code IN ("
-                    + ", ".join(f":m{j}" for j in range(len(codes)))
-                    + ") AND grain = 'd' AND bucket_start >= :lo AND bucket_start < :hi "
+                    + ") AND ("
+                    + " OR ".join(which)
+                    + ") AND bucket_start >= :lo AND bucket_start < :hi "
                     "AND seq > :s AND first_seq <= :k AND kind <> 'cpt'"
                 ),
                 params | {"lo": month, "hi": end, "s": s, "k": seq},
@@ -227,7 +255,7 @@ def _changed_units(
 def fold_units(
     conn: Connection,
     wanted: Mapping[str, set[Unit]],
-    kinds: Mapping[str, Aggregation],
+    meters: Rolled,
     month: int,
     seq: int,
     passes: Mapping[str, Mapping[tuple[str, int], int]],
@@ -237,7 +265,7 @@ def fold_units(
     it (its ``cpt`` row there and the day rows since); one without, or with a day
     ``set`` row since, from its day rollups as known at ``seq``."""
     out: dict[BucketKey, Delta] = {}
-    codes = sorted(kinds)
+    kinds = meters.kinds
     folded = 0
     forward: dict[Unit, dict[str, int]] = {}
     from_days: dict[str, set[Unit]] = {}
@@ -250,17 +278,25 @@ def fold_units(
             else:
                 from_days.setdefault(c, set()).add(u)
     if forward:
-        for c, r in read_units(conn, forward, codes, seq).items():
-            if r.refold or r.straddles:
-                from_days.setdefault(c, set()).update(u for u, f in forward.items() if c in f)
-                continue
-            for key, rows in r.rows.items():
-                if (Grain(key[2]), key[4]) not in {(u[0], u[1]) for u in from_days.get(c, ())}:
+        reads = [read_units(conn, forward, codes, seq, g).items() for g, codes in meters.grains()]
+        again = {
+            c
+            for got in reads
+            for c, r in got
+            if r.refold or r.straddles  # a day's whole state since: fold from the days
+        }
+        for c in again:
+            from_days.setdefault(c, set()).update(u for u, f in forward.items() if c in f)
+        for got in reads:
+            for c, r in got:
+                if c in again:
+                    continue
+                for key, rows in r.rows.items():
                     f = fold_rows(kinds[key[0]], rows)
                     folded += len(rows)
                     out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
     if from_days:
-        days, n = _from_days(conn, from_days, kinds, month, seq)
+        days, n = _from_days(conn, from_days, meters, month, seq)
         out.update(days)
         folded += n
     return out, folded
@@ -269,7 +305,7 @@ def fold_units(
 def _from_days(
     conn: Connection,
     wanted: Mapping[str, set[Unit]],
-    kinds: Mapping[str, Aggregation],
+    meters: Rolled,
     month: int,
     seq: int,
 ) -> tuple[dict[BucketKey, Delta], int]:
@@ -279,10 +315,15 @@ def _from_days(
     out: dict[BucketKey, Delta] = {}
     folded = 0
     sub = RowKind.SUB
-    day_range = [(Grain.DAY, month, next_month(month))]
-    reads = read_many(conn, sorted(wanted), sorted(kinds), day_range, seq)
+    kinds = meters.kinds
+    end = next_month(month)
+    reads = [
+        (c, r)
+        for g, codes in meters.grains()
+        for c, r in read_many(conn, sorted(wanted), codes, [(g, month, end)], seq).items()
+    ]
     day_units: dict[int, tuple[tuple[str, int], ...]] = {}
-    for c, r in reads.items():
+    for c, r in reads:
         keep = {(str(u[0]), u[1]) for u in wanted.get(c, ())}
         numbers: dict[BucketKey, list[Any]] = {}
         states: dict[BucketKey, tuple[Any, int]] = {}
@@ -404,9 +445,9 @@ def check(conn: Connection, since: int = 0) -> tuple[int, list[str]]:
     compared = 0
     problems: list[str] = []
     for (seq, month), units in groups.items():
-        kinds = day_meters(conn, seq)
+        meters = day_meters(conn, seq)
         passes = unit_passes(conn, sorted(units), seq - 1, month, next_month(month))
-        fresh, _ = fold_units(conn, units, kinds, month, seq, passes)
+        fresh, _ = fold_units(conn, units, meters, month, seq, passes)
         have = stored(conn, seq, units)
         for key in sorted(fresh.keys() | have.keys()):
             compared += 1
