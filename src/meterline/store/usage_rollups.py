@@ -316,11 +316,16 @@ def _from_days(
     folded = 0
     sub = RowKind.SUB
     kinds = meters.kinds
-    end = next_month(month)
+    spans: dict[tuple[int, int], list[str]] = {}  # only the days the wanted units hold
+    for c, units in wanted.items():
+        if units:
+            span = (min(u[1] for u in units), max(u[2] for u in units))
+            spans.setdefault(span, []).append(c)
     reads = [
         (c, r)
+        for (lo, hi), members in spans.items()
         for g, codes in meters.grains()
-        for c, r in read_many(conn, sorted(wanted), codes, [(g, month, end)], seq).items()
+        for c, r in read_many(conn, sorted(members), codes, [(g, lo, hi)], seq).items()
     ]
     day_units: dict[int, tuple[tuple[str, int], ...]] = {}
     for c, r in reads:
@@ -403,22 +408,28 @@ def record(conn: Connection, computed: Iterable[MonthRollup]) -> list[RollupPass
 
 
 def stored(
-    conn: Connection, seq: int, units: Mapping[str, set[Unit]]
+    conn: Connection, seq: int, month: int, units: Mapping[str, set[Unit]]
 ) -> dict[BucketKey, tuple[str, int]]:
-    """The ``cpt`` rows a pass at ``seq`` wrote for some customers' units."""
+    """The ``cpt`` rows a pass at ``seq`` wrote for some customers' units of a month."""
     out: dict[BucketKey, tuple[str, int]] = {}
-    for c, mine in units.items():
-        for grain, lo, _ in mine:
-            rows = conn.execute(
-                text(
-                    "SELECT meter_code, dimensions, state, events FROM usage_index "
-                    "WHERE customer_id = :c AND grain = :g AND bucket_start = :lo "
-                    "AND seq = :s AND kind = 'cpt'"
-                ),
-                {"c": c, "g": str(grain), "lo": lo, "s": seq},
-            )
-            for r in rows:
-                out[(str(r[0]), c, str(grain), str(r[1]), lo)] = (str(r[2]), int(r[3]))
+    customers = sorted(units)
+    for i in range(0, len(customers), BATCH):
+        batch = customers[i : i + BATCH]
+        params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)}
+        rows = conn.execute(
+            text(
+                "SELECT meter_code, customer_id, grain, dimensions, bucket_start, state, events "
+                "FROM usage_index WHERE customer_id IN ("
+                + ", ".join(f":c{j}" for j in range(len(batch)))
+                + ") AND grain IN ('m', '8', '2') AND bucket_start >= :lo AND bucket_start < :hi "
+                "AND seq = :s AND kind = 'cpt'"
+            ),
+            params | {"lo": month, "hi": next_month(month), "s": seq},
+        )
+        for r in rows:
+            c, g, lo = str(r[1]), str(r[2]), int(r[4])
+            if any(str(u[0]) == g and u[1] == lo for u in units[c]):
+                out[(str(r[0]), c, g, str(r[3]), lo)] = (str(r[5]), int(r[6]))
     return out
 
 
@@ -448,7 +459,7 @@ def check(conn: Connection, since: int = 0) -> tuple[int, list[str]]:
         meters = day_meters(conn, seq)
         passes = unit_passes(conn, sorted(units), seq - 1, month, next_month(month))
         fresh, _ = fold_units(conn, units, meters, month, seq, passes)
-        have = stored(conn, seq, units)
+        have = stored(conn, seq, month, units)
         for key in sorted(fresh.keys() | have.keys()):
             compared += 1
             d = fresh.get(key)
