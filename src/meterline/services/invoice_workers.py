@@ -48,7 +48,6 @@ from meterline.store import credit_facts, documents, merkle, sequence
 from meterline.store.customer_catalog import load_customers_by_id
 from meterline.store.database import Store
 from meterline.store.seller_catalog import load_seller
-from meterline.store.window_index import current_watermark
 
 # Below this many customers one process is done before workers would have started.
 PARALLEL_MIN = 2_000
@@ -76,34 +75,20 @@ def prepare(
     """The chunk's bodies as known at this read transaction's last seq K: what
     `invoicing._chunk` computes, with every cutoff at K."""
     k = sequence.current(conn)
-    out: dict[str, Outcome] = {}
-    out.update(documents.invoices_for(conn, chunk, label))
-    todo = [c for c in chunk if c not in out]
-    catalog = invoicing.Catalog({m.code: m for m in invoicing._meters_at(conn, k)})
-    customers = load_customers_by_id(conn, todo, k)
-    plans: dict[str, invoicing.Plan] = {}
-    for cid in todo:
-        try:
-            found = customers[cid]
-            if isinstance(found, Exception):
-                raise found
-            plans[cid] = invoicing.plan_billing(conn, cid, label, k, found, catalog)
-        except MeterlineError as exc:
-            out[cid] = (str(exc.code), exc.message)
-    reads = invoicing._read_index(conn, plans, k)
-    watermark = current_watermark(conn, now_us)
-    spent = documents.credits_spent_many(conn, list(plans), k)
-    granted = set(credit_facts.customers_with_grants(conn, list(plans)))
+    inputs = invoicing.chunk_inputs(conn, chunk, label, k, now_us)
+    out: dict[str, Outcome] = {
+        cid: got if isinstance(got, str) else (str(got.code), got.message)
+        for cid, got in inputs.outcomes.items()
+    }
     nodes = merkle.Nodes(conn)
-    for cid, plan in plans.items():
-        found = customers[cid]
-        if cid in granted or (isinstance(found, Customer) and invoicing._progressive(found)):
+    for cid, plan in inputs.plans.items():
+        if inputs.deferred(cid):
             out[cid] = None
             continue
         try:
-            billing = invoicing.measure_plan(conn, plan, k, prefetched=reads[cid])
-            invoicing._refuse_open(billing, watermark, cid, label, force)
-            grants = credit_facts.states_from([], billing.customer, spent[cid])
+            billing = invoicing.measure_plan(conn, plan, k, prefetched=inputs.reads[cid])
+            invoicing._refuse_open(billing, inputs.watermark, cid, label, force)
+            grants = credit_facts.states_from([], billing.customer, inputs.spent[cid])
             body = assemble(billing.customer, billing.period, billing.subscriptions, k, grants)
             body = invoicing.finish_body(conn, body, k, FORMAT, nodes)
         except MeterlineError as exc:

@@ -647,45 +647,76 @@ def _issue_chunk(
             _failure(result, cid, label, got)
 
 
-def _chunk(
-    conn: Connection, chunk: list[str], label: str, now_us: int, force: bool
-) -> dict[str, Issued | str | Exception | _Deferred]:
-    out: dict[str, Issued | str | Exception | _Deferred] = {}
-    appender = documents.Appender(conn, Kind.INVOICE)
-    k0 = appender.seq
-    out.update(documents.invoices_for(conn, chunk, label))
-    todo = [c for c in chunk if c not in out]
-    catalog = Catalog({m.code: m for m in _meters_at(conn, k0)})
-    customers = load_customers_by_id(conn, todo, k0)
+@dataclass
+class ChunkInputs:
+    """What every invoice of a chunk is computed from, read once as known at K:
+    the invoices already issued, the customers and their plans (or why not), the
+    index reads, the watermark, the credits spent and who has credit grants."""
+
+    outcomes: dict[str, str | MeterlineError]
+    customers: Mapping[str, Customer | Exception]
+    plans: dict[str, Plan]
+    reads: dict[str, list[dict[int, Read]]]
+    watermark: int | None
+    spent: dict[str, dict[str, Decimal]]
+    granted: set[str]
+
+    def deferred(self, cid: str) -> bool:
+        """Issued on its own after the chunk: its issue writes more than a document
+        (credit breakage facts) or reads its own earlier documents (interims)."""
+        found = self.customers[cid]
+        return cid in self.granted or (isinstance(found, Customer) and _progressive(found))
+
+
+def chunk_inputs(
+    conn: Connection, chunk: list[str], label: str, k: int, now_us: int
+) -> ChunkInputs:
+    outcomes: dict[str, str | MeterlineError] = {}
+    outcomes.update(documents.invoices_for(conn, chunk, label))
+    todo = [c for c in chunk if c not in outcomes]
+    catalog = Catalog({m.code: m for m in _meters_at(conn, k)})
+    customers = load_customers_by_id(conn, todo, k)
     plans: dict[str, Plan] = {}
     for cid in todo:
         try:
             found = customers[cid]
             if isinstance(found, Exception):
                 raise found
-            plans[cid] = plan_billing(conn, cid, label, k0, found, catalog)
+            plans[cid] = plan_billing(conn, cid, label, k, found, catalog)
         except MeterlineError as exc:
-            out[cid] = exc
-    reads = _read_index(conn, plans, k0)
-    watermark = current_watermark(conn, now_us)
-    spent = documents.credits_spent_many(conn, list(plans), k0)
-    granted = set(credit_facts.customers_with_grants(conn, list(plans)))
+            outcomes[cid] = exc
+    return ChunkInputs(
+        outcomes,
+        customers,
+        plans,
+        _read_index(conn, plans, k),
+        current_watermark(conn, now_us),
+        documents.credits_spent_many(conn, list(plans), k),
+        set(credit_facts.customers_with_grants(conn, list(plans))),
+    )
+
+
+def _chunk(
+    conn: Connection, chunk: list[str], label: str, now_us: int, force: bool
+) -> dict[str, Issued | str | Exception | _Deferred]:
+    out: dict[str, Issued | str | Exception | _Deferred] = {}
+    appender = documents.Appender(conn, Kind.INVOICE)
+    k0 = appender.seq
+    inputs = chunk_inputs(conn, chunk, label, k0, now_us)
+    out.update(inputs.outcomes)
+    customers, plans, reads = inputs.customers, inputs.plans, inputs.reads
     checkpoints: dict[usage_index.BucketKey, usage_index.Delta] = {}
     with merkle.grow_in_memory(conn, k0) as grower:
         for cid, plan in plans.items():
-            found = customers[cid]
-            if cid in granted or (isinstance(found, Customer) and _progressive(found)):
-                # Their issue writes more than a document (credit breakage facts) or
-                # reads their own earlier documents (interims): issued on their own
-                # after the chunk (`_issue_chunk`).
+            if inputs.deferred(cid):
                 out[cid] = DEFERRED
                 continue
             k = appender.seq
             try:
                 prefetched = reads[cid]
                 billing = measure_plan(conn, plan, k, prefetched=prefetched)
-                _refuse_open(billing, watermark, cid, label, force)
-                grants = credit_facts.states_from([], billing.customer, spent[cid])
+                _refuse_open(billing, inputs.watermark, cid, label, force)
+                grants = credit_facts.states_from([], billing.customer, inputs.spent[cid])
                 body = assemble(billing.customer, billing.period, billing.subscriptions, k, grants)
                 body = finish_body(conn, body, k, FORMAT)  # the tree head from `grower`
                 digest = body_hash(body)
