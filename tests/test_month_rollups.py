@@ -333,3 +333,25 @@ def test_a_pass_folds_only_the_units_that_changed(store: Store) -> None:
     _check(store, [seq])
     check, report = _window_check(store, full=True)
     assert report.ok and "month rollup rows folded again" in check.details
+
+
+def test_cli_index_rollup(store: Store) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from meterline.cli.app import app
+
+    _play(store, _history()[:1])
+    runner = CliRunner()
+    base = ["--db", store.url, "--now", "2024-05-01T00:00:00Z", "index", "rollup"]
+    human = runner.invoke(app, base)
+    assert human.exit_code == 0, human.output
+    assert "2024-02:" in human.stdout and "unit rows" in human.stdout
+    again = runner.invoke(app, [*base, "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["passes"] == []
+    forced = runner.invoke(app, [*base, "--month", "2024-03", "--json"])
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["passes"] == []  # same seq
+    for bad in ("2024-13", "march", "2024-03-01"):
+        got = runner.invoke(app, [*base, "--month", bad])
+        assert got.exit_code == 2 and "INVALID_ARGUMENT" in got.stderr, (bad, got.output)

@@ -8,7 +8,7 @@ from meterline.cli.context import handles_errors, print_json, settings
 from meterline.domain.timestamps import from_datetime
 from meterline.services import rollups
 
-index_app = typer.Typer(help="The usage index: month rollup passes.", no_args_is_help=True)
+index_app = typer.Typer(help="The usage index: rollup passes.", no_args_is_help=True)
 
 
 @index_app.command("rollup")
@@ -20,7 +20,7 @@ def rollup(
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fold each month's day rollups into one row per customer, meter and group.
+    """Fold each month's day rollups into rollup units per customer, meter and group.
 
     Reads of whole UTC months as known at or after the pass start from it; run it
     daily or before an invoice run. It changes no number, only how many index rows
@@ -34,8 +34,8 @@ def rollup(
         typer.echo(f"nothing to roll up as known at seq {out['seq']}")
     for p in out["passes"]:
         typer.echo(
-            f"{p['month']}: {p['rows_written']} month rows at seq {p['seq']} "
-            f"(folded {p['rows_folded']} index rows)"
+            f"{p['month']}: {p['customers']} customer(s), {p['rows_written']} unit rows at "
+            f"seq {p['seq']} (folded {p['rows_folded']} index rows)"
         )
 
 
