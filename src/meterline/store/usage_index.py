@@ -614,6 +614,7 @@ def _unit_selects(
     seq: int,
     known_at: int | None,
     days: Grain = Grain.DAY,
+    only: Sequence[int] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """A rollup unit's ``cpt`` rows from the pass at ``seq`` on and its day rows
     (``days``: day rollups, or the windows of 1-day meters) after it (their ``cpt``
@@ -626,7 +627,14 @@ def _unit_selects(
         (grain, lo, lo + 1, f"seq >= {int(seq)} AND kind = 'cpt'"),
         (days, lo, hi, f"seq > {int(seq)} AND kind <> 'cpt'"),
     ):
-        sql, params = _select(pg, customers, meter_codes, [(g, a, b)], known_at)
+        if g == days and only is not None:  # the given days only (each a key prefix)
+            if not only:
+                continue
+            sql, params = _select(
+                pg, customers, meter_codes, [(g, d, d + 1) for d in only], known_at
+            )
+        else:
+            sql, params = _select(pg, customers, meter_codes, [(g, a, b)], known_at)
         sql = sql.replace(
             _SELECTED,
             f"SELECT meter_code, customer_id, '{grain}', dimensions, "
@@ -752,16 +760,22 @@ def read_units(
     codes: Sequence[str],
     known_at: int,
     days: Grain = Grain.DAY,
+    only: Mapping[tuple[Grain, int, int], Sequence[int]] | None = None,
 ) -> dict[str, Read]:
     """Rollup units (grain, lo, hi) of some customers, each from the pass given per
-    customer, as known at K (a later pass folds forward from them)."""
+    customer, as known at K (a later pass folds forward from them). ``only``: per
+    unit, the days whose rows after the pass are read (those facts changed; the
+    others have none), instead of every day of the unit."""
     pg = conn.dialect.name == "postgresql"
     collected = _Collected(known_at)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         for unit, floors in wanted.items():
             low = min(floors.values())
-            for sql, params in _unit_selects(pg, sorted(floors), codes, unit, low, known_at, days):
+            picked = None if only is None else only.get(unit, ())
+            for sql, params in _unit_selects(
+                pg, sorted(floors), codes, unit, low, known_at, days, picked
+            ):
                 cur.execute(sql, params)
                 collected.add(cur.fetchall(), floors)
     finally:

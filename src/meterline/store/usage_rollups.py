@@ -165,6 +165,42 @@ def touched(conn: Connection, since: int) -> dict[int, set[str]]:
 
 
 Unit = tuple[Grain, int, int]  # (grain, lo, hi)
+EVERYTHING: frozenset[int] = frozenset()  # sentinel: every day may have changed
+
+
+def changed_days(
+    conn: Connection, month: int, since: Mapping[str, int], upto: int
+) -> dict[str, frozenset[int] | set[int]]:
+    """Customer -> the days of the month whose index rows facts in (its own ``since``,
+    ``upto``] may have changed: the days of its events accepted or retracted then
+    (`EVERYTHING` when a meter was applied then: its ``set`` rows lie anywhere).
+    Read through the facts' seq index, so it costs what changed, not the month."""
+    if not since:
+        return {}
+    low = min(since.values())
+    if conn.execute(
+        text("SELECT 1 FROM meters WHERE seq > :s AND seq <= :u LIMIT 1"), {"s": low, "u": upto}
+    ).first():
+        return dict.fromkeys(since, EVERYTHING)
+    end = next_month(month)
+    rows = conn.execute(
+        text(
+            "SELECT customer_id, event_time, seq FROM events WHERE seq > :s AND seq <= :u "
+            "UNION ALL SELECT e.customer_id, e.event_time, r.seq FROM retractions r "
+            "JOIN events e ON e.seq = r.event_seq WHERE r.seq > :s AND r.seq <= :u"
+        ),
+        {"s": low, "u": upto},
+    )
+    out: dict[str, frozenset[int] | set[int]] = {}
+    for c, t, q in rows:
+        cust, t = str(c), int(t)
+        s = since.get(cust)
+        if s is None or int(q) <= s or not month <= t < end:
+            continue
+        days = out.setdefault(cust, set())
+        if isinstance(days, set):
+            days.add(t - t % US_PER_DAY)
+    return out
 
 
 def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> list[MonthRollup]:
@@ -187,8 +223,8 @@ def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> 
         for i in range(0, len(customers), BATCH):
             batch = customers[i : i + BATCH]
             passes = unit_passes(conn, batch, seq, month, next_month(month))
-            units = _changed_units(conn, batch, meters, month, seq, passes)
-            rows, folded = fold_units(conn, units, meters, month, seq, passes)
+            units, days = _changed_units(conn, batch, month, seq, passes)
+            rows, folded = fold_units(conn, units, meters, month, seq, passes, days)
             got.rows.update(rows)
             got.folded += folded
             got.customers += sorted(units)
@@ -200,56 +236,30 @@ def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> 
 def _changed_units(
     conn: Connection,
     customers: Sequence[str],
-    meters: Rolled,
     month: int,
     seq: int,
     passes: Mapping[str, Mapping[tuple[str, int], int]],
-) -> dict[str, set[Unit]]:
-    """Customer -> the month's units to fold at ``seq``: all of them on its first
-    pass of the month (or after a day ``set`` row since), else those holding a day
-    with rows since its month unit's pass (the latest pass that changed anything in
-    the month). A customer already rolled up at ``seq``, or unchanged, has none."""
+) -> tuple[dict[str, set[Unit]], dict[str, frozenset[int] | set[int]]]:
+    """Customer -> the month's units to fold at ``seq`` (all of them on its first pass
+    of the month, else those holding a day changed since its month unit's pass, the
+    latest pass that changed anything in the month), and the changed days. A
+    customer already rolled up at ``seq``, or unchanged, has none."""
     everything = set(month_units(month))
-    out: dict[str, set[Unit]] = {}  # `everything` itself where every unit is folded
-    since: dict[int, list[str]] = {}
+    out: dict[str, set[Unit]] = {}
+    since: dict[str, int] = {}
     for c in customers:
         s = passes.get(c, {}).get((_MONTH, month))
         if s is None:
-            out[c] = everything
+            out[c] = set(everything)
         elif s < seq:
-            since.setdefault(s, []).append(c)
-    end = next_month(month)
-    for s, members in since.items():
-        for i in range(0, len(members), BATCH):
-            batch = members[i : i + BATCH]
-            params: dict[str, Any] = {f"c{j}": c for j, c in enumerate(batch)}
-            which = []
-            for g, codes in meters.grains():
-                names = [f"{g}{j}" for j in range(len(codes))]
-                params |= dict(zip(names, codes, strict=True))
-                which.append(
-                    f"(grain = '{g}' AND meter_code IN ({', '.join(':' + n for n in names)}))"
-                )
-            rows = conn.execute(
-                text(
-                    "SELECT customer_id, bucket_start, kind FROM usage_index WHERE customer_id IN ("
-                    + ", ".join(f":c{j}" for j in range(len(batch)))
-                    + ") AND ("
-                    + " OR ".join(which)
-                    + ") AND bucket_start >= :lo AND bucket_start < :hi "
-                    "AND seq > :s AND first_seq <= :k AND kind <> 'cpt'"
-                ),
-                params | {"lo": month, "hi": end, "s": s, "k": seq},
-            )
-            for c, day, kind in rows:
-                cust = str(c)
-                if out.get(cust) is everything:
-                    continue
-                if kind == RowKind.SET.value:
-                    out[cust] = everything  # a day's whole state: fold the month again
-                    continue
-                out.setdefault(cust, set()).update(unit_of(g, int(day), month) for g in UNIT_GRAINS)
-    return {c: set(u) for c, u in out.items()}
+            since[c] = s
+    days = changed_days(conn, month, since, seq)
+    for c, changed in days.items():
+        if changed is EVERYTHING:
+            out[c] = set(everything)
+        else:
+            out[c] = {unit_of(g, day, month) for day in changed for g in UNIT_GRAINS}
+    return out, days
 
 
 def fold_units(
@@ -259,11 +269,14 @@ def fold_units(
     month: int,
     seq: int,
     passes: Mapping[str, Mapping[tuple[str, int], int]],
+    days: Mapping[str, frozenset[int] | set[int]] | None = None,
 ) -> tuple[dict[BucketKey, Delta], int]:
     """The ``cpt`` rows at ``seq`` of some customers' units, and how many index rows
     were folded: a unit with an earlier pass (in ``passes``, < ``seq``) forward from
     it (its ``cpt`` row there and the day rows since); one without, or with a day
-    ``set`` row since, from its day rollups as known at ``seq``."""
+    ``set`` row since, from its day rollups as known at ``seq``. ``days``: the days
+    each customer's facts changed since its units' passes (`changed_days`); only
+    those days' rows are read forward (without it, every day of each unit)."""
     out: dict[BucketKey, Delta] = {}
     kinds = meters.kinds
     folded = 0
@@ -278,7 +291,17 @@ def fold_units(
             else:
                 from_days.setdefault(c, set()).add(u)
     if forward:
-        reads = [read_units(conn, forward, codes, seq, g).items() for g, codes in meters.grains()]
+        only = None
+        if days is not None and all(
+            days.get(c) is not EVERYTHING for f in forward.values() for c in f
+        ):
+            only = {
+                u: sorted({d for c in f for d in days.get(c, ()) if u[1] <= d < u[2]})
+                for u, f in forward.items()
+            }
+        reads = [
+            read_units(conn, forward, codes, seq, g, only).items() for g, codes in meters.grains()
+        ]
         again = {
             c
             for got in reads
@@ -296,8 +319,8 @@ def fold_units(
                     folded += len(rows)
                     out[key] = Delta(RowKind.CHECKPOINT, f.state, f.events, seq, seq)
     if from_days:
-        days, n = _from_days(conn, from_days, meters, month, seq)
-        out.update(days)
+        rolled, n = _from_days(conn, from_days, meters, month, seq)
+        out.update(rolled)
         folded += n
     return out, folded
 
@@ -458,7 +481,9 @@ def check(conn: Connection, since: int = 0) -> tuple[int, list[str]]:
     for (seq, month), units in groups.items():
         meters = day_meters(conn, seq)
         passes = unit_passes(conn, sorted(units), seq - 1, month, next_month(month))
-        fresh, _ = fold_units(conn, units, meters, month, seq, passes)
+        before = {c: p[(_MONTH, month)] for c, p in passes.items() if (_MONTH, month) in p}
+        days = changed_days(conn, month, before, seq)
+        fresh, _ = fold_units(conn, units, meters, month, seq, passes, days)
         have = stored(conn, seq, month, units)
         for key in sorted(fresh.keys() | have.keys()):
             compared += 1
