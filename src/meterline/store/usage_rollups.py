@@ -220,14 +220,15 @@ def compute(conn: Connection, seq: int, months: Sequence[int] | None = None) -> 
     for month in sorted(wanted):
         customers = sorted(wanted[month])
         got = MonthRollup(month, seq)
-        for i in range(0, len(customers), BATCH):
-            batch = customers[i : i + BATCH]
-            passes = unit_passes(conn, batch, seq, month, next_month(month))
-            units, days = _changed_units(conn, batch, month, seq, passes)
-            rows, folded = fold_units(conn, units, meters, month, seq, passes, days)
+        passes = unit_passes(conn, customers, seq, month, next_month(month))
+        units, days = _changed_units(conn, customers, month, seq, passes)
+        todo = sorted(units)
+        for i in range(0, len(todo), BATCH):
+            batch = {c: units[c] for c in todo[i : i + BATCH]}
+            rows, folded = fold_units(conn, batch, meters, month, seq, passes, days)
             got.rows.update(rows)
             got.folded += folded
-            got.customers += sorted(units)
+            got.customers += sorted(batch)
         if got.customers:
             out.append(got)
     return out
@@ -332,9 +333,10 @@ def _from_days(
     month: int,
     seq: int,
 ) -> tuple[dict[BucketKey, Delta], int]:
-    """Units folded from the month's day rollups as known at ``seq``. Count and sum
-    days are added up as plain numbers (exact: ints, and Decimal additions that trap
-    on rounding, as `merge`); other states are merged."""
+    """Units folded from the month's day rollups as known at ``seq`` (those folded
+    from at least `MIN_FOLD` rows). Count and sum days are added up as plain numbers
+    (exact: ints, and Decimal additions that trap on rounding, as `merge`); other
+    states are merged."""
     out: dict[BucketKey, Delta] = {}
     folded = 0
     sub = RowKind.SUB
@@ -351,6 +353,7 @@ def _from_days(
         for c, r in read_many(conn, sorted(members), codes, [(g, lo, hi)], seq).items()
     ]
     day_units: dict[int, tuple[tuple[str, int], ...]] = {}
+    sources: dict[tuple[str, str, int], int] = {}  # (customer, grain, start) -> rows
     for c, r in reads:
         keep = {(str(u[0]), u[1]) for u in wanted.get(c, ())}
         numbers: dict[BucketKey, list[Any]] = {}
@@ -368,6 +371,8 @@ def _from_days(
                     (str(g), unit_of(g, day, month)[1]) for g in UNIT_GRAINS
                 )
             keys = [(code, cust, g, dims, lo) for g, lo in du if (g, lo) in keep]
+            for g, lo in du:
+                sources[(cust, g, lo)] = sources.get((cust, g, lo), 0) + len(rows)
             kind = type(state)
             if isinstance(state, CountState | SumState):
                 value: Any = state.count if isinstance(state, CountState) else state.total
@@ -388,9 +393,15 @@ def _from_days(
             out[key] = Delta(RowKind.CHECKPOINT, kind(value), events, seq, seq)
         for key, (state, events) in states.items():
             out[key] = Delta(RowKind.CHECKPOINT, state, events, seq, seq)
-    return out, folded
+    # A unit folded from fewer rows than this saves no read: not written (its reads
+    # use the days). All of a unit's meters and groups or none: a read of a unit
+    # takes its pass for every meter.
+    thin = {u for u, n in sources.items() if n < MIN_FOLD}
+    return {k: d for k, d in out.items() if (k[1], k[2], k[4]) not in thin}, folded
 
 
+# Index rows a unit must fold on its first pass to be written.
+MIN_FOLD = 4
 _MONTH = str(Grain.MONTH)
 _EXACT = Context(prec=PRECISION, traps=[Inexact, InvalidOperation, Overflow])  # as `merge`
 
