@@ -153,18 +153,6 @@ def next_month(month_us: int) -> int:
     return _us(datetime(y, m, 1, tzinfo=UTC))
 
 
-def whole_months(lo: int, hi: int) -> list[int]:
-    """Starts of the UTC calendar months lying wholly inside [lo, hi)."""
-    out = []
-    m = month_of(lo)
-    if m < lo:
-        m = next_month(m)
-    while next_month(m) <= hi:
-        out.append(m)
-        m = next_month(m)
-    return out
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -315,5 +303,4 @@ __all__ = [
     "plan",
     "subtract",
     "unit_of",
-    "whole_months",
 ]

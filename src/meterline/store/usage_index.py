@@ -354,10 +354,11 @@ def on_retraction(
 class Read:
     """Index rows of some buckets as known at K, and whether any row straddles K.
 
-    Month buckets (grain ``m``, from a read with ``rollups``) hold the month's
-    ``cpt`` row of the pass at ``floor`` and the month's day rows after it.
-    ``refold``: the month rollups cannot answer (a day ``set`` row after the
-    pass, or a cut back to before it): read again without them."""
+    Rollup units (grains ``m``, ``8``, ``2``, from a read with ``rollups``) hold
+    the unit's ``cpt`` row of its pass and the unit's day rows after it;
+    ``floor`` is the latest pass read. ``refold``: the units cannot answer (a
+    day ``set`` row after a pass, or a cut back to before one): read again
+    without them."""
 
     rows: dict[BucketKey, list[IndexRow]]
     straddles: bool
@@ -425,8 +426,9 @@ def read(
 
     With ``known_at`` None: everything stored (the present). Only the rows from
     each bucket's latest state row <= K on, unless ``whole`` (every row: window
-    versions, the deep check of reconciliation). ``rollups``: whole UTC months
-    of a day range with a rollup pass <= K come as month buckets (see `Read`).
+    versions, the deep check of reconciliation). ``rollups``: the whole days of
+    a day range that rollup units with a pass <= K cover come as those units (see
+    `Read`).
     """
     if not meter_codes or not ranges:
         return Read({}, False)

@@ -1,14 +1,14 @@
 """Rollup passes of the usage index: computing, recording and re-checking them.
 
 A pass at seq S folds, for each (customer, UTC month) that facts since the last
-pass touched, the month's day rows as known at S into ``cpt`` rows of its rollup
-units (``bitemporal.month_units``: the month, 8-day and 2-day blocks) and records
-(customer, month, S) in ``usage_rollups``. Reads pick each customer's latest
-pass <= K (``usage_index._read`` with ``rollups``). A pass is derived data: it
+pass touched, the day rows of the units that changed, as known at S, into ``cpt``
+rows (``bitemporal.month_units``: the month, 8-day and 2-day blocks) and records
+(customer, unit, S) in ``usage_rollups``. Reads pick each customer's latest pass
+<= K per unit (``usage_index._read`` with ``rollups``). A pass is derived data: it
 takes no seq and changes no fold, so it is computed in a read transaction and
 written in a short write transaction; its cost follows what changed: a
-customer's later pass folds forward from its previous one (that pass's units
-plus the day rows since), never from the whole month again.
+unit's later pass folds forward from its previous one (that pass's row plus the
+day rows since), never from the whole month again.
 """
 
 from __future__ import annotations
