@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -413,3 +414,71 @@ def _minimal_body() -> dict[str, Any]:
         "credits": [], "credits_applied": "0.00", "total": "0.00", "corrects": None,
         "reasons": [], "cutoff_seq": 3, "price_versions": [],
     }  # fmt: skip
+
+
+def _reference(value: Any, currency: str) -> Any:
+    """The generic rule the compiled encoders must follow (billing/body.py before
+    they existed): per field, by the value's runtime type."""
+    if isinstance(value, typed._Typed):
+        own = getattr(value, "currency", currency)
+        cur = own if type(own) is str else currency
+        out: dict[str, Any] = {}
+        for name, key in zip(
+            type(value).__struct_fields__, type(value).__struct_encode_fields__, strict=True
+        ):
+            v = getattr(value, name)
+            money = name in type(value).__money__
+            if v is typed.UNSET:
+                continue
+            if isinstance(v, Decimal):
+                out[key] = typed._money(v, cur) if money else _fmt(v)
+            elif money and isinstance(v, dict):
+                out[key] = {k: typed._money(x, cur) for k, x in v.items()}
+            else:
+                out[key] = _reference(v, cur)
+        return out
+    if isinstance(value, tuple):
+        return [_reference(v, currency) for v in value]
+    if isinstance(value, dict):
+        return {k: _reference(v, currency) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        return _fmt(value)
+    return value
+
+
+def _as_producers_build(value: Any, data: st.DataObject, money: bool = False) -> Any:
+    """The same tree as a producer may hold it before encoding: decimals with more
+    digits than their canonical text, integral decimals as ints, exact amounts
+    with more digits (money only padded: it is always a Decimal on the minor unit)."""
+    if isinstance(value, typed._Typed):
+        cls = type(value)
+        changes = {
+            name: _as_producers_build(getattr(value, name), data, name in cls.__money__)
+            for name in cls.__struct_fields__
+        }
+        return msgspec.structs.replace(value, **changes)
+    if isinstance(value, tuple):
+        return tuple(_as_producers_build(v, data, money) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_producers_build(v, data, money) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        # money: only more zeros (producers hold Decimals on the minor unit)
+        ways = ["keep", "padded"] if money else ["keep", "padded", "int", "finer"]
+        how = data.draw(st.sampled_from(ways))
+        exponent = value.as_tuple().exponent
+        if how == "padded" and isinstance(exponent, int):
+            return value.quantize(Decimal(1).scaleb(exponent - 3))
+        if how == "int" and value == value.to_integral_value():
+            return int(value)
+        if how == "finer":
+            return value + Decimal("0.0000001")
+    return value
+
+
+@settings(max_examples=60, deadline=None)
+@given(_bodies(), st.data())
+def test_compiled_encoder_follows_the_generic_rule(
+    body: dict[str, Any], data: st.DataObject
+) -> None:
+    built = _as_producers_build(typed.decode(dumps(body)), data)
+    assert typed.encode(built) == _reference(built, built.currency)

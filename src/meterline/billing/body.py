@@ -32,9 +32,11 @@ every kind:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from functools import cache
-from typing import Any, ClassVar
+from types import UnionType
+from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 
 import msgspec
 from msgspec import UNSET as UNSET
@@ -294,44 +296,23 @@ def _money(value: Decimal, currency: str) -> str:
     return money_str(value, cur)
 
 
-# Per struct class: (attribute, JSON key, is money) of every field, in declaration order.
-_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
-
-
-def _fields(cls: type[_Typed]) -> tuple[tuple[str, str, bool], ...]:
-    got = _FIELDS.get(cls)
-    if got is None:
-        money = cls.__money__
-        got = _FIELDS[cls] = tuple(
-            (name, key, name in money)
-            for name, key in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
-        )
-    return got
+def _value(v: Any, cur: str, money: bool) -> Any:
+    """One field's plain JSON data, whatever its runtime type (the reference rule;
+    the compiled encoders below take the declared type's branch first)."""
+    t = type(v)
+    if t is str or t is int or v is None or t is bool:
+        return v
+    if isinstance(v, Decimal):
+        return _money(v, cur) if money else fmt(v)
+    if money and isinstance(v, dict):  # a map of money (thresholds)
+        return {k: _money(x, cur) for k, x in v.items()}
+    return _plain(v, cur)
 
 
 def _plain(value: Any, currency: str) -> Any:
-    """Plain JSON data of a struct tree: money at the minor unit, decimals canonical.
-
-    Hot (every issued and verified body): scalar fields are copied inline and only
-    structs, tuples and maps recurse."""
+    """Plain JSON data of a struct tree: money at the minor unit, decimals canonical."""
     if isinstance(value, _Typed):
-        own = getattr(value, "currency", currency)  # an explanation has its own currency
-        cur = own if type(own) is str else currency
-        out: dict[str, Any] = {}
-        for name, key, money in _fields(type(value)):
-            v = getattr(value, name)
-            t = type(v)
-            if t is str or t is int or v is None or t is bool:
-                out[key] = v
-            elif v is UNSET:
-                continue
-            elif isinstance(v, Decimal):
-                out[key] = _money(v, cur) if money else fmt(v)
-            elif money and isinstance(v, dict):  # a map of money (thresholds)
-                out[key] = {k: _money(x, cur) for k, x in v.items()}
-            else:
-                out[key] = _plain(v, cur)
-        return out
+        return _encoder(type(value))(value, currency)
     t = type(value)
     if t is str or t is int or value is None or t is bool:
         return value
@@ -342,6 +323,89 @@ def _plain(value: Any, currency: str) -> Any:
     if isinstance(value, Decimal):
         return fmt(value)
     return value
+
+
+_ENCODERS: dict[type, Callable[[Any, str], dict[str, Any]]] = {}
+
+
+def _encoder(cls: type[_Typed]) -> Callable[[Any, str], dict[str, Any]]:
+    got = _ENCODERS.get(cls)
+    if got is None:
+        got = _ENCODERS[cls] = _compile(cls)
+    return got
+
+
+def _field_code(hint: Any, money: bool, m: str) -> str:
+    """The expression for ``x`` of declared type ``hint`` (UNSET and None already
+    peeled off by the caller's guard): the declared type's branch when the runtime
+    type is the declared one, else `_value` (same data as before, never a guess)."""
+    if isinstance(hint, UnionType):  # peel "| None" and "| UnsetType" off
+        rest = [a for a in get_args(hint) if a is not UnsetType and a is not type(None)]
+        return _field_code(rest[0], money, m) if len(rest) == 1 else f"_value(x, cur, {m})"
+    if get_origin(hint) is tuple:
+        (item, _) = get_args(hint)
+        if isinstance(item, type) and issubclass(item, _Typed):
+            return (
+                f"[_enc_{item.__name__}(i, cur) if type(i) is {item.__name__} "
+                f"else _plain(i, cur) for i in x] if type(x) is tuple else _value(x, cur, {m})"
+            )
+        return f"[i if type(i) is str else _plain(i, cur) for i in x] if type(x) is tuple else _value(x, cur, {m})"
+    if get_origin(hint) is dict:
+        if money:
+            return f"{{k: _money(i, cur) for k, i in x.items()}} if type(x) is dict else _value(x, cur, {m})"
+        return (
+            "{k: i if i is None or type(i) is str else _plain(i, cur) for k, i in x.items()} "
+            f"if type(x) is dict else _value(x, cur, {m})"
+        )
+    if hint is Decimal:
+        how = "_money(x, cur)" if money else "fmt(x)"
+        return f"{how} if type(x) is Decimal else _value(x, cur, {m})"
+    if hint in (str, int, bool):
+        return f"x if type(x) is {hint.__name__} else _value(x, cur, {m})"
+    if isinstance(hint, type) and issubclass(hint, _Typed):
+        name = hint.__name__
+        return f"_enc_{name}(x, cur) if type(x) is {name} else _value(x, cur, {m})"
+    return f"_value(x, cur, {m})"
+
+
+def _structs_in(hints: Iterable[Any]) -> set[type[_Typed]]:
+    out: set[type[_Typed]] = set()
+    for h in hints:
+        if isinstance(h, type) and issubclass(h, _Typed):
+            out.add(h)
+        else:
+            out |= _structs_in(get_args(h))
+    return out
+
+
+def _compile(cls: type[_Typed]) -> Callable[[Any, str], dict[str, Any]]:
+    """A plain-data encoder for one struct class, generated from its declared field
+    types (as attrs and msgspec build theirs): no per-field type dispatch, lookup
+    or generic recursion on the hot path (every issued and verified body)."""
+    hints = get_type_hints(cls)
+    src = ["def enc(v, currency):"]
+    if "currency" in cls.__struct_fields__:  # an explanation has its own currency
+        src += ["    own = v.currency", "    cur = own if type(own) is str else currency"]
+    else:
+        src.append("    cur = currency")
+    src.append("    out = {}")
+    for name, key in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True):
+        hint = hints[name]
+        money = name in cls.__money__
+        expr = _field_code(hint, money, "True" if money else "False")
+        src += [
+            f"    x = v.{name}",
+            "    if x is None:",
+            f"        out[{key!r}] = None",
+            "    elif x is not UNSET:",
+            f"        out[{key!r}] = {expr}",
+        ]
+    src.append("    return out")
+    scope: dict[str, Any] = dict(globals())
+    for t in _structs_in(hints.values()):  # nested classes' encoders, bound by name
+        scope[f"_enc_{t.__name__}"] = _encoder(t)
+    exec("\n".join(src), scope)  # our own source, built from our own declared types
+    return scope["enc"]  # type: ignore[no-any-return]
 
 
 _canonical = msgspec.json.Encoder(order="sorted")
