@@ -92,3 +92,19 @@ def test_an_old_store_gets_its_tree_and_old_documents_keep_verifying(
     assert prove(store, note.number, "post3")["verified"]
     assert verify(store).ok
     assert reconcile(store, full=True).ok
+
+
+def test_the_schema_head_constant_is_the_migrations_head(store: Store) -> None:
+    """`require_initialised` compares with `SCHEMA_HEAD` (no alembic import at start-up):
+    it must name the newest migration, and a migrated store must be at it."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(database._alembic_config()).get_current_head()
+    assert head == database.SCHEMA_HEAD
+    assert store.current_revision() == head
+    store.require_initialised()
+    _to(store, "0022", down=True)
+    assert store.current_revision() == "0022"
+    with pytest.raises(MeterlineError) as got:
+        store.require_initialised()
+    assert got.value.code == ErrorCode.STORE_NOT_INITIALISED
