@@ -6,6 +6,8 @@ task that fails in its worker (the caller recomputes its invoices)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import text
 from tests.billing_support import FEB_US
 from tests.test_invoice_batch import LABEL, _world
@@ -62,3 +64,15 @@ def test_a_failing_worker_task_is_recomputed_by_the_caller(
     report = verification.verify(issued, jobs=2)
     assert calls and calls[0] > 1 and report.ok
     assert report.to_dict() == verification.verify(issued, jobs=1).to_dict()
+
+
+@given(st.integers(0, 30_000), st.integers(1, 1_000), st.integers(1, 8))
+def test_guided_ranges_tile_the_documents_and_shrink_towards_the_end(
+    n: int, most: int, jobs: int
+) -> None:
+    got = verification.guided(n, most, jobs)
+    assert [i for i, _ in got] == [0, *[j for _, j in got[:-1]]][: len(got)]  # contiguous
+    assert (got[-1][1] if got else 0) == n
+    sizes = [j - i for i, j in got]
+    assert all(0 < s <= most for s in sizes)
+    assert sizes[:-1] == sorted(sizes[:-1], reverse=True)  # shrinking; the last is the rest

@@ -182,6 +182,20 @@ def _hashes(since: int, until: int) -> dict[str, Remote]:
     return out
 
 
+def guided(n: int, most: int, jobs: int, least: int = 50) -> list[tuple[int, int]]:
+    """[i, j) ranges cutting ``n`` items for ``jobs`` workers: ``most`` per task
+    while plenty is left, then shrinking to ``least``, so the workers run out
+    of work together (with equal tasks one worker recomputed the last 500 alone,
+    ~1 s at 10,000 invoices, while the other had stopped)."""
+    out: list[tuple[int, int]] = []
+    i, least = 0, min(least, most)
+    while i < n:
+        size = max(least, min(most, (n - i) // (2 * jobs)))
+        out.append((i, min(n, i + size)))
+        i += size
+    return out
+
+
 class _Workers:
     """Worker processes recomputing every invoice, a chunk of seq range per task,
     started before the caller reads the documents itself (the two overlap). A task
@@ -202,9 +216,7 @@ class _Workers:
         self.futures: list[Any] = []
         if len(seqs) < PARALLEL_MIN:
             return
-        bounds = [
-            (seqs[i] - 1, seqs[min(i + chunk, len(seqs)) - 1]) for i in range(0, len(seqs), chunk)
-        ]
+        bounds = [(seqs[i] - 1, seqs[j - 1]) for i, j in guided(len(seqs), chunk, jobs)]
         self.pool = ProcessPoolExecutor(
             jobs,
             mp_context=multiprocessing.get_context("spawn"),  # no connection crosses a fork
