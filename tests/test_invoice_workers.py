@@ -59,6 +59,44 @@ def test_workers_issue_what_the_serial_run_issues(
     assert verify(store).ok
     report = reconcile(store, full=True)  # the world altered a price book behind its back
     assert [c.name for c in report.checks if not c.ok] == ["merkle_log"]
+    # The caller decodes the worker's bytes: what it writes from the body is the same.
+    written = _written(store)
+    assert written == _written(twin) and all(written.values())
+
+
+_VOLATILE = {"cutoff_seq", "tree_head", "content_hash", "document_hash", "previous_hash"}
+
+
+def _plain_of(value: Any) -> Any:
+    """JSON data without what differs by the snapshot (cutoff, tree head, hashes)."""
+    if isinstance(value, dict):
+        return {k: _plain_of(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_plain_of(v) for v in value]
+    return value
+
+
+def _written(store: Store) -> dict[str, Any]:
+    """Journal lines, audit details and webhook messages of the issued documents."""
+    import json
+
+    with store.read() as conn:
+        journal = conn.execute(
+            text(
+                "SELECT e.document, e.kind, e.memo, l.line_no, l.account, l.currency, "
+                "l.debit_minor, l.credit_minor FROM journal_entries e JOIN journal_lines l "
+                "ON l.entry_seq = e.seq ORDER BY e.document, l.line_no"
+            )
+        ).all()
+        audit = conn.execute(
+            text("SELECT action, details FROM audit_log WHERE action = 'issue' ORDER BY seq")
+        ).all()
+        hooks = conn.execute(text("SELECT type, body FROM webhook_messages ORDER BY id")).all()
+    return {
+        "journal": [tuple(r) for r in journal],
+        "audit": [(a, _plain_of(json.loads(d))) for a, d in audit],
+        "webhooks": [(t, _plain_of(json.loads(b))) for t, b in hooks],
+    }
 
 
 def test_an_event_since_the_snapshot_sends_its_customer_to_the_serial_path(

@@ -55,10 +55,11 @@ PARALLEL_MIN = 2_000
 
 @dataclass(frozen=True)
 class Ready:
-    """A customer's body as known at the chunk's snapshot, its canonical bytes (what
-    is stored and hashed), its content hash and its period."""
+    """A customer's body as known at the chunk's snapshot, as its canonical bytes (what
+    is stored and hashed; the caller decodes them: pickling the struct tree cost the
+    worker 0.24 ms per body, decoding costs the caller less than unpickling did),
+    its content hash and its period."""
 
-    body: typed.Body
     data: bytes
     digest: str
     period: Period
@@ -95,7 +96,7 @@ def prepare(
             out[cid] = (str(exc.code), exc.message)
             continue
         digest = body_hash(body)
-        out[cid] = Ready(body, typed.encode_bytes(body), digest, billing.period)  # bytes cached
+        out[cid] = Ready(typed.encode_bytes(body), digest, billing.period)  # bytes cached
     return k, out
 
 
@@ -149,10 +150,12 @@ def append_prepared(
                 out[cid] = got
             elif isinstance(got, tuple):
                 out[cid] = MeterlineError(ErrorCode(got[0]), got[1])
+            elif canonical.digest(got.data) != got.digest:  # never expected: recompute here
+                out[cid] = invoicing.DEFERRED
             else:
-                if canonical.digest(got.data) == got.digest:  # the worker's bytes, not re-encoded
-                    typed.remember(got.body, got.data)
-                doc, row = appender.add(got.body, got.digest, got.period, now_us, force)
+                body = typed.decode(got.data)  # encode(decode(b)) == b (billing/body.py)
+                typed.remember(body, got.data)  # stored as the worker encoded it
+                doc, row = appender.add(body, got.digest, got.period, now_us, force)
                 grower.append(merkle.DOCUMENTS, row)
                 out[cid] = doc
         appender.flush()
