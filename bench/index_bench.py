@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rerate-events", type=int, default=200_000)
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument(
+        "--rerate-only", action="store_true", help="only the fresh-process rerate case"
+    )
     args = parser.parse_args(argv)
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load average "
@@ -165,6 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.events_per_customer:,} events; rerate on {args.rerate_events:,} events",
         flush=True,
     )
+    if not args.rerate_only:
+        _invoice_and_verify(args)
+    r = rerate_case(args.backend, args.rerate_events, args.batch_size)
+    budget = 1.5 * r["start_s"] + 0.2
+    print(
+        f"fresh-process rerate after one late event ({r['events']:,} events in the period): "
+        f"{r['rerate_s']:.2f}s; bare process start {r['start_s']:.2f}s; target 1.5 x start + "
+        f"0.2 s = {budget:.2f}s: {'met' if r['rerate_s'] <= budget else 'MISSED'}",
+        flush=True,
+    )
+    return 0
+
+
+def _invoice_and_verify(args: argparse.Namespace) -> None:
     customers = customer_ids(args.customers)
     with fresh_store(args.backend) as store:
         loaded = load(store, customers, args.events_per_customer, args.batch_size)
@@ -179,15 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     print(f"verify: {verified:,} documents in {verify_s:.2f}s", flush=True)
-    r = rerate_case(args.backend, args.rerate_events, args.batch_size)
-    budget = 1.5 * r["start_s"] + 0.2
-    print(
-        f"fresh-process rerate after one late event ({r['events']:,} events in the period): "
-        f"{r['rerate_s']:.2f}s; bare process start {r['start_s']:.2f}s; target 1.5 x start + "
-        f"0.2 s = {budget:.2f}s: {'met' if r['rerate_s'] <= budget else 'MISSED'}",
-        flush=True,
-    )
-    return 0
 
 
 if __name__ == "__main__":

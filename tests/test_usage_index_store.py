@@ -3,6 +3,8 @@ verifying, and migration 0005 building the index of an existing store."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import text
 from tests.billing_support import FEB, FEB_US, calls, catalog, clock, close_january, setup
 from tests.support import event, ingest
@@ -18,7 +20,7 @@ from meterline.services.corrections import rerate
 from meterline.services.retraction import retract_event
 from meterline.services.verification import verify
 from meterline.store import documents, sequence, usage_index
-from meterline.store.database import Store, _alembic_config
+from meterline.store.database import Store, _alembic_config, open_store
 from meterline.store.usage_index import folded_windows
 
 LATER_US = parse_rfc3339("2024-02-03T00:00:00Z")
@@ -231,3 +233,21 @@ def test_migration_0021_clusters_the_index_on_sqlite_with_the_same_rows(store: S
         folded = folded_windows(conn)
     assert folded  # still read as before
     assert verify(store).ok
+
+
+def test_index_reads_probe_the_key_down_to_each_bucket_range(tmp_path: Path) -> None:
+    """Several ranges in one read (a price change's cut days, the windows of a
+    segment edge) must each probe (customer, meter, grain, bucket_start): with the
+    customer and meter conditions outside the OR, SQLite probed (customer, meter)
+    only and read every bucket the customer ever had (SQLite; PostgreSQL plans
+    OR-ed ranges with a bitmap of index scans)."""
+    store = open_store(f"sqlite:///{tmp_path / 'plan.db'}")
+    store.upgrade()
+    ranges = [(Grain.DAY, 0, 10), (Grain.WINDOW, 20, 30), (Grain.DAY, 40, 50)]
+    sql, params = usage_index._select(False, ["a", "b"], ["api_calls", "tokens"], ranges, 9)
+    with store.read() as conn:
+        plan = [str(r[3]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql), params)]
+    store.dispose()
+    searches = [p for p in plan if p.startswith("SEARCH")]
+    assert len(searches) == len(ranges), plan
+    assert all("grain=? AND bucket_start>? AND bucket_start<?" in p for p in searches), plan

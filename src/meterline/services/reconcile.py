@@ -941,18 +941,21 @@ def _fast_stored(
     as (events, state text): a single row as it is stored, several ``add`` rows of
     canonical integer states summed, anything else folded with `fold_rows`."""
     grains = [Grain.WINDOW, *([Grain.DAY] if has_day_rollup(m.window_us) else [])]
-    sql = (
+    # One SELECT per grain, so each probes the primary key down to the bucket range
+    # (customer, meter, grain, bucket_start); with the grains OR-ed in one WHERE,
+    # SQLite probed only (customer, meter) and read every bucket the customers
+    # ever had: ~4 of the 6 s of an incremental run at 10M events.
+    one = (
         "SELECT customer_id, CASE WHEN grain = 'w' THEN dimensions ELSE 'day:' || dimensions "
         "END, bucket_start, kind, state, events, seq, first_seq FROM usage_index "
         "WHERE meter_code = ? AND customer_id IN ("
         + ", ".join("?" for _ in customers)
-        + ") AND ("
-        + " OR ".join("(grain = ? AND bucket_start >= ? AND bucket_start < ?)" for _ in grains)
-        + ")"
+        + ") AND grain = ? AND bucket_start >= ? AND bucket_start < ?"
     )
-    params: list[Any] = [m.code, *customers]
+    sql = " UNION ALL ".join(one for _ in grains)
+    params: list[Any] = []
     for g in grains:
-        params += [str(g), lo, hi]
+        params += [m.code, *customers, str(g), lo, hi]
     out: dict[Any, Any] = {}
     multi: dict[Any, list[tuple[Any, ...]]] = {}
     for row in merkle.raw_rows(conn, sql, tuple(params)):

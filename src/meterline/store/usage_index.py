@@ -553,7 +553,8 @@ def unit_passes(
             "SELECT customer_id, grain, bucket_start, MAX(seq) FROM usage_rollups "
             "WHERE customer_id IN ("
             + ", ".join(_p(pg, f"c{j}") for j in range(len(batch)))
-            + f") AND bucket_start >= {_p(pg, 'lo')} AND bucket_start < {_p(pg, 'hi')} "
+            + ") AND grain IN ('m', '8', '2')"  # the key's second column: range probes
+            + f" AND bucket_start >= {_p(pg, 'lo')} AND bucket_start < {_p(pg, 'hi')} "
             f"AND seq <= {_p(pg, 'k')} GROUP BY customer_id, grain, bucket_start"
         )
         cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -577,31 +578,29 @@ def _select(
     ranges: Sequence[tuple[Grain, int, int]],
     known_at: int | None,
 ) -> tuple[str, dict[str, Any]]:
+    """One SELECT of the ranges' rows. The meter and customer conditions are repeated
+    inside each range's OR term: SQLite then probes the primary key down to each
+    bucket range (MULTI-INDEX OR); with them outside the OR it probed only
+    (customer, meter) and read every bucket the customer ever had."""
     params: dict[str, Any] = {}
     codes = sorted(set(meter_codes))
     params.update({f"m{i}": c for i, c in enumerate(codes)})
-    where = []
-    for i, (grain, lo, hi) in enumerate(ranges):
-        where.append(
-            f"(grain = {_p(pg, f'g{i}')} AND bucket_start >= {_p(pg, f'lo{i}')} "
-            f"AND bucket_start < {_p(pg, f'hi{i}')})"
-        )
-        params |= {f"g{i}": str(grain), f"lo{i}": lo, f"hi{i}": hi}
-    sql = (
-        _SELECTED
-        + " FROM usage_index u WHERE meter_code IN ("
-        + ", ".join(_p(pg, f"m{i}") for i in range(len(codes)))
-        + ") AND ("
-        + " OR ".join(where)
-        + ")"
-    )
+    outer = "meter_code IN (" + ", ".join(_p(pg, f"m{i}") for i in range(len(codes))) + ")"
     if customers is not None:
         params.update({f"c{i}": c for i, c in enumerate(customers)})
-        sql += (
+        outer += (
             " AND customer_id IN ("
             + ", ".join(_p(pg, f"c{i}") for i in range(len(customers)))
             + ")"
         )
+    where = []
+    for i, (grain, lo, hi) in enumerate(ranges):
+        where.append(
+            f"({outer} AND grain = {_p(pg, f'g{i}')} AND bucket_start >= {_p(pg, f'lo{i}')} "
+            f"AND bucket_start < {_p(pg, f'hi{i}')})"
+        )
+        params |= {f"g{i}": str(grain), f"lo{i}": lo, f"hi{i}": hi}
+    sql = _SELECTED + " FROM usage_index u WHERE (" + " OR ".join(where) + ")"
     if known_at is not None:
         sql += f" AND first_seq <= {_p(pg, 'k')}"
         params["k"] = known_at
