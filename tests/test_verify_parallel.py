@@ -76,3 +76,30 @@ def test_guided_ranges_tile_the_documents_and_shrink_towards_the_end(
     sizes = [j - i for i, j in got]
     assert all(0 < s <= most for s in sizes)
     assert sizes[:-1] == sorted(sizes[:-1], reverse=True)  # shrinking; the last is the rest
+
+
+@pytest.mark.parametrize(
+    ("alter", "ok"),
+    [
+        # other bytes, the same JSON: its canonical form still hashes to the content hash
+        ("replace(body, '\"total\":', '\"total\": ')", True),
+        ("replace(body, '\"currency\":', '\"currencyx\":')", False),  # cannot be read
+        ('replace(body, \'"customer_name":"\', \'"customer_name":"X\')', False),  # altered
+    ],
+)
+def test_altered_bodies_are_reported_the_same_with_workers(
+    issued: Store, alter: str, ok: bool
+) -> None:
+    """Workers leave the caller the documents whose bytes no longer hash to their
+    content hash; it decodes those and reports exactly what one process reports."""
+    with issued.write() as conn:
+        number = conn.execute(
+            text(
+                "SELECT number FROM documents WHERE kind = 'invoice' ORDER BY seq LIMIT 1 OFFSET 2"
+            )
+        ).scalar_one()
+        conn.execute(text(f"UPDATE documents SET body = {alter} WHERE number = :n"), {"n": number})
+    one, two = _both(issued)
+    assert one == two and one["ok"] is ok
+    failed = {c["name"] for c in two["checks"] if not c["ok"]}  # type: ignore[union-attr]
+    assert all(name.startswith(number) for name in failed) and bool(failed) is not ok, failed

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from msgspec import structs
 from sqlalchemy import text
 
@@ -94,29 +95,68 @@ def recompute_many(conn: Any, docs: list[Issued]) -> dict[str, Recomputed]:
 
 
 def _readable(
-    conn: Any, report: Report, number: str | None, unaltered: set[str] | None = None
-) -> list[Issued]:
+    conn: Any,
+    report: Report,
+    number: str | None,
+    unaltered: set[str] | None = None,
+    lazy: bool = False,
+) -> list[Issued | _Unreadable | _Envelope]:
     """The documents, read in chunks: a row that cannot be read (a body that is not
     JSON, a kind or instant out of range) fails a check that names it.
 
     ``unaltered`` collects the numbers whose stored bytes hash to their content hash:
     the bytes hashed at issue, so re-encoding the decoded body gives them again
-    (encode(decode(b)) == b for every canonical body, billing/body.py)."""
-    out: list[Issued] = []
-    for seq, doc_number, document_hash, got, stored in documents.read_all_stored(conn):
-        if isinstance(got, Exception):
-            if number is None or number == doc_number:
+    (encode(decode(b)) == b for every canonical body, billing/body.py). With
+    ``lazy`` (workers recompute the invoices), such a document stays undecoded
+    (`_Envelope`): bytes issued by this system always decode, and the caller
+    decodes only what the workers leave to it."""
+    out: list[Issued | _Unreadable | _Envelope] = []
+    for stored in documents.read_rows(conn):
+        intact = unaltered is not None and digest(stored.data) == stored.content_hash
+        if intact and lazy:
+            try:
+                out.append(_Envelope(stored, stored.envelope()))
+                assert unaltered is not None
+                unaltered.add(stored.number)
+                continue
+            except Exception:  # a column that cannot be read: decoded below, named there
+                pass
+        try:
+            got = stored.issued()
+        except Exception as exc:
+            if number is None or number == stored.number:
                 report.check(
-                    f"{doc_number} readable",
+                    f"{stored.number} readable",
                     False,
-                    f"documents seq {seq} cannot be read ({type(got).__name__}: {got})",
+                    f"documents seq {stored.seq} cannot be read ({type(exc).__name__}: {exc})",
                 )
-            out.append(_Unreadable(doc_number, document_hash))  # type: ignore[arg-type]
-        else:
-            out.append(got)
-            if unaltered is not None and digest(stored) == got.content_hash:
-                unaltered.add(doc_number)
+            out.append(_Unreadable(stored.number, stored.document_hash))
+            continue
+        out.append(got)
+        if intact and unaltered is not None:
+            unaltered.add(got.number)
     return out
+
+
+@dataclass
+class _Envelope:
+    """A document whose stored bytes hash to its content hash, not decoded: its
+    envelope (what the chain hash covers) and its row, decoded on demand."""
+
+    stored: documents.Stored
+    fields: dict[str, Any]
+
+    @property
+    def number(self) -> str:
+        return self.stored.number
+
+    @property
+    def document_hash(self) -> str:
+        return self.stored.document_hash
+
+    @property
+    def previous_hash(self) -> str:
+        return str(self.fields["previous_hash"])
 
 
 class _Refused(Exception):
@@ -132,15 +172,45 @@ class _Unreadable:
 # Below this many invoices one process is done before workers would have started.
 PARALLEL_MIN = 2_000
 
-Remote = tuple[str, str]
-"""A worker's answer for one invoice: ("hash", content hash of the recomputed body),
-("error", what `compute_body` refused with), or ("again", "") to recompute here."""
+Remote = tuple[str, str, int]
+"""A worker's answer for one invoice: ("hash", content hash of the recomputed body,
+the cutoff it used), ("error", what `compute_body` refused with, cutoff), or
+("again", "", 0) to recompute here."""
 
 
-def _wanted(doc: Issued) -> tuple[str, str, str, int, int, bool]:
-    b = doc.body
-    no_head = b.tree_head is typed.UNSET
-    return (doc.number, b.customer_id, b.period.label, b.cutoff_seq, b.doc_format, no_head)
+class _PeriodKey(msgspec.Struct):
+    label: str
+
+
+class _Key(msgspec.Struct):
+    """What a worker needs of a stored invoice body; the rest is skipped, not decoded."""
+
+    customer_id: str
+    period: _PeriodKey
+    cutoff_seq: int
+    format: int | msgspec.UnsetType = msgspec.UNSET
+    role: str | msgspec.UnsetType = msgspec.UNSET
+    tree_head: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_keys = msgspec.json.Decoder(_Key)
+
+
+def _wanted(stored: documents.Stored) -> tuple[str, str, str, int, int, bool] | None:
+    """(number, customer, period label, cutoff, format, no tree head) of a plain
+    invoice; None for anything else (notes, progressive invoices, a body this
+    cannot read): the caller recomputes those."""
+    if stored.kind != Kind.INVOICE.value:
+        return None
+    try:
+        b = _keys.decode(stored.data)
+    except (msgspec.DecodeError, ValueError):
+        return None
+    if b.role is not msgspec.UNSET:
+        return None
+    fmt = 1 if b.format is msgspec.UNSET else int(b.format)
+    no_head = b.tree_head is msgspec.UNSET
+    return (stored.number, b.customer_id, b.period.label, b.cutoff_seq, fmt, no_head)
 
 
 _worker_store: Store | None = None
@@ -164,21 +234,17 @@ def _hashes(since: int, until: int) -> dict[str, Remote]:
     assert _worker_store is not None
     out: dict[str, Remote] = {}
     with _worker_store.read() as conn, gc_paused():
-        wanted = [
-            _wanted(d)
-            for _, _, _, d, _ in documents.read_all_stored(conn, since, until)
-            if isinstance(d, Issued) and d.kind == Kind.INVOICE and d.body.role is typed.UNSET
-        ]
+        wanted = [w for w in map(_wanted, documents.read_rows(conn, since, until)) if w is not None]
         got = invoicing.compute_bodies(conn, [w[1:5] for w in wanted])
     for w, g in zip(wanted, got, strict=True):
         if isinstance(g, typed.Body):
             if w[5]:
                 g = structs.replace(g, tree_head=typed.UNSET)
-            out[w[0]] = ("hash", body_hash(g))
+            out[w[0]] = ("hash", body_hash(g), w[3])
         elif isinstance(g, MeterlineError):
-            out[w[0]] = ("error", str(g))
+            out[w[0]] = ("error", str(g), w[3])
         else:
-            out[w[0]] = ("again", "")
+            out[w[0]] = ("again", "", 0)
     return out
 
 
@@ -268,14 +334,27 @@ def verify(store: Store, number: str | None = None, jobs: int = 1) -> Report:
         try:
             unaltered: set[str] = set()
             with gc_paused():  # what grows is held alive: see `gc_paused`
-                docs = _readable(conn, report, number, unaltered)
+                docs = _readable(conn, report, number, unaltered, lazy=workers is not None)
             remote = {} if workers is None else workers.results()
         finally:
             if workers is not None:
                 workers.close()
         previous = GENESIS
         ready: dict[str, Recomputed] = {}
-        for i, doc in enumerate(docs):
+        for i, entry in enumerate(docs):
+            if isinstance(entry, _Envelope) and entry.number not in remote:
+                lazy = entry
+                try:  # left to this process: decoded now (bytes issued here always decode)
+                    entry = docs[i] = lazy.stored.issued()
+                except Exception as exc:
+                    if number is None or number == lazy.number:
+                        report.check(
+                            f"{lazy.number} readable",
+                            False,
+                            f"documents seq {lazy.stored.seq} cannot be read "
+                            f"({type(exc).__name__}: {exc})",
+                        )
+                    entry = docs[i] = _Unreadable(lazy.number, lazy.document_hash)
             if remote:
                 pass  # recomputed by the workers; what they left is recomputed below
             elif i % RECOMPUTE_CHUNK == 0:
@@ -288,19 +367,27 @@ def verify(store: Store, number: str | None = None, jobs: int = 1) -> Report:
                             if isinstance(d, Issued) and (number is None or d.number == number)
                         ],
                     )
-            if isinstance(doc, _Unreadable):
-                previous = doc.document_hash
+            if isinstance(entry, _Unreadable):
+                previous = entry.document_hash
                 continue
+            doc = entry
             selected = number is None or doc.number == number
             if selected:
-                stored_ok = doc.number in unaltered or body_hash(doc.body) == doc.content_hash
+                stored_ok = doc.number in unaltered or (
+                    isinstance(doc, Issued) and body_hash(doc.body) == doc.content_hash
+                )
+                content_hash = (
+                    doc.stored.content_hash if isinstance(doc, _Envelope) else (doc.content_hash)
+                )
+                answer = remote.get(doc.number, ("again", "", 0))
+                cutoff = answer[2] if isinstance(doc, _Envelope) else doc.body.cutoff_seq
                 try:
-                    answer = remote.get(doc.number, ("again", ""))
                     if answer[0] == "error":
                         raise _Refused(answer[1])
                     if answer[0] == "hash":
                         got_hash = answer[1]
                     else:
+                        assert isinstance(doc, Issued)
                         again = ready.get(doc.number)
                         if isinstance(again, MeterlineError):
                             raise again
@@ -308,13 +395,13 @@ def verify(store: Store, number: str | None = None, jobs: int = 1) -> Report:
                             with conn.begin_nested():
                                 again = recompute(conn, doc)
                         got_hash = body_hash(again)
-                    reproduced = got_hash == doc.content_hash
+                    reproduced = got_hash == content_hash
                     detail = (
-                        f"reproduces at cutoff seq {doc.body.cutoff_seq}"
+                        f"reproduces at cutoff seq {cutoff}"
                         if reproduced
                         else (
-                            f"recomputed at cutoff seq {doc.body.cutoff_seq} the content hash is "
-                            f"{got_hash}, not {doc.content_hash}"
+                            f"recomputed at cutoff seq {cutoff} the content hash is "
+                            f"{got_hash}, not {content_hash}"
                         )
                     )
                 except _Refused as exc:
@@ -332,14 +419,18 @@ def verify(store: Store, number: str | None = None, jobs: int = 1) -> Report:
                     else "stored body does not match its content hash: altered after issue",
                 )
                 report.check(f"{doc.number} reproduces", reproduced, detail)
-            envelope = {
-                "number": doc.number,
-                "kind": str(doc.kind),
-                "content_hash": doc.content_hash,
-                "previous_hash": doc.previous_hash,
-                "issued_at": doc.issued_at,
-                "forced": doc.forced,
-            }
+            envelope = (
+                doc.fields
+                if isinstance(doc, _Envelope)
+                else {
+                    "number": doc.number,
+                    "kind": str(doc.kind),
+                    "content_hash": doc.content_hash,
+                    "previous_hash": doc.previous_hash,
+                    "issued_at": doc.issued_at,
+                    "forced": doc.forced,
+                }
+            )
             linked = doc.previous_hash == previous and chain_hash(envelope) == doc.document_hash
             if selected or not linked:
                 report.check(
