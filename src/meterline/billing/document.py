@@ -105,6 +105,17 @@ class Issued:
     status: Status = Status.ISSUED
     finance: dict[str, Any] | None = None  # billing/finance.py; not part of the body
 
+    def envelope(self) -> dict[str, Any]:
+        """The fields the chain hash covers (`chain_hash`)."""
+        return {
+            "number": self.number,
+            "kind": str(self.kind),
+            "content_hash": self.content_hash,
+            "previous_hash": self.previous_hash,
+            "issued_at": self.issued_at,
+            "forced": self.forced,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The public JSON shape (DESIGN §12): body plus envelope (plus, when the
         store supplied it, the finance block: seller, dates, terms; not hashed)."""

@@ -1469,14 +1469,7 @@ def _check_document(
                 )
         out.arithmetic.extend(arithmetic(str(number), body))
     # 6. chain and numbering.
-    envelope = {
-        "number": doc.number,
-        "kind": str(doc.kind),
-        "content_hash": doc.content_hash,
-        "previous_hash": doc.previous_hash,
-        "issued_at": doc.issued_at,
-        "forced": doc.forced,
-    }
+    envelope = doc.envelope()
     if doc.previous_hash != previous:
         out.chain.append(f"{number}: previous_hash does not link to the document before it")
     if chain_hash(envelope) != doc.document_hash:

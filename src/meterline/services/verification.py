@@ -419,18 +419,7 @@ def verify(store: Store, number: str | None = None, jobs: int = 1) -> Report:
                     else "stored body does not match its content hash: altered after issue",
                 )
                 report.check(f"{doc.number} reproduces", reproduced, detail)
-            envelope = (
-                doc.fields
-                if isinstance(doc, _Envelope)
-                else {
-                    "number": doc.number,
-                    "kind": str(doc.kind),
-                    "content_hash": doc.content_hash,
-                    "previous_hash": doc.previous_hash,
-                    "issued_at": doc.issued_at,
-                    "forced": doc.forced,
-                }
-            )
+            envelope = doc.fields if isinstance(doc, _Envelope) else doc.envelope()
             linked = doc.previous_hash == previous and chain_hash(envelope) == doc.document_hash
             if selected or not linked:
                 report.check(

@@ -95,37 +95,20 @@ class Stored:
     checks most documents from their bytes and envelope alone (decoding a body's
     Decimals is most of what reading a document costs)."""
 
-    __slots__ = ("data", "row", "status")
+    __slots__ = ("content_hash", "data", "document_hash", "kind", "number", "row", "seq", "status")
 
     def __init__(self, row: Any, status: str | None) -> None:
         self.row = row
         self.status = status
         self.data = str(row[3]).encode()
-
-    @property
-    def seq(self) -> int:
-        return int(self.row[0])
-
-    @property
-    def number(self) -> str:
-        return str(self.row[1])
-
-    @property
-    def kind(self) -> str:
-        return str(self.row[2])
-
-    @property
-    def content_hash(self) -> str:
-        return str(self.row[4])
-
-    @property
-    def document_hash(self) -> str:
-        return str(self.row[6])
+        self.seq, self.number, self.kind = int(row[0]), str(row[1]), str(row[2])
+        self.content_hash, self.document_hash = str(row[4]), str(row[6])
 
     def envelope(self) -> dict[str, Any]:
         """The fields the chain hash covers (`chain_hash`), as `Appender` wrote them;
-        raises where a column cannot be read (as `issued` would)."""
+        raises where a column or the status cannot be read, as `issued` would."""
         row = self.row
+        Status(self.status or Status.ISSUED)
         return {
             "number": str(row[1]),
             "kind": str(Kind(str(row[2]))),
