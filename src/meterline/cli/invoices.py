@@ -87,7 +87,7 @@ def issue(
     try:
         if customer is None:  # shared with concurrent runs on PostgreSQL (services/invoice_run.py)
             from meterline.services import invoice_run
-            from meterline.services.verification import default_jobs
+            from meterline.services.workers import default_jobs
 
             result = invoice_run.run(store, period, now_us, force, jobs or default_jobs())
         else:
@@ -427,8 +427,8 @@ def verify(
       meterline verify INV-000001 --json
       meterline verify --jobs 1
     """
-    from meterline.services.verification import default_jobs
     from meterline.services.verification import verify as verify_docs
+    from meterline.services.workers import default_jobs
 
     report = verify_docs(settings(ctx).store(), number, jobs or default_jobs())
     if as_json:

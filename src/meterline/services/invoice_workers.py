@@ -24,10 +24,9 @@ not written (a read transaction cannot); rollup passes make them unneeded.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +42,7 @@ from meterline.billing.periods import Period
 from meterline.domain import canonical
 from meterline.domain.errors import ErrorCode, MeterlineError
 from meterline.gcpause import gc_paused
-from meterline.services import invoicing
+from meterline.services import invoicing, workers
 from meterline.store import credit_facts, documents, merkle, sequence
 from meterline.store.customer_catalog import load_customers_by_id
 from meterline.store.database import Store
@@ -186,19 +185,8 @@ def _with_finance(
     return out
 
 
-_store: Store | None = None
-
-
-def _open(url: str) -> None:
-    global _store
-    from meterline.store.database import open_store
-
-    _store = open_store(url)
-
-
 def _task(chunk: list[str], label: str, now_us: int, force: bool) -> tuple[int, dict[str, Outcome]]:
-    assert _store is not None
-    with gc_paused(), _store.read() as conn:
+    with gc_paused(), workers.store().read() as conn:
         return prepare(conn, chunk, label, now_us, force)
 
 
@@ -212,12 +200,7 @@ def issue_chunks(
     result: invoicing.IssueResult,
 ) -> None:
     """Issue the chunks in order, their bodies computed by ``jobs`` workers."""
-    pool = ProcessPoolExecutor(
-        jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_open,
-        initargs=(store.url,),
-    )
+    pool = workers.pool(store.url, jobs)
     try:
         todo = deque(chunks)
         flight: deque[tuple[list[str], Future[tuple[int, dict[str, Outcome]]]]] = deque()

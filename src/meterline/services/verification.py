@@ -20,6 +20,7 @@ from meterline.billing import body as typed
 from meterline.billing.document import GENESIS, Issued, Kind, body_hash, chain_hash
 from meterline.domain.canonical import digest
 from meterline.domain.errors import MeterlineError
+from meterline.services import workers
 from meterline.store import documents
 from meterline.store.database import Store
 
@@ -213,16 +214,6 @@ def _wanted(stored: documents.Stored) -> tuple[str, str, str, int, int, bool] | 
     return (stored.number, b.customer_id, b.period.label, b.cutoff_seq, fmt, no_head)
 
 
-_worker_store: Store | None = None
-
-
-def _open_worker(url: str) -> None:
-    global _worker_store
-    from meterline.store.database import open_store
-
-    _worker_store = open_store(url)
-
-
 def _hashes(since: int, until: int) -> dict[str, Remote]:
     """In a worker process: recompute the invoices with seq in (since, until]
     (`invoicing.compute_bodies`, the reads shared as in one process) and answer with
@@ -231,9 +222,8 @@ def _hashes(since: int, until: int) -> dict[str, Remote]:
     from meterline.gcpause import gc_paused
     from meterline.services import invoicing
 
-    assert _worker_store is not None
     out: dict[str, Remote] = {}
-    with _worker_store.read() as conn, gc_paused():
+    with workers.store().read() as conn, gc_paused():
         wanted = [w for w in map(_wanted, documents.read_rows(conn, since, until)) if w is not None]
         got = invoicing.compute_bodies(conn, [w[1:5] for w in wanted])
     for w, g in zip(wanted, got, strict=True):
@@ -269,9 +259,6 @@ class _Workers:
     recomputes them and reports exactly as one process would."""
 
     def __init__(self, store: Store, conn: Any, jobs: int, chunk: int) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         seqs = [
             int(r[0])
             for r in conn.execute(
@@ -283,12 +270,7 @@ class _Workers:
         if len(seqs) < PARALLEL_MIN:
             return
         bounds = [(seqs[i] - 1, seqs[j - 1]) for i, j in guided(len(seqs), chunk, jobs)]
-        self.pool = ProcessPoolExecutor(
-            jobs,
-            mp_context=multiprocessing.get_context("spawn"),  # no connection crosses a fork
-            initializer=_open_worker,
-            initargs=(store.url,),
-        )
+        self.pool = workers.pool(store.url, jobs)
         self.futures = [self.pool.submit(_hashes, lo, hi) for lo, hi in bounds]
 
     def results(self) -> dict[str, Remote]:
@@ -307,17 +289,6 @@ class _Workers:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             self.pool = None
-
-
-def default_jobs() -> int:
-    """Worker processes for a large `verify`: the CPUs this process may use (at most 8)."""
-    import os
-
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
 
 
 def verify(store: Store, number: str | None = None, jobs: int = 1) -> Report:
