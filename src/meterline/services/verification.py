@@ -9,7 +9,6 @@ document (nothing was removed, reordered or altered).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +101,6 @@ def _readable(
     number: str | None,
     unaltered: set[str] | None = None,
     lazy: bool = False,
-    seqs: list[int] | None = None,
 ) -> list[Issued | _Unreadable | _Envelope]:
     """The documents, read in chunks: a row that cannot be read (a body that is not
     JSON, a kind or instant out of range) fails a check that names it.
@@ -112,11 +110,9 @@ def _readable(
     (encode(decode(b)) == b for every canonical body, billing/body.py). With
     ``lazy`` (workers recompute the invoices), such a document stays undecoded
     (`_Envelope`): bytes issued by this system always decode, and the caller
-    decodes only what the workers leave to it. ``seqs`` collects each entry's seq."""
+    decodes only what the workers leave to it."""
     out: list[Issued | _Unreadable | _Envelope] = []
     for stored in documents.read_rows(conn):
-        if seqs is not None:
-            seqs.append(stored.seq)
         intact = unaltered is not None and digest(stored.data) == stored.content_hash
         if intact and lazy:
             try:
@@ -271,29 +267,23 @@ class _Workers:
         ]
         self.pool = None
         self.futures: list[Any] = []
-        self.bounds: list[tuple[int, int]] = []
-        self.answers: dict[str, Remote] = {}
-        self.resolved = 0
         if len(seqs) < PARALLEL_MIN:
             return
-        self.bounds = [(seqs[i] - 1, seqs[j - 1]) for i, j in guided(len(seqs), chunk, jobs)]
+        bounds = [(seqs[i] - 1, seqs[j - 1]) for i, j in guided(len(seqs), chunk, jobs)]
         self.pool = workers.pool(store.url, jobs)
-        self.futures = [self.pool.submit(_hashes, lo, hi) for lo, hi in self.bounds]
+        self.futures = [self.pool.submit(_hashes, lo, hi) for lo, hi in bounds]
 
-    @property
-    def active(self) -> bool:
-        return bool(self.futures)
-
-    def answer(self, seq: int, number: str) -> Remote | None:
-        """The answer for the document at ``seq``, once the tasks up to it are done:
-        tasks finish in about seq order, so the caller checks the first documents
-        while the workers recompute the later ones. None: recompute it here (not
-        an invoice the workers take, or its task failed on a database error)."""
-        while self.resolved < len(self.futures) and self.bounds[self.resolved][0] < seq:
-            with contextlib.suppress(Exception):  # a database error in a worker: recomputed here
-                self.answers.update(self.futures[self.resolved].result())
-            self.resolved += 1
-        return self.answers.get(number)
+    def results(self) -> dict[str, Remote]:
+        out: dict[str, Remote] = {}
+        try:
+            for future in self.futures:
+                try:
+                    out.update(future.result())
+                except Exception:  # a database error in the worker: the caller recomputes
+                    continue
+        finally:
+            self.close()
+        return out
 
     def close(self) -> None:
         if self.pool is not None:
@@ -312,124 +302,105 @@ def verify(store: Store, number: str | None = None, jobs: int = 1) -> Report:
         workers = (
             _Workers(store, conn, jobs, RECOMPUTE_CHUNK) if jobs > 1 and number is None else None
         )
-        remote = workers is not None and workers.active
         try:
             unaltered: set[str] = set()
-            seqs: list[int] = []
             with gc_paused():  # what grows is held alive: see `gc_paused`
-                docs = _readable(conn, report, number, unaltered, remote, seqs)
-            _check_all(conn, report, number, docs, seqs, unaltered, workers if remote else None)
+                docs = _readable(conn, report, number, unaltered, lazy=workers is not None)
+            remote = {} if workers is None else workers.results()
         finally:
             if workers is not None:
                 workers.close()
+        previous = GENESIS
+        ready: dict[str, Recomputed] = {}
+        for i, entry in enumerate(docs):
+            if isinstance(entry, _Envelope) and entry.number not in remote:
+                lazy = entry
+                try:  # left to this process: decoded now (bytes issued here always decode)
+                    entry = docs[i] = lazy.stored.issued()
+                except Exception as exc:
+                    if number is None or number == lazy.number:
+                        report.check(
+                            f"{lazy.number} readable",
+                            False,
+                            f"documents seq {lazy.stored.seq} cannot be read "
+                            f"({type(exc).__name__}: {exc})",
+                        )
+                    entry = docs[i] = _Unreadable(lazy.number, lazy.document_hash)
+            if remote:
+                pass  # recomputed by the workers; what they left is recomputed below
+            elif i % RECOMPUTE_CHUNK == 0:
+                with gc_paused():
+                    ready = recompute_many(
+                        conn,
+                        [
+                            d
+                            for d in docs[i : i + RECOMPUTE_CHUNK]
+                            if isinstance(d, Issued) and (number is None or d.number == number)
+                        ],
+                    )
+            if isinstance(entry, _Unreadable):
+                previous = entry.document_hash
+                continue
+            doc = entry
+            selected = number is None or doc.number == number
+            if selected:
+                stored_ok = doc.number in unaltered or (
+                    isinstance(doc, Issued) and body_hash(doc.body) == doc.content_hash
+                )
+                content_hash = (
+                    doc.stored.content_hash if isinstance(doc, _Envelope) else (doc.content_hash)
+                )
+                answer = remote.get(doc.number, ("again", "", 0))
+                cutoff = answer[2] if isinstance(doc, _Envelope) else doc.body.cutoff_seq
+                try:
+                    if answer[0] == "error":
+                        raise _Refused(answer[1])
+                    if answer[0] == "hash":
+                        got_hash = answer[1]
+                    else:
+                        assert isinstance(doc, Issued)
+                        again = ready.get(doc.number)
+                        if isinstance(again, MeterlineError):
+                            raise again
+                        if again is None:
+                            with conn.begin_nested():
+                                again = recompute(conn, doc)
+                        got_hash = body_hash(again)
+                    reproduced = got_hash == content_hash
+                    detail = (
+                        f"reproduces at cutoff seq {cutoff}"
+                        if reproduced
+                        else (
+                            f"recomputed at cutoff seq {cutoff} the content hash is "
+                            f"{got_hash}, not {content_hash}"
+                        )
+                    )
+                except _Refused as exc:
+                    reproduced, detail = False, f"cannot recompute: {exc}"
+                except MeterlineError as exc:
+                    reproduced, detail = False, f"cannot recompute: {exc}"
+                except Exception as exc:  # a corrupted fact it depends on: report, go on
+                    reproduced = False
+                    detail = f"cannot recompute: {type(exc).__name__}: {exc}"
+                report.check(
+                    f"{doc.number} body unaltered",
+                    stored_ok,
+                    "stored body matches its content hash"
+                    if stored_ok
+                    else "stored body does not match its content hash: altered after issue",
+                )
+                report.check(f"{doc.number} reproduces", reproduced, detail)
+            envelope = doc.fields if isinstance(doc, _Envelope) else doc.envelope()
+            linked = doc.previous_hash == previous and chain_hash(envelope) == doc.document_hash
+            if selected or not linked:
+                report.check(
+                    f"{doc.number} chain",
+                    linked,
+                    "linked to the previous document"
+                    if linked
+                    else "hash chain broken at this document",
+                )
+            previous = doc.document_hash
+        if number is not None and not any(d.number == number for d in docs):
+            report.check(f"{number} exists", False, f"no issued document {number}")
     return report
-
-
-def _check_all(
-    conn: Any,
-    report: Report,
-    number: str | None,
-    docs: list[Issued | _Unreadable | _Envelope],
-    seqs: list[int],
-    unaltered: set[str],
-    workers: _Workers | None,
-) -> None:
-    """The three checks of every document in seq order; ``workers``: the invoices
-    they recompute are answered by them (`_Workers.answer`)."""
-    from meterline.gcpause import gc_paused
-    from meterline.services.invoicing import RECOMPUTE_CHUNK
-
-    previous = GENESIS
-    ready: dict[str, Recomputed] = {}
-    for i, entry in enumerate(docs):
-        answer = None if workers is None else workers.answer(seqs[i], entry.number)
-        if isinstance(entry, _Envelope) and answer is None:
-            lazy = entry
-            try:  # left to this process: decoded now (bytes issued here always decode)
-                entry = docs[i] = lazy.stored.issued()
-            except Exception as exc:
-                if number is None or number == lazy.number:
-                    report.check(
-                        f"{lazy.number} readable",
-                        False,
-                        f"documents seq {lazy.stored.seq} cannot be read "
-                        f"({type(exc).__name__}: {exc})",
-                    )
-                entry = docs[i] = _Unreadable(lazy.number, lazy.document_hash)
-        if workers is not None:
-            pass  # recomputed by the workers; what they left is recomputed below
-        elif i % RECOMPUTE_CHUNK == 0:
-            with gc_paused():
-                ready = recompute_many(
-                    conn,
-                    [
-                        d
-                        for d in docs[i : i + RECOMPUTE_CHUNK]
-                        if isinstance(d, Issued) and (number is None or d.number == number)
-                    ],
-                )
-        if isinstance(entry, _Unreadable):
-            previous = entry.document_hash
-            continue
-        doc = entry
-        selected = number is None or doc.number == number
-        if selected:
-            stored_ok = doc.number in unaltered or (
-                isinstance(doc, Issued) and body_hash(doc.body) == doc.content_hash
-            )
-            content_hash = (
-                doc.stored.content_hash if isinstance(doc, _Envelope) else (doc.content_hash)
-            )
-            answer = answer or ("again", "", 0)
-            cutoff = answer[2] if isinstance(doc, _Envelope) else doc.body.cutoff_seq
-            try:
-                if answer[0] == "error":
-                    raise _Refused(answer[1])
-                if answer[0] == "hash":
-                    got_hash = answer[1]
-                else:
-                    assert isinstance(doc, Issued)
-                    again = ready.get(doc.number)
-                    if isinstance(again, MeterlineError):
-                        raise again
-                    if again is None:
-                        with conn.begin_nested():
-                            again = recompute(conn, doc)
-                    got_hash = body_hash(again)
-                reproduced = got_hash == content_hash
-                detail = (
-                    f"reproduces at cutoff seq {cutoff}"
-                    if reproduced
-                    else (
-                        f"recomputed at cutoff seq {cutoff} the content hash is "
-                        f"{got_hash}, not {content_hash}"
-                    )
-                )
-            except _Refused as exc:
-                reproduced, detail = False, f"cannot recompute: {exc}"
-            except MeterlineError as exc:
-                reproduced, detail = False, f"cannot recompute: {exc}"
-            except Exception as exc:  # a corrupted fact it depends on: report, go on
-                reproduced = False
-                detail = f"cannot recompute: {type(exc).__name__}: {exc}"
-            report.check(
-                f"{doc.number} body unaltered",
-                stored_ok,
-                "stored body matches its content hash"
-                if stored_ok
-                else "stored body does not match its content hash: altered after issue",
-            )
-            report.check(f"{doc.number} reproduces", reproduced, detail)
-        envelope = doc.fields if isinstance(doc, _Envelope) else doc.envelope()
-        linked = doc.previous_hash == previous and chain_hash(envelope) == doc.document_hash
-        if selected or not linked:
-            report.check(
-                f"{doc.number} chain",
-                linked,
-                "linked to the previous document"
-                if linked
-                else "hash chain broken at this document",
-            )
-        previous = doc.document_hash
-    if number is not None and not any(d.number == number for d in docs):
-        report.check(f"{number} exists", False, f"no issued document {number}")
