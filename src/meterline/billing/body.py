@@ -335,13 +335,14 @@ def _encoder(cls: type[_Typed]) -> Callable[[Any, str], dict[str, Any]]:
     return got
 
 
-def _field_code(hint: Any, money: bool, m: str) -> str:
+def _field_code(hint: Any, money: bool) -> str:
     """The expression for ``x`` of declared type ``hint`` (UNSET and None already
     peeled off by the caller's guard): the declared type's branch when the runtime
     type is the declared one, else `_value` (same data as before, never a guess)."""
+    m = repr(money)
     if isinstance(hint, UnionType):  # peel "| None" and "| UnsetType" off
         rest = [a for a in get_args(hint) if a is not UnsetType and a is not type(None)]
-        return _field_code(rest[0], money, m) if len(rest) == 1 else f"_value(x, cur, {m})"
+        return _field_code(rest[0], money) if len(rest) == 1 else f"_value(x, cur, {m})"
     if get_origin(hint) is tuple:
         (item, _) = get_args(hint)
         if isinstance(item, type) and issubclass(item, _Typed):
@@ -391,8 +392,7 @@ def _compile(cls: type[_Typed]) -> Callable[[Any, str], dict[str, Any]]:
     src.append("    out = {}")
     for name, key in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True):
         hint = hints[name]
-        money = name in cls.__money__
-        expr = _field_code(hint, money, "True" if money else "False")
+        expr = _field_code(hint, name in cls.__money__)
         src += [
             f"    x = v.{name}",
             "    if x is None:",

@@ -165,6 +165,14 @@ def has_day_rollup(window_us: int) -> bool:
     return window_us < US_PER_DAY
 
 
+def rollup_grain(window_us: int) -> Grain | None:
+    """The rows rollup units fold for meters of this window: day rollups below a day,
+    the windows themselves for 1-day windows, none above."""
+    if has_day_rollup(window_us):
+        return Grain.DAY
+    return Grain.WINDOW if window_us == US_PER_DAY else None
+
+
 @dataclass(frozen=True, slots=True)
 class IndexRow:
     seq: int
@@ -301,6 +309,7 @@ __all__ = [
     "month_units",
     "next_month",
     "plan",
+    "rollup_grain",
     "subtract",
     "unit_of",
 ]

@@ -47,6 +47,7 @@ from meterline.domain.merkle import perfect_ranges
 from meterline.domain.timestamps import format_us
 from meterline.gcpause import gc_paused
 from meterline.metering import Meter, window_start
+from meterline.metering.bitemporal import rollup_grain
 from meterline.pricing.charges import Flat
 from meterline.pricing.pricebook import PriceBook, Segment, split_segments
 from meterline.services import measuring
@@ -426,7 +427,7 @@ def compute_bodies(
     for (codes, ranges), members in groups.items():
         top = max(wanted[i][2] for i, _, _ in members)
         customers = sorted({wanted[i][0] for i, _, _ in members})
-        days = measuring.rollup_grain(members[0][2]) or False
+        days = rollup_grain(members[0][2]) or False
         got = port.index_many(customers, codes, ranges, top, whole=True, rollups=days)
         for i, j, size in members:
             reads[i][j][size] = got[wanted[i][0]].as_of(wanted[i][2])
@@ -764,7 +765,7 @@ def _read_index(
                 wanted.setdefault(req, []).append((cid, i, size))
     port = facts(conn)
     for (codes, ranges), members in wanted.items():
-        days = measuring.rollup_grain(members[0][2]) or False
+        days = rollup_grain(members[0][2]) or False
         got = port.index_many(
             sorted({cid for cid, _, _ in members}), codes, ranges, k, rollups=days
         )

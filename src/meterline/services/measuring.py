@@ -25,7 +25,6 @@ from sqlalchemy.engine import Connection
 from meterline.billing.document import FORMAT
 from meterline.billing.usage import GroupUsage, Measurement
 from meterline.domain.decimals import PRECISION
-from meterline.domain.timestamps import US_PER_DAY
 from meterline.metering import Meter, State, empty, merge
 from meterline.metering.aggregation import CountState, SumState
 from meterline.metering.bitemporal import (
@@ -35,8 +34,8 @@ from meterline.metering.bitemporal import (
     Piece,
     RowKind,
     fold_rows,
-    has_day_rollup,
     plan,
+    rollup_grain,
 )
 from meterline.store import usage_index
 from meterline.store.facts import facts
@@ -180,14 +179,6 @@ def _settle(
     gk, segment = rk
     states = groups[gk].states
     states[segment] = CountState(value) if type(value) is int else SumState(value)
-
-
-def rollup_grain(window_us: int) -> Grain | None:
-    """The rows rollup units fold for meters of this window: day rollups below a day,
-    the windows themselves for 1-day windows, none above."""
-    if has_day_rollup(window_us):
-        return Grain.DAY
-    return Grain.WINDOW if window_us == US_PER_DAY else None
 
 
 IndexRequest = tuple[tuple[str, ...], tuple[tuple[Grain, int, int], ...]]

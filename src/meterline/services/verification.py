@@ -224,7 +224,11 @@ def _hashes(since: int, until: int) -> dict[str, Remote]:
 
     out: dict[str, Remote] = {}
     with workers.store().read() as conn, gc_paused():
-        wanted = [w for w in map(_wanted, documents.read_rows(conn, since, until)) if w is not None]
+        wanted = [
+            w
+            for w in map(_wanted, documents.read_rows(conn, since, until, statuses=False))
+            if w is not None
+        ]
         got = invoicing.compute_bodies(conn, [w[1:5] for w in wanted])
     for w, g in zip(wanted, got, strict=True):
         if isinstance(g, typed.Body):

@@ -123,18 +123,27 @@ class Stored:
         return _issued(self.row, Status(self.status or Status.ISSUED))
 
 
-def read_rows(conn: Connection, since: int = 0, until: int | None = None) -> Iterator[Stored]:
+def read_rows(
+    conn: Connection, since: int = 0, until: int | None = None, statuses: bool = True
+) -> Iterator[Stored]:
     """The documents with seq in (since, until], in seq order, undecoded; one statement
-    for the documents and one for statuses."""
-    statuses = {
-        str(n): str(st)
-        for n, st in conn.execute(text("SELECT number, status FROM document_status ORDER BY seq"))
-    }
+    for the documents and one for statuses (none without ``statuses``: a verify
+    worker reads bodies only, a task per seq range)."""
+    status_of = (
+        {
+            str(n): str(st)
+            for n, st in conn.execute(
+                text("SELECT number, status FROM document_status ORDER BY seq")
+            )
+        }
+        if statuses
+        else {}
+    )
     for row in conn.execute(
         text(f"SELECT {_COLUMNS} FROM documents WHERE seq > :s AND seq <= :u ORDER BY seq"),
         {"s": since, "u": 2**62 if until is None else until},
     ):
-        yield Stored(row, statuses.get(str(row[1])))
+        yield Stored(row, status_of.get(str(row[1])))
 
 
 def read_all_stored(

@@ -55,10 +55,10 @@ from meterline.metering.bitemporal import (
 from meterline.store.facts import facts
 
 BucketKey = tuple[str, str, str, str, int]
+"""meter code, customer, grain, dimensions, bucket start."""
 Rollups = bool | Grain
 """Whether a read may use rollup units, and over which rows: True or ``Grain.DAY``
 for the day rollups of sub-day meters, ``Grain.WINDOW`` for 1-day windows."""
-"""meter code, customer, grain, dimensions, bucket start."""
 
 
 @dataclass

@@ -30,10 +30,10 @@ from meterline.metering.bitemporal import (
     Grain,
     RowKind,
     fold_rows,
-    has_day_rollup,
     month_of,
     month_units,
     next_month,
+    rollup_grain,
     unit_of,
 )
 from meterline.store.usage_index import (
@@ -95,11 +95,11 @@ def day_meters(conn: Connection, seq: int) -> Rolled:
     for s, m in _meters_with_seq(conn):
         if s > seq:
             continue
-        if has_day_rollup(m.window_us):
+        grain = rollup_grain(m.window_us)
+        if grain is not None:
             kinds[m.code] = m.aggregation
-        elif m.window_us == US_PER_DAY:
-            kinds[m.code] = m.aggregation
-            daily.add(m.code)
+            if grain == Grain.WINDOW:
+                daily.add(m.code)
     return Rolled(kinds, frozenset(daily))
 
 
