@@ -70,6 +70,7 @@ from meterline.store import (
     checkpoints,
     credit_facts,
     documents,
+    driver,
     journal,
     merkle,
     sequence,
@@ -606,7 +607,7 @@ def windows_touched(
     for m in meters:
         by_type.setdefault(m.event_type, []).append(m)
     out: dict[tuple[str, str], set[int]] = {}
-    rows = merkle.raw_rows(  # the driver's cursor: one row per new event
+    rows = driver.raw_rows(  # the driver's cursor: one row per new event
         conn,
         "SELECT customer_id, event_type, event_time FROM events WHERE seq > ? "
         "UNION ALL SELECT e.customer_id, e.event_type, e.event_time FROM retractions r "
@@ -888,7 +889,7 @@ def _fast_fresh(
     keyed as `_stored_windows` keys them (without the meter code)."""
     postgres = conn.dialect.name == "postgresql"
     sql, params = _fast_raw_sql(m, postgres, customers, lo, hi)
-    rows = merkle.raw_rows(conn, sql, params)
+    rows = driver.raw_rows(conn, sql, params)
     sums = m.aggregation is Aggregation.SUM
     ngroups = len(m.group_by)
     text_kind = "string" if postgres else "text"
@@ -958,7 +959,7 @@ def _fast_stored(
         params += [m.code, *customers, str(g), lo, hi]
     out: dict[Any, Any] = {}
     multi: dict[Any, list[tuple[Any, ...]]] = {}
-    for row in merkle.raw_rows(conn, sql, tuple(params)):
+    for row in driver.raw_rows(conn, sql, tuple(params)):
         key = row[:3]
         if key in out:
             multi[key] = [out.pop(key), row]
@@ -1078,7 +1079,7 @@ def _batch_windows(
         grains.append((Grain.DAY, grains[0][1], grains[0][2]))
     try:
         with conn.begin_nested():
-            rows = merkle.raw_rows(conn, sql, tuple(params))
+            rows = driver.raw_rows(conn, sql, tuple(params))
             fresh_all = fold(
                 {m.event_type: [m]},
                 ((int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])) for r in rows),
@@ -2234,7 +2235,7 @@ def check_merkle(conn: Connection, scope: Scope, k: int, tree: TreeCheck, tick: 
     heads = scope.carry.heads if scope.carry is not None else 0
     after = scope.since if scope.carry is not None else 0
     docs: list[tuple[Any, Any]] = []
-    for number, body_text in merkle.raw_rows(
+    for number, body_text in driver.raw_rows(
         conn, "SELECT number, body FROM documents WHERE seq > ? ORDER BY seq", (after,)
     ):
         try:

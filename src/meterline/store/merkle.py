@@ -39,6 +39,7 @@ from meterline.domain import merkle
 from meterline.domain.canonical import dumps
 from meterline.domain.events import content_hash_of
 from meterline.store import schema, sequence
+from meterline.store.driver import raw_rows
 
 # conn.info keys: set by sequence.lock and event ingestion, consumed by seal.
 LOCKED = "meterline_seq_locked"
@@ -269,22 +270,6 @@ def fact_count_above(conn: Connection, k: int) -> int:
             ).scalar_one()
         )
     return total
-
-
-def raw_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """Rows through the driver's own cursor (`?` placeholders): the auditor reads every
-    fact, and SQLAlchemy's per-row overhead would double its cost."""
-    driver = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql":
-        assert isinstance(driver, psycopg.Connection)
-        with driver.cursor() as cur:
-            cur.execute(sql.replace("?", "%s").encode(), params)
-            return list(cur.fetchall())
-    cur = driver.cursor()  # type: ignore[union-attr]
-    try:
-        return list(cur.execute(sql, params).fetchall())
-    finally:
-        cur.close()
 
 
 # Nodes --------------------------------------------------------------------------

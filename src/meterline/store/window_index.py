@@ -37,7 +37,7 @@ from meterline.metering import (
 from meterline.metering import advance as advance_sources
 from meterline.metering import global_watermark as compute_global
 from meterline.metering.watermark import DEFAULT_IDLE_TIMEOUT_US
-from meterline.store import sequence, usage_index
+from meterline.store import driver, sequence, usage_index
 from meterline.store.event_log import AppendResult, BatchHeader, Retraction
 from meterline.store.facts import facts
 from meterline.store.meter_catalog import MeterCatalog
@@ -118,6 +118,12 @@ def current_watermark(
     return compute_global(load_sources(conn), now_us, idle_timeout_us, previous=stored_global(conn))
 
 
+_MARK_SQL = (
+    "INSERT INTO rerate_marks (seq, customer_id, from_us, to_us, kind, reason, events, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def add_mark(
     conn: Connection,
     seq: int,
@@ -129,22 +135,7 @@ def add_mark(
     events: int,
     now_us: int,
 ) -> None:
-    conn.execute(
-        text(
-            "INSERT INTO rerate_marks (seq, customer_id, from_us, to_us, kind, reason, events, created_at) "
-            "VALUES (:q, :c, :lo, :hi, :k, :r, :n, :t)"
-        ),
-        {
-            "q": seq,
-            "c": customer,
-            "lo": lo,
-            "hi": hi,
-            "k": kind,
-            "r": reason,
-            "n": events,
-            "t": now_us,
-        },
-    )
+    driver.execute_many(conn, _MARK_SQL, [(seq, customer, lo, hi, kind, reason, events, now_us)])
 
 
 class WindowIndex:
@@ -181,9 +172,10 @@ class WindowIndex:
     def _record_lateness(
         self, conn: Connection, header: BatchHeader, result: AppendResult, watermark: int | None
     ) -> None:
-        late: list[dict[str, Any]] = []
+        late: list[tuple[Any, ...]] = []
         ranges: dict[str, list[int]] = {}
         by_type = self.catalog.by_type
+        received_at = header.received_at
         for seq, ev in result.accepted:
             meters = by_type.get(ev.event_type)
             if not meters:
@@ -198,21 +190,20 @@ class WindowIndex:
                     ev.event_time, m.window_us, m.allowed_lateness_us, watermark
                 )
                 if lateness.status is LatenessStatus.LATE:
-                    assert watermark is not None
                     is_late = True
                     late.append(
-                        {
-                            "q": seq,
-                            "s": ev.source,
-                            "e": ev.event_id,
-                            "m": m.code,
-                            "c": ev.customer_id,
-                            "ws": lateness.window.start,
-                            "we": lateness.window.end,
-                            "by": lateness.late_by_us,
-                            "w": watermark,
-                            "t": header.received_at,
-                        }
+                        (
+                            seq,
+                            ev.source,
+                            ev.event_id,
+                            m.code,
+                            ev.customer_id,
+                            lateness.window.start,
+                            lateness.window.end,
+                            lateness.late_by_us,
+                            watermark,
+                            received_at,
+                        )
                     )
             if is_late or header.backfill:
                 r = ranges.get(ev.customer_id)
@@ -223,23 +214,28 @@ class WindowIndex:
                     r[1] = max(r[1], ev.event_time + 1)
                     r[2] += 1
                     r[3] = max(r[3], seq)
-        if late:
-            conn.execute(
-                text(
-                    "INSERT INTO late_arrivals (event_seq, source, event_id, meter_code, customer_id, "
-                    "window_start, window_end, late_by_us, watermark, received_at) "
-                    "VALUES (:q, :s, :e, :m, :c, :ws, :we, :by, :w, :t)"
-                ),
-                late,
-            )
+        # One statement per table, through the driver: every event of a batch may be late.
+        driver.execute_many(
+            conn,
+            "INSERT INTO late_arrivals (event_seq, source, event_id, meter_code, customer_id, "
+            "window_start, window_end, late_by_us, watermark, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            late,
+        )
         kind = "backfill" if header.backfill else "late"
-        for customer, (lo, hi, n, seq) in sorted(ranges.items()):
-            reason = (
-                f"{n} events backfilled"
-                if header.backfill
-                else f"{n} events arrived after their windows were final"
-            )
-            add_mark(conn, seq, customer, lo, hi, kind, reason, n, header.received_at)
+        what = (
+            "events backfilled"
+            if header.backfill
+            else "events arrived after their windows were final"
+        )
+        driver.execute_many(
+            conn,
+            _MARK_SQL,
+            [
+                (seq, customer, lo, hi, kind, f"{n} {what}", n, received_at)
+                for customer, (lo, hi, n, seq) in sorted(ranges.items())
+            ],
+        )
 
     @staticmethod
     def _save_sources(
