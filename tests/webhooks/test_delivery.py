@@ -364,3 +364,32 @@ def test_default_policy_gives_up_after_about_three_days(store: Store) -> None:
         assert len(receiver.received) == len(log)
     finally:
         receiver.stop()
+
+
+def test_an_idle_dispatcher_takes_no_write_transaction(store: Store) -> None:
+    """Nothing due: the dispatcher only reads. On SQLite a write transaction every
+    second would take the file's lock from an ingesting server's writer."""
+    writes = 0
+    real_write = store.write
+
+    def counting_write():  # type: ignore[no-untyped-def]
+        nonlocal writes
+        writes += 1
+        return real_write()
+
+    store.write = counting_write  # type: ignore[method-assign]
+    d = webhooks.Dispatcher(store, SystemClock())
+    assert d.run_once() == 0
+    assert writes == 0
+    receiver = Receiver(new_secret()).start()
+    try:
+        store.write = real_write  # type: ignore[method-assign]
+        endpoint(store, receiver)
+        setup(store)
+        ingest(store, clock(FEB), ['{"event_id": 1}'])  # a rejected event: a message is due
+        store.write = counting_write  # type: ignore[method-assign]
+        assert d.run_once() >= 1
+        assert writes >= 1
+        assert receiver.received
+    finally:
+        receiver.stop()

@@ -177,8 +177,12 @@ class Dispatcher:
     def run_once(self) -> int:
         """Claim due deliveries and attempt each once, `concurrency` at a time (one
         slow endpoint does not hold up the others); returns how many were claimed."""
+        now = _now(self.clock)
+        with self.store.read() as conn:
+            if not outbox.any_due(conn, now):
+                return 0
         with self.store.write() as conn:
-            claimed = outbox.claim(conn, self.name, _now(self.clock), self.lease_us, self.batch)
+            claimed = outbox.claim(conn, self.name, now, self.lease_us, self.batch)
         if len(claimed) <= 1 or self.concurrency <= 1:
             for c in claimed:
                 self._attempt(c)

@@ -223,6 +223,21 @@ class Claimed:
     body: bytes
 
 
+_DUE = (
+    "FROM webhook_deliveries d WHERE d.status = 'pending' "
+    "AND d.next_attempt_at <= :now AND (d.locked_until IS NULL OR d.locked_until <= :now) "
+    "AND d.endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled)"
+)
+
+
+def any_due(conn: Connection, now_us: int) -> bool:
+    """Whether a delivery is due: read first, so that an idle dispatcher does not
+    take SQLite's write lock every second (an ingesting server's batches queued
+    behind it, in SQLite's busy handler, which sleeps in growing steps)."""
+    row = conn.execute(text(f"SELECT 1 {_DUE} LIMIT 1"), {"now": now_us}).first()
+    return row is not None
+
+
 def claim(
     conn: Connection, dispatcher: str, now_us: int, lease_us: int, limit: int
 ) -> list[Claimed]:
@@ -231,12 +246,7 @@ def claim(
     ids = [
         int(r[0])
         for r in conn.execute(
-            text(
-                "SELECT d.id FROM webhook_deliveries d WHERE d.status = 'pending' "
-                "AND d.next_attempt_at <= :now AND (d.locked_until IS NULL OR d.locked_until <= :now) "
-                "AND d.endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled) "
-                f"ORDER BY d.next_attempt_at, d.id LIMIT :n{skip_locked}"
-            ),
+            text(f"SELECT d.id {_DUE} ORDER BY d.next_attempt_at, d.id LIMIT :n{skip_locked}"),
             {"now": now_us, "n": limit},
         )
     ]
