@@ -8,14 +8,14 @@ event is deduplicated on (source, event_id) against the store.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from time import perf_counter
 from typing import Any
+
+from sqlalchemy.engine import Connection
 
 from meterline.domain.clock import Clock
 from meterline.domain.errors import ErrorCode
@@ -41,6 +41,7 @@ from meterline.store.event_log import (
     append_batch,
     storable_text,
 )
+from meterline.store.group_commit import GroupCommit
 from meterline.store.partitions import Partitions, month_of
 from meterline.store.window_index import WindowIndex, check_properties
 
@@ -170,13 +171,11 @@ class Ingestor:
         self.index = index
         self.timings = IngestTimings()
         self._partitions = Partitions()
-        # SQLite has one writer per file. Threads of this process (a server's
-        # requests) queue for it here, and the next one starts the moment the
-        # last commits; waiting inside SQLite's busy handler instead sleeps in
-        # steps of up to 100 ms and left the file idle between batches.
-        self._writer: AbstractContextManager[Any] = (
-            nullcontext() if store.is_postgres else threading.Lock()
-        )
+        # The writers of this process (a server's requests) queue here; when the
+        # store is free the first in line writes every batch queued behind it in
+        # one transaction (store/group_commit.py). On SQLite, waiting inside its
+        # busy handler instead slept in steps of up to 100 ms and left the file idle.
+        self.writer = GroupCommit(store)
 
     def ingest(
         self,
@@ -237,34 +236,29 @@ class Ingestor:
         """The write phase of one prepared batch: events, index, audit and webhook
         outbox in one transaction, then the batch's outcome added to `report`.
         The one write path, shared by the serial and the parallel ingestor."""
-        with gc_paused(), self._writer:
-            self._store_batch(chunk, batch, now_us, options, report)
-
-    def _store_batch(
-        self,
-        chunk: list[tuple[int, Item]],
-        batch: PreparedBatch,
-        now_us: int,
-        options: IngestOptions,
-        report: IngestReport,
-    ) -> None:
-        t1 = perf_counter()
-        if self.store.is_postgres and batch.candidates:
-            months = {month_of(c.event.event_time) for c in batch.candidates}
-            self._partitions.ensure(self.store.engine, months)
-        header = BatchHeader(now_us, options.origin, options.source, options.backfill)
-        with self.store.write() as conn:
-            result = append_batch(conn, header, batch.candidates, batch.rejects, 0, batch.repeats)
-            t2 = perf_counter()
-            if self.index is not None:
-                self.index(conn, header, result)
-            audit.ingest_batch(conn, result, len(batch.rejects), options.origin, now_us)
-            webhook_facts.ingest_batch(conn, header, result, batch.rejects, now_us)
-            alerts.on_ingest(conn, result, now_us)
-            t3 = perf_counter()
-        self.timings.write += t2 - t1 + perf_counter() - t3  # the commit is a write
-        self.timings.index += t3 - t2
+        with gc_paused():
+            if self.store.is_postgres and batch.candidates:
+                months = {month_of(c.event.event_time) for c in batch.candidates}
+                self._partitions.ensure(self.store.engine, months)
+            header = BatchHeader(now_us, options.origin, options.source, options.backfill)
+            t0 = perf_counter()
+            index_before = self.timings.index
+            result = self.writer.run(partial(self._write, header, batch), weight=len(chunk))
+            # The commit is a write; in a group, every member's time is the group's.
+            self.timings.write += perf_counter() - t0 - (self.timings.index - index_before)
         self._account(report, chunk, batch, result)
+
+    def _write(self, header: BatchHeader, batch: PreparedBatch, conn: Connection) -> AppendResult:
+        """One batch's writes: events, index, audit, webhook outbox and alerts."""
+        result = append_batch(conn, header, batch.candidates, batch.rejects, 0, batch.repeats)
+        if self.index is not None:
+            t0 = perf_counter()
+            self.index(conn, header, result)
+            self.timings.index += perf_counter() - t0
+        audit.ingest_batch(conn, result, len(batch.rejects), header.origin, header.received_at)
+        webhook_facts.ingest_batch(conn, header, result, batch.rejects, header.received_at)
+        alerts.on_ingest(conn, result, header.received_at)
+        return result
 
     def _quarantine_unstorable(
         self, entry: tuple[int, Item], exc: Exception, options: IngestOptions, report: IngestReport

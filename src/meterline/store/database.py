@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from meterline.domain.errors import ErrorCode, MeterlineError
+from meterline.store import merkle
 
 DEFAULT_URL = "sqlite:///meterline.db"
 # Seconds a PostgreSQL connection attempt may take, including the server's first
@@ -53,6 +55,11 @@ class Store:
 
     url: str
     engine: Engine
+    # SQLite: the engine of write transactions, whose pool keeps one connection.
+    # A connection's page cache is dropped whenever another connection has written
+    # the file, so writes that rotate through a pool shared with readers start
+    # cold (in a server, each request's batch re-read the B-tree pages it touched).
+    writer: Engine | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -95,17 +102,40 @@ class Store:
     def write(self) -> Iterator[Connection]:
         """A write transaction. On SQLite it takes the write lock up front
         (BEGIN IMMEDIATE) so a transaction never fails half-way on a lock upgrade."""
-        with self.engine.connect() as conn:
+        with (self.writer or self.engine).connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(meterline_write=True)
             with conn.begin():
-                conn.info.pop("meterline_seq_locked", None)
-                conn.info.pop("meterline_merkle_pending", None)
+                conn.info.pop(merkle.LOCKED, None)
+                conn.info.pop(merkle.PENDING, None)
                 yield conn
-                if conn.info.pop("meterline_seq_locked", False):
-                    from meterline.store import merkle
-
+                if conn.info.pop(merkle.LOCKED, False):
                     merkle.seal(conn)
+
+    @contextlib.contextmanager
+    def savepoint(self, conn: Connection) -> Iterator[Connection]:
+        """A part of a write transaction that can fail alone (group commit).
+
+        Undoing it also undoes what it handed to the end of the transaction: the
+        content hashes given to the Merkle seal and the mark that the sequence
+        was locked (on PostgreSQL a rollback to a savepoint releases a row lock
+        taken after it, so the seal must not think it still holds one)."""
+        locked = conn.info.get(merkle.LOCKED)
+        pending = conn.info.get(merkle.PENDING)
+        kept = len(pending) if pending else 0
+        try:
+            with conn.begin_nested():
+                yield conn
+        except BaseException:
+            if locked is None:
+                conn.info.pop(merkle.LOCKED, None)
+            else:
+                conn.info[merkle.LOCKED] = locked
+            pending = conn.info.get(merkle.PENDING)
+            if pending:
+                for seq in list(islice(pending, kept, None)):
+                    del pending[seq]
+            raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -114,6 +144,8 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.writer is not None:
+            self.writer.dispose()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -191,11 +223,17 @@ def open_store(url: str = DEFAULT_URL) -> Store:
             ErrorCode.INVALID_ARGUMENT,
             f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///FILE or postgresql://...",
         )
+    writer: Engine | None = None
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
             full, poolclass=sa.pool.NullPool if parsed.database in (None, "", ":memory:") else None
         )
         _sqlite_setup(engine)
+        if parsed.database not in (None, "", ":memory:"):
+            # One pooled connection; a concurrent writer gets an extra one (closed
+            # after use) and then waits for the file's lock as before.
+            writer = sa.create_engine(full, pool_size=1, max_overflow=-1)
+            _sqlite_setup(writer)
     else:
         connect_args = {}
         if "connect_timeout" not in parsed.query:
@@ -215,4 +253,4 @@ def open_store(url: str = DEFAULT_URL) -> Store:
         raise MeterlineError(
             ErrorCode.STORE_UNAVAILABLE, f"cannot open {safe_url(url)}: {reason}"
         ) from None
-    return Store(url=url, engine=engine)
+    return Store(url=url, engine=engine, writer=writer)

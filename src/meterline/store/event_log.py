@@ -252,6 +252,8 @@ def _append_postgres(
     assert isinstance(pg, psycopg.Connection)
     with pg.cursor() as cur:
         cur.execute(_STAGE_DDL)
+        # Empty at the start of a transaction; a group commit writes several batches.
+        cur.execute("DELETE FROM stage_events")
         with cur.copy("COPY stage_events FROM STDIN (FORMAT BINARY)") as cp:
             cp.set_types(_STAGE_TYPES)
             for c in candidates:

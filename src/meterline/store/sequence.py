@@ -17,7 +17,7 @@ def lock(conn: Connection) -> int:
 
     The transaction then ends by growing the Merkle log (store/merkle.py seal,
     run by Store.write while the lock is still held)."""
-    conn.info["meterline_seq_locked"] = True
+    conn.info["meterline_seq_locked"] = True  # merkle.LOCKED
     if conn.dialect.name == "postgresql":
         row = conn.execute(text("SELECT seq FROM knowledge WHERE id = 1 FOR UPDATE")).one()
     else:
