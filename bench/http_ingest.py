@@ -124,8 +124,9 @@ def prepare(url: str) -> None:
 
 
 @contextmanager
-def serve(url: str, log: Path) -> Iterator[str]:
-    with serving(url, NOW, f"{KEY}:ingest", log) as base:
+def serve(url: str, log: Path, workers: int = 1) -> Iterator[str]:
+    extra = ("--workers", str(workers)) if workers > 1 else ()
+    with serving(url, NOW, f"{KEY}:ingest", log, extra) as base:
         yield base
 
 
@@ -220,10 +221,11 @@ def run_case(
     log: Path,
     with_cli: bool = True,
     prebuilt_events: int = 0,
+    serve_workers: int = 1,
 ) -> Result:
     prepare(url)
     bodies = [prebuilt_bodies(f"c{i}", batch, prebuilt_events) for i in range(clients)]
-    with serve(url, log) as base:
+    with serve(url, log, serve_workers) as base:
         # Warm up: one request per client, not measured.
         warm = ClientStats()
         client_loop(base, "warm", batch, time.monotonic() + 0.001, warm)
@@ -304,6 +306,9 @@ def main() -> None:
         help="events per client encoded before timing (0: build each body while timing)",
     )
     parser.add_argument(
+        "--serve-workers", type=int, default=1, help="`meterline serve --workers N` (processes)"
+    )
+    parser.add_argument(
         "--no-cli", action="store_true", help="skip the CLI run on the same events (the ratio)"
     )
     args = parser.parse_args()
@@ -330,6 +335,7 @@ def main() -> None:
                     log,
                     not args.no_cli,
                     args.prebuilt_events,
+                    args.serve_workers,
                 )
             results.append(r)
             print(
