@@ -42,6 +42,7 @@ from meterline.store.event_log import (
     storable_text,
 )
 from meterline.store.group_commit import GroupCommit
+from meterline.store.meter_catalog import MeterCatalog
 from meterline.store.partitions import Partitions, month_of
 from meterline.store.window_index import WindowIndex, check_properties
 
@@ -176,6 +177,7 @@ class Ingestor:
         # one transaction (store/group_commit.py). On SQLite, waiting inside its
         # busy handler instead slept in steps of up to 100 ms and left the file idle.
         self.writer = GroupCommit(store)
+        self._checks = MeterCatalog()
 
     def ingest(
         self,
@@ -183,6 +185,11 @@ class Ingestor:
         options: IngestOptions,
         progress: Callable[[int], None] | None = None,
     ) -> IngestReport:
+        """Ingest `items` batch by batch, in order, each batch validated then
+        written. (Validating the next batch in a second thread while one is
+        written was measured and dropped: the validator held the GIL whenever the
+        writer came back from the database, and the writer's share grew by more
+        than the overlap saved, docs/PERFORMANCE.md.)"""
         report = IngestReport()
         for chunk in _batches(items, options.batch_size):
             with gc_paused():
@@ -201,29 +208,51 @@ class Ingestor:
         try:
             self._store_chunk(chunk, options, report)
         except Exception as exc:
-            if is_transient(exc):
-                raise
-            if len(chunk) > 1:
-                middle = len(chunk) // 2
-                self._ingest_chunk(chunk[:middle], options, report)
-                self._ingest_chunk(chunk[middle:], options, report)
-                return
-            self._quarantine_unstorable(chunk[0], exc, options, report)
+            self._isolate(chunk, exc, options, report)
+
+    def _isolate(
+        self,
+        chunk: list[tuple[int, Item]],
+        exc: Exception,
+        options: IngestOptions,
+        report: IngestReport,
+    ) -> None:
+        """After `chunk` failed to store with `exc`: raise if the store is at fault,
+        else store its halves, or quarantine the one event the database refuses."""
+        if is_transient(exc):
+            raise exc
+        if len(chunk) > 1:
+            middle = len(chunk) // 2
+            self._ingest_chunk(chunk[:middle], options, report)
+            self._ingest_chunk(chunk[middle:], options, report)
+            return
+        self._quarantine_unstorable(chunk[0], exc, options, report)
 
     def _store_chunk(
         self, chunk: list[tuple[int, Item]], options: IngestOptions, report: IngestReport
     ) -> None:
-        now_us = from_datetime(self.clock.now())
-        check: EventCheck | None = None
-        if self.index is not None:
-            catalog = self.index.catalog
-            with self.store.read() as conn:
-                catalog.refresh(conn)
-            check = partial(check_properties, catalog) if catalog.by_type else None
-        t0 = perf_counter()
-        batch = prepare(chunk, now_us, options, check)
-        self.timings.validate += perf_counter() - t0
+        now_us, batch = self._prepare(chunk, options)
         self.store_batch(chunk, batch, now_us, options, report)
+
+    def _prepare(
+        self, chunk: list[tuple[int, Item]], options: IngestOptions
+    ) -> tuple[int, PreparedBatch]:
+        """Validate a chunk at the clock's current time, against the metered
+        properties of the catalog in force. The catalog of these checks is not the
+        index's: validation may run in another thread than the write (`ingest`, a
+        server's requests), and the write's fold must see exactly the meters of
+        its own transaction."""
+        with gc_paused():
+            now_us = from_datetime(self.clock.now())
+            check: EventCheck | None = None
+            if self.index is not None:
+                with self.store.read() as conn:
+                    self._checks.refresh(conn)
+                check = partial(check_properties, self._checks) if self._checks.by_type else None
+            t0 = perf_counter()
+            batch = prepare(chunk, now_us, options, check)
+            self.timings.validate += perf_counter() - t0
+        return now_us, batch
 
     def store_batch(
         self,
