@@ -29,6 +29,12 @@ share is not in it).
     .venv/bin/python bench/ingest_baseline.py                       # both backends
     .venv/bin/python bench/ingest_baseline.py --backend sqlite --events 200000
     .venv/bin/python bench/ingest_baseline.py --backend sqlite --profile
+    .venv/bin/python bench/ingest_baseline.py --events 200000 --floor   # + the layout floor
+
+With ``--floor`` each round also times the layout floor: the rows that round's
+meterline run wrote, inserted by a bare script into a fresh store in as many
+transactions (see ``layout_floor``). floor / baseline is what the storage
+layout costs; meterline / floor is what meterline's code adds on top of it.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from sqlalchemy import Column, Table, func, inspect, select, text
 
 from meterline.demo.workload import Workload, write
 from meterline.domain.clock import FixedClock
@@ -58,7 +65,9 @@ from meterline.domain.timestamps import US_PER_HOUR, parse_rfc3339, to_datetime
 from meterline.ingest.readers import read_file
 from meterline.ingest.service import IngestOptions
 from meterline.services.catalog import apply_catalog
-from meterline.store.database import sqlite_sync
+from meterline.store.database import Store, sqlite_sync
+from meterline.store.partitions import Partitions, month_of
+from meterline.store.schema import metadata
 from meterline.wiring import ingestor_for
 from stores import PG_ADMIN, fresh_store, pg_url
 
@@ -154,6 +163,14 @@ def baseline_sqlite(path: Path) -> tuple[float, float, int]:
     return seconds, cpu, stored
 
 
+def parse_only(path: Path) -> tuple[float, float, int]:
+    """The baselines' parsing alone (no database): with the layout floor's inserts,
+    the cost of a bare script that stores meterline's rows."""
+    started, cpu = time.perf_counter(), time.process_time()
+    n = sum(len(rows) for rows in _rows(path))
+    return time.perf_counter() - started, time.process_time() - cpu, n
+
+
 def baseline_postgres(path: Path) -> tuple[float, float, int]:
     name = f"meterline_baseline_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
@@ -184,10 +201,131 @@ def baseline_postgres(path: Path) -> tuple[float, float, int]:
     return seconds, cpu, stored
 
 
-def meterline(backend: str, path: Path, profile: bool, top: int) -> tuple[float, float, int]:
+# Tables ingestion only updates in place (counters, watermarks): the layout floor
+# replays their final state with one UPDATE per batch instead of new rows.
+_UPDATED = {"knowledge", "global_watermark", "source_watermarks"}
+
+
+def _row_counts(store: Store) -> dict[str, int]:
+    with store.read() as conn:
+        present = set(inspect(conn).get_table_names())
+        return {
+            t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+            for t in metadata.sorted_tables
+            if t.name in present
+        }
+
+
+def _keys(store: Store) -> dict[str, set[tuple[Any, ...]]]:
+    """Every table's primary keys (taken before ingesting: the catalog's rows)."""
+    with store.read() as conn:
+        # (information_schema lists PostgreSQL's partitioned parents; the inspector does not)
+        sql = (
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            if store.is_postgres
+            else "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+        present = {str(r[0]) for r in conn.execute(text(sql))}
+        return {
+            t.name: {tuple(r) for r in conn.execute(select(*_key(t)))}
+            for t in metadata.sorted_tables
+            if t.name in present
+        }
+
+
+def _key(t: Table) -> list[Column[Any]]:
+    """A table's identifying columns (events has no primary key on PostgreSQL's partitions)."""
+    if t.primary_key.columns:
+        return list(t.primary_key.columns)
+    return [t.c.seq] if "seq" in t.c else list(t.columns)
+
+
+def _written(
+    store: Store, before: dict[str, set[tuple[Any, ...]]]
+) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """The rows ingestion added to each table, in primary-key order: what the
+    layout floor writes."""
+    out: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+    with store.read() as conn:
+        for t in metadata.sorted_tables:
+            if t.name not in before or t.name in _UPDATED:
+                continue
+            pk = _key(t)
+            width = len(pk)
+            rows = [
+                tuple(r)[width:]
+                for r in conn.execute(select(*pk, *t.columns).order_by(*pk))
+                if tuple(r)[:width] not in before[t.name]
+            ]
+            if rows:
+                out[t.name] = ([c.name for c in t.columns], rows)
+    return out
+
+
+def layout_floor(
+    backend: str, written: dict[str, tuple[list[str], list[tuple[Any, ...]]]], batches: int
+) -> tuple[float, float, int]:
+    """The database work of meterline's storage layout alone: the rows one meterline
+    run wrote (events, usage index, Merkle nodes, lateness, batches, audit, outbox),
+    inserted by a bare script into a fresh migrated store with the same catalog,
+    cut into the same number of transactions, by executemany (SQLite) or COPY
+    (PostgreSQL). No validation, no folding, no hashing, no dedup: what is left is
+    what the layout costs the database, the floor under any code on this schema."""
     now_us = parse_rfc3339(Workload().month_end) + US_PER_HOUR
     with fresh_store(backend) as store:
         apply_catalog(store, CATALOG, now_us)
+        if store.is_postgres:
+            times = written["events"][1]
+            col = written["events"][0].index("event_time")
+            Partitions().ensure(store.engine, {month_of(r[col]) for r in times})
+        raw = store.engine.raw_connection()
+        driver = raw.driver_connection
+        plan = [
+            (name, cols, rows, -(-len(rows) // batches)) for name, (cols, rows) in written.items()
+        ]
+        started, cpu = time.perf_counter(), time.process_time()
+        for i in range(batches):
+            if isinstance(driver, psycopg.Connection):
+                with driver.cursor() as cur:
+                    for name, cols, rows, per in plan:
+                        part = rows[i * per : (i + 1) * per]
+                        if part:
+                            with cur.copy(f"COPY {name} ({', '.join(cols)}) FROM STDIN") as cp:
+                                for r in part:
+                                    cp.write_row(r)
+                    cur.execute("UPDATE knowledge SET seq = seq + 1 WHERE id = 1")
+                driver.commit()
+            else:
+                assert isinstance(driver, sqlite3.Connection)
+                driver.execute("BEGIN IMMEDIATE")
+                for name, cols, rows, per in plan:
+                    part = rows[i * per : (i + 1) * per]
+                    if part:
+                        marks = ", ".join("?" for _ in cols)
+                        driver.executemany(
+                            f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({marks})", part
+                        )
+                driver.execute("UPDATE knowledge SET seq = seq + 1 WHERE id = 1")
+                driver.execute("COMMIT")
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        raw.close()
+        print(
+            "    layout rows: "
+            + ", ".join(f"{name} {len(rows):,}" for name, (_, rows) in written.items()),
+            flush=True,
+        )
+        stored = _row_counts(store)["events"]
+    return seconds, cpu, stored
+
+
+def meterline(
+    backend: str, path: Path, profile: bool, top: int, keep: list[Any] | None = None
+) -> tuple[float, float, int]:
+    """`keep`, if given, receives (rows written, batches) for the layout floor."""
+    now_us = parse_rfc3339(Workload().month_end) + US_PER_HOUR
+    with fresh_store(backend) as store:
+        apply_catalog(store, CATALOG, now_us)
+        before = _keys(store) if keep is not None else {}
         ingestor = ingestor_for(store, FixedClock(to_datetime(now_us)))
         profiler = cProfile.Profile() if profile else None
         started, cpu = time.perf_counter(), time.process_time()
@@ -197,6 +335,8 @@ def meterline(backend: str, path: Path, profile: bool, top: int) -> tuple[float,
         if profiler is not None:
             profiler.disable()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        if keep is not None:
+            keep[:] = [_written(store, before), report.batches]
     t = ingestor.timings
     print(
         f"    phases: validate {t.validate:.2f}s write {t.write:.2f}s index {t.index:.2f}s; "
@@ -219,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternations per backend")
     parser.add_argument("--profile", action="store_true", help="cProfile the meterline runs")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time the layout floor: meterline's own rows written by a bare script",
+    )
     args = parser.parse_args(argv)
     path, lines = dataset(args.events, args.customers)
     print(
@@ -234,11 +379,20 @@ def main(argv: list[str] | None = None) -> int:
         best: dict[str, float] = {}
         best_cpu: dict[str, float] = {}
         for rnd in range(1, args.rounds + 1):
-            for who in ("baseline", "meterline"):
+            kept: list[Any] = []
+            contenders = ("baseline", "meterline") + (("layout", "parse") if args.floor else ())
+            for who in contenders:
                 if who == "baseline":
                     seconds, cpu, stored = base_fn[backend](path)
+                elif who == "meterline":
+                    seconds, cpu, stored = meterline(
+                        backend, path, args.profile, args.top, kept if args.floor else None
+                    )
+                elif who == "layout":
+                    seconds, cpu, stored = layout_floor(backend, kept[0], kept[1])
+                    kept.clear()
                 else:
-                    seconds, cpu, stored = meterline(backend, path, args.profile, args.top)
+                    seconds, cpu, stored = parse_only(path)
                 best[who] = min(best.get(who, seconds), seconds)
                 best_cpu[who] = min(best_cpu.get(who, cpu), cpu)
                 print(
@@ -253,6 +407,17 @@ def main(argv: list[str] | None = None) -> int:
             f"meterline {lines / best['meterline']:9,.0f}/s  ratio {ratio:.2f}x  "
             f"(CPU of this process: {best_cpu['meterline'] / best_cpu['baseline']:.2f}x)"
         )
+        if args.floor:
+            floor = best["parse"] + best["layout"]
+            floor_cpu = best_cpu["parse"] + best_cpu["layout"]
+            summary.append(
+                f"{backend:8} floor = baseline parsing {best['parse']:.2f}s + meterline's rows "
+                f"inserted bare {best['layout']:.2f}s = {floor:.2f}s: "
+                f"floor / baseline {floor / best['baseline']:.2f}x "
+                f"(CPU {floor_cpu / best_cpu['baseline']:.2f}x), "
+                f"meterline / floor {best['meterline'] / floor:.2f}x "
+                f"(CPU {best_cpu['meterline'] / floor_cpu:.2f}x)"
+            )
     print("\nbest of each (time ratio meterline / baseline):")
     print("\n".join(summary))
     return 0
