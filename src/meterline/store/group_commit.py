@@ -77,11 +77,17 @@ class GroupCommit:
             while not member.done:
                 with self._cond:
                     group = self._take()
-                self._write(group)
-                with self._cond:
+                try:
+                    self._write(group)
+                except BaseException as exc:  # _write answers every member; this is a bug
                     for m in group:
-                        m.done = True
-                    self._cond.notify_all()
+                        m.result, m.error = None, exc
+                    raise
+                finally:
+                    with self._cond:
+                        for m in group:
+                            m.done = True
+                        self._cond.notify_all()
         finally:
             with self._cond:
                 self._busy = False
