@@ -122,3 +122,70 @@ def test_a_console_session_holds_on_every_server_process(store: Store, tmp_path:
         server.stop()
     pids = set(re.findall(r"Started server process \[(\d+)\]", server.log()))
     assert len(pids) == 2, server.log()
+
+
+def test_one_server_under_concurrent_requests_keeps_every_request_whole(
+    store: Store, tmp_path: Path
+) -> None:
+    """One `meterline serve` process, both backends, 8 clients at once: requests that
+    queue share transactions (group commit). Requests overlap in keys (re-sent events
+    are duplicates, changed ones conflicts) and some carry an event the database
+    refuses: only that event is quarantined, each answer counts only its own events,
+    seqs have no holes and the Merkle log equals the facts."""
+    from tests.test_group_commit import _poison
+
+    from meterline.store import merkle
+
+    _poison(store, "poison")
+    server = _start(store.url, tmp_path, workers=1)
+    batches, size = 32, 200
+
+    def body(b: int) -> bytes:
+        events = [
+            {
+                "event_id": f"b{b}-{i}" if i >= 20 else f"shared-{i}",  # 20 keys in every request
+                "customer_id": f"c{i % 9}",
+                "event_type": "api_call",
+                "event_time": f"2024-02-0{1 + (b % 8 if i >= 20 else 0)}T{i % 24:02d}:00:00Z",
+                "properties": {"tokens": (i % 5) if i >= 10 or b % 4 else 99},  # b%4==0: conflicts
+            }
+            for i in range(size)
+        ]
+        if b % 8 == 3:
+            events[50]["event_id"] = "poison"
+        return b"\n".join(msgspec.json.encode(e) for e in events)
+
+    try:
+
+        def send(b: int) -> dict[str, object]:
+            with server.client(INGEST_KEY) as client:
+                r = client.post(
+                    "/v1/events", content=body(b), headers={"content-type": "application/x-ndjson"}
+                )
+                assert r.status_code == 200, r.text
+                return dict(r.json())
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(send, range(batches)))
+    finally:
+        server.stop()
+    for b, a in enumerate(answers):
+        assert a["accepted"] + a["duplicates"] + a["rejected"] == size, a  # type: ignore[operator]
+        codes = [r["code"] for r in a["rejects"]]  # type: ignore[attr-defined]
+        assert codes.count("STORE_REJECTED") == (1 if b % 8 == 3 else 0), a
+        assert set(codes) <= {"STORE_REJECTED", "EVENT_ID_CONFLICT"}, a
+    assert sum(a["duplicates"] for a in answers) > 0  # type: ignore[misc]
+    assert any(r["code"] == "EVENT_ID_CONFLICT" for a in answers for r in a["rejects"])  # type: ignore[attr-defined]
+    unique = 20 + batches * (size - 20) - batches // 8  # shared keys once; poison never
+    assert sum(a["accepted"] for a in answers) == unique  # type: ignore[misc]
+    with store.read() as conn:
+        seqs = [int(s) for s in conn.execute(text("SELECT seq FROM events ORDER BY seq")).scalars()]
+        last = sequence.current(conn)
+        assert merkle.audit_range(conn, 0, last).problems == []
+        quarantined = conn.execute(
+            text("SELECT code, COUNT(*) FROM quarantine GROUP BY code ORDER BY code")
+        ).all()
+    assert seqs == list(range(1, last + 1)) and len(seqs) == unique
+    rejected = sum(a["rejected"] for a in answers)  # type: ignore[misc]
+    assert sum(int(n) for _, n in quarantined) == rejected
+    assert dict(quarantined)["STORE_REJECTED"] == batches // 8
