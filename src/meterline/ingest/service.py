@@ -1,8 +1,10 @@
 """Batch ingestion: validate, fold in-batch duplicates, append atomically.
 
-Input is cut into batches; each batch is one transaction. A crash loses at most
-the batch in flight, and re-sending it stores nothing twice, because every
-event is deduplicated on (source, event_id) against the store.
+Input is cut into batches; each batch is stored atomically, in a transaction of
+its own or, when writers queue at once, in a savepoint of a shared one
+(store/group_commit.py). A crash loses at most the batches in flight, and
+re-sending them stores nothing twice, because every event is deduplicated on
+(source, event_id) against the store.
 """
 
 from __future__ import annotations

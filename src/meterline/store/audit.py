@@ -124,7 +124,7 @@ def rows(
 def ingest_batch(
     conn: Connection, batch: AppendResult, rejected: int, origin: str, at_us: int
 ) -> None:
-    """One row per ingest batch (= one transaction), never per event."""
+    """One row per ingest batch (stored atomically; see store/group_commit.py), never per event."""
     record(
         conn,
         "ingest",
