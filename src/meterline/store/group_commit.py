@@ -79,7 +79,7 @@ class GroupCommit:
                     group = self._take()
                 try:
                     self._write(group)
-                except BaseException as exc:  # _write answers every member; this is a bug
+                except BaseException as exc:  # only a bug: _write answers every member itself
                     for m in group:
                         m.result, m.error = None, exc
                     raise
