@@ -42,7 +42,7 @@ from meterline.store import schema, sequence
 from meterline.store.driver import raw_rows
 
 # conn.info keys: set by sequence.lock and event ingestion, consumed by seal.
-LOCKED = "meterline_seq_locked"
+LOCKED = sequence.LOCKED
 PENDING = "meterline_merkle_pending"
 
 # The content hash committed for a seq that holds no known fact (a fact kind

@@ -11,13 +11,16 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+# conn.info key: this transaction holds the counter lock (consumed by Store.write's seal).
+LOCKED = "meterline_seq_locked"
+
 
 def lock(conn: Connection) -> int:
     """Lock the counter for this transaction and return the last seq handed out.
 
     The transaction then ends by growing the Merkle log (store/merkle.py seal,
     run by Store.write while the lock is still held)."""
-    conn.info["meterline_seq_locked"] = True  # merkle.LOCKED
+    conn.info[LOCKED] = True
     if conn.dialect.name == "postgresql":
         row = conn.execute(text("SELECT seq FROM knowledge WHERE id = 1 FOR UPDATE")).one()
     else:
